@@ -1,0 +1,21 @@
+"""The code location: ``dagster dev -w workspace.yaml`` or ``-m roadwork_assets.definitions``."""
+
+
+import dagster as dg
+
+from roadwork_assets import data, policies, predictions, training
+from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
+
+defs = dg.Definitions(
+    assets=[data.source_images, data.splits, training.phase1_checkpoint, predictions.split_logits, policies.thresholds],
+    asset_checks=[
+        data.manifest_valid,
+        data.splits_checks,
+        training.reloads_identically,
+        training.weights_finite,
+        training.val_select_mcc_at_floor,
+        *predictions.prediction_checks,
+        policies.thresholds_meet_targets,
+    ],
+    resources={"settings": ProfileResource(), "store": ArtifactStore(), "mlflow": MlflowTracking()},
+)

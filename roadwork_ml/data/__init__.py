@@ -1,0 +1,1 @@
+"""Data: record schema, sources, safe decoding, dedup, splits, fusion, transforms."""

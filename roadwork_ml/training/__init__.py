@@ -1,0 +1,1 @@
+"""Training: the trainer loop, LR schedule, checkpoints."""

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from sklearn.metrics import matthews_corrcoef
+
+from roadwork_ml.contracts import LeakageError, Split
+from roadwork_ml.policy.thresholds import ExitThresholds, exit_sweep, fit_thresholds, fold_probability, mcc_optimal_cut
+
+
+def _scores(n, seed, shift=2.5):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    logit = rng.normal(0, 1, n) + np.where(y == 1, shift, -shift) * 0.5 + 0.7  # biased: best cut is not 0.5
+    return 1 / (1 + np.exp(-logit)), y
+
+
+def _brute_fnr_coverage(p, y, tau):
+    exited = np.maximum(p, 1 - p) >= tau
+    pos = exited & (y == 1)
+    fn = (pos & (p <= 0.5)).sum()
+    return exited.mean(), (fn / pos.sum() if pos.sum() else 0.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sweep_matches_brute_force_and_choice_is_optimal(seed):
+    p, y = _scores(800, seed)
+    taus = np.linspace(0.5, 1, 101)
+    cov, fnr = exit_sweep(p, y, taus)
+    for t, c, f in zip(taus[::10], cov[::10], fnr[::10]):
+        bc, bf = _brute_fnr_coverage(p, y, t)
+        assert c == pytest.approx(bc, abs=1e-12) and f == pytest.approx(bf, abs=1e-12)
+    fitted = fit_thresholds(p, y, Split.VAL_CALIB, target_fnr_exit=0.05, min_coverage=0.3, grid_size=1001)
+    assert fitted.feasible
+    c, f = _brute_fnr_coverage(p, y, fitted.tau)
+    assert f <= 0.05 and c >= 0.3 and c == pytest.approx(fitted.coverage)
+    # no feasible τ on the grid has higher coverage
+    grid = np.linspace(0.5, 1, 1001)
+    gc, gf = exit_sweep(p, y, grid)
+    assert gc[(gf <= 0.05) & (gc >= 0.3)].max() == pytest.approx(fitted.coverage)
+
+
+def test_infeasible_targets_are_reported_not_hidden():
+    p, y = _scores(500, 0, shift=0.2)  # nearly random scores
+    fitted = fit_thresholds(p, y, Split.VAL_CALIB, target_fnr_exit=0.001, min_coverage=0.99)
+    assert not fitted.feasible
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mcc_cut_beats_every_other_cut(seed):
+    p, y = _scores(400, seed)
+    cut, best = mcc_optimal_cut(p, y)
+    assert best == pytest.approx(matthews_corrcoef(y, p > cut), abs=1e-12)
+    for t in np.unique(p)[::7]:
+        assert matthews_corrcoef(y, p > t) <= best + 1e-12
+
+
+def test_fold_puts_the_cut_on_one_half():
+    rng = np.random.default_rng(0)
+    p = np.r_[rng.random(10000), 0.0, 1.0, 0.3, np.nan, np.inf, -np.inf]
+    for cut in (0.01, 0.3, 0.5, 0.83, 0.999):
+        f = fold_probability(p, cut)
+        assert np.isfinite(f).all() and f.min() >= 0 and f.max() <= 1
+        finite = np.isfinite(p)
+        assert ((f[finite] > 0.5) == (p[finite] > cut)).all()
+        order = np.argsort(p[:10000])
+        assert (np.diff(f[:10000][order]) >= 0).all()  # monotone
+
+
+def test_leakage_and_serialization():
+    p, y = _scores(300, 1)
+    with pytest.raises(LeakageError):
+        fit_thresholds(p, y, Split.VAL_TEST, 0.05, 0.5)
+    fitted = fit_thresholds(p, y, "val_calib", 0.05, 0.5)
+    again = ExitThresholds.from_dict(fitted.to_dict())
+    assert again.tau == fitted.tau and again.decision_cut == fitted.decision_cut
+    assert (again.fold(p) == fitted.fold(p)).all()

@@ -1,0 +1,117 @@
+"""The trainer on a small problem a ViT can learn in seconds: a bright square means positive."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import matthews_corrcoef
+
+from roadwork_ml.config import load_profile
+from roadwork_ml.contracts import LeakageError, Split
+from roadwork_ml.models import build_classifier
+from roadwork_ml.training.checkpoint import load_checkpoint, save_checkpoint
+from roadwork_ml.training.schedule import warmup_cosine
+from roadwork_ml.training.trainer import TensorSplit, evaluate, predict_logits, train_classifier
+
+SIZE = 16
+
+
+def _data(n, seed, split):
+    g = torch.Generator().manual_seed(seed)
+    images = (torch.rand(n, 3, SIZE, SIZE, generator=g) * 80).to(torch.uint8)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    for i in torch.nonzero(labels).flatten().tolist():
+        r, c = torch.randint(0, SIZE - 6, (2,), generator=g).tolist()
+        images[i, 0, r : r + 6, c : c + 6] = 250
+        images[i, 1, r : r + 6, c : c + 6] = 140
+    return TensorSplit(images, labels, Split(split))
+
+
+def _cfgs(**train):
+    p = load_profile("tiny", [f"model.img_size={SIZE}", "model.patch_size=4", "model.embed_dim=32", "model.depth=1"])
+    t = p.train.model_copy(update={"epochs": 6, "batch_size": 32, "lr": 3e-3, "augment": False, "num_threads": 0, "early_stopping_patience": 10, **train})
+    return p.model, t
+
+
+@pytest.fixture(scope="module")
+def trained():
+    mcfg, tcfg = _cfgs()
+    torch.manual_seed(0)
+    model = build_classifier(mcfg)
+    train, val = _data(512, 0, "train"), _data(256, 1, "val_select")
+    result = train_classifier(model, train, val, tcfg, progress=False, log=lambda s: None)
+    return model, mcfg, result, val
+
+
+def test_learns_and_keeps_the_best_epoch(trained):
+    model, _, result, val = trained
+    assert result.best_mcc > 0.9
+    preds = predict_logits(model, val.images, 64).argmax(1).numpy()
+    assert matthews_corrcoef(val.labels.numpy(), preds) == pytest.approx(result.best_mcc, abs=1e-9)
+    assert result.history[0].train_loss > result.history[-1].train_loss
+    assert len(result.step_losses) == 6 * 16
+
+
+def test_checkpoint_reload_is_bit_identical_and_tamper_is_caught(trained, tmp_path):
+    model, mcfg, _, val = trained
+    save_checkpoint(model, mcfg, tmp_path)
+    again, meta = load_checkpoint(tmp_path)
+    a = predict_logits(model, val.images, 64)
+    b = predict_logits(again, val.images, 64)
+    assert torch.equal(a, b)
+    blob = bytearray((tmp_path / "model.safetensors").read_bytes())
+    blob[-1] ^= 1
+    (tmp_path / "model.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(Exception, match="sha256"):
+        load_checkpoint(tmp_path)
+
+
+def test_early_stopping_stops():
+    mcfg, tcfg = _cfgs(epochs=20, early_stopping_patience=2, lr=1e-9)  # nothing to learn at lr 1e-9
+    result = train_classifier(build_classifier(mcfg), _data(64, 2, "train"), _data(64, 3, "val_select"), tcfg, progress=False, log=lambda s: None)
+    assert result.stopped_early and len(result.history) < 20
+
+
+def test_gradient_accumulation_matches_a_bigger_batch():
+    torch.manual_seed(0)
+    mcfg, _ = _cfgs()
+    base = build_classifier(mcfg.model_copy(update={"head_dropout": 0.0}))
+    train, val = _data(64, 4, "train"), _data(32, 5, "val_select")
+    models = []
+    for bs, acc in ((16, 1), (8, 2)):
+        m = build_classifier(mcfg)
+        m.load_state_dict(base.state_dict())
+        _, t = _cfgs(epochs=1, batch_size=bs, grad_accum_steps=acc, seed=3)
+        train_classifier(m, train, val, t, progress=False, log=lambda s: None)
+        models.append(m)
+    # The sample order is the same permutation, so 2 accumulated batches of 8 give the gradient
+    # of 1 batch of 16. Adam's first steps are sign-like (g / |g|), so float noise in near-zero
+    # gradients can flip a few updates by 2·lr; everything else must agree to float precision.
+    a = torch.cat([p.flatten() for p in models[0].state_dict().values()])
+    b = torch.cat([p.flatten() for p in models[1].state_dict().values()])
+    close = torch.isclose(a, b, atol=1e-5)
+    assert close.float().mean() > 0.99
+    assert (a - b).abs().max() <= 2 * 3e-3 * 4 + 1e-6
+
+
+def test_leakage_contract_guards_training():
+    mcfg, tcfg = _cfgs(epochs=1)
+    model = build_classifier(mcfg)
+    with pytest.raises(LeakageError):
+        train_classifier(model, _data(16, 0, "val_calib"), _data(16, 1, "val_select"), tcfg, progress=False)
+    with pytest.raises(LeakageError):
+        train_classifier(model, _data(16, 0, "train"), _data(16, 1, "val_test"), tcfg, progress=False)
+    with pytest.raises(LeakageError):
+        evaluate(model, _data(16, 1, "val_test"), 8)
+
+
+def test_warmup_cosine_shape():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, total_steps=100, warmup_steps=10)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert np.all(np.diff(lrs[:10]) > 0) and np.all(np.diff(lrs[10:]) <= 1e-12)
+    assert lrs[-1] == pytest.approx(0.01, abs=0.01)
