@@ -1,7 +1,6 @@
 """Data assets: ``source_images`` (one partition per source) and the leakage-proof ``splits``."""
 
 
-import json
 from collections import Counter
 
 import dagster as dg
@@ -13,7 +12,7 @@ import pyarrow.parquet as pq
 from roadwork_assets.loaders import SPLITS_DIR, load_splits
 from roadwork_assets.metadata import image_md, table_md
 from roadwork_assets.resources import ArtifactStore, ProfileResource, RunOverrides
-from roadwork_ml.artifacts import atomic_path, atomic_write_bytes, atomic_write_json, verify_dir, write_manifest
+from roadwork_ml.artifacts import atomic_path, atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.config import SOURCE_NAMES
 from roadwork_ml.contracts import Split
 from roadwork_ml.data.decode import manifest_row, store_relpath

@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 
 from roadwork_assets.loaders import load_predictions
-from roadwork_assets.metadata import image_md
+from roadwork_assets.metadata import image_md, table_md
 from roadwork_assets.resources import ArtifactStore, ProfileResource, RunOverrides
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
@@ -58,3 +58,177 @@ def thresholds_meet_targets(store: ArtifactStore) -> dg.AssetCheckResult:
     fold_consistent = bool((((folded > 0.5) == (p1 > fitted.decision_cut))).all() and np.isfinite(folded).all() and folded.min() >= 0 and folded.max() <= 1)
     passed = bool(fnr[0] <= fitted.target_fnr_exit and coverage[0] >= fitted.min_coverage and fold_consistent)
     return dg.AssetCheckResult(passed=passed, metadata={"coverage": float(coverage[0]), "min_coverage": fitted.min_coverage, "fnr_exit": float(fnr[0]), "target_fnr_exit": fitted.target_fnr_exit, "fold_consistent": fold_consistent})
+
+
+CALIBRATOR_DIR = "calibrator"
+GATE_DIR = "gate"
+SCRC_DIR = "scrc_params"
+
+
+def _save_arrays(path, **arrays) -> None:
+    from safetensors.numpy import save_file
+
+    from roadwork_ml.artifacts import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+
+
+def _load_arrays(directory, name: str) -> dict:
+    from safetensors.numpy import load_file
+
+    verify_dir(directory)
+    return load_file(str(directory / name))
+
+
+@dg.asset(deps=["val_calib_logits"], group_name="policies", kinds={"numpy", "torch"})
+def calibrator(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+    """Fit every calibrator of the profile with K-fold cross-fitting on VAL_CALIB; keep the one
+    with the lowest out-of-fold NLL (ECE breaks ties), refit on all of VAL_CALIB."""
+    from roadwork_ml.policy.calibration import reliability_diagram, select_calibrator
+
+    profile = settings.load(config.overrides)
+    cfg = profile.policy.calibration
+    preds = load_predictions(store, Split.VAL_CALIB)
+    slices = preds.meta[cfg.slice_key].astype(str).to_numpy()
+    result = select_calibrator(preds.logits.astype(np.float64), preds.labels, cfg.methods, n_folds=cfg.n_folds, seed=cfg.seed, slices=slices, min_samples_per_slice=cfg.min_samples_per_slice, split=preds.split, n_bins=cfg.n_bins)
+    chosen = next(r for r in result.table if r["method"] == result.method)
+    with store.staging(CALIBRATOR_DIR) as out:
+        atomic_write_json(out / "calibrator.json", {**result.calibrator.to_dict(), "slice_key": cfg.slice_key})
+        atomic_write_json(out / "selection.json", result.to_dict())
+        _save_arrays(out / "oof.safetensors", probs=result.oof_proba[result.method], uncalibrated=result.oof_proba["identity"], labels=preds.labels)
+        before = reliability_diagram(result.oof_proba["identity"], preds.labels, out / "reliability_uncalibrated.png", cfg.n_bins, "VAL_CALIB out-of-fold, uncalibrated")
+        after = reliability_diagram(result.oof_proba[result.method], preds.labels, out / "reliability_calibrated.png", cfg.n_bins, f"VAL_CALIB out-of-fold, {result.method}")
+        write_manifest(out, extra={"kind": "calibrator", "method": result.method})
+    d = store.path(CALIBRATOR_DIR)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(d / "calibrator.json")),
+            "method": result.method,
+            "oof_ece_before": float(result.uncalibrated["oof_ece"]),
+            "oof_ece_after": float(chosen["oof_ece"]),
+            "oof_nll_before": float(result.uncalibrated["oof_nll"]),
+            "oof_nll_after": float(chosen["oof_nll"]),
+            "oof_brier_after": float(chosen["oof_brier"]),
+            "n_val_calib": len(preds),
+            "comparison": table_md([result.uncalibrated | {"method": "identity (uncalibrated)"}] + list(result.table)),
+            "reliability_before": image_md(d / "reliability_uncalibrated.png", "uncalibrated"),
+            "reliability_after": image_md(d / "reliability_calibrated.png", "calibrated"),
+            "ece_check": dg.MetadataValue.json({"before": before.get("ece"), "after": after.get("ece")}),
+        }
+    )
+
+
+@dg.asset_check(asset=calibrator, blocking=True, description="the chosen calibrator's out-of-fold ECE is not worse than uncalibrated (recomputed from the saved out-of-fold probabilities)")
+def calibrator_not_worse(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
+    from roadwork_ml.evaluation.metrics import ece, nll
+
+    arrays = _load_arrays(store.require(CALIBRATOR_DIR), "oof.safetensors")
+    n_bins = settings.load().policy.calibration.n_bins
+    before, after = ece(arrays["labels"], arrays["uncalibrated"], n_bins), ece(arrays["labels"], arrays["probs"], n_bins)
+    return dg.AssetCheckResult(passed=bool(after <= before + 1e-12), metadata={"oof_ece_before": before, "oof_ece_after": after, "oof_nll_before": nll(arrays["labels"], arrays["uncalibrated"]), "oof_nll_after": nll(arrays["labels"], arrays["probs"])})
+
+
+@dg.asset(deps=["val_calib_logits"], group_name="policies", kinds={"pytorch"})
+def gate(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+    """Phase 3: the failure-predictor MLP on the 7 uncertainty features, cross-fitted on VAL_CALIB
+    so the reported AUROC / AUPRC of detecting wrong predictions is out-of-fold."""
+    from roadwork_ml.policy.gate import GateConfig, cross_fit_gate
+    from roadwork_ml.policy.suite import gate_accept_threshold
+
+    profile = settings.load(config.overrides)
+    g = profile.policy.gate
+    preds = load_predictions(store, Split.VAL_CALIB)
+    is_wrong = (preds.probs.argmax(1) != preds.labels).astype(np.int64)
+    gcfg = GateConfig(hidden_sizes=tuple(g.hidden_sizes), dropouts=tuple(g.dropouts), pos_weight=g.pos_weight, lr=g.lr, weight_decay=g.weight_decay, epochs=g.epochs, batch_size=g.batch_size, seed=g.seed)
+    result = cross_fit_gate(preds.features, is_wrong, n_folds=g.n_folds, seed=g.seed, config=gcfg, split=preds.split)
+    threshold = gate_accept_threshold(result.oof_confidence, is_wrong, g.target_risk)
+    with store.staging(GATE_DIR) as out:
+        result.gate.save(out)
+        atomic_write_json(out / "crossfit.json", result.to_dict())
+        atomic_write_json(out / "gate_policy.json", {"kind": "gate", **threshold, "target_risk": g.target_risk})
+        _save_arrays(out / "oof.safetensors", confidence=result.oof_confidence, baseline=1 - result.oof_baseline_score, is_wrong=is_wrong, folds=result.fold_ids)
+        write_manifest(out, extra={"kind": "gate"})
+    pooled = result.pooled
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(store.path(GATE_DIR))),
+            "n_val_calib": int(result.n),
+            "wrong_predictions": int(result.n_wrong),
+            "folds_used": int(result.n_folds_used),
+            "fallback": str(result.fallback or "none"),
+            "gate_auroc_oof": dg.MetadataValue.float(float(pooled.get("gate_auroc") or float("nan"))),
+            "maxprob_auroc_oof": dg.MetadataValue.float(float(pooled.get("baseline_auroc") or float("nan"))),
+            "gate_auprc_oof": dg.MetadataValue.float(float(pooled.get("gate_auprc") or float("nan"))),
+            "maxprob_auprc_oof": dg.MetadataValue.float(float(pooled.get("baseline_auprc") or float("nan"))),
+            "accept_cut": threshold["cut"],
+            "accept_coverage_oof": threshold["coverage"],
+            "accept_risk_oof": threshold["risk"],
+            "per_fold": table_md([{k: (float(v) if isinstance(v, (int, float, np.floating)) and v is not None else v) for k, v in row.items()} for row in result.per_fold]) if result.per_fold else "none",
+            "notes": "; ".join(result.notes) or "none",
+        }
+    )
+
+
+@dg.asset_check(asset=gate, blocking=True, description="out-of-fold gate AUROC ≥ the max-prob baseline's AUROC on the same folds")
+def gate_beats_max_prob(store: ArtifactStore) -> dg.AssetCheckResult:
+    from roadwork_ml.evaluation.metrics import auroc
+
+    arrays = _load_arrays(store.require(GATE_DIR), "oof.safetensors")
+    y = arrays["is_wrong"]
+    if y.min() == y.max():
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "VAL_CALIB has only one class of is_wrong: no AUROC to compare"})
+    gate_auc = auroc(y, 1 - arrays["confidence"])
+    base_auc = auroc(y, 1 - arrays["baseline"])
+    return dg.AssetCheckResult(passed=bool(gate_auc >= base_auc), metadata={"gate_auroc_oof": gate_auc, "maxprob_auroc_oof": base_auc, "wrong_predictions": int(y.sum()), "n": len(y)})
+
+
+@dg.asset(deps=["val_calib_logits", calibrator, gate], group_name="policies", kinds={"numpy"})
+def scrc_params(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+    """Phase 5: split conformal (LAC), APS, RAPS, conformal risk control of the FNR, and SCRC
+    (gate confidence ≥ λ1 and max prob ≥ λ2, else defer), fitted on out-of-fold calibrated
+    probabilities and gate confidences of VAL_CALIB."""
+    from roadwork_ml.policy import suite
+
+    profile = settings.load(config.overrides)
+    cfg = profile.policy.conformal
+    preds = load_predictions(store, Split.VAL_CALIB)
+    cal = _load_arrays(store.require(CALIBRATOR_DIR), "oof.safetensors")
+    gat = _load_arrays(store.require(GATE_DIR), "oof.safetensors")
+    if not (np.array_equal(cal["labels"], preds.labels) and len(gat["confidence"]) == len(preds)):
+        raise ValueError("calibrator / gate out-of-fold arrays do not match val_calib_logits: re-materialize calibrator and gate")
+    probs, conf = cal["probs"].astype(np.float64), gat["confidence"].astype(np.float64)
+    fitted = suite.fit_all(probs, preds.labels, conf, cfg, preds.split)
+    held = suite.held_out_evaluation(probs, preds.labels, conf, cfg, preds.split)
+    scrc = fitted["scrc"]
+    with store.staging(SCRC_DIR) as out:
+        atomic_write_json(out / "conformal.json", {"kind": "conformal_suite", "methods": suite.to_dict(fitted), "active_policy": profile.policy.active_kind})
+        atomic_write_json(out / "held_out.json", held.rows)
+        write_manifest(out, extra={"kind": "scrc_params"})
+    accept = scrc.accept(probs, conf)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(store.path(SCRC_DIR, "conformal.json"))),
+            "lambda_gate": float(scrc.lambda_gate_),
+            "lambda_conf": float(scrc.lambda_conf_),
+            "scrc_certified": bool(getattr(scrc, "certified_", True)),
+            "scrc_coverage_val_calib": float(accept.mean()),
+            "lac_threshold": float(fitted["lac"].threshold_),
+            "alpha": cfg.alpha,
+            "scrc_alpha": cfg.scrc_alpha,
+            "crc_alpha": cfg.crc_alpha,
+            "held_out": table_md(held.rows),
+            "active_policy": profile.policy.active_kind,
+        }
+    )
+
+
+@dg.asset_check(asset=scrc_params, blocking=True, description="on held-out folds of VAL_CALIB each method meets its guarantee within 3 standard errors: set coverage ≥ 1−α, CRC miss rate ≤ α, SCRC selective risk ≤ α")
+def conformal_within_guarantee(store: ArtifactStore) -> dg.AssetCheckResult:
+    from roadwork_ml.policy.suite import within_guarantee
+
+    directory = store.require(SCRC_DIR)
+    verify_dir(directory)
+    rows = json.loads((directory / "held_out.json").read_text())
+    failing = [r["method"] for r in rows if not within_guarantee(r)]
+    return dg.AssetCheckResult(passed=not failing, metadata={"held_out": table_md(rows), "failing": ", ".join(failing) or "none"})

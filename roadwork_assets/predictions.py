@@ -10,7 +10,8 @@ from roadwork_ml.artifacts import verify_dir, write_manifest
 from roadwork_ml.contracts import ContractError, Split
 from roadwork_ml.models.predictions import read_predictions, write_predictions
 from roadwork_ml.training.checkpoint import load_checkpoint
-from roadwork_ml.training.trainer import predict_logits
+from roadwork_ml.config import ModelConfig
+from roadwork_ml.models.inference import multiview_model, predict_views
 
 PREDICTED_SPLITS = (Split.VAL_SELECT, Split.VAL_CALIB, Split.VAL_TEST)
 
@@ -30,18 +31,21 @@ def split_logits(context: dg.AssetExecutionContext, config: RunOverrides, settin
     """Run the phase-1 checkpoint over each selected split, in the split manifest's row order."""
     profile = settings.load(config.overrides)
     model, meta = load_checkpoint(store.require(CHECKPOINT_DIR))
+    mv = multiview_model(model, ModelConfig.model_validate(meta["model"]), profile.inference)
+    context.log.info(f"{mv.spec.n_views} views per image ({'multi-view' if profile.inference.multi_view else 'single view'}, {profile.inference.aggregator})")
     df = load_splits(store)
     for split in PREDICTED_SPLITS:
         key = dg.AssetKey(asset_name(split))
         if key not in context.selected_asset_keys:
             continue
         rows = split_rows(df, split)
-        data = load_split_tensors(store, rows, split, meta["model"]["img_size"])
-        logits, emb = predict_logits(model, data.images, profile.inference.batch_size, with_embeddings=True)
+        data = load_split_tensors(store, rows, split, profile.inference.input_size)
+        outputs = predict_views(mv, data.images, profile.inference.batch_size)
+        logits, emb = outputs.logits, outputs.embeddings
         with store.staging(*predictions_dir(split).split("/")) as out:
-            write_predictions(out / "predictions.parquet", split, rows, logits.numpy(), emb.numpy())
+            write_predictions(out / "predictions.parquet", split, rows, logits, emb, outputs.features, outputs.view_logits)
             manifest = write_manifest(out, extra={"kind": "predictions", "split": split.value})
-        probs = np.exp(logits.numpy() - logits.numpy().max(1, keepdims=True))
+        probs = np.exp(logits - logits.max(1, keepdims=True))
         probs = probs[:, 1] / probs.sum(1)
         acc = float(((probs > 0.5).astype(int) == rows["label"].to_numpy()).mean()) if len(rows) else float("nan")
         yield dg.MaterializeResult(
@@ -51,6 +55,7 @@ def split_logits(context: dg.AssetExecutionContext, config: RunOverrides, settin
                 "sha256": manifest["files"]["predictions.parquet"]["sha256"],
                 "rows": len(rows),
                 "embedding_dim": int(emb.shape[1]),
+                "views_per_image": int(outputs.view_logits.shape[1]),
                 "positive_share": float(rows["label"].mean()) if len(rows) else 0.0,
                 "accuracy_at_0.5": acc,
             },

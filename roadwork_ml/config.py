@@ -138,13 +138,76 @@ class TrainConfig(_Strict):
 
 
 class InferenceConfig(_Strict):
-    batch_size: int = Field(ge=1)
+    batch_size: int = Field(ge=1, description="images per forward pass (each expands to n_views views)")
+    input_size: int = Field(gt=0, description="side the stored image is resized to before views are cut, px")
+    multi_view: bool = Field(description="global view + grid x grid tiles; false = the global view only")
+    grid: int = Field(ge=1)
+    overlap: float = Field(ge=0, lt=1, description="tile overlap, fraction of a tile side")
+    flip_tta: bool
+    aggregator: Literal["mean", "topk"]
+    top_k: int = Field(ge=1)
 
 
 class ThresholdConfig(_Strict):
     target_fnr_exit: float = Field(gt=0, lt=1)
     min_coverage: float = Field(gt=0, le=1)
     grid_size: int = Field(ge=10)
+
+
+class CalibrationConfig(_Strict):
+    methods: list[str] = Field(min_length=1, description="calibrators compared by out-of-fold NLL")
+    n_folds: int = Field(ge=2)
+    seed: int
+    slice_key: str = Field(description="slice column for slice_temperature (time_of_day, weather, source, ...)")
+    min_samples_per_slice: int = Field(ge=1)
+    n_bins: int = Field(ge=2, description="equal-width bins of ECE")
+
+
+class GatePolicyConfig(_Strict):
+    """The failure-predictor MLP (7 → 128 → 64 → 32 → 1) and its cross-fitting."""
+
+    n_folds: int = Field(ge=2)
+    hidden_sizes: list[int]
+    dropouts: list[float]
+    pos_weight: float = Field(gt=0)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    seed: int
+    target_risk: float = Field(gt=0, lt=1, description="gate policy: error rate among accepted predictions it aims for")
+
+
+class ConformalConfig(_Strict):
+    alpha: float = Field(gt=0, lt=1, description="miscoverage of LAC / APS / RAPS sets")
+    randomized: bool = Field(description="randomized APS / RAPS (exact coverage, may return empty sets)")
+    k_reg: int = Field(ge=0)
+    lambda_reg: float = Field(ge=0)
+    crc_alpha: float = Field(gt=0, lt=1, description="false-negative rate bound of conformal risk control")
+    scrc_alpha: float = Field(gt=0, lt=1, description="selective risk bound of SCRC (error among accepted)")
+    scrc_delta: float = Field(gt=0, lt=1, description="SCRC: P(selective risk > alpha) <= delta")
+    scrc_grid: int = Field(ge=2)
+    contamination_eps: float = Field(ge=0, lt=1, description="assumed calibration label-noise rate")
+    eval_folds: int = Field(ge=2, description="held-out folds of the check")
+    seed: int
+
+
+class PolicyConfig(_Strict):
+    active: dict[str, bool] = Field(description="exactly one of thresholds / gate / scrc is true")
+    calibration: CalibrationConfig
+    gate: GatePolicyConfig
+    conformal: ConformalConfig
+
+    @model_validator(mode="after")
+    def _one_active(self) -> "PolicyConfig":
+        from roadwork_ml.policy.selection import validate_active_policy
+
+        validate_active_policy(self.active)
+        return self
+
+    @property
+    def active_kind(self) -> str:
+        return next(k for k, v in self.active.items() if v)
 
 
 class TrackingConfig(_Strict):
@@ -159,13 +222,14 @@ class Profile(_Strict):
     train: TrainConfig
     inference: InferenceConfig
     thresholds: ThresholdConfig
+    policy: PolicyConfig
     tracking: TrackingConfig
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(out.get(key), dict):  # {} clears
             out[key] = _deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

@@ -38,3 +38,14 @@ def test_no_unsafe_deserialization():
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, f"{path}: {line.strip()}"
+
+
+def test_pyflakes_clean():
+    """Undefined names and unused imports are bugs waiting in rarely-run branches."""
+    import shutil
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is a test dependency: pip install -e '.[test]'"
+    root = LIB.parent
+    proc = subprocess.run([ruff, "check", "--select", "F,E9", "--no-cache", "roadwork_ml", "roadwork_assets", "tests", "bench"], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

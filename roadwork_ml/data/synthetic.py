@@ -37,9 +37,9 @@ import io
 import json
 import math
 import zlib
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -71,8 +71,8 @@ _TAG_SEQUENCE = 2
 _TAG_FRAME = 3
 _NIGHT_HOURS = (20, 21, 22, 23, 0, 1, 2, 3, 4, 5)
 _OTHER_HOURS = tuple(range(6, 20))
-_MIN_ROADWORK_HEIGHT = 0.075  # nearest roadwork object: fraction of image height (guaranteed per frame)
-_MIN_DISTRACTOR_HEIGHT = 0.06
+_MIN_ROADWORK_HEIGHT = 0.09  # nearest roadwork object: fraction of image height (guaranteed per frame)
+_MIN_ORANGE_AREA = 0.005  # hard negatives: orange area of the best distractor, fraction of the image
 _Z_NEAR = 1.2  # metres: objects closer than this are behind the lens / under the bonnet
 
 
@@ -209,7 +209,6 @@ class SceneSpec:
     snow: float = 0.0  # intensity 0..1 (flakes and white ground)
     fog_visibility: float = 0.0  # metres; 0 = no fog
     sequence_len: int = 1
-    notes: dict = field(default_factory=dict, compare=False)
 
     @property
     def time_of_day(self) -> str:
@@ -264,15 +263,49 @@ def _rng(seed: int, source: str, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
-def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+class _Rand:
+    """Scalar draws from a numpy Generator, buffered: one vectorised call per 256 numbers.
+
+    Scene generation makes hundreds of scalar draws; ``Generator.random()`` costs microseconds
+    each, a list lookup does not. The stream is still the Generator's, so seeding is unchanged.
+    """
+
+    __slots__ = ("_g", "_buf", "_i")
+
+    def __init__(self, g: np.random.Generator):
+        self._g = g
+        self._buf: list[float] = []
+        self._i = 0
+
+    def random(self) -> float:
+        if self._i >= len(self._buf):
+            self._buf = self._g.random(256).tolist()
+            self._i = 0
+        x = self._buf[self._i]
+        self._i += 1
+        return x
+
+
+def _u(rng, lo: float, hi: float) -> float:
     return float(lo + (hi - lo) * rng.random())
 
 
-def _pick(rng: np.random.Generator, items, p=None):
+def _int(rng, lo: int, hi: int) -> int:
+    """An integer in [lo, hi)."""
+    return lo + min(int(rng.random() * (hi - lo)), hi - lo - 1)
+
+
+def _pick(rng, items, p=None):
+    """One of ``items`` (weights ``p``, need not sum to one)."""
     if p is None:
-        return items[int(rng.integers(len(items)))]
-    p = np.asarray(p, dtype=float)
-    return items[int(rng.choice(len(items), p=p / p.sum()))]
+        return items[min(int(rng.random() * len(items)), len(items) - 1)]
+    r = rng.random() * sum(p)
+    acc = 0.0
+    for item, w in zip(items, p, strict=True):
+        acc += w
+        if r < acc:
+            return item
+    return items[-1]
 
 
 def _hsv(h: float, s: float, v: float) -> Color:
@@ -280,7 +313,7 @@ def _hsv(h: float, s: float, v: float) -> Color:
     return (int(r * 255), int(g * 255), int(b * 255))
 
 
-def _jit(rng: np.random.Generator, c: Color, amount: float) -> Color:
+def _jit(rng: _Rand, c: Color, amount: float) -> Color:
     return tuple(int(min(255, max(0, v + amount * (2 * rng.random() - 1)))) for v in c)  # type: ignore[return-value]
 
 
@@ -297,7 +330,7 @@ def _is_orange(c: Color) -> bool:
     return 0.02 <= h <= 0.12 and s > 0.45 and v > 0.35
 
 
-def _non_orange(rng: np.random.Generator, c: Color) -> Color:
+def _non_orange(rng: _Rand, c: Color) -> Color:
     """Push a colour out of the orange hue band (used for scenery, so only roadwork/distractors are orange)."""
     if not _is_orange(c):
         return c
@@ -335,7 +368,7 @@ _OVERCAST = ((140, 146, 158), (195, 198, 204))
 
 def _camera(source: str, style: SyntheticStyle, seed: int, idx: int) -> CameraSpec:
     fl = _flavour(source)
-    rng = _rng(seed, source, _TAG_CAMERA, idx)
+    rng = _Rand(_rng(seed, source, _TAG_CAMERA, idx))
     cast = tuple(float(1.0 + fl.cast * (2 * rng.random() - 1)) for _ in range(3))
     hood = _u(rng, 0.06, 0.14) if rng.random() < fl.hood_prob else 0.0
     roll = _u(rng, -fl.roll_max, fl.roll_max) if (fl.roll_max > 0 and rng.random() < 0.35) else 0.0
@@ -351,11 +384,11 @@ def _camera(source: str, style: SyntheticStyle, seed: int, idx: int) -> CameraSp
         hood=hood,
         hood_color=_pick(rng, ((20, 20, 22), (35, 35, 38), (60, 62, 66), (25, 30, 45), (90, 20, 25))),
         roll_deg=roll,
-        jpeg_quality=int(rng.integers(q_lo, q_hi + 1)),
+        jpeg_quality=int(_int(rng, q_lo, q_hi + 1)),
     )
 
 
-def _palette(rng: np.random.Generator, fl: _Flavour, tod: str, weather: str, layout: str) -> Palette:
+def _palette(rng: _Rand, fl: _Flavour, tod: str, weather: str, layout: str) -> Palette:
     top, hor = _SKY[tod]
     if weather != "clear" and tod == "day":
         top, hor = _OVERCAST
@@ -384,7 +417,7 @@ def _palette(rng: np.random.Generator, fl: _Flavour, tod: str, weather: str, lay
     return Palette(top, hor, road, sidewalk, _shade(sidewalk, 1.1), _non_orange(rng, ground), marking, skyline, rng.random() < 0.5)
 
 
-def _building_color(rng: np.random.Generator, fl: _Flavour) -> Color:
+def _building_color(rng: _Rand, fl: _Flavour) -> Color:
     if rng.random() < fl.diversity:
         c = _hsv(rng.random(), _u(rng, 0.08, 0.45), _u(rng, 0.35, 0.9))
     else:
@@ -393,7 +426,7 @@ def _building_color(rng: np.random.Generator, fl: _Flavour) -> Color:
     return _non_orange(rng, c)
 
 
-def _road(rng: np.random.Generator, layout: str, fl: _Flavour) -> RoadSpec:
+def _road(rng: _Rand, layout: str, fl: _Flavour) -> RoadSpec:
     if layout == "highway":
         n = int(_pick(rng, (2, 3, 4), (0.4, 0.4, 0.2)))
         oncoming = 0
@@ -412,7 +445,7 @@ def _road(rng: np.random.Generator, layout: str, fl: _Flavour) -> RoadSpec:
         lw = _u(rng, 2.9, 3.4)
         shoulder, sidewalk, verge = _u(rng, 0.3, 2.2), _u(rng, 1.4, 2.2), _u(rng, 1.0, 3.5)
         centre = _pick(rng, ("double_yellow", "white_dashed", "none"), (0.4, 0.4, 0.2)) if oncoming else "none"
-    ego = int(rng.integers(oncoming, n))
+    ego = int(_int(rng, oncoming, n))
     curv = _u(rng, -0.0022, 0.0022) if rng.random() < 0.5 + 0.3 * fl.diversity else 0.0
     return RoadSpec(
         n_lanes=n, lane_width=lw, ego_lane=ego, n_oncoming=oncoming, curvature=curv,
@@ -424,7 +457,7 @@ def _road(rng: np.random.Generator, layout: str, fl: _Flavour) -> RoadSpec:
     )
 
 
-def _buildings(rng: np.random.Generator, layout: str, road: RoadSpec, fl: _Flavour) -> list[Building]:
+def _buildings(rng: _Rand, layout: str, road: RoadSpec, fl: _Flavour) -> list[Building]:
     out: list[Building] = []
     if layout == "highway":
         return out
@@ -462,21 +495,21 @@ def _buildings(rng: np.random.Generator, layout: str, road: RoadSpec, fl: _Flavo
     return out
 
 
-def _skyline(rng: np.random.Generator, layout: str) -> list[tuple[float, float, float]]:
+def _skyline(rng: _Rand, layout: str) -> list[tuple[float, float, float]]:
     if layout == "urban":
-        n = int(rng.integers(4, 12))
+        n = int(_int(rng, 4, 12))
         return [(_u(rng, 0.1, 0.9), _u(rng, 0.04, 0.14), _u(rng, 0.03, 0.22)) for _ in range(n)]
-    n = int(rng.integers(3, 7))  # hills: (centre, width, height)
+    n = int(_int(rng, 3, 7))  # hills: (centre, width, height)
     return [(_u(rng, -0.1, 1.1), _u(rng, 0.25, 0.7), _u(rng, 0.02, 0.09)) for _ in range(n)]
 
 
-def _scenery(rng: np.random.Generator, layout: str, road: RoadSpec, n_frames: int) -> list[SceneObject]:
+def _scenery(rng: _Rand, layout: str, road: RoadSpec) -> list[SceneObject]:
     objs: list[SceneObject] = []
     W2 = road.width / 2
     # moving traffic
-    n_veh = int(rng.integers(0, 6 if layout != "suburban" else 4))
+    n_veh = int(_int(rng, 0, 6 if layout != "suburban" else 4))
     for _ in range(n_veh):
-        lane = int(rng.integers(0, road.n_lanes))
+        lane = int(_int(rng, 0, road.n_lanes))
         oncoming = lane < road.n_oncoming
         z = _u(rng, 10, 90) if lane != road.ego_lane else _u(rng, 18, 90)
         kind = _pick(rng, ("car", "van", "truck", "bus"), (0.7, 0.15, 0.1, 0.05))
@@ -486,7 +519,7 @@ def _scenery(rng: np.random.Generator, layout: str, road: RoadSpec, n_frames: in
         objs.append(
             SceneObject(kind, road.lane_center(lane) + _u(rng, -0.3, 0.3), z, color=_jit(rng, col, 10),
                         speed=_u(rng, -2.5, -1.0) if oncoming else _u(rng, -0.3, 0.4), facing=-1 if oncoming else 1,
-                        variant=int(rng.integers(0, 3)))
+                        variant=int(_int(rng, 0, 3)))
         )
     # parked cars
     if layout != "highway" and road.shoulder > 1.8 and rng.random() < 0.7:
@@ -496,7 +529,7 @@ def _scenery(rng: np.random.Generator, layout: str, road: RoadSpec, n_frames: in
             z = _u(rng, 4, 15)
             while z < 70:
                 objs.append(SceneObject("car", side * (W2 + road.shoulder - 1.0), z, color=_jit(rng, _pick(rng, _CAR_COLORS), 12),
-                                        facing=int(_pick(rng, (1, -1))), variant=int(rng.integers(0, 3))))
+                                        facing=int(_pick(rng, (1, -1))), variant=int(_int(rng, 0, 3))))
                 z += _u(rng, 5.5, 14)
     # poles, trees, signs along the road side
     side_x = W2 + road.shoulder + (road.sidewalk * 0.25 if road.sidewalk else 0.8)
@@ -515,38 +548,33 @@ def _scenery(rng: np.random.Generator, layout: str, road: RoadSpec, n_frames: in
             z = _u(rng, 2, 14)
             while z < 120:
                 green = _hsv(_u(rng, 0.22, 0.36), _u(rng, 0.45, 0.8), _u(rng, 0.3, 0.6))
-                objs.append(SceneObject("tree", tx + _u(rng, -0.5, 0.5), z, color=green, size=_u(rng, 0.7, 1.3), variant=int(rng.integers(0, 3))))
+                objs.append(SceneObject("tree", tx + _u(rng, -0.5, 0.5), z, color=green, size=_u(rng, 0.7, 1.3), variant=int(_int(rng, 0, 3))))
                 z += _u(rng, 7, 18)
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(_int(rng, 0, 4))):
         side = int(_pick(rng, (-1, 1)))
-        objs.append(SceneObject("sign_pole", side * (W2 + road.shoulder + 0.4), _u(rng, 6, 60), variant=int(rng.integers(0, 5))))
+        objs.append(SceneObject("sign_pole", side * (W2 + road.shoulder + 0.4), _u(rng, 6, 60), variant=int(_int(rng, 0, 5))))
     if road.crosswalk_z > 0:
         for side in (-1, 1):
             objs.append(SceneObject("traffic_light", side * (W2 + road.shoulder + 0.3), road.crosswalk_z - 1.0, variant=int(_pick(rng, (0, 2))), color=(35, 35, 38)))
     if layout != "highway" and road.sidewalk > 0:
-        for _ in range(int(rng.integers(0, 6 if layout == "urban" else 3))):
+        for _ in range(int(_int(rng, 0, 6 if layout == "urban" else 3))):
             side = int(_pick(rng, (-1, 1)))
             x = side * (W2 + road.shoulder + _u(rng, 0.5, road.sidewalk - 0.3))
             objs.append(SceneObject("person", x, _u(rng, 4, 50), color=_pick(rng, _CLOTHES), color2=_pick(rng, _SKIN),
-                                    variant=int(rng.integers(0, 2)), speed=_u(rng, -0.2, 0.2)))
-        for _ in range(int(rng.integers(0, 3))):
+                                    variant=int(_int(rng, 0, 2)), speed=_u(rng, -0.2, 0.2)))
+        for _ in range(int(_int(rng, 0, 3))):
             side = int(_pick(rng, (-1, 1)))
             objs.append(SceneObject("bin", side * (W2 + road.shoulder + road.sidewalk * 0.8), _u(rng, 5, 40),
                                     color=_pick(rng, ((40, 90, 50), (60, 60, 65), (30, 60, 120), (25, 25, 28)))))
     # flat stuff: patches and manholes
-    for _ in range(int(rng.integers(0, 3))):
-        lane = int(rng.integers(0, road.n_lanes))
+    for _ in range(int(_int(rng, 0, 3))):
+        lane = int(_int(rng, 0, road.n_lanes))
         objs.append(SceneObject("patch", road.lane_center(lane) + _u(rng, -1, 1), _u(rng, 5, 50), size=_u(rng, 1.0, 3.0),
                                 color=(int(_u(rng, 45, 75)),) * 3))  # type: ignore[arg-type]
     return objs
 
 
-def _visible_xz(spec_cam: CameraSpec, road: RoadSpec, x_cam: float, z: float, lo: float = 0.15, hi: float = 0.85) -> float:
-    """A lateral road position (m) that appears at a random-ish u in [lo, hi] at depth z."""
-    return x_cam - 0.5 * road.curvature * z * z + (lo + (hi - lo) * 0.5 - 0.5) * z / spec_cam.focal
-
-
-def _zone(rng: np.random.Generator, layout: str, road: RoadSpec, density: float, z0: float, length: float) -> list[SceneObject]:
+def _zone(rng: _Rand, layout: str, road: RoadSpec, density: float, z0: float, length: float) -> list[SceneObject]:
     """A roadwork zone starting at depth ``z0`` (frame 0) and ``length`` metres long."""
     objs: list[SceneObject] = []
     ego = road.ego_lane
@@ -559,27 +587,27 @@ def _zone(rng: np.random.Generator, layout: str, road: RoadSpec, density: float,
     cone_col = _pick(rng, _CONE_ORANGE)
 
     def n_of(lo: int, hi: int) -> int:
-        return max(1, int(round(rng.integers(lo, hi + 1) * density)))
+        return max(1, int(round(_int(rng, lo, hi + 1) * density)))
 
     def device(x: float, z: float, kind: str) -> None:
         if kind == "cone":
-            objs.append(SceneObject("cone", x, z, "roadwork", color=_jit(rng, cone_col, 8), size=_u(rng, 0.95, 1.3), variant=int(rng.integers(0, 2))))
+            objs.append(SceneObject("cone", x, z, "roadwork", color=_jit(rng, cone_col, 8), size=_u(rng, 0.95, 1.3), variant=int(_int(rng, 0, 2))))
         elif kind == "drum":
-            objs.append(SceneObject("drum", x, z, "roadwork", color=_jit(rng, (245, 100, 20), 10), size=_u(rng, 0.95, 1.15), variant=int(rng.integers(0, 2))))
+            objs.append(SceneObject("drum", x, z, "roadwork", color=_jit(rng, (245, 100, 20), 10), size=_u(rng, 0.95, 1.15), variant=int(_int(rng, 0, 2))))
         else:  # barrier board parallel to the road
             objs.append(SceneObject("barrier", x, z, "roadwork", color=stripe_col, size=_u(rng, 1.8, 3.0), variant=1))
 
     def worker(x: float, z: float) -> None:
         objs.append(SceneObject("worker", x, z, "roadwork", color=_pick(rng, _HIVIS), color2=_pick(rng, _SKIN),
-                                size=_u(rng, 0.95, 1.08), variant=int(rng.integers(0, 3)), speed=_u(rng, -0.15, 0.15)))
+                                size=_u(rng, 0.95, 1.08), variant=int(_int(rng, 0, 3)), speed=_u(rng, -0.15, 0.15)))
 
     def truck(x: float, z: float) -> None:
         objs.append(SceneObject("work_vehicle", x, z, "roadwork", color=_pick(rng, ((240, 190, 20), (240, 110, 20), (232, 232, 226))),
-                                color2=stripe_col, variant=int(rng.integers(0, 2)), facing=1))
+                                color2=stripe_col, variant=int(_int(rng, 0, 2)), facing=1))
 
     def sign(x: float, z: float, variant: int | None = None) -> None:
         objs.append(SceneObject("work_sign", x, z, "roadwork", color=_jit(rng, (255, 135, 0), 8), size=_u(rng, 1.0, 1.35),
-                                variant=int(rng.integers(0, 2)) if variant is None else variant))
+                                variant=int(_int(rng, 0, 2)) if variant is None else variant))
 
     dev_kind = _pick(rng, ("cone", "drum", "panel"), (0.55, 0.3, 0.15))
     if pattern == "lane_closure":
@@ -653,7 +681,7 @@ def _zone(rng: np.random.Generator, layout: str, road: RoadSpec, density: float,
             objs.append(SceneObject("barrier", xc + sx * wa / 2, za, "roadwork", color=stripe_col, size=la, variant=1))
         for _ in range(n_of(1, 3)):
             worker(xc + _u(rng, -wa / 3, wa / 3), za + _u(rng, 1, la))
-        for i in range(n_of(2, 4)):
+        for _ in range(n_of(2, 4)):
             device(xc + _u(rng, -wa / 2, wa / 2), za - _u(rng, 1.5, 5), "cone" if dev_kind == "panel" else dev_kind)
         if rng.random() < 0.5:
             sign(road.edge_right + 0.7, max(z0 - _u(rng, 0, 3), 4.0))
@@ -672,11 +700,11 @@ def _distractor_kinds(layout: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
     return (("orange_car", "orange_van", "autumn_tree"), (0.45, 0.3, 0.25))
 
 
-def _distractors(rng: np.random.Generator, layout: str, road: RoadSpec, buildings: list[Building], kind: str, z_lo: float, z_hi: float) -> list[SceneObject]:
+def _distractors(rng: _Rand, layout: str, road: RoadSpec, buildings: list[Building], kind: str, z_lo: float, z_hi: float) -> list[SceneObject]:
     W2 = road.width / 2
     walk = W2 + road.shoulder + max(road.sidewalk, 1.0) * 0.55
     out: list[SceneObject] = []
-    n = int(rng.integers(1, 3))
+    n = int(_int(rng, 1, 3))
     for _ in range(n):
         z = _u(rng, z_lo, z_hi)
         side = int(_pick(rng, (-1, 1)))
@@ -687,7 +715,7 @@ def _distractors(rng: np.random.Generator, layout: str, road: RoadSpec, building
             x = side * (W2 + road.shoulder - 1.0) if parked else road.lane_center(lane)
             onc = (not parked) and lane < road.n_oncoming
             out.append(SceneObject("van" if kind == "orange_van" else "car", x, z, "distractor", kind, color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8),
-                                   facing=-1 if onc else int(_pick(rng, (1, -1))) if parked else 1, variant=int(rng.integers(0, 3)),
+                                   facing=-1 if onc else int(_pick(rng, (1, -1))) if parked else 1, variant=int(_int(rng, 0, 3)),
                                    speed=(-1.2 if onc else 0.0)))
         elif kind in ("orange_awning", "orange_shop_sign"):
             cands = [b for b in buildings if b.kind == "block" and b.z0 < z < b.z1 - 3]
@@ -701,20 +729,20 @@ def _distractors(rng: np.random.Generator, layout: str, road: RoadSpec, building
             if length < 2:
                 continue
             out.append(SceneObject("awning" if kind == "orange_awning" else "shop_sign", b.side * b.x, zz, "distractor", kind,
-                                   color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8), size=length, variant=int(rng.integers(0, 2))))
+                                   color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8), size=length, variant=int(_int(rng, 0, 2))))
         elif kind == "amber_traffic_light":
             out.append(SceneObject("traffic_light", side * (W2 + road.shoulder + 0.3), z, "distractor", kind, color=_pick(rng, ((35, 35, 38), (230, 170, 20))), variant=1))
         elif kind == "orange_jacket_person":
             out.append(SceneObject("person", side * walk, z, "distractor", kind, color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8), color2=_pick(rng, _SKIN),
-                                   variant=int(rng.integers(0, 2)), size=_u(rng, 0.95, 1.08)))
+                                   variant=int(_int(rng, 0, 2)), size=_u(rng, 0.95, 1.08)))
         elif kind == "orange_bin":
-            for j in range(int(rng.integers(1, 4))):
+            for j in range(int(_int(rng, 1, 4))):
                 out.append(SceneObject("bin", side * (walk + 0.3), z + 0.8 * j, "distractor", kind, color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8), size=_u(rng, 0.9, 1.2)))
         elif kind == "orange_ball":
             out.append(SceneObject("ball", side * walk, z * 0.6, "distractor", kind, color=_jit(rng, (240, 120, 30), 10), size=_u(rng, 1.0, 2.5)))
         elif kind == "autumn_tree":
             out.append(SceneObject("tree", side * (W2 + road.shoulder + max(road.sidewalk * 0.65, 1.5)), z, "distractor", kind,
-                                   color=_pick(rng, _AUTUMN), size=_u(rng, 0.9, 1.3), variant=int(rng.integers(0, 3))))
+                                   color=_pick(rng, _AUTUMN), size=_u(rng, 0.9, 1.3), variant=int(_int(rng, 0, 3))))
     return out
 
 
@@ -757,13 +785,8 @@ _DIMS = {
 }
 
 
-def visible_objects(spec: SceneSpec, role: str | None = None) -> list[tuple[SceneObject, float]]:
-    """Objects of a frame that are in view: ``(object, visible height as a fraction of the image)``.
-
-    An object counts when at least half of its bounding box lies inside the image (above a
-    dashcam's bonnet) and its visible height is at least 1.5 % of the image. ``role``
-    restricts the answer to "roadwork", "distractor" or "scenery" objects.
-    """
+def _visible(spec: SceneSpec, role: str | None = None) -> list[tuple[SceneObject, float, float, float]]:
+    """``(object, visible height, visible area, depth)`` of the objects in view (image fractions)."""
     out = []
     bottom = 1.0 - spec.camera.hood
     for o in spec.objects:
@@ -779,22 +802,52 @@ def visible_objects(spec: SceneSpec, role: str | None = None) -> list[tuple[Scen
         cu0, cv0, cu1, cv1 = max(u0, 0.0), max(v0, 0.0), min(u1, 1.0), min(v1, bottom)
         if cu1 <= cu0 or cv1 - cv0 < 0.015:
             continue
-        if o.kind in _FLAT or (cu1 - cu0) * (cv1 - cv0) >= 0.5 * max(u1 - u0, 1e-6) * max(v1 - v0, 1e-6):
-            out.append((o, cv1 - cv0))
+        area = (cu1 - cu0) * (cv1 - cv0)
+        if o.kind in _FLAT or area >= 0.5 * max(u1 - u0, 1e-6) * max(v1 - v0, 1e-6):
+            out.append((o, cv1 - cv0, area, z))
     return out
+
+
+def visible_objects(spec: SceneSpec, role: str | None = None) -> list[tuple[SceneObject, float]]:
+    """Objects of a frame that are in view: ``(object, visible height as a fraction of the image)``.
+
+    An object counts when at least half of its bounding box lies inside the image (above a
+    dashcam's bonnet) and its visible height is at least 1.5 % of the image. ``role``
+    restricts the answer to "roadwork", "distractor" or "scenery" objects.
+    """
+    return [(o, h) for o, h, _a, _z in _visible(spec, role)]
 
 
 def _max_height(visible: list[tuple[SceneObject, float]]) -> float:
     return max((h for o, h in visible if o.kind not in _FLAT), default=0.0)
 
 
-def _hour(rng: np.random.Generator, night_rate: float) -> int:
+# share of an object's bounding box that is orange, for distractors
+_ORANGE_SHARE = {"car": 0.55, "van": 0.65, "person": 0.2, "bin": 0.75, "ball": 0.8, "tree": 0.45, "traffic_light": 0.01, "awning": 0.45, "shop_sign": 0.6}
+
+
+def _fog_clear(spec: SceneSpec, z: float) -> float:
+    """Fraction of an object's contrast that survives the fog at depth z."""
+    return 1.0 if spec.fog_visibility <= 0 else math.exp(-z / spec.fog_visibility)
+
+
+def _roadwork_ok(spec: SceneSpec) -> bool:
+    """A clearly visible roadwork object: tall enough and not lost in fog."""
+    return any(h >= _MIN_ROADWORK_HEIGHT and _fog_clear(spec, z) >= 0.45 for o, h, _a, z in _visible(spec, "roadwork") if o.kind not in _FLAT)
+
+
+def _distractor_ok(spec: SceneSpec) -> bool:
+    """Enough orange, non-roadwork area in view (after fog)."""
+    return any(a * _ORANGE_SHARE.get(o.kind, 0.3) * _fog_clear(spec, z) >= _MIN_ORANGE_AREA for o, _h, a, z in _visible(spec, "distractor"))
+
+
+def _hour(rng: _Rand, night_rate: float) -> int:
     if rng.random() < night_rate:
         return int(_pick(rng, _NIGHT_HOURS))
     return int(_pick(rng, _OTHER_HOURS))
 
 
-def _weather(rng: np.random.Generator, probs: dict[str, float]) -> str:
+def _weather(rng: _Rand, probs: dict[str, float]) -> str:
     names = [w for w in WEATHERS if probs.get(w, 0.0) > 0]
     return str(_pick(rng, names, [probs[w] for w in names]))
 
@@ -817,10 +870,10 @@ def make_sequence(source: str, style: SyntheticStyle, seed: int, index: int) -> 
     """All frames of sequence ``index`` of a source (depends only on the arguments)."""
     _check_style(source, style)
     fl = _flavour(source)
-    rng = _rng(seed, source, _TAG_SEQUENCE, index)
+    rng = _Rand(_rng(seed, source, _TAG_SEQUENCE, index))
     lo, hi = style.frames_per_sequence
-    n_frames = int(rng.integers(lo, hi + 1))
-    camera = _camera(source, style, seed, int(rng.integers(style.n_cameras)))
+    n_frames = int(_int(rng, lo, hi + 1))
+    camera = _camera(source, style, seed, int(_int(rng, 0, style.n_cameras)))
     roadwork = bool(rng.random() < style.positive_rate)
     hard = (not roadwork) and bool(rng.random() < style.hard_negative_rate)
     hour = _hour(rng, style.night_rate)
@@ -833,7 +886,7 @@ def make_sequence(source: str, style: SyntheticStyle, seed: int, index: int) -> 
     skyline = _skyline(rng, layout)
     step = _u(rng, 0.3, 1.1) if n_frames > 1 else 0.0
     total = step * (n_frames - 1)
-    objects = _scenery(rng, layout, road, n_frames)
+    objects = _scenery(rng, layout, road)
 
     if roadwork:
         z0 = _u(rng, 4.0, 10.0)
@@ -865,23 +918,29 @@ def make_sequence(source: str, style: SyntheticStyle, seed: int, index: int) -> 
         spec = replace(
             base, frame=k, advance=step * k + (_u(rng, -0.15, 0.15) if k else 0.0), lateral=_u(rng, -0.2, 0.2),
             exposure=_u(rng, 0.9, 1.1), blur=_u(rng, 0.0, style.blur_max), noise=_u(rng, 0.0, style.noise_std),
-            jpeg_quality=int(min(q_hi, max(q_lo, camera.jpeg_quality + int(rng.integers(-4, 5))))),
+            jpeg_quality=int(min(q_hi, max(q_lo, camera.jpeg_quality + int(_int(rng, -4, 5))))),
         )
         frames.append(spec)
     # guarantees: every positive frame shows a clearly visible roadwork object, every hard negative an orange distractor
-    for k, spec in enumerate(frames):
+    for spec in frames:
         spec = replace(spec, objects=base.objects + tuple(extra))
-        if roadwork and _max_height(visible_objects(spec, "roadwork")) < _MIN_ROADWORK_HEIGHT:
+        for _ in range(4):
+            if not (roadwork and not _roadwork_ok(spec)):
+                break
             extra.append(_anchor(rng, spec, "roadwork"))
-        if hard and _max_height(visible_objects(spec, "distractor")) < _MIN_DISTRACTOR_HEIGHT:
+            spec = replace(spec, objects=base.objects + tuple(extra))
+        for _ in range(4):
+            if not (hard and not _distractor_ok(spec)):
+                break
             extra.append(_anchor(rng, spec, "distractor"))
+            spec = replace(spec, objects=base.objects + tuple(extra))
     if extra:
         objs = base.objects + tuple(extra)
         frames = [replace(f, objects=objs) for f in frames]
     return frames
 
 
-def _anchor(rng: np.random.Generator, spec: SceneSpec, role: str) -> SceneObject:
+def _anchor(rng: _Rand, spec: SceneSpec, role: str) -> SceneObject:
     """An object placed so that it is clearly visible in ``spec``'s frame."""
     cam, road = spec.camera, spec.road
     if role == "roadwork":
@@ -889,10 +948,12 @@ def _anchor(rng: np.random.Generator, spec: SceneSpec, role: str) -> SceneObject
         h = _DIMS[kind][1] * (1.15 if kind in ("cone", "drum") else 1.0)
         target = _u(rng, 0.1, 0.2)
     else:
-        kind = str(_pick(rng, ("car", "person", "bin", "tree")))
-        h = _DIMS[kind][1]
-        target = _u(rng, 0.12, 0.25)
+        kind = str(_pick(rng, ("car", "van", "bin", "tree")))
+        h = _DIMS[kind][1] * (1.2 if kind == "bin" else 1.0)
+        target = _u(rng, 0.14, 0.25)
     zf = max(cam.focal * h / target, 3.0)
+    if spec.fog_visibility > 0:
+        zf = max(min(zf, 0.5 * spec.fog_visibility), 2.5)
     z = zf + spec.advance  # frame-0 depth
     u = _u(rng, 0.3, 0.7)
     x = spec.camera_x - 0.5 * road.curvature * zf * zf + (u - 0.5) * zf / cam.focal
@@ -905,17 +966,22 @@ def _anchor(rng: np.random.Generator, spec: SceneSpec, role: str) -> SceneObject
         if kind == "barrier":
             return SceneObject("barrier", x, z, "roadwork", color=_pick(rng, (_BARRIER_RED, (250, 110, 20))), size=_u(rng, 1.5, 2.5), variant=0)
         if kind == "worker":
-            return SceneObject("worker", x, z, "roadwork", color=_pick(rng, _HIVIS), color2=_pick(rng, _SKIN), variant=int(rng.integers(0, 3)))
-        return SceneObject("work_sign", x, z, "roadwork", color=(255, 135, 0), size=1.2, variant=int(rng.integers(0, 2)))
+            return SceneObject("worker", x, z, "roadwork", color=_pick(rng, _HIVIS), color2=_pick(rng, _SKIN), variant=int(_int(rng, 0, 3)))
+        return SceneObject("work_sign", x, z, "roadwork", color=(255, 135, 0), size=1.2, variant=int(_int(rng, 0, 2)))
     col = _pick(rng, _ORANGE_THINGS)
-    if kind == "car":
-        return SceneObject("car", x, z, "distractor", "orange_car", color=col, variant=int(rng.integers(0, 3)))
+    if kind in ("car", "van"):
+        lanes = [l for l in range(road.n_lanes) if l != road.ego_lane] or [road.ego_lane]
+        xl = road.lane_center(int(_pick(rng, lanes)))
+        if abs(cam.focal * (xl + 0.5 * road.curvature * zf * zf - spec.camera_x) / zf) > 0.3:
+            xl = x  # that lane is out of view at this depth: stay where the camera looks
+        onc = xl < road.lane_left(road.n_oncoming)
+        return SceneObject(kind, xl, z, "distractor", f"orange_{kind}", color=col, variant=int(_int(rng, 0, 3)), facing=-1 if onc else 1)
     side = 1 if x >= spec.camera_x else -1
     xs = side * (road.width / 2 + road.shoulder + max(road.sidewalk, 1.0) * 0.5)
     if kind == "person":
         return SceneObject("person", xs, z, "distractor", "orange_jacket_person", color=col, color2=_pick(rng, _SKIN))
     if kind == "bin":
-        return SceneObject("bin", xs, z, "distractor", "orange_bin", color=col, size=1.2)
+        return SceneObject("bin", xs, z, "distractor", "orange_bin", color=col, size=1.3)
     return SceneObject("tree", xs + side * 1.0, z, "distractor", "autumn_tree", color=_pick(rng, _AUTUMN), size=1.1)
 
 
@@ -1123,7 +1189,7 @@ def _draw_buildings(p: _Painter, spec: SceneSpec) -> None:
         # windows: columns through all floors, then floor slabs cut them into panes
         zm = 0.5 * (z0 + z1)
         px_per_m = p.f / max(zm, 1.0)
-        if px_per_m * 0.9 < 1.2:
+        if px_per_m * 1.2 < 2.0 or zm > 90:
             continue
         wcol = b.window
         ground_floor = 3.2 if b.kind == "block" else 0.8
@@ -1136,7 +1202,7 @@ def _draw_buildings(p: _Painter, spec: SceneSpec) -> None:
             zw += b.win_spacing
         for zc in cols:
             d.polygon([p.P(x, zc, ground_floor), p.P(x, zc, top), p.P(x, zc + 1.2, top), p.P(x, zc + 1.2, ground_floor)], fill=wcol)
-        if cols and b.height > ground_floor + 1:
+        if cols and b.height > ground_floor + 1 and px_per_m * 0.9 >= 1.0:
             h = ground_floor + b.floor_h - 0.9
             while h < top:
                 pts = [p.P(x, z0, h), p.P(x, z0, h + 0.9), p.P(x, z1, h + 0.9), p.P(x, z1, h)]
@@ -1178,7 +1244,9 @@ def _draw_cone(p: _Painter, o: SceneObject, z: float) -> None:
     base = 0.06 * s
     d.rectangle([u - 0.25 * s, v - base, u + 0.25 * s, v], fill=(30, 30, 30) if o.variant else _shade(col, 0.7))
     vb, vt = v - base, v - h
-    d.polygon([(u - hb, vb), (u + hb, vb), (u + ht, vt), (u - ht, vt)], fill=col)
+    body = [(u - hb, vb), (u + hb, vb), (u + ht, vt), (u - ht, vt)]
+    d.polygon(body, fill=col)
+    p.emit_poly(body, 110)
     d.polygon([(u + 0.3 * hb, vb), (u + hb, vb), (u + ht, vt), (u + 0.3 * ht, vt)], fill=_shade(col, 0.8))
     bands = ((0.3, 0.45), (0.58, 0.7)) if o.variant else ((0.42, 0.6),)
     for t0, t1 in bands:
@@ -1186,7 +1254,7 @@ def _draw_cone(p: _Painter, o: SceneObject, z: float) -> None:
         w0, w1 = hb + (ht - hb) * t0, hb + (ht - hb) * t1
         pts = [(u - w0, y0), (u + w0, y0), (u + w1, y1), (u - w1, y1)]
         d.polygon(pts, fill=_WHITE)
-        p.emit_poly(pts, 170)
+        p.emit_poly(pts, 225)
     p.fog_box([u - 0.25 * s, vt, u + 0.25 * s, v], z)
 
 
@@ -1202,17 +1270,18 @@ def _draw_drum(p: _Painter, o: SceneObject, z: float) -> None:
     p.ground_shadow(u, v, 0.4 * s, s)
     d.rectangle([u - hw * 1.15, v - 0.07 * s, u + hw * 1.15, v], fill=(25, 25, 25))
     d.rectangle([u - hw, v - h, u + hw, v - 0.07 * s], fill=col)
+    p.emit_rect([u - hw, v - h, u + hw, v - 0.07 * s], 110)
     d.rectangle([u + 0.45 * hw, v - h, u + hw, v - 0.07 * s], fill=_shade(col, 0.8))
     bands = ((0.2, 0.32), (0.45, 0.57), (0.7, 0.82)) if o.variant else ((0.25, 0.4), (0.6, 0.75))
     for t0, t1 in bands:
         box = [u - hw, v - t1 * h, u + hw, v - t0 * h]
         d.rectangle(box, fill=_WHITE)
-        p.emit_rect(box, 170)
+        p.emit_rect(box, 225)
     d.ellipse([u - hw, v - h - 0.05 * s, u + hw, v - h + 0.05 * s], fill=_shade(col, 0.65))
     p.fog_box([u - hw, v - h, u + hw, v], z)
 
 
-def _stripes(p: _Painter, x0: float, x1: float, y0: float, y1: float, sw: float, col: Color, base: Color, emit: int = 150) -> None:
+def _stripes(p: _Painter, x0: float, x1: float, y0: float, y1: float, sw: float, col: Color, base: Color, emit: int = 190) -> None:
     """A horizontal board from x0..x1, y0 (top)..y1 (bottom) with diagonal stripes of width sw."""
     d = p.d
     d.rectangle([x0, y0, x1, y1], fill=base)
@@ -1335,8 +1404,14 @@ def _draw_vehicle(p: _Painter, o: SceneObject, z: float) -> None:
     w, h = {"car": (1.8, 1.45), "van": (2.0, 2.2), "truck": (2.5, 3.3), "bus": (2.55, 3.1), "work_vehicle": (2.4, 2.6)}[k]
     hw = 0.5 * w * s
     col = o.color
-    if h * s < 2.5:
+    if h * s < 6:
         d.rectangle([u - hw, v - h * s, u + hw, v], fill=col)
+        if h * s >= 3:
+            d.rectangle([u - hw * 0.7, v - h * s * 0.9, u + hw * 0.7, v - h * s * 0.65], fill=(45, 55, 68))
+            d.rectangle([u - hw, v - 0.3 * s, u + hw, v], fill=(25, 25, 28))
+        if p.dark:
+            for lx in (u - hw * 0.8, u + hw * 0.8):
+                p.glow(lx, v - 0.6 * s, max(0.1 * s, 0.6), (255, 250, 225) if o.facing < 0 else (210, 20, 25), 1.0 if o.facing < 0 else 0.6)
         return
     front = o.facing < 0
     p.ground_shadow(u, v, hw * 1.05, s)
@@ -1397,8 +1472,12 @@ def _draw_figure(p: _Painter, o: SceneObject, z: float) -> None:
     d = p.d
     h = 1.75 * s
     worker = o.kind == "worker"
-    if h < 3:
-        d.rectangle([u - 0.15 * s, v - h, u + 0.15 * s, v], fill=o.color)
+    if h < 7:
+        d.rectangle([u - 0.18 * s, v - 1.45 * s, u + 0.18 * s, v - 0.8 * s], fill=o.color)
+        d.rectangle([u - 0.12 * s, v - 0.8 * s, u + 0.12 * s, v], fill=(40, 45, 70))
+        d.rectangle([u - 0.1 * s, v - 1.7 * s, u + 0.1 * s, v - 1.45 * s], fill=o.color2)
+        if worker:
+            d.rectangle([u - 0.18 * s, v - 1.15 * s, u + 0.18 * s, v - 1.05 * s], fill=(225, 228, 232))
         return
     p.ground_shadow(u, v, 0.3 * s, s)
     legs = (40, 45, 70) if not worker else _pick_static((40, 45, 70), (60, 60, 64), int(o.z * 10))
@@ -1455,6 +1534,10 @@ def _draw_tree(p: _Painter, o: SceneObject, z: float) -> None:
         c = _mix(c, (235, 238, 242), 0.55 * p.snow)
     r = (1.5 + 0.25 * o.variant) * s
     cy = v - 3.8 * s
+    if r < 4:  # far away: one blob
+        d.ellipse([u - r, cy - r * 1.2, u + r, cy + r * 0.9], fill=c)
+        p.fog_box([u - r, cy - r * 1.2, u + r, v], z)
+        return
     d.ellipse([u - r, cy - r * 1.1, u + r, cy + r * 0.9], fill=_shade(c, 0.8))
     d.ellipse([u - r * 0.85, cy - r * 1.4, u + r * 0.55, cy + r * 0.2], fill=c)
     d.ellipse([u - r * 0.2, cy - r * 0.9, u + r * 0.9, cy + r * 0.6], fill=_shade(c, 1.1))
@@ -1470,6 +1553,8 @@ def _draw_streetlight(p: _Painter, o: SceneObject, z: float) -> None:
     side = -1 if o.x > p.x0 else 1  # arm reaches over the road
     top = v - 8.0 * s
     d.rectangle([u - 0.07 * s, top, u + 0.07 * s, v], fill=o.color)
+    if 8 * s < 14 and not p.dark:
+        return
     ax = u + side * 1.6 * s
     d.line([(u, top), (ax, top - 0.2 * s)], fill=o.color, width=max(1, int(0.08 * s)))
     d.rectangle([ax - 0.3 * s, top - 0.25 * s, ax + 0.3 * s, top - 0.05 * s], fill=(50, 50, 55))
@@ -1612,7 +1697,7 @@ _FLAT = ("patch", "excavation")
 # ----- post-processing
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)
 def _grid(S: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
     return yy, xx
@@ -1622,7 +1707,7 @@ def _rgb_image(a: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=48)
 def _night_light(S: int, yh_px: int, base_x1000: int) -> Image.Image:
     """Night illumination (as a multiply image, tint included): a dim base plus the ego headlight beam."""
     base = base_x1000 / 1000.0
@@ -1634,7 +1719,7 @@ def _night_light(S: int, yh_px: int, base_x1000: int) -> Image.Image:
     return _rgb_image(m * 255.0)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=48)
 def _vignette(S: int, strength_x1000: int) -> Image.Image:
     yy, xx = _grid(S)
     c = (S - 1) / 2
@@ -1645,11 +1730,11 @@ def _vignette(S: int, strength_x1000: int) -> Image.Image:
 _NOISE_PAD = 32
 
 
-@lru_cache(maxsize=64)
-def _noise_tiles(S: int, level: int) -> tuple[Image.Image, Image.Image]:
-    """Positive and negative parts of a fixed Gaussian tile with std ``level`` (uint8 images)."""
+@lru_cache(maxsize=40)
+def _noise_tile(S: int, level: int) -> Image.Image:
+    """A fixed Gaussian tile with std ``level``, stored as 128 + noise (uint8); frames crop a window."""
     n = np.random.default_rng(0x5EED + S).standard_normal((S + _NOISE_PAD, S + _NOISE_PAD, 3), dtype=np.float32) * level
-    return _rgb_image(np.maximum(n, 0)), _rgb_image(np.maximum(-n, 0))
+    return _rgb_image(np.round(n) + 128.0)
 
 
 @lru_cache(maxsize=32)
@@ -1721,7 +1806,8 @@ def _post(im: Image.Image, emit: Image.Image | None, fog: Image.Image | None, p:
     gain = [c * spec.exposure for c in cam.cast]
     # time of day: global illumination; lights and reflectors keep their brightness (emit mask)
     if tod == "night":
-        light = _night_light(S, yh, 300 if spec.weather != "fog" else 340)
+        q = max(1, S // 64)  # horizon quantised to ~1.5 % of the image: a few dozen beam maps per size
+        light = _night_light(S, (yh // q) * q, 300 if spec.weather != "fog" else 340)
         if emit is not None:
             light = ImageChops.lighter(light, Image.merge("RGB", (emit, emit, emit)))
         im = ImageChops.multiply(im, light)
@@ -1738,7 +1824,7 @@ def _post(im: Image.Image, emit: Image.Image | None, fog: Image.Image | None, p:
         im = Image.composite(_flat_rgb(S, _FOG_COLOR[tod]), im, fog)
     saturation = cam.saturation
     if spec.rain > 0:
-        saturation *= 0.65
+        saturation *= 0.8
         gain = [g * 0.82 for g in gain]
         tile = _rain_tile(S, int(rng.integers(0, 4)))
         ox, oy = (int(v) for v in rng.integers(0, S, size=2))
@@ -1746,7 +1832,7 @@ def _post(im: Image.Image, emit: Image.Image | None, fog: Image.Image | None, p:
         mask = ImageChops.multiply(mask, Image.new("L", (S, S), int(140 * spec.rain)))
         im = Image.composite(_flat_rgb(S, (200, 202, 208) if tod == "day" else (120, 120, 128)), im, mask)
     if spec.snow > 0:
-        n = int(S * S * 0.012 * spec.snow)
+        n = int(S * S * 0.008 * spec.snow)
         pts = rng.integers(0, S - 1, size=(n, 2))
         big = pts[: int(n * 0.3)]
         allp = np.concatenate([pts, big + (1, 0), big + (0, 1), big + (1, 1)])
@@ -1754,23 +1840,21 @@ def _post(im: Image.Image, emit: Image.Image | None, fog: Image.Image | None, p:
         ImageDraw.Draw(im).point(allp.ravel().tolist(), fill=(c, c, c + 4))
     # camera: saturation, exposure and colour cast, vignette
     im = im.convert("RGB", _color_matrix(gain, saturation))
-    if cam.vignette > 0.005:
-        im = ImageChops.multiply(im, _vignette(S, int(cam.vignette * 1000)))
+    if cam.vignette >= 0.05:
+        im = ImageChops.multiply(im, _vignette(S, int(round(cam.vignette * 40)) * 25))  # strength in steps of 0.025
     if tod == "night" and spec.weather == "clear" and yh > 2:
         stars = np.stack([rng.integers(0, S, size=S // 6), rng.integers(0, yh - 1, size=S // 6)], axis=1)
         ImageDraw.Draw(im).point(stars.ravel().tolist(), fill=(150, 150, 160))
     if cam.roll_deg:
         im = _roll(im, cam.roll_deg)
     sigma = spec.blur * S / 224
-    if sigma >= 0.3:
+    if sigma >= 0.4:
         # one box pass with the Gaussian's variance: sigma^2 = ((2r+1)^2 - 1) / 12
         im = im.filter(ImageFilter.BoxBlur((math.sqrt(12 * sigma * sigma + 1) - 1) / 2))
     level = int(round(spec.noise * (1.5 if tod == "night" else 1.0)))
     if level >= 1:
-        pos, neg = _noise_tiles(S, level)
         ox, oy = (int(v) for v in rng.integers(0, _NOISE_PAD, size=2))
-        box = (ox, oy, ox + S, oy + S)
-        im = ImageChops.subtract(ImageChops.add(im, pos.crop(box)), neg.crop(box))
+        im = ImageChops.add(im, _noise_tile(S, level).crop((ox, oy, ox + S, oy + S)), 1.0, -128)  # im + noise, clipped
     return im
 
 
@@ -1784,7 +1868,7 @@ def _roll(im: Image.Image, deg: float) -> Image.Image:
     return im.transform(im.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=16)
 def _base_image(S: int, horizon: float, top: Color, hor: Color, ground: Color) -> Image.Image:
     """Sky gradient above the horizon, plain ground below (frames of a sequence share it)."""
     yh = min(max(int(round(horizon * S)), 1), S - 1)
@@ -1796,7 +1880,7 @@ def _base_image(S: int, horizon: float, top: Color, hor: Color, ground: Color) -
     return Image.fromarray(arr, "RGB")
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=16)
 def _fog_rows(S: int, horizon: float, focal: float, height_m: float, visibility: float) -> Image.Image:
     """Fog weight by row: the ground's distance below the horizon, (almost) opaque above it."""
     rows = np.arange(S, dtype=np.float32) + 0.5
@@ -1837,6 +1921,11 @@ def render_scene(spec: SceneSpec, image_size: int, rng: np.random.Generator) -> 
             continue
         if z > 200:
             continue
+        if o.kind not in _FLAT and o.kind not in ("awning", "shop_sign", "barrier"):
+            ext = 2.5 * _DIMS.get(o.kind, (4.0, 1.0))[0] * o.size + 2.0
+            uf = (o.x + p.kc * z * z - p.x0) / z * p.f + p.cx
+            if uf + ext * p.f / z < 0 or uf - ext * p.f / z > S:
+                continue
         items.append((0 if o.kind in _FLAT else 1, -z, o))
     items.sort(key=lambda t: (t[0], t[1]))
     for _, negz, o in items:

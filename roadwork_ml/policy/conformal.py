@@ -665,7 +665,13 @@ class SCRC:
     while ``P(accepted)`` is unchanged, so ``R_clean <= R_noisy / (1 - eps)``; the tests
     run at ``alpha (1 - eps)`` and the guarantee above holds for the clean risk.
 
-    ``gate_scores`` must be computed by a gate that was not trained on these rows.
+    ``gate_scores`` follow :mod:`roadwork_ml.policy.gate`'s ``confidence`` convention
+    (higher = more trustworthy). The guarantee is exact only when the gate (and model,
+    calibrator) were trained on rows disjoint from these: e.g. fit the gate on one part
+    of ``VAL_CALIB`` and SCRC on the other. Out-of-fold (cross-fitted) confidences are a
+    good approximation but not covered by the finite-sample statement, because each
+    row's score then depends on the other calibration rows' labels and the deployed
+    (refit) gate differs from the fold gates.
     """
 
     kind: ClassVar[str] = "scrc"

@@ -1,0 +1,58 @@
+"""The inference path every consumer shares: multi-view forward, aggregation, uncertainty features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from roadwork_ml.config import InferenceConfig, ModelConfig
+from roadwork_ml.data.transforms import to_float
+from roadwork_ml.models.classifier import RoadworkClassifier
+from roadwork_ml.models.multiview import MultiViewClassifier, ViewSpec
+from roadwork_ml.policy.uncertainty import uncertainty_features
+
+
+@dataclass
+class ViewOutputs:
+    """Per image: ``logits`` [N, C] (log of aggregated probabilities), ``view_logits`` [N, V, C],
+    ``embeddings`` [N, D] (mean over views), ``features`` [N, 7] (uncertainty features)."""
+
+    logits: np.ndarray
+    view_logits: np.ndarray
+    embeddings: np.ndarray
+    features: np.ndarray
+
+
+def view_spec(model_cfg: ModelConfig, inf: InferenceConfig) -> ViewSpec:
+    return ViewSpec(size=model_cfg.img_size, grid=inf.grid, overlap=inf.overlap, flip=inf.flip_tta, multi=inf.multi_view)
+
+
+def multiview_model(model: RoadworkClassifier, model_cfg: ModelConfig, inf: InferenceConfig) -> MultiViewClassifier:
+    return MultiViewClassifier(model, view_spec(model_cfg, inf), inf.aggregator, inf.top_k).eval()
+
+
+@torch.no_grad()
+def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int, progress: bool = False) -> ViewOutputs:
+    """Run ``mv`` over uint8 or float images ``[N, 3, H, W]`` in batches of ``batch_size`` images."""
+    device = next(mv.parameters()).device
+    mv.eval()
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    starts = range(0, images.shape[0], batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="inference", leave=False)
+    for start in starts:
+        x = to_float(images[start : start + batch_size].to(device))
+        logits, view_logits, view_emb = mv(x)
+        parts.append((logits.float().cpu(), view_logits.float().cpu(), view_emb.float().cpu()))
+    if not parts:
+        raise ValueError("predict_views got no images")
+    logits = torch.cat([p[0] for p in parts]).numpy()
+    view_logits = torch.cat([p[1] for p in parts]).numpy()
+    view_emb = torch.cat([p[2] for p in parts]).numpy()
+    view_probs = torch.from_numpy(view_logits).double().softmax(-1).numpy()
+    features = uncertainty_features(view_probs, view_emb.astype(np.float64))
+    return ViewOutputs(logits=logits, view_logits=view_logits, embeddings=view_emb.mean(1), features=features)

@@ -1,0 +1,86 @@
+"""Multi-view inference: 1 global view + a grid of overlapping tiles (+ optional flips),
+all through one batched forward pass over ``[B·V, 3, S, S]`` — never a Python loop over views.
+
+Views are built with one ``F.interpolate`` for the global view and one ``unfold``-style
+gather for the tiles, so the whole path exports to ONNX as a single graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """``grid`` × ``grid`` tiles overlapping by ``overlap`` (fraction of a tile side), each
+    resized to ``size`` px, plus the global view; ``flip`` doubles every view (TTA)."""
+
+    size: int
+    grid: int = 3
+    overlap: float = 0.125
+    flip: bool = False
+    multi: bool = True
+
+    @property
+    def n_views(self) -> int:
+        base = 1 + (self.grid * self.grid if self.multi else 0)
+        return base * (2 if self.flip else 1)
+
+
+def tile_boxes(height: int, width: int, grid: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """(top, left, tile_h, tile_w) of a ``grid``×``grid`` tiling whose neighbours overlap by
+    ``overlap`` of a tile: tile = side / (grid − (grid − 1)·overlap)."""
+    th = round(height / (grid - (grid - 1) * overlap))
+    tw = round(width / (grid - (grid - 1) * overlap))
+    tops = [round(i * (height - th) / max(1, grid - 1)) for i in range(grid)]
+    lefts = [round(j * (width - tw) / max(1, grid - 1)) for j in range(grid)]
+    return [(t, l, th, tw) for t in tops for l in lefts]
+
+
+def make_views(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """``[B, 3, H, W]`` float → ``[B, V, 3, S, S]`` with V = ``spec.n_views`` (global first)."""
+    b, c, h, w = images.shape
+    views = [F.interpolate(images, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=False)]
+    if spec.multi:
+        boxes = tile_boxes(h, w, spec.grid, spec.overlap)
+        tiles = torch.stack([images[:, :, t : t + th, l : l + tw] for t, l, th, tw in boxes], dim=1)  # [B, T, 3, th, tw]
+        tiles = F.interpolate(tiles.flatten(0, 1), size=(spec.size, spec.size), mode="bilinear", align_corners=False)
+        views.append(tiles.view(b, len(boxes) * c, spec.size, spec.size))
+    out = torch.cat(views, dim=1).view(b, -1, c, spec.size, spec.size)
+    if spec.flip:
+        out = torch.cat([out, out.flip(-1)], dim=1)
+    return out
+
+
+class MultiViewClassifier(nn.Module):
+    """Wraps a classifier: images ``[B, 3, H, W]`` → (aggregated logits ``[B, C]``,
+    view logits ``[B, V, C]``, view embeddings ``[B, V, D]``) in one batched pass.
+
+    Aggregation: ``mean`` of view probabilities, or ``topk`` — the mean of the K views with the
+    highest roadwork probability (small objects show up strongly in a few tiles only).
+    The aggregated logits are ``log`` of the aggregated probabilities, so softmax recovers them.
+    """
+
+    def __init__(self, model: nn.Module, spec: ViewSpec, aggregator: str = "mean", top_k: int = 3):
+        super().__init__()
+        if aggregator not in ("mean", "topk"):
+            raise ValueError(f"aggregator must be 'mean' or 'topk', got {aggregator!r}")
+        self.model, self.spec, self.aggregator, self.top_k = model, spec, aggregator, top_k
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = images.shape[0]
+        views = make_views(images, self.spec)
+        v = views.shape[1]
+        logits, emb = self.model.forward_with_embedding(views.flatten(0, 1))
+        view_logits = logits.view(b, v, -1)
+        probs = view_logits.softmax(-1)
+        if self.aggregator == "topk" and v > 1:
+            k = min(self.top_k, v)
+            idx = probs[..., 1].topk(k, dim=1).indices
+            probs = probs.gather(1, idx.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))
+        agg = probs.mean(1).clamp_min(1e-12)
+        return agg.log(), view_logits, emb.view(b, v, -1)
