@@ -101,18 +101,23 @@ def source_images(context: dg.AssetExecutionContext, config: RunOverrides, setti
     return dg.MaterializeResult(metadata=metadata)
 
 
+def _manifests(store: ArtifactStore):
+    """(source, directory, manifest table) of every materialized partition, hashes and schema verified."""
+    for name in SOURCE_NAMES:
+        directory = store.path(SOURCE_DIR, name)
+        if directory.exists():
+            verify_dir(directory)
+            table = pq.read_table(directory / "manifest.parquet")
+            validate_table(table, MANIFEST_SCHEMA)
+            yield name, directory, table
+
+
 @dg.asset_check(asset=source_images, blocking=True, description="the manifest matches its declared schema, every listed image file exists with its recorded sha256")
 def manifest_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.artifacts import sha256_file
 
     results = {}
-    for name in SOURCE_NAMES:
-        directory = store.path(SOURCE_DIR, name)
-        if not directory.exists():
-            continue
-        verify_dir(directory)
-        table = pq.read_table(directory / "manifest.parquet")
-        validate_table(table, MANIFEST_SCHEMA)
+    for name, directory, table in _manifests(store):
         bad = [p for p, h in zip(table.column("path").to_pylist(), table.column("sha256").to_pylist()) if sha256_file(directory / p) != h]
         results[name] = {"rows": table.num_rows, "hash_mismatches": len(bad)}
     passed = bool(results) and all(r["hash_mismatches"] == 0 for r in results.values())
@@ -124,13 +129,7 @@ SPLIT_CHECKS = ("splits_disjoint", "no_group_in_two_splits", "both_classes_in_ev
 
 def _load_pool(store: ArtifactStore) -> pd.DataFrame:
     frames = []
-    for name in SOURCE_NAMES:
-        directory = store.path(SOURCE_DIR, name)
-        if not directory.exists():
-            continue
-        verify_dir(directory)
-        table = pq.read_table(directory / "manifest.parquet")
-        validate_table(table, MANIFEST_SCHEMA)
+    for name, _, table in _manifests(store):
         df = table.to_pandas()
         df["manifest_dir"] = f"{SOURCE_DIR}/{name}"
         frames.append(df)

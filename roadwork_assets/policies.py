@@ -53,8 +53,8 @@ def thresholds_meet_targets(store: ArtifactStore) -> dg.AssetCheckResult:
     fitted = ExitThresholds.from_dict(json.loads((directory / "thresholds.json").read_text()))
     preds = load_predictions(store, Split.VAL_CALIB)
     p1 = preds.probs[:, 1].astype(np.float64)
-    coverage, fnr = exit_sweep(p1, preds.labels, np.array([fitted.tau]))
     folded = fitted.fold(p1)
+    coverage, fnr = exit_sweep(folded, preds.labels, np.array([fitted.tau]))
     fold_consistent = bool((((folded > 0.5) == (p1 > fitted.decision_cut))).all() and np.isfinite(folded).all() and folded.min() >= 0 and folded.max() <= 1)
     passed = bool(fnr[0] <= fitted.target_fnr_exit and coverage[0] >= fitted.min_coverage and fold_consistent)
     return dg.AssetCheckResult(passed=passed, metadata={"coverage": float(coverage[0]), "min_coverage": fitted.min_coverage, "fnr_exit": float(fnr[0]), "target_fnr_exit": fitted.target_fnr_exit, "fold_consistent": fold_consistent})
@@ -92,7 +92,7 @@ def calibrator(context: dg.AssetExecutionContext, config: RunOverrides, settings
     preds = load_predictions(store, Split.VAL_CALIB)
     slices = preds.meta[cfg.slice_key].astype(str).to_numpy()
     result = select_calibrator(preds.logits.astype(np.float64), preds.labels, cfg.methods, n_folds=cfg.n_folds, seed=cfg.seed, slices=slices, min_samples_per_slice=cfg.min_samples_per_slice, split=preds.split, n_bins=cfg.n_bins)
-    chosen = next(r for r in result.table if r["method"] == result.method)
+    chosen = next((r for r in result.table if r["method"] == result.method), result.uncalibrated)
     with store.staging(CALIBRATOR_DIR) as out:
         atomic_write_json(out / "calibrator.json", {**result.calibrator.to_dict(), "slice_key": cfg.slice_key})
         atomic_write_json(out / "selection.json", result.to_dict())
@@ -170,7 +170,10 @@ def gate(context: dg.AssetExecutionContext, config: RunOverrides, settings: Prof
     )
 
 
-@dg.asset_check(asset=gate, blocking=True, description="out-of-fold gate AUROC ≥ the max-prob baseline's AUROC on the same folds")
+# Not blocking: SCRC keeps its finite-sample guarantee with any gate score, so a gate that
+# fails to beat max-prob makes the selective rule less efficient, not wrong. The failure is
+# still an ERROR in the UI and says by how much.
+@dg.asset_check(asset=gate, blocking=False, description="out-of-fold gate AUROC ≥ the max-prob baseline's AUROC on the same folds")
 def gate_beats_max_prob(store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.evaluation.metrics import auroc
 

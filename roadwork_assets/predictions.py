@@ -8,7 +8,7 @@ from roadwork_assets.loaders import CHECKPOINT_DIR, load_split_tensors, load_spl
 from roadwork_assets.resources import ArtifactStore, ProfileResource, RunOverrides
 from roadwork_ml.artifacts import verify_dir, write_manifest
 from roadwork_ml.contracts import ContractError, Split
-from roadwork_ml.models.predictions import read_predictions, write_predictions
+from roadwork_ml.models.predictions import read_predictions, softmax, write_predictions
 from roadwork_ml.training.checkpoint import load_checkpoint
 from roadwork_ml.config import ModelConfig
 from roadwork_ml.models.inference import multiview_model, predict_views
@@ -45,8 +45,7 @@ def split_logits(context: dg.AssetExecutionContext, config: RunOverrides, settin
         with store.staging(*predictions_dir(split).split("/")) as out:
             write_predictions(out / "predictions.parquet", split, rows, logits, emb, outputs.features, outputs.view_logits)
             manifest = write_manifest(out, extra={"kind": "predictions", "split": split.value})
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs = probs[:, 1] / probs.sum(1)
+        probs = softmax(logits)[:, 1]
         acc = float(((probs > 0.5).astype(int) == rows["label"].to_numpy()).mean()) if len(rows) else float("nan")
         yield dg.MaterializeResult(
             asset_key=key,

@@ -133,6 +133,7 @@ class TrainConfig(_Strict):
     amp: bool = Field(description="bf16 autocast when CUDA is present")
     num_threads: int = Field(ge=0, description="torch CPU threads; 0 = torch default")
     augment: bool
+    crop_scale_min: float = Field(gt=0, le=1, description="smallest random-resized-crop zoom (side fraction); small values teach the model tile-sized views")
     mcc_floor: float = Field(ge=-1, le=1, description="VAL_SELECT MCC the checkpoint must reach")
     max_train_images: int | None = None
 
@@ -144,7 +145,7 @@ class InferenceConfig(_Strict):
     grid: int = Field(ge=1)
     overlap: float = Field(ge=0, lt=1, description="tile overlap, fraction of a tile side")
     flip_tta: bool
-    aggregator: Literal["mean", "topk"]
+    aggregator: Literal["mean", "topk", "global"]
     top_k: int = Field(ge=1)
 
 

@@ -410,3 +410,22 @@ def test_reliability_diagram_writes_a_png_with_the_measured_numbers(tmp_path):
     out1 = reliability_diagram(probs[:, 1], y, tmp_path / "rel1.png")  # [N] class-1 probabilities
     assert out1["ece"] == pytest.approx(out["ece"], abs=1e-12) and out1["bin_count"] == out["bin_count"]
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no temp files left behind
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ece_guard_never_ships_a_calibrator_worse_than_none(seed):
+    """On already calibrated logits a flexible calibrator can win on NLL yet raise ECE: the
+    guard keeps only candidates whose out-of-fold ECE is not above the uncalibrated one."""
+    from roadwork_ml.policy.calibration import select_calibrator
+
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 2, 400)
+    y = (rng.random(400) < 1 / (1 + np.exp(-z))).astype(int)
+    logits = np.c_[np.zeros_like(z), z]
+    guarded = select_calibrator(logits, y, ["isotonic", "beta", "dirichlet"], seed=seed, split="val_calib")
+    chosen = next((r for r in guarded.table if r["method"] == guarded.method), guarded.uncalibrated)
+    assert chosen["oof_ece"] <= guarded.uncalibrated["oof_ece"]
+    if guarded.method == "identity":
+        assert np.allclose(guarded.calibrator.predict_proba(logits)[:, 1], 1 / (1 + np.exp(-z)))
+    free = select_calibrator(logits, y, ["isotonic", "beta", "dirichlet"], seed=seed, split="val_calib", ece_guard=False)
+    assert free.method in ("isotonic", "beta", "dirichlet")

@@ -76,3 +76,14 @@ def test_predict_views_outputs_and_features(model):
     single = predict_views(multiview_model(model, prof.model, prof.inference.model_copy(update={"multi_view": False})), images, batch_size=5)
     assert single.view_logits.shape == (5, 1, 2)
     assert np.all(single.features[:, [1, 3, 4, 5]] == 0)  # variance-type features vanish for one view
+
+
+def test_global_aggregator_decides_with_the_global_view_and_keeps_tile_features(model):
+    prof = load_profile("tiny")
+    inf = prof.inference.model_copy(update={"aggregator": "global"})
+    images = (torch.rand(4, 3, inf.input_size, inf.input_size) * 255).to(torch.uint8)
+    out = predict_views(multiview_model(model, prof.model, inf), images, batch_size=4)
+    global_probs = torch.from_numpy(out.view_logits[:, 0]).softmax(-1).numpy()
+    assert np.allclose(np.exp(out.logits), global_probs, atol=1e-5)
+    assert np.allclose(out.features[:, 0], global_probs.max(1), atol=1e-5)
+    assert (out.features[:, 1] > 0).all()  # cross-view variance still measured over all 10 views

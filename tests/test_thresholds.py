@@ -30,11 +30,13 @@ def test_sweep_matches_brute_force_and_choice_is_optimal(seed):
         assert c == pytest.approx(bc, abs=1e-12) and f == pytest.approx(bf, abs=1e-12)
     fitted = fit_thresholds(p, y, Split.VAL_CALIB, target_fnr_exit=0.05, min_coverage=0.3, grid_size=1001)
     assert fitted.feasible
-    c, f = _brute_fnr_coverage(p, y, fitted.tau)
+    folded = fitted.fold(p)  # exits decide with the deployed (folded) cut
+    c, f = _brute_fnr_coverage(folded, y, fitted.tau)
     assert f <= 0.05 and c >= 0.3 and c == pytest.approx(fitted.coverage)
+    assert fitted.exits(p).mean() == pytest.approx(c)
     # no feasible τ on the grid has higher coverage
     grid = np.linspace(0.5, 1, 1001)
-    gc, gf = exit_sweep(p, y, grid)
+    gc, gf = exit_sweep(folded, y, grid)
     assert gc[(gf <= 0.05) & (gc >= 0.3)].max() == pytest.approx(fitted.coverage)
 
 

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+AGGREGATORS = ("mean", "topk", "global")
+
+
 @dataclass(frozen=True)
 class ViewSpec:
     """``grid`` × ``grid`` tiles overlapping by ``overlap`` (fraction of a tile side), each
@@ -60,15 +63,17 @@ class MultiViewClassifier(nn.Module):
     """Wraps a classifier: images ``[B, 3, H, W]`` → (aggregated logits ``[B, C]``,
     view logits ``[B, V, C]``, view embeddings ``[B, V, D]``) in one batched pass.
 
-    Aggregation: ``mean`` of view probabilities, or ``topk`` — the mean of the K views with the
-    highest roadwork probability (small objects show up strongly in a few tiles only).
+    Aggregation: ``mean`` of view probabilities; ``topk`` — the mean of the K views with the
+    highest roadwork probability (small objects show up strongly in a few tiles only); or
+    ``global`` — the global view decides and the tiles only feed the uncertainty features
+    (for a model trained on whole images only, whose tiles are out of distribution).
     The aggregated logits are ``log`` of the aggregated probabilities, so softmax recovers them.
     """
 
     def __init__(self, model: nn.Module, spec: ViewSpec, aggregator: str = "mean", top_k: int = 3):
         super().__init__()
-        if aggregator not in ("mean", "topk"):
-            raise ValueError(f"aggregator must be 'mean' or 'topk', got {aggregator!r}")
+        if aggregator not in AGGREGATORS:
+            raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {aggregator!r}")
         self.model, self.spec, self.aggregator, self.top_k = model, spec, aggregator, top_k
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,7 +83,9 @@ class MultiViewClassifier(nn.Module):
         logits, emb = self.model.forward_with_embedding(views.flatten(0, 1))
         view_logits = logits.view(b, v, -1)
         probs = view_logits.softmax(-1)
-        if self.aggregator == "topk" and v > 1:
+        if self.aggregator == "global":
+            probs = probs[:, :1]
+        elif self.aggregator == "topk" and v > 1:
             k = min(self.top_k, v)
             idx = probs[..., 1].topk(k, dim=1).indices
             probs = probs.gather(1, idx.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))

@@ -747,6 +747,7 @@ def select_calibrator(
     *,
     split: Split | str,
     n_bins: int = 15,
+    ece_guard: bool = True,
 ) -> SelectionResult:
     """Pick a calibrator by K-fold cross-fitting on VAL_CALIB and refit it on all rows.
 
@@ -755,8 +756,10 @@ def select_calibrator(
     fold is predicted by a calibrator fitted on the other folds only. On those out-of-fold
     probabilities we compute NLL, top-label ECE (``n_bins`` equal-width bins) and Brier. The
     winner has the lowest OOF NLL; methods within 1e-4 (relative) of it are tied and the lowest
-    OOF ECE among them wins (then the earlier one in ``methods``). ``split`` is the split tag
-    of the data and must be VAL_CALIB (:class:`LeakageError` otherwise).
+    OOF ECE among them wins (then the earlier one in ``methods``). With ``ece_guard`` only
+    methods whose OOF ECE is not above the uncalibrated one compete, and the identity wins when
+    none qualifies. ``split`` is the split tag of the data and must be VAL_CALIB
+    (:class:`LeakageError` otherwise).
     """
     require_split(Purpose.FIT_POLICY, split)
     from sklearn.model_selection import StratifiedKFold
@@ -794,7 +797,10 @@ def select_calibrator(
 
     table = [{"method": m, **_scores(oof[m], y, n_bins)} for m in methods]
     uncalibrated = {"method": "identity", **_scores(oof["identity"], y, n_bins)}
-    winner = _pick_winner(table)
+    # Never ship a calibrator that makes out-of-fold ECE worse: candidates must keep ECE at or
+    # below the uncalibrated model's; the identity always qualifies (an already calibrated model).
+    eligible = [r for r in table if r["oof_ece"] <= uncalibrated["oof_ece"]] if ece_guard else table
+    winner = _pick_winner(eligible or [uncalibrated])
 
     final = _make(winner, min_samples_per_slice)
     if final.uses_slices:

@@ -1,8 +1,8 @@
 """Phase 2: the exit-threshold sweep and the StreetVision-folded decision cut.
 
-* **Exit threshold** τ (cascade exit policy): a sample *exits* with the decision
-  ``p1 > 0.5`` when its confidence ``max(p1, 1 − p1) ≥ τ``; otherwise it is deferred to the
-  next stage. We choose the τ with the highest coverage (exited share) whose false-negative
+* **Exit threshold** τ (cascade exit policy), on the *folded* probability f (below): a
+  sample *exits* with the deployed decision ``f > 0.5`` when its confidence
+  ``max(f, 1 − f) ≥ τ``; otherwise it is deferred to the next stage. We choose the τ with the highest coverage (exited share) whose false-negative
   rate among exited samples, FN / (TP + FN), is at most ``target_fnr_exit``, provided that
   coverage is at least ``min_coverage``.
 * **Decision cut** t*: the cut on p1 that maximizes MCC; ``fold_probability`` maps p1
@@ -46,7 +46,8 @@ class ExitThresholds:
 
     def exits(self, p1: np.ndarray) -> np.ndarray:
         """Boolean ``[N]``: which samples leave the cascade at this stage."""
-        return np.maximum(p1, 1 - p1) >= self.tau
+        f = self.fold(p1)
+        return np.maximum(f, 1 - f) >= self.tau
 
     def fold(self, p1: np.ndarray) -> np.ndarray:
         return fold_probability(p1, self.decision_cut)
@@ -106,8 +107,9 @@ def fit_thresholds(p1: np.ndarray, labels: np.ndarray, split: Split | str, targe
     require_split(Purpose.FIT_POLICY, split)
     p1 = np.asarray(p1, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
+    cut, mcc = mcc_optimal_cut(p1, labels)
     taus = np.linspace(0.5, 1.0, grid_size)
-    coverage, fnr = exit_sweep(p1, labels, taus)
+    coverage, fnr = exit_sweep(fold_probability(p1, cut), labels, taus)
     ok = (fnr <= target_fnr_exit) & (coverage >= min_coverage)
     feasible = bool(ok.any())
     # Highest coverage among feasible τ; ties → the smallest such τ (coverage is non-increasing in τ).
@@ -116,7 +118,6 @@ def fit_thresholds(p1: np.ndarray, labels: np.ndarray, split: Split | str, targe
     else:  # report the best compromise: lowest FNR among τ that keep the minimum coverage
         candidates = np.flatnonzero(coverage >= min_coverage)
         k = int(candidates[np.argmin(fnr[candidates])]) if len(candidates) else 0
-    cut, mcc = mcc_optimal_cut(p1, labels)
     return ExitThresholds(
         tau=float(taus[k]),
         coverage=float(coverage[k]),

@@ -143,7 +143,7 @@ def train_classifier(
             x = to_float(train.images[idx].to(device))
             y = train.labels[idx].to(device)
             if cfg.augment:
-                x = augment_batch(x, gen)
+                x = augment_batch(x, gen, scale=(cfg.crop_scale_min, 1.0))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
