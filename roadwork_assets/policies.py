@@ -97,8 +97,8 @@ def calibrator(context: dg.AssetExecutionContext, config: RunOverrides, settings
         atomic_write_json(out / "calibrator.json", {**result.calibrator.to_dict(), "slice_key": cfg.slice_key})
         atomic_write_json(out / "selection.json", result.to_dict())
         _save_arrays(out / "oof.safetensors", probs=result.oof_proba[result.method], uncalibrated=result.oof_proba["identity"], labels=preds.labels)
-        before = reliability_diagram(result.oof_proba["identity"], preds.labels, out / "reliability_uncalibrated.png", cfg.n_bins, "VAL_CALIB out-of-fold, uncalibrated")
-        after = reliability_diagram(result.oof_proba[result.method], preds.labels, out / "reliability_calibrated.png", cfg.n_bins, f"VAL_CALIB out-of-fold, {result.method}")
+        reliability_diagram(result.oof_proba["identity"], preds.labels, out / "reliability_uncalibrated.png", cfg.n_bins, "VAL_CALIB out-of-fold, uncalibrated")
+        reliability_diagram(result.oof_proba[result.method], preds.labels, out / "reliability_calibrated.png", cfg.n_bins, f"VAL_CALIB out-of-fold, {result.method}")
         write_manifest(out, extra={"kind": "calibrator", "method": result.method})
     d = store.path(CALIBRATOR_DIR)
     return dg.MaterializeResult(
@@ -114,7 +114,6 @@ def calibrator(context: dg.AssetExecutionContext, config: RunOverrides, settings
             "comparison": table_md([result.uncalibrated | {"method": "identity (uncalibrated)"}] + list(result.table)),
             "reliability_before": image_md(d / "reliability_uncalibrated.png", "uncalibrated"),
             "reliability_after": image_md(d / "reliability_calibrated.png", "calibrated"),
-            "ece_check": dg.MetadataValue.json({"before": before.get("ece"), "after": after.get("ece")}),
         }
     )
 

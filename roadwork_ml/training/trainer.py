@@ -64,21 +64,16 @@ def _device() -> torch.device:
 
 
 @torch.no_grad()
-def predict_logits(model: RoadworkClassifier, images: torch.Tensor, batch_size: int, device: torch.device | None = None, amp: bool = False, with_embeddings: bool = False):
-    """Logits ``[N, C]`` float32 (and embeddings ``[N, D]``) for uint8 or float images, in eval mode."""
+def predict_logits(model: RoadworkClassifier, images: torch.Tensor, batch_size: int, device: torch.device | None = None, amp: bool = False) -> torch.Tensor:
+    """Logits ``[N, C]`` float32 of the single (global) view for uint8 or float images, in eval mode."""
     device = device or next(model.parameters()).device
     model.eval()
-    logits, embs = [], []
+    logits = []
     for start in range(0, images.shape[0], batch_size):
         x = to_float(images[start : start + batch_size].to(device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            out, emb = model.forward_with_embedding(x)
-        logits.append(out.float().cpu())
-        embs.append(emb.float().cpu())
-    logit_t = torch.cat(logits) if logits else torch.empty(0, 2)
-    if with_embeddings:
-        return logit_t, (torch.cat(embs) if embs else torch.empty(0, model.embed_dim))
-    return logit_t
+            logits.append(model(x).float().cpu())
+    return torch.cat(logits) if logits else torch.empty(0, 2)
 
 
 def evaluate(model: RoadworkClassifier, data: TensorSplit, batch_size: int, amp: bool = False) -> dict[str, float]:
