@@ -167,3 +167,15 @@ def test_rejects_bad_inputs():
         uncertainty_features(good, np.zeros((3, 5, 4)))
     with pytest.raises(ValueError, match=r"\[N, V, C\]"):
         uncertainty_features(np.full((2, 2, 2, 2), 0.5))
+
+
+def test_decision_probs_set_max_prob_and_entropy_in_both_twins():
+    rng = np.random.default_rng(7)
+    views = rng.dirichlet([1.0, 1.0], size=(20, 5))
+    decision = views[:, 0]  # e.g. the global view decides
+    out = uncertainty_features(views, decision_probs=decision)
+    assert np.allclose(out[:, 0], decision.max(1), atol=1e-12)
+    assert np.allclose(out[:, 2], -(decision * np.log(decision)).sum(1), atol=1e-12)
+    assert np.array_equal(out[:, [1, 3, 4, 5, 6]], uncertainty_features(views)[:, [1, 3, 4, 5, 6]])
+    twin = uncertainty_features_torch(torch.from_numpy(views), decision_probs=torch.from_numpy(decision)).numpy()
+    assert np.allclose(out, twin, atol=1e-12)

@@ -11,7 +11,7 @@ from roadwork_ml.config import InferenceConfig, ModelConfig
 from roadwork_ml.data.transforms import to_float
 from roadwork_ml.models.classifier import RoadworkClassifier
 from roadwork_ml.models.multiview import MultiViewClassifier, ViewSpec
-from roadwork_ml.policy.uncertainty import FEATURE_NAMES, uncertainty_features
+from roadwork_ml.policy.uncertainty import uncertainty_features
 
 
 @dataclass
@@ -54,11 +54,7 @@ def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int
     view_logits = torch.cat([p[1] for p in parts]).numpy()
     view_emb = torch.cat([p[2] for p in parts]).numpy()
     view_probs = torch.from_numpy(view_logits).double().softmax(-1).numpy()
-    features = uncertainty_features(view_probs, view_emb.astype(np.float64))
-    # max_prob and entropy describe the *aggregated* prediction, i.e. the one the decision
-    # uses; uncertainty_features aggregates by the mean, so restate them for other aggregators.
-    agg = np.exp(logits.astype(np.float64))
-    agg /= agg.sum(1, keepdims=True)
-    features[:, FEATURE_NAMES.index("max_prob")] = agg.max(1)
-    features[:, FEATURE_NAMES.index("entropy")] = -(agg * np.log(np.clip(agg, 1e-12, 1))).sum(1)
+    decision = np.exp(logits.astype(np.float64))  # logits are log aggregated probabilities
+    decision /= decision.sum(1, keepdims=True)
+    features = uncertainty_features(view_probs, view_emb.astype(np.float64), decision_probs=decision)
     return ViewOutputs(logits=logits, view_logits=view_logits, embeddings=view_emb.mean(1), features=features)

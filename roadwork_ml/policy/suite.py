@@ -109,12 +109,9 @@ def within_guarantee(row: dict, n_se: float = 3.0) -> bool:
 def gate_accept_threshold(confidence: np.ndarray, is_wrong: np.ndarray, target_risk: float) -> dict:
     """Lowest confidence cut whose error rate among accepted (conf ≥ cut) is ≤ ``target_risk``:
     the largest coverage meeting the target. Out-of-fold inputs ``[N]``; returns cut, coverage, risk."""
-    order = np.argsort(-confidence, kind="stable")
-    c, w = confidence[order], is_wrong[order].astype(float)
-    risk = np.cumsum(w) / np.arange(1, len(w) + 1)
-    last_of_tie = np.r_[c[1:] != c[:-1], True]
-    ok = np.flatnonzero(last_of_tie & (risk <= target_risk))
+    coverage, risk, cuts = M.risk_coverage_curve(confidence, 1 - np.asarray(is_wrong), return_thresholds=True)
+    ok = np.flatnonzero(risk <= target_risk)
     if ok.size == 0:
         return {"cut": float("inf"), "coverage": 0.0, "risk": 0.0, "feasible": False}
     k = int(ok[-1])
-    return {"cut": float(c[k]), "coverage": (k + 1) / len(c), "risk": float(risk[k]), "feasible": True}
+    return {"cut": float(cuts[k]), "coverage": float(coverage[k]), "risk": float(risk[k]), "feasible": True}

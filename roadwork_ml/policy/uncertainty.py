@@ -128,7 +128,7 @@ def _entropy_np(p: np.ndarray) -> np.ndarray:
     return -np.sum(p * np.log(np.maximum(p, tiny)), axis=-1)
 
 
-def uncertainty_features(view_probs: np.ndarray, view_embeddings: np.ndarray | None = None) -> np.ndarray:
+def uncertainty_features(view_probs: np.ndarray, view_embeddings: np.ndarray | None = None, decision_probs: np.ndarray | None = None) -> np.ndarray:
     """The seven features of :data:`FEATURE_NAMES` for each image.
 
     Args:
@@ -136,6 +136,9 @@ def uncertainty_features(view_probs: np.ndarray, view_embeddings: np.ndarray | N
             as one view per image.
         view_embeddings: optional ``[N, V, D]`` per-view pooled embeddings (any scale; they are
             L2-normalized here). Without them ``epistemic_feature_variance`` is 0.
+        decision_probs: optional ``[N, C]`` probabilities of the prediction the decision uses
+            (e.g. a top-K or global-view aggregate); ``max_prob`` and ``entropy`` describe it.
+            Default: the mean over views.
 
     Returns:
         ``[N, 7]`` float64, finite.
@@ -146,11 +149,14 @@ def uncertainty_features(view_probs: np.ndarray, view_embeddings: np.ndarray | N
     n, v, c = p.shape
 
     agg = p.mean(axis=1)  # [N, C]
-    max_prob = agg.max(axis=-1)
+    decision = agg if decision_probs is None else np.asarray(decision_probs, dtype=np.float64)
+    if decision.shape != agg.shape:
+        raise ValueError(f"decision_probs must be [N, C] = {list(agg.shape)}, got {list(decision.shape)}")
+    max_prob = decision.max(axis=-1)
     p1 = p[:, :, 1]  # [N, V]
     p1_mean = p1.mean(axis=1)
     cross_view_variance = np.mean((p1 - p1_mean[:, None]) ** 2, axis=1)
-    entropy = _entropy_np(agg)
+    entropy = _entropy_np(decision)
     max_minus_mean = p1.max(axis=1) - p1_mean
     crop_disagreement = (p.argmax(axis=-1) != agg.argmax(axis=-1)[:, None]).mean(axis=1, dtype=np.float64)
     aleatoric = _entropy_np(p).mean(axis=1)
@@ -206,7 +212,7 @@ def _entropy_torch(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(torch.clamp(p, min=tiny))).sum(dim=-1)
 
 
-def uncertainty_features_torch(view_probs: torch.Tensor, view_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+def uncertainty_features_torch(view_probs: torch.Tensor, view_embeddings: torch.Tensor | None = None, decision_probs: torch.Tensor | None = None) -> torch.Tensor:
     """Torch twin of :func:`uncertainty_features`: same formulas, same order, same numbers.
 
     Keeps ``view_probs``' floating dtype and device (integer input becomes float32). Only
@@ -223,11 +229,12 @@ def uncertainty_features_torch(view_probs: torch.Tensor, view_embeddings: torch.
     p = torch.clamp(p, 0.0, 1.0)
 
     agg = p.mean(dim=1)
-    max_prob = agg.max(dim=-1).values
+    decision = agg if decision_probs is None else decision_probs.to(p.dtype)
+    max_prob = decision.max(dim=-1).values
     p1 = p[:, :, 1]
     p1_mean = p1.mean(dim=1)
     cross_view_variance = ((p1 - p1_mean.unsqueeze(1)) ** 2).mean(dim=1)
-    entropy = _entropy_torch(agg)
+    entropy = _entropy_torch(decision)
     max_minus_mean = p1.max(dim=1).values - p1_mean
     crop_disagreement = (p.argmax(dim=-1) != agg.argmax(dim=-1).unsqueeze(1)).to(p.dtype).mean(dim=1)
     aleatoric = _entropy_torch(p).mean(dim=1)
