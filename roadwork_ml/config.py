@@ -145,8 +145,21 @@ class InferenceConfig(_Strict):
     grid: int = Field(ge=1)
     overlap: float = Field(ge=0, lt=1, description="tile overlap, fraction of a tile side")
     flip_tta: bool
-    aggregator: Literal["mean", "topk", "global"]
-    top_k: int = Field(ge=1)
+    aggregator: Literal["mean", "topk", "global", "attention", "auto"] = Field(description="auto = best VAL_SELECT MCC among the candidates the view setting allows")
+    top_k_candidates: list[int] = Field(min_length=1, description="K values tried for topk; the best on VAL_SELECT is kept")
+    attention: "AttentionConfig"
+    aggregator_train_images: int = Field(ge=1, description="TRAIN images whose cached view outputs train the attention aggregator")
+
+
+class AttentionConfig(_Strict):
+    """The attention aggregator, trained on cached TRAIN view outputs with the backbone frozen."""
+
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    seed: int
 
 
 class ThresholdConfig(_Strict):
@@ -211,8 +224,78 @@ class PolicyConfig(_Strict):
         return next(k for k, v in self.active.items() if v)
 
 
+from roadwork_ml.monitoring.settings import MonitoringConfig  # noqa: E402  (strict model, no dagster)
+
+
 class TrackingConfig(_Strict):
     experiment: str
+
+
+class TensorRTConfig(_Strict):
+    fp16: bool
+    min_batch: int = Field(ge=1)
+    opt_batch: int = Field(ge=1)
+    max_batch: int = Field(ge=1)
+    workspace_gb: float = Field(gt=0)
+    min_decision_agreement: float = Field(gt=0, le=1, description="share of images whose decision must match ONNX, else the engine is refused")
+    max_prob_diff: float = Field(gt=0, description="largest |P(roadwork)| difference to ONNX tolerated")
+
+
+class TritonConfig(_Strict):
+    model_name: str
+    max_batch_size: int = Field(ge=1)
+    preferred_batch_sizes: list[int]
+    max_queue_delay_us: int = Field(ge=0)
+    instance_kind: Literal["KIND_CPU", "KIND_GPU"]
+
+
+class ExportConfig(_Strict):
+    onnx_opset: int = Field(ge=13)
+    parity_tolerance: float = Field(gt=0, description="max |ONNX − PyTorch| probability difference")
+    parity_images: int = Field(ge=1, description="VAL_CALIB images the parity check runs on (all when fewer)")
+    tensorrt: TensorRTConfig
+    triton: TritonConfig
+
+
+class PromotionConfig(_Strict):
+    """Statistical promotion gate: a new bundle replaces the champion unless its VAL_TEST MCC
+    is significantly worse (paired bootstrap, one-sided) by more than ``margin``."""
+
+    metric: Literal["mcc", "accuracy", "f1", "auroc"]
+    margin: float = Field(ge=0)
+    alpha: float = Field(gt=0, lt=1)
+    n_resamples: int = Field(ge=100)
+    seed: int
+
+
+class FairnessConfig(_Strict):
+    column: str = Field(description="slice column the two groups come from")
+    group_a: str
+    group_b: str
+    threshold: float = Field(gt=0, lt=1, description="largest tolerated gap")
+
+
+class StreetVisionConfig(_Strict):
+    size: int = Field(gt=0, description="validator image side, px")
+    levels: list[int] = Field(min_length=1)
+    seed: int
+
+
+class EvaluationConfig(_Strict):
+    n_resamples: int = Field(ge=100)
+    level: float = Field(gt=0, lt=1)
+    seed: int
+    n_jobs: int = Field(description="bootstrap worker processes; -1 = all cores")
+    n_bins: int = Field(ge=2)
+    cascade_costs: list[float] = Field(min_length=2, description="relative cost per image of each cascade stage")
+    min_slice_count: int = Field(ge=1)
+    fairness: FairnessConfig
+    streetvision: StreetVisionConfig
+
+
+class DeployConfig(_Strict):
+    registered_model: str = Field(description="MLflow registered model name")
+    promotion: PromotionConfig
 
 
 class Profile(_Strict):
@@ -225,6 +308,10 @@ class Profile(_Strict):
     thresholds: ThresholdConfig
     policy: PolicyConfig
     tracking: TrackingConfig
+    export: ExportConfig
+    evaluation: EvaluationConfig
+    deploy: DeployConfig
+    monitoring: MonitoringConfig
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -67,13 +67,13 @@ def test_topk_aggregates_the_most_roadwork_like_views(model):
 
 def test_predict_views_outputs_and_features(model):
     prof = load_profile("tiny")
-    mv = multiview_model(model, prof.model, prof.inference)
+    mv = multiview_model(model, prof.model, prof.inference.model_copy(update={"aggregator": "mean"}))
     images = (torch.rand(5, 3, prof.inference.input_size, prof.inference.input_size) * 255).to(torch.uint8)
     out = predict_views(mv, images, batch_size=2)
     assert out.logits.shape == (5, 2) and out.view_logits.shape == (5, 10, 2) and out.features.shape == (5, 7)
     probs = np.exp(out.logits)
     assert np.allclose(out.features[:, 0], probs.max(1), atol=1e-5)  # max_prob of the aggregate
-    single = predict_views(multiview_model(model, prof.model, prof.inference.model_copy(update={"multi_view": False})), images, batch_size=5)
+    single = predict_views(multiview_model(model, prof.model, prof.inference, {"multi_view": False, "aggregator": "mean", "top_k": 1}), images, batch_size=5)
     assert single.view_logits.shape == (5, 1, 2)
     assert np.all(single.features[:, [1, 3, 4, 5]] == 0)  # variance-type features vanish for one view
 
@@ -87,3 +87,20 @@ def test_global_aggregator_decides_with_the_global_view_and_keeps_tile_features(
     assert np.allclose(np.exp(out.logits), global_probs, atol=1e-5)
     assert np.allclose(out.features[:, 0], global_probs.max(1), atol=1e-5)
     assert (out.features[:, 1] > 0).all()  # cross-view variance still measured over all 10 views
+
+
+def test_attention_aggregator_weights_views_by_their_embeddings(model):
+    from roadwork_ml.models.aggregator import AttentionAggregator, attention_widths
+
+    size = model.backbone.patch_embed.img_size[0]
+    att = AttentionAggregator(model.embed_dim).eval()
+    mv = MultiViewClassifier(model, ViewSpec(size=size), "attention", attention=att)
+    x = torch.rand(3, 3, 2 * size, 2 * size)
+    with torch.no_grad():
+        agg, view_logits, emb = mv(x)
+        w = att(emb)
+    assert torch.allclose(w.sum(1), torch.ones(3), atol=1e-6)
+    assert torch.allclose(agg.exp(), (w.unsqueeze(-1) * view_logits.softmax(-1)).sum(1), atol=1e-6)
+    assert attention_widths(1280) == (512, 128) and attention_widths(1024) == (410, 102)
+    with pytest.raises(ValueError, match="trained attention module"):
+        MultiViewClassifier(model, ViewSpec(size=size), "attention")

@@ -17,24 +17,34 @@ from roadwork_ml.policy.uncertainty import uncertainty_features
 @dataclass
 class ViewOutputs:
     """Per image: ``logits`` [N, C] (log of aggregated probabilities), ``view_logits`` [N, V, C],
-    ``embeddings`` [N, D] (mean over views), ``features`` [N, 7] (uncertainty features)."""
+    ``embeddings`` [N, D] (mean over views), ``features`` [N, 7] (uncertainty features);
+    ``view_embeddings`` [N, V, D] only when asked for (it is V times the size)."""
 
     logits: np.ndarray
     view_logits: np.ndarray
     embeddings: np.ndarray
     features: np.ndarray
+    view_embeddings: np.ndarray | None = None
 
 
-def view_spec(model_cfg: ModelConfig, inf: InferenceConfig) -> ViewSpec:
-    return ViewSpec(size=model_cfg.img_size, grid=inf.grid, overlap=inf.overlap, flip=inf.flip_tta, multi=inf.multi_view)
+def view_spec(model_cfg: ModelConfig, inf: InferenceConfig, multi_view: bool | None = None) -> ViewSpec:
+    multi = inf.multi_view if multi_view is None else multi_view
+    return ViewSpec(size=model_cfg.img_size, grid=inf.grid, overlap=inf.overlap, flip=inf.flip_tta, multi=multi)
 
 
-def multiview_model(model: RoadworkClassifier, model_cfg: ModelConfig, inf: InferenceConfig) -> MultiViewClassifier:
-    return MultiViewClassifier(model, view_spec(model_cfg, inf), inf.aggregator, inf.top_k).eval()
+def multiview_model(model: RoadworkClassifier, model_cfg: ModelConfig, inf: InferenceConfig, choice: dict | None = None, attention: torch.nn.Module | None = None) -> MultiViewClassifier:
+    """The served model. ``choice`` (from the view_aggregator artifact: ``multi_view``,
+    ``aggregator``, ``top_k``) overrides the profile; ``attention`` is the trained aggregator."""
+    if choice is None:
+        if inf.aggregator in ("auto", "attention", "topk"):
+            raise ValueError(f"aggregator {inf.aggregator!r} is chosen / trained by the view_aggregator asset: pass its choice")
+        choice = {"multi_view": inf.multi_view, "aggregator": inf.aggregator, "top_k": 1}
+    spec = view_spec(model_cfg, inf, choice["multi_view"])
+    return MultiViewClassifier(model, spec, choice["aggregator"], int(choice["top_k"]) or 1, attention).eval()
 
 
 @torch.no_grad()
-def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int, progress: bool = False) -> ViewOutputs:
+def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int, progress: bool = False, keep_view_embeddings: bool = False) -> ViewOutputs:
     """Run ``mv`` over uint8 or float images ``[N, 3, H, W]`` in batches of ``batch_size`` images."""
     device = next(mv.parameters()).device
     mv.eval()
@@ -57,4 +67,4 @@ def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int
     decision = np.exp(logits.astype(np.float64))  # logits are log aggregated probabilities
     decision /= decision.sum(1, keepdims=True)
     features = uncertainty_features(view_probs, view_emb.astype(np.float64), decision_probs=decision)
-    return ViewOutputs(logits=logits, view_logits=view_logits, embeddings=view_emb.mean(1), features=features)
+    return ViewOutputs(logits=logits, view_logits=view_logits, embeddings=view_emb.mean(1), features=features, view_embeddings=view_emb if keep_view_embeddings else None)

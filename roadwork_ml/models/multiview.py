@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-AGGREGATORS = ("mean", "topk", "global")
+AGGREGATORS = ("mean", "topk", "global", "attention")
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,22 @@ class MultiViewClassifier(nn.Module):
     view logits ``[B, V, C]``, view embeddings ``[B, V, D]``) in one batched pass.
 
     Aggregation: ``mean`` of view probabilities; ``topk`` — the mean of the K views with the
-    highest roadwork probability (small objects show up strongly in a few tiles only); or
+    highest roadwork probability (small objects show up strongly in a few tiles only);
     ``global`` — the global view decides and the tiles only feed the uncertainty features
-    (for a model trained on whole images only, whose tiles are out of distribution).
+    (for a model trained on whole images only, whose tiles are out of distribution); or
+    ``attention`` — a trained :class:`~roadwork_ml.models.aggregator.AttentionAggregator`
+    weights the views' probabilities from their embeddings.
     The aggregated logits are ``log`` of the aggregated probabilities, so softmax recovers them.
     """
 
-    def __init__(self, model: nn.Module, spec: ViewSpec, aggregator: str = "mean", top_k: int = 3):
+    def __init__(self, model: nn.Module, spec: ViewSpec, aggregator: str = "mean", top_k: int = 3, attention: nn.Module | None = None):
         super().__init__()
         if aggregator not in AGGREGATORS:
             raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {aggregator!r}")
+        if aggregator == "attention" and attention is None:
+            raise ValueError("aggregator 'attention' needs a trained attention module (see roadwork_ml.models.aggregator)")
         self.model, self.spec, self.aggregator, self.top_k = model, spec, aggregator, top_k
+        self.attention = attention if aggregator == "attention" else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = images.shape[0]
@@ -82,12 +87,17 @@ class MultiViewClassifier(nn.Module):
         v = views.shape[1]
         logits, emb = self.model.forward_with_embedding(views.flatten(0, 1))
         view_logits = logits.view(b, v, -1)
+        view_emb = emb.view(b, v, -1)
         probs = view_logits.softmax(-1)
-        if self.aggregator == "global":
-            probs = probs[:, :1]
-        elif self.aggregator == "topk" and v > 1:
-            k = min(self.top_k, v)
-            idx = probs[..., 1].topk(k, dim=1).indices
-            probs = probs.gather(1, idx.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))
-        agg = probs.mean(1).clamp_min(1e-12)
-        return agg.log(), view_logits, emb.view(b, v, -1)
+        if self.aggregator == "attention":
+            weights = self.attention(view_emb)  # [B, V], rows sum to 1
+            agg = (weights.unsqueeze(-1) * probs).sum(1)
+        else:
+            if self.aggregator == "global":
+                probs = probs[:, :1]
+            elif self.aggregator == "topk" and v > 1:
+                k = min(self.top_k, v)
+                idx = probs[..., 1].topk(k, dim=1).indices
+                probs = probs.gather(1, idx.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))
+            agg = probs.mean(1)
+        return agg.clamp_min(1e-12).log(), view_logits, view_emb

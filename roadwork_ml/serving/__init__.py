@@ -1,0 +1,1 @@
+"""Serving: the bundle predictor and the ``roadwork`` command line."""

@@ -1,0 +1,98 @@
+"""The ``roadwork`` command line.
+
+    roadwork predict --bundle DIR PATH... [--format jsonl|csv] [--out FILE]
+    roadwork export-hf --bundle DIR OUT [--model-name NAME] [--submitted-by WHO]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from roadwork_ml.policy.uncertainty import FEATURE_NAMES
+
+CSV_COLUMNS = ["image", "probability", "streetvision_probability", "decision", "prediction_set", "gate_confidence", *FEATURE_NAMES]
+
+
+def _write_rows(records: list[dict], fmt: str, out: TextIO, writer) -> None:
+    for rec in records:
+        if fmt == "jsonl":
+            out.write(json.dumps(rec) + "\n")
+        else:
+            writer.writerow({**{k: rec.get(k, "") for k in CSV_COLUMNS[:6]}, "prediction_set": "|".join(rec["prediction_set"]), **rec["features"]})
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from roadwork_ml.serving.predictor import BundlePredictor
+
+    predictor = BundlePredictor(args.bundle, backend=args.backend, threads=args.threads)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS) if args.format == "csv" else None
+    if writer:
+        writer.writeheader()
+    n_good, bad = 0, []
+    try:
+        for res in predictor.predict_paths(args.paths, batch_size=args.batch_size, progress=not args.no_progress):
+            _write_rows(res.records, args.format, out, writer)
+            n_good += len(res.records)
+            bad.extend(res.errors)
+    finally:
+        if args.out:
+            out.close()
+    print(f"roadwork predict: {n_good} image(s) predicted with {predictor.backend} (bundle {predictor.model_version}), {len(bad)} could not be read", file=sys.stderr)
+    for b in bad:
+        print(f"  BAD {b.image}: {b.reason}", file=sys.stderr)
+    if args.errors:
+        Path(args.errors).write_text("".join(json.dumps({"image": b.image, "reason": b.reason}) + "\n" for b in bad))
+    return 1 if (args.strict and bad) or n_good == 0 and not bad else 0
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from roadwork_ml.export.huggingface import export_hf
+
+    card = export_hf(args.bundle, args.out, model_name=args.model_name, description=args.description, submitted_by=args.submitted_by, version=args.version)
+    print(json.dumps(card, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roadwork", description="Predict with and export roadwork bundles.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="predict image files and folders with a bundle")
+    p.add_argument("--bundle", required=True, help="bundle directory (hashes are verified)")
+    p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--out", help="output file (default: stdout)")
+    p.add_argument("--errors", help="also write the unreadable files as JSON lines here")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--strict", action="store_true", help="exit 1 when any file could not be read")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict)
+    e = sub.add_parser("export-hf", help="write a Hugging Face model folder with StreetVision's model_card.json")
+    e.add_argument("--bundle", required=True)
+    e.add_argument("out")
+    e.add_argument("--model-name", default="roadwork-classifier")
+    e.add_argument("--description", default="Roadwork-present classifier (roadwork bundle: ONNX + safetensors, calibrated, folded at 0.5)")
+    e.add_argument("--submitted-by", default="roadwork")
+    e.add_argument("--version", default=None, help="default: the bundle's roadwork version + weights hash")
+    e.set_defaults(func=cmd_export_hf)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"roadwork {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

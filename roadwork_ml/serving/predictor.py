@@ -1,0 +1,191 @@
+"""``BundlePredictor``: a verified bundle in, per-image decisions out.
+
+Backends: ONNX Runtime on CPU (default without CUDA), PyTorch (CPU or CUDA), TensorRT (CUDA,
+given an engine built from the bundle's ONNX by the ``tensorrt_engine`` asset). Every backend
+produces the same three tensors (logits, view logits, view embeddings); the uncertainty
+features and the decision path after that are shared numpy code
+(:class:`~roadwork_ml.policy.decision.DecisionPolicy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from roadwork_ml.config import DecodeConfig
+from roadwork_ml.export.bundle import ONNX, WEIGHTS, load_bundle, rebuild_model
+from roadwork_ml.policy.decision import Decisions
+from roadwork_ml.policy.uncertainty import FEATURE_NAMES, uncertainty_features
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+CLASS_NAMES = ("no_roadwork", "roadwork")
+
+
+@dataclass
+class Outputs:
+    """Model outputs and decisions for N images (arrays aligned on the first axis)."""
+
+    logits: np.ndarray
+    features: np.ndarray
+    embeddings: np.ndarray  # [N, D], mean over views
+    decisions: Decisions
+
+    def records(self, ids: list[str] | None = None) -> list[dict]:
+        """One JSON-ready dict per image."""
+        d = self.decisions
+        out = []
+        for i in range(len(d)):
+            rec = {
+                "probability": float(d.calibrated[i, 1]),
+                "streetvision_probability": float(d.streetvision[i]),
+                "decision": str(d.decision[i]),
+                "prediction_set": [CLASS_NAMES[c] for c in np.flatnonzero(d.prediction_set[i])],
+                "features": {n: float(v) for n, v in zip(FEATURE_NAMES, self.features[i])},
+            }
+            if np.isfinite(d.gate_confidence[i]):
+                rec["gate_confidence"] = float(d.gate_confidence[i])
+            if ids is not None:
+                rec = {"image": ids[i], **rec}
+            out.append(rec)
+        return out
+
+
+@dataclass
+class BadInput:
+    image: str
+    reason: str
+
+
+@dataclass
+class PathResults:
+    records: list[dict] = field(default_factory=list)
+    errors: list[BadInput] = field(default_factory=list)
+
+
+def _pick_backend(backend: str, engine: str | Path | None) -> str:
+    if backend != "auto":
+        return backend
+    if torch.cuda.is_available():
+        return "tensorrt" if engine else "torch"
+    return "onnx"
+
+
+class BundlePredictor:
+    """Load a bundle (every hash verified, nothing unpickled) and predict.
+
+    ``backend``: "auto" | "onnx" | "torch" | "tensorrt"; ``device`` for torch ("cpu", "cuda");
+    ``threads``: intra-op threads for ONNX Runtime / torch on CPU (None = library default).
+    """
+
+    def __init__(self, bundle: str | Path, backend: str = "auto", device: str | None = None, engine: str | Path | None = None, threads: int | None = None):
+        self.path = Path(bundle)
+        self.manifest, self.config, self.policy = load_bundle(self.path)
+        self.input_size = int(self.config["input_size"])
+        self.n_views = int(self.config["n_views"])
+        self.decode_cfg = DecodeConfig.model_validate(self.config["profile"]["data"]["decode"])
+        self.backend = _pick_backend(backend, engine)
+        if self.backend == "onnx":
+            from roadwork_ml.export.onnx_export import OnnxRunner
+
+            self._onnx = OnnxRunner(self.path / ONNX, intra_op_threads=threads)
+        elif self.backend == "torch":
+            from safetensors.torch import load_file
+
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            if threads:
+                torch.set_num_threads(threads)
+            self._torch = rebuild_model(self.config, load_file(str(self.path / WEIGHTS))).to(self.device)
+        elif self.backend == "tensorrt":
+            from roadwork_ml.export.tensorrt_build import TensorRTRunner
+
+            if engine is None:
+                raise ValueError("the tensorrt backend needs engine=PATH (built by the tensorrt_engine asset)")
+            self._trt = TensorRTRunner(engine)
+        else:
+            raise ValueError(f"backend must be auto, onnx, torch or tensorrt, got {backend!r}")
+
+    @property
+    def model_version(self) -> str:
+        return self.manifest["files"][WEIGHTS]["sha256"][:12]
+
+    # -- tensors ---------------------------------------------------------------------------
+    def raw_outputs(self, images: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images ``[N, 3, S, S]`` (uint8, or float in [0, 1]) → (logits [N,C], view_logits [N,V,C],
+        view_embeddings [N,V,D]) as float32 numpy arrays."""
+        x = torch.as_tensor(images)
+        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+        if tuple(x.shape[1:]) != (3, self.input_size, self.input_size):
+            raise ValueError(f"images must be [N, 3, {self.input_size}, {self.input_size}], got {list(x.shape)}")
+        if self.backend == "onnx":
+            out = self._onnx.run(x.numpy())
+            return out["logits"], out["view_logits"], out["view_embeddings"]
+        if self.backend == "torch":
+            with torch.no_grad():
+                logits, vl, ve = self._torch(x.to(self.device))
+            return logits.float().cpu().numpy(), vl.float().cpu().numpy(), ve.float().cpu().numpy()
+        out = self._trt.run(x.numpy())
+        return out["logits"], out["view_logits"], out["view_embeddings"]
+
+    def predict_tensor(self, images: torch.Tensor | np.ndarray, batch_size: int = 32) -> Outputs:
+        parts = [self.raw_outputs(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        if not parts:
+            raise ValueError("predict_tensor got no images")
+        logits, vl, ve = (np.concatenate([p[k] for p in parts]) for k in range(3))
+        view_probs = torch.from_numpy(vl).double().softmax(-1).numpy()
+        decision = np.exp(logits.astype(np.float64))
+        decision /= decision.sum(1, keepdims=True)
+        features = uncertainty_features(view_probs, ve.astype(np.float64), decision_probs=decision)
+        return Outputs(logits, features, ve.mean(1), self.policy.decide(logits, features))
+
+    # -- files -----------------------------------------------------------------------------
+    def load_image(self, data: bytes) -> torch.Tensor:
+        """Encoded bytes → ``[3, S, S]`` uint8 through the same safe decoder as ingestion
+        (bomb limit, EXIF orientation, every mode to RGB); raises DecodeError with a reason."""
+        from roadwork_ml.data.decode import safe_open, to_rgb
+
+        img = to_rgb(safe_open(data, self.decode_cfg))
+        if img.size != (self.input_size, self.input_size):
+            img = img.resize((self.input_size, self.input_size), Image.Resampling.BILINEAR, reducing_gap=None)
+        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+    def predict_paths(self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = False) -> Iterator[PathResults]:
+        """Files and folders (recursively, image suffixes only), in batches; a file that cannot
+        be read or decoded becomes a :class:`BadInput` with the reason, never an exception."""
+        files = list(expand_paths(paths))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(files), desc="predict", unit="img")
+        for start in range(0, len(files), batch_size):
+            res = PathResults()
+            tensors, ids = [], []
+            for f in files[start : start + batch_size]:
+                try:
+                    tensors.append(self.load_image(Path(f).read_bytes()))
+                    ids.append(str(f))
+                except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, never fatal
+                    res.errors.append(BadInput(str(f), f"{type(exc).__name__}: {exc}"))
+            if tensors:
+                res.records = self.predict_tensor(torch.stack(tensors), batch_size).records(ids)
+            if bar is not None:
+                bar.update(len(tensors) + len(res.errors))
+            yield res
+        if bar is not None:
+            bar.close()
+
+
+def expand_paths(paths: Iterable[str | Path]) -> Iterator[str]:
+    """Each file as given; each folder's image files recursively, sorted; a missing path is
+    yielded as is so the caller reports it."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from (str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield str(p)
+
