@@ -16,6 +16,7 @@ from roadwork_ml.training.trainer import TensorSplit
 
 SPLITS_DIR = "splits"
 CHECKPOINT_DIR = "phase1_checkpoint"
+AGGREGATOR_DIR = "view_aggregator"
 
 
 def load_splits(store: ArtifactStore) -> pd.DataFrame:
@@ -52,3 +53,19 @@ def load_predictions(store: ArtifactStore, split: Split) -> Predictions:
     directory = store.require(*predictions_dir(split).split("/"))
     verify_dir(directory)
     return read_predictions(directory / "predictions.parquet", expected_split=split)
+
+
+def load_served_model(store: ArtifactStore, inference_cfg):
+    """The phase-1 checkpoint wrapped in the view setting and aggregator the view_aggregator
+    asset chose, hash-verified: the model every inference consumer runs."""
+    from roadwork_ml.config import ModelConfig
+    from roadwork_ml.models.aggregator import load_choice
+    from roadwork_ml.models.inference import multiview_model
+    from roadwork_ml.training.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(store.require(CHECKPOINT_DIR))
+    directory = store.require(AGGREGATOR_DIR)
+    verify_dir(directory)
+    choice, attention = load_choice(directory)
+    model_cfg = ModelConfig.model_validate(meta["model"])
+    return multiview_model(model, model_cfg, inference_cfg, choice, attention), choice, model_cfg

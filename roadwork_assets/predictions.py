@@ -4,14 +4,12 @@
 import dagster as dg
 import numpy as np
 
-from roadwork_assets.loaders import CHECKPOINT_DIR, load_split_tensors, load_splits, predictions_dir, split_rows
+from roadwork_assets.loaders import load_served_model, load_split_tensors, load_splits, predictions_dir, split_rows
 from roadwork_assets.resources import ArtifactStore, ProfileResource, RunOverrides
 from roadwork_ml.artifacts import verify_dir, write_manifest
 from roadwork_ml.contracts import ContractError, Split
 from roadwork_ml.models.predictions import read_predictions, softmax, write_predictions
-from roadwork_ml.training.checkpoint import load_checkpoint
-from roadwork_ml.config import ModelConfig
-from roadwork_ml.models.inference import multiview_model, predict_views
+from roadwork_ml.models.inference import predict_views
 
 PREDICTED_SPLITS = (Split.VAL_SELECT, Split.VAL_CALIB, Split.VAL_TEST)
 
@@ -22,7 +20,7 @@ def asset_name(split: Split) -> str:
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(asset_name(s), deps=["phase1_checkpoint", "splits"], group_name="predictions", kinds={"pytorch", "parquet"}, description=f"{s.value.upper()} logits, probabilities, pooled embeddings, labels and slice metadata in one validated Parquet file")
+        dg.AssetSpec(asset_name(s), deps=["view_aggregator", "splits"], group_name="predictions", kinds={"pytorch", "parquet"}, description=f"{s.value.upper()} logits, probabilities, pooled embeddings, labels and slice metadata in one validated Parquet file")
         for s in PREDICTED_SPLITS
     ],
     can_subset=True,
@@ -30,9 +28,8 @@ def asset_name(split: Split) -> str:
 def split_logits(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore):
     """Run the phase-1 checkpoint over each selected split, in the split manifest's row order."""
     profile = settings.load(config.overrides)
-    model, meta = load_checkpoint(store.require(CHECKPOINT_DIR))
-    mv = multiview_model(model, ModelConfig.model_validate(meta["model"]), profile.inference)
-    context.log.info(f"{mv.spec.n_views} views per image ({'multi-view' if profile.inference.multi_view else 'single view'}, {profile.inference.aggregator})")
+    mv, choice, _ = load_served_model(store, profile.inference)
+    context.log.info(f"{mv.spec.n_views} views per image ({choice['candidate']})")
     df = load_splits(store)
     for split in PREDICTED_SPLITS:
         key = dg.AssetKey(asset_name(split))

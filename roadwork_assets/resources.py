@@ -117,6 +117,56 @@ class MlflowTracking(dg.ConfigurableResource):
         client.set_terminated(mlrun.info.run_id, status="FINISHED")
 
 
+    # -- model registry ----------------------------------------------------------------------
+    def register_version(self, model_name: str, run_id: str, artifact_path: str, tags: dict[str, str] | None = None) -> str:
+        """Register ``artifact_path`` of run ``run_id`` as a new version of ``model_name``
+        (created on first use); returns the version number as a string."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        try:
+            client.get_registered_model(model_name)
+        except MlflowException:
+            client.create_registered_model(model_name, description="roadwork bundles: ONNX + safetensors + calibrator + decision policy")
+        run = client.get_run(run_id)
+        version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id, tags=tags or {})
+        return str(version.version)
+
+    def alias_version(self, model_name: str, alias: str) -> str | None:
+        """The version an alias points at, or None (no model or no such alias)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client().get_model_version_by_alias(model_name, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        self.client().set_registered_model_alias(model_name, alias, str(version))
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client().delete_registered_model_alias(model_name, alias)
+        except MlflowException:
+            pass
+
+    def set_version_tag(self, model_name: str, version: str, key: str, value: str) -> None:
+        self.client().set_model_version_tag(model_name, str(version), key, value)
+
+    def version_tags(self, model_name: str, version: str) -> dict[str, str]:
+        return dict(self.client().get_model_version(model_name, str(version)).tags)
+
+    def download_version(self, model_name: str, version: str, dst: str | Path) -> Path:
+        """Copy a registered version's artifacts (the bundle) to ``dst``; returns the bundle dir."""
+        client = self.client()
+        mv = client.get_model_version(model_name, str(version))
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        artifact = mv.source.rsplit("/", 1)[-1]
+        return Path(client.download_artifacts(mv.run_id, artifact, str(dst)))
+
+
 class TrackedRun:
     """One MLflow run: params, metrics with steps, artifacts."""
 

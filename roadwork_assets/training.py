@@ -2,6 +2,8 @@
 
 
 
+from typing import Literal
+
 import dagster as dg
 import torch
 from safetensors.torch import load_file, save_file
@@ -14,7 +16,7 @@ from roadwork_ml.contracts import Split
 from roadwork_ml.evaluation.plots import training_curves
 from roadwork_ml.models.classifier import build_classifier
 from roadwork_ml.training.checkpoint import load_checkpoint, save_checkpoint
-from roadwork_ml.training.trainer import evaluate, predict_logits, train_classifier
+from roadwork_ml.training.trainer import TensorSplit, evaluate, predict_logits, train_classifier
 
 PROBE_SIZE = 16
 RELOAD = "reloads_identically"
@@ -22,12 +24,52 @@ FINITE = "weights_finite"
 MCC_FLOOR = "val_select_mcc_at_floor"
 
 
+class TrainRunConfig(RunOverrides):
+    """Phase-1 run options on top of profile overrides. A drift-triggered retrain sets
+    ``include_production_labels`` (labelled production images join TRAIN) and
+    ``init_from="deployed"`` (fine-tune the champion instead of starting from scratch)."""
+
+    include_production_labels: bool = False
+    init_from: Literal["scratch", "deployed"] = "scratch"
+
+
+def production_training_data(store: ArtifactStore, size: int):
+    """Labelled production images kept by production_traffic, hash-verified: (uint8 images
+    [N, 3, size, size], labels [N], days used)."""
+    from roadwork_ml.data.transforms import load_image_batch
+    from roadwork_ml.monitoring.inference_log import read_log
+
+    root = store.path("production")
+    paths, labels, days = [], [], []
+    for day_dir in sorted(root.glob("day=*")) if root.exists() else []:
+        verify_dir(day_dir)
+        df = read_log(day_dir / "log.parquet")
+        lab = df[df["label"].fillna(-1).astype(int) >= 0]
+        for image_id, label in zip(lab["image_id"], lab["label"].astype(int)):
+            p = day_dir / "images" / f"{image_id.replace(':', '_')}.jpg"
+            if p.exists():
+                paths.append(p)
+                labels.append(label)
+        days.append(day_dir.name.removeprefix("day="))
+    images = load_image_batch(paths, size) if paths else torch.empty((0, 3, size, size), dtype=torch.uint8)
+    return images, torch.tensor(labels, dtype=torch.int64), days
+
+
+def _deployed_classifier_state(store: ArtifactStore) -> dict:
+    from roadwork_ml.export.bundle import verify_bundle
+
+    bundle_dir = store.require("deployed_model", "bundle")
+    verify_bundle(bundle_dir)
+    state = load_file(str(bundle_dir / "model.safetensors"))
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
 @dg.asset(
     deps=["splits"],
     group_name="training",
     kinds={"pytorch", "mlflow"},
 )
-def phase1_checkpoint(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking) -> dg.MaterializeResult:
+def phase1_checkpoint(context: dg.AssetExecutionContext, config: TrainRunConfig, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking) -> dg.MaterializeResult:
     """Train the timm backbone + head (AdamW, warmup + cosine, early stopping on VAL_SELECT MCC).
 
     Writes ``model.safetensors`` + ``config.json`` + training curves; the run is tracked in MLflow.
@@ -39,15 +81,24 @@ def phase1_checkpoint(context: dg.AssetExecutionContext, config: RunOverrides, s
     if profile.train.max_train_images:
         train_rows = train_rows.sample(n=min(len(train_rows), profile.train.max_train_images), random_state=profile.train.seed).sort_values("record_id")
     train = load_split_tensors(store, train_rows, Split.TRAIN, size)
+    n_production = 0
+    if config.include_production_labels:
+        extra, extra_labels, days = production_training_data(store, size)
+        n_production = len(extra_labels)
+        train = TensorSplit(torch.cat([train.images, extra]), torch.cat([train.labels, extra_labels]), Split.TRAIN)
+        context.log.info(f"{n_production} labelled production images from {len(days)} day(s) added to TRAIN")
     val_rows = split_rows(df, Split.VAL_SELECT)
     val = load_split_tensors(store, val_rows, Split.VAL_SELECT, size)
     context.log.info(f"TRAIN {len(train.labels)} images, VAL_SELECT {len(val.labels)} images at {size}px")
 
     torch.manual_seed(profile.train.seed)
     model = build_classifier(profile.model)
+    if config.init_from == "deployed":
+        model.load_state_dict(_deployed_classifier_state(store), strict=True)
+        context.log.info("fine-tuning the deployed champion's weights")
     with mlflow.run(profile.tracking.experiment, run_name=f"phase1-{context.run_id[:8]}", tags={"dagster.run_id": context.run_id, "roadwork.profile": profile.name, "roadwork.asset": "phase1_checkpoint"}) as tracked:
         tracked.log_params(flatten({"model": profile.model.model_dump(mode="json"), "train": profile.train.model_dump(mode="json")}))
-        tracked.log_params({"n_train": len(train.labels), "n_val_select": len(val.labels), "profile": profile.name})
+        tracked.log_params({"n_train": len(train.labels), "n_val_select": len(val.labels), "profile": profile.name, "n_production_labelled": n_production, "init_from": config.init_from})
 
         def on_epoch(s) -> None:
             tracked.log_metrics({"train_loss": s.train_loss, "val_select_accuracy": s.val_accuracy, "val_select_mcc": s.val_mcc, "val_select_auroc": s.val_auroc, "lr": s.lr}, step=s.epoch)
@@ -74,6 +125,8 @@ def phase1_checkpoint(context: dg.AssetExecutionContext, config: RunOverrides, s
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
+            "production_images_added": n_production,
+            "init_from": config.init_from,
             "val_select_accuracy": float(best.val_accuracy),
             "val_select_mcc": float(best.val_mcc),
             "val_select_auroc": float(best.val_auroc),

@@ -22,7 +22,8 @@ def test_production_holds_the_seed_plan_numbers():
 def test_demo_extends_production_and_overrides_apply():
     p = load_profile("demo", ["train.epochs=3", "splits.fusion=balanced", "model.weights_path=/x.safetensors"])
     assert (p.train.epochs, p.splits.fusion, p.model.weights_path) == (3, "balanced", "/x.safetensors")
-    assert p.thresholds.min_coverage == load_profile("production").thresholds.min_coverage  # inherited
+    assert p.thresholds.grid_size != load_profile("production").thresholds.grid_size  # overridden
+    assert p.policy.calibration.methods == load_profile("production").policy.calibration.methods  # inherited
 
 
 def test_env_var_picks_profile(monkeypatch):

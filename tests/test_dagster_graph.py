@@ -14,6 +14,9 @@ from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileReso
 from roadwork_ml.config import SOURCE_NAMES
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
+DAILY = ("production_traffic", "drift_report")
+# what `dagster asset materialize --select 'splits*'` minus the daily partitions builds
+UNPARTITIONED_TAIL = dg.AssetSelection.assets("splits").downstream() - dg.AssetSelection.assets(*DAILY)
 
 
 def graph_snapshot() -> dict:
@@ -21,7 +24,11 @@ def graph_snapshot() -> dict:
     out = {}
     for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
         node = graph.get(key)
-        partitions = node.partitions_def.get_partition_keys() if node.partitions_def else None
+        pdef = node.partitions_def
+        if isinstance(pdef, dg.TimeWindowPartitionsDefinition):  # keys grow every day: snapshot the definition
+            partitions = f"{pdef.cron_schedule} from {pdef.start.date().isoformat()} ({pdef.timezone})"
+        else:
+            partitions = pdef.get_partition_keys() if pdef else None
         out[key.to_user_string()] = {
             "deps": sorted(p.to_user_string() for p in node.parent_keys),
             "partitions": partitions,
@@ -59,12 +66,12 @@ def materialized(tmp_path_factory):
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         for source in SOURCE_NAMES:
             results.append(dg.materialize(everything, selection="source_images", partition_key=source, resources=resources, instance=instance))
-        results.append(dg.materialize(everything, selection="splits*", resources=resources, instance=instance))
-        yield home, results, resources
+        results.append(dg.materialize(everything, selection=UNPARTITIONED_TAIL, resources=resources, instance=instance))
+        yield home, results, resources, instance
 
 
 def test_whole_graph_materializes_and_every_check_passes(materialized):
-    home, results, _ = materialized
+    home, results, _, _ = materialized
     assert all(r.success for r in results)
     evaluations = [e for r in results for e in r.get_asset_check_evaluations()]
     # The tiny model is trained for one epoch on ~200 images: whether a failure predictor can
@@ -75,15 +82,21 @@ def test_whole_graph_materializes_and_every_check_passes(materialized):
     assert gate_eval.passed == (meta["gate_auroc_oof"] >= meta["maxprob_auroc_oof"])
     failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations if not e.passed and e is not gate_eval]
     assert failed == []
+    # without TensorRT and CUDA the engine is not built: nothing is materialized, its check is
+    # skipped, and an observation carries the reason to the UI
+    not_built = {"tensorrt_engine", *DAILY}  # the daily assets are exercised below, per partition
     checked = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
-    expected = {(asset, check) for asset, node in graph_snapshot().items() for check in node["checks"]}
+    expected = {(asset, check) for asset, node in graph_snapshot().items() for check in node["checks"] if asset not in not_built}
     assert checked == expected  # every declared check actually ran
     materialized_keys = {m.asset_key.to_user_string() for r in results for m in r.get_asset_materialization_events() for m in [m.event_specific_data.materialization]}
-    assert materialized_keys == set(graph_snapshot())
+    assert materialized_keys == set(graph_snapshot()) - not_built
+    observations = [e.event_specific_data.asset_observation for r in results for e in r.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    reasons = [o.metadata["reason"].value for o in observations if o.asset_key.to_user_string() == "tensorrt_engine"]
+    assert reasons and "tensorrt" in reasons[0].lower()
 
 
 def test_artifacts_on_disk_and_mlflow_run_recorded(materialized):
-    home, results, resources = materialized
+    home, results, resources, _ = materialized
     art = home / "artifacts"
     for source in SOURCE_NAMES:
         assert (art / "source_images" / source / "manifest.parquet").exists()
@@ -92,7 +105,142 @@ def test_artifacts_on_disk_and_mlflow_run_recorded(materialized):
         assert (art / "predictions" / split / "predictions.parquet").exists()
     client = resources["mlflow"].client()
     exp = client.get_experiment_by_name("roadwork")
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert "val_select_mcc" in runs[0].data.metrics
-    assert any(a.path == "checkpoint" for a in client.list_artifacts(runs[0].info.run_id))
+    runs = {r.data.tags["roadwork.asset"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"phase1_checkpoint", "evaluation_report", "deployed_model"}
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert "val_select_mcc" in runs["phase1_checkpoint"].data.metrics
+    assert any(a.path == "checkpoint" for a in client.list_artifacts(runs["phase1_checkpoint"].info.run_id))
+    assert {"plots", "report"} <= {a.path for a in client.list_artifacts(runs["evaluation_report"].info.run_id)}
+    # the registry: one version, champion alias on it, the bundle as its artifacts
+    champion = client.get_model_version_by_alias("roadwork-classifier", "champion")
+    assert str(champion.version) == "1" and champion.run_id == runs["deployed_model"].info.run_id
+    assert "manifest.json" in {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(champion.run_id, "bundle")}
+    bundle_manifest = json.loads((art / "bundle" / "manifest.json").read_text())
+    assert bundle_manifest["active_policy"] in ("thresholds", "gate", "scrc") and "model.onnx" in bundle_manifest["files"]
+    report = json.loads((art / "evaluation_report" / "report.json").read_text())
+    assert set(report["intervals"]["mcc"]) == {"percentile", "bca"} and "pooled" in report["streetvision"]
+    assert len(list((art / "triton_repository").rglob("config.pbtxt"))) == 1
+
+
+# --- monitoring: days of traffic, the schedule, the sensor, promotion and rollback -----------
+
+def _day(offset: int) -> str:
+    from datetime import date, timedelta
+
+    from roadwork_ml.config import load_profile
+
+    return (date.fromisoformat(load_profile("tiny").monitoring.scenario.start_date) + timedelta(days=offset)).isoformat()
+
+
+def _rewrite_bundle(art: Path, degrade: bool) -> None:
+    """Re-write the bundle from its own files: the same model (an *equivalent* bundle with a new
+    manifest), or, with ``degrade``, a deliberately broken one whose head always says roadwork.
+    Written like any bundle (hashes, ONNX), so only its numbers are bad."""
+    import torch
+    from safetensors.torch import load_file
+
+    from roadwork_ml.config import load_profile
+    from roadwork_ml.export.bundle import load_bundle, rebuild_model, write_bundle
+    from roadwork_ml.export.onnx_export import export_onnx
+    from roadwork_ml.config import InferenceConfig, ModelConfig
+
+    src = art / "bundle"
+    manifest, record, policy = load_bundle(src)
+    mv = rebuild_model(record, load_file(str(src / "model.safetensors")))
+    if degrade:
+        last = [m for m in mv.model.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor([0.0, 50.0]))
+    staging = art / ".bundle.degraded"
+    write_bundle(staging, mv, ModelConfig.model_validate({**record["model"], "weights_path": None}), InferenceConfig.model_validate(record["inference"]), record["choice"], policy,
+                 profile=load_profile("tiny").model_dump(mode="json"), splits_fingerprint=manifest["splits_fingerprint"], metrics={"degraded": float(degrade)}, onnx_export=lambda m, p, s: export_onnx(m, p, s).to_dict())
+    import shutil
+
+    shutil.rmtree(src)
+    staging.rename(src)
+
+
+def _sensor(instance, resources, cursor):
+    from roadwork_assets.monitoring import drift_action_sensor
+
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
+    out = drift_action_sensor(ctx)
+    return (out if isinstance(out, list) else []), ctx.cursor
+
+
+def test_daily_schedule_asks_for_yesterday():
+    from datetime import datetime, timezone
+
+    from roadwork_assets.monitoring import daily_drift_schedule
+
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 11, 20, 2, 0, tzinfo=timezone.utc))
+        req = daily_drift_schedule(ctx)
+    assert req.partition_key == "2026-11-19" and req.run_key == "drift-2026-11-19"
+    assert daily_drift_schedule.cron_schedule == "0 2 * * *" and daily_drift_schedule.execution_timezone == "UTC"
+
+
+def test_days_drift_promotion_gate_and_rollback_by_the_sensor(materialized):
+    """Two days through the champion; an equivalent bundle passes the promotion gate; a broken
+    one is forced to champion; its day's drift report asks for a rollback; the sensor issues
+    exactly one rollback run (unique run key, advancing cursor), which restores the previous
+    champion and marks the broken version so it is never promoted again."""
+    from roadwork_assets.audit import read_actions
+    from roadwork_ml.monitoring.inference_log import read_log
+
+    home, _, resources, instance = materialized
+    art = home / "artifacts"
+    everything = [*defs.assets, *defs.asset_checks]
+    daily = dg.AssetSelection.assets(*DAILY)
+    mlflow = resources["mlflow"]
+    for offset in (0, 1):
+        r = dg.materialize(everything, selection=daily, partition_key=_day(offset), resources=resources, instance=instance)
+        assert r.success and all(e.passed for e in r.get_asset_check_evaluations())
+    log0 = read_log(art / "production" / f"day={_day(0)}" / "log.parquet")
+    assert len(log0) == 40 and log0["model_version"].iloc[0] == "roadwork-classifier/1" and log0["image_id"].is_unique
+    # a re-run of a day replaces it: no row lost or counted twice
+    dg.materialize(everything, selection=daily, partition_key=_day(0), resources=resources, instance=instance)
+    again = read_log(art / "production" / f"day={_day(0)}" / "log.parquet")
+    assert len(again) == 40 and set(again["image_id"]) == set(log0["image_id"])
+    reports = [json.loads((art / "drift" / f"day={_day(i)}" / "report.json").read_text()) for i in (0, 1)]
+    assert all(r["decision"] in ("ok", "alert", "retrain", "rollback") and r["n_rows"] == 40 for r in reports)
+    assert (art / "drift" / f"day={_day(0)}" / "evidently.html").stat().st_size > 10_000
+    requests, cursor = _sensor(instance, resources, None)
+    assert cursor is not None
+
+    # an equivalent bundle (same weights, new manifest) passes the promotion gate: difference 0
+    tail = dg.AssetSelection.assets("evaluation_report", "deployed_model", "reference_profile")
+    _rewrite_bundle(art, degrade=False)
+    same = dg.materialize(everything, selection=tail, resources=resources, instance=instance)
+    deployed = json.loads((art / "deployed_model" / "deployed.json").read_text())
+    assert same.success and deployed["decision"] == "promoted" and deployed["comparison"]["diff"] == 0.0, deployed["reason"]
+    assert mlflow.alias_version("roadwork-classifier", "champion") == "2" and mlflow.alias_version("roadwork-classifier", "previous_champion") == "1"
+    # a broken bundle forced through with a margin of 2 MCC (anything goes) becomes champion
+    _rewrite_bundle(art, degrade=True)
+    forced = dg.materialize(everything, selection=tail, resources=resources, instance=instance,
+                            run_config={"ops": {"deployed_model": {"config": {"overrides": ["deploy.promotion.margin=2.0"]}}}})
+    assert forced.success and mlflow.alias_version("roadwork-classifier", "champion") == "3" and mlflow.alias_version("roadwork-classifier", "previous_champion") == "2"
+
+    r = dg.materialize(everything, selection=daily, partition_key=_day(2), resources=resources, instance=instance)
+    assert r.success
+    bad_day = json.loads((art / "drift" / f"day={_day(2)}" / "report.json").read_text())
+    assert bad_day["decision"] == "rollback", bad_day["reasons"]
+    requests, cursor2 = _sensor(instance, resources, cursor)
+    assert [q.run_key for q in requests] == [f"rollback-{_day(2)}"] and int(cursor2) > int(cursor)
+    job = defs.resolve_job_def(requests[0].job_name)
+    rolled = job.execute_in_process(instance=instance, resources=resources, run_config=requests[0].run_config, tags=requests[0].tags)
+    assert rolled.success
+    assert mlflow.alias_version("roadwork-classifier", "champion") == "2" and mlflow.alias_version("roadwork-classifier", "previous_champion") == "1"
+    assert mlflow.version_tags("roadwork-classifier", "3")["roadwork.rolled_back"] == "true"
+    deployed = json.loads((art / "deployed_model" / "deployed.json").read_text())
+    assert deployed["decision"] == "rolled_back" and deployed["champion"] == "2"
+    # the rolled-back version is never promoted again, whatever the margin
+    again = dg.materialize(everything, selection=dg.AssetSelection.assets("deployed_model"), resources=resources, instance=instance,
+                           run_config={"ops": {"deployed_model": {"config": {"overrides": ["deploy.promotion.margin=2.0"]}}}})
+    assert again.success and json.loads((art / "deployed_model" / "deployed.json").read_text())["decision"] == "refused"
+    assert mlflow.alias_version("roadwork-classifier", "champion") == "2"
+    # the cursor moved past every report: nothing is requested twice
+    assert _sensor(instance, resources, cursor2)[0] == []
+    actions = [a["action"] for a in read_actions(resources["store"])]
+    assert "rollback_requested" in actions and "rollback" in actions and actions.index("rollback_requested") < actions.index("rollback")

@@ -30,9 +30,23 @@ BASE = {name: src.synthetic for name, src in load_profile("demo").data.sources.i
 SIZE = 32
 
 
+# The test's own scenario (the profiles' scenarios are tuned by measurement and may change).
+SCENARIO = {
+    "seed": 7, "start_date": "2026-11-01", "n_days": 12, "images_per_day": 200, "label_fraction": 0.3,
+    "source_shares": {"natix": 0.6, "roadwork": 0.1, "mapillary": 0.3},
+    "phases": [
+        {"name": "stable", "start_day": 0, "night_rate": None, "weather_probs": None, "positive_rate": None, "new_camera": None},
+        {"name": "winter_nights", "start_day": 4, "night_rate": 0.65, "weather_probs": {"clear": 0.25, "rain": 0.15, "snow": 0.50, "fog": 0.10}, "positive_rate": None, "new_camera": None},
+        {"name": "new_camera", "start_day": 7, "night_rate": None, "weather_probs": None, "positive_rate": None,
+         "new_camera": {"source": "natix", "share": 0.4, "jpeg_quality": [15, 30], "blur_max": 2.5, "noise_std": 16.0}},
+        {"name": "label_shift", "start_day": 10, "night_rate": None, "weather_probs": None, "positive_rate": 0.7, "new_camera": None},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
 def config() -> MonitoringConfig:
-    return load_profile("demo").monitoring
+    return load_profile("demo").monitoring.model_copy(update={"scenario": DriftScenario.model_validate(SCENARIO)})
 
 
 @pytest.fixture(scope="module")

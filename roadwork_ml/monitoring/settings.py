@@ -122,6 +122,7 @@ class MonitoringConfig(_Strict):
     webhook_url: str | None = Field(description="POSTed the drift decision when it is not 'ok'; None = log only")
     serving_log_dir: str | None = Field(description="root of the serving side's daily logs (day=YYYY-MM-DD/log.parquet); None = simulate traffic with `scenario`")
     schedule_cron: str = Field(description="cron of the daily drift job, e.g. '0 2 * * *' (02:00 UTC)")
+    retrain_cooldown_days: int = Field(ge=0, description="no second drift retrain within this many days of the last one: the reference stays VAL_CALIB, so a persistent shift would otherwise retrain daily")
     retrain_overrides: list[str] = Field(description="profile overrides of a drift-triggered retrain, e.g. ['train.epochs=3'] to fine-tune the champion briefly")
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ from roadwork_ml.policy.conformal import conformal_from_dict
 from roadwork_ml.policy.gate import FailureGate
 from roadwork_ml.policy.selection import PolicyKind
 from roadwork_ml.policy.thresholds import ExitThresholds, fold_probability
+from roadwork_ml.policy.uncertainty import softmax
 
 DECISIONS = ("no_roadwork", "roadwork", "defer")
 CALIBRATOR_FILE = "calibrator.json"
@@ -49,13 +50,6 @@ class Decisions:
         return len(self.label)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
 class DecisionPolicy:
     """Calibrator + the one active policy + the StreetVision fold + the conformal set method."""
 
@@ -69,7 +63,7 @@ class DecisionPolicy:
 
     def decide(self, logits: np.ndarray, features: np.ndarray) -> Decisions:
         logits = np.asarray(logits, dtype=np.float64)
-        raw = _softmax(logits)
+        raw = softmax(logits, axis=1)
         cal = self.calibrator.predict_proba(logits)
         sv = fold_probability(raw[:, 1], self.decision_cut)
         label = (sv > 0.5).astype(np.int64)
