@@ -55,6 +55,28 @@ def _throughput(fn, x: np.ndarray | torch.Tensor, batch: int, min_seconds: float
     return n / (time.perf_counter() - start)
 
 
+def _batched(mv):
+    """One forward over all views of the batch: [B·V, 3, S, S]."""
+
+    @torch.no_grad()
+    def run(batch: torch.Tensor):
+        return mv(batch)
+
+    return run
+
+
+def _view_loop(mv):
+    """The same computation as a Python loop over views: V forwards of [B, 3, S, S]."""
+    from roadwork_ml.models.multiview import make_views
+
+    @torch.no_grad()
+    def run(batch: torch.Tensor):
+        views = make_views(batch, mv.spec)
+        return [mv.model.forward_with_embedding(views[:, v]) for v in range(views.shape[1])]
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     home = Path(os.environ.get("DAGSTER_HOME", "dagster_home"))
@@ -69,8 +91,6 @@ def main() -> None:
     from roadwork_ml.export.bundle import load_bundle, rebuild_model
     from roadwork_ml.export.onnx_export import OnnxRunner, softmax64
     from roadwork_ml.export.quantize import quantize_int8_dynamic
-    from roadwork_ml.models.multiview import make_views
-
     torch.set_num_threads(args.threads)
     manifest, record, _ = load_bundle(args.bundle)
     mv = rebuild_model(record, load_file(str(args.bundle / "model.safetensors")))
@@ -83,14 +103,7 @@ def main() -> None:
     q = quantize_int8_dynamic(args.bundle / "model.onnx", tmp / "model.int8.onnx")
     ort_int8 = OnnxRunner(tmp / "model.int8.onnx", intra_op_threads=args.threads)
 
-    @torch.no_grad()
-    def eager(batch: torch.Tensor):
-        return mv(batch)
-
-    @torch.no_grad()
-    def per_view_loop(batch: torch.Tensor):
-        views = make_views(batch, mv.spec)
-        return [mv.model.forward_with_embedding(views[:, v]) for v in range(views.shape[1])]
+    eager, per_view_loop = _batched(mv), _view_loop(mv)
 
     rows = []
     for b in (1, 32):
@@ -109,15 +122,7 @@ def main() -> None:
     from roadwork_ml.models.multiview import MultiViewClassifier
 
     full = MultiViewClassifier(mv.model, dc_replace(mv.spec, multi=True), "mean").eval()
-
-    @torch.no_grad()
-    def full_batched(batch: torch.Tensor):
-        return full(batch)
-
-    @torch.no_grad()
-    def full_loop(batch: torch.Tensor):
-        views = make_views(batch, full.spec)
-        return [full.model.forward_with_embedding(views[:, v]) for v in range(views.shape[1])]
+    full_batched, full_loop = _batched(full), _view_loop(full)
 
     bb = min(32, len(x))
     multi = {"views": full.spec.n_views, "batch": bb, "batched_img_s": _throughput(full_batched, x, bb), "loop_img_s": _throughput(full_loop, x, bb)}
