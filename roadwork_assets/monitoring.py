@@ -104,7 +104,7 @@ def production_traffic(context: dg.AssetExecutionContext, config: RunOverrides, 
     the day's street traffic and the deployed champion predicts it. Labels arrive for a fixed
     share of images; their images are kept so a retrain can add them to TRAIN. Re-running a day
     replaces it whole (no row is lost or counted twice)."""
-    from roadwork_ml.monitoring.inference_log import build_log, validate_log, write_log
+    from roadwork_ml.monitoring.inference_log import validate_log, write_log
     from roadwork_ml.monitoring.reference import ReferenceProfile
     from roadwork_ml.monitoring.scenario import generate_day, label_arrives, record_timestamp
 
@@ -133,13 +133,8 @@ def production_traffic(context: dg.AssetExecutionContext, config: RunOverrides, 
         labelled = np.array([label_arrives(mon.scenario, r.record_id) for r in kept])
         labels = np.where(labelled, [r.label for r in kept], -1)
         version = f"{deployed['registered_model']}/{deployed['champion']}"
-        from roadwork_ml.data.records import time_of_day
-
-        df = build_log(
-            [record_timestamp(day, r) for r in kept], [r.record_id for r in kept], [r.source for r in kept], [r.camera_id for r in kept], version,
-            out.decisions.calibrated[:, 1], list(out.decisions.decision), out.features, projection.transform(out.embeddings),
-            [r.hour for r in kept], [time_of_day(r.hour) for r in kept], [r.weather for r in kept], labels=labels,
-        )
+        df = predictor.inference_log(out, [r.record_id for r in kept], projection, model_version=version, timestamps=[record_timestamp(day, r) for r in kept],
+                                     sources=[r.source for r in kept], camera_ids=[r.camera_id for r in kept], hours=[r.hour for r in kept], weathers=[r.weather for r in kept], labels=labels)
         images_kept = int(labelled.sum())
     validate_log(df)
     with store.staging(PRODUCTION_DIR, part) as out_dir:

@@ -177,3 +177,30 @@ def test_export_hf_writes_the_streetvision_model_card_and_stays_loadable(tiny_bu
     assert p.predict_tensor(torch.zeros(1, 3, p.input_size, p.input_size, dtype=torch.uint8)).logits.shape == (1, 2)
     with pytest.raises(FileExistsError):
         main(["export-hf", "--bundle", str(tiny_bundle[0]), str(out)])
+
+
+def test_cli_writes_the_inference_log_and_a_rerun_does_not_double_count(tiny_bundle, tmp_path):
+    import pandas as pd
+
+    from roadwork_ml.monitoring.inference_log import read_log_range
+    from roadwork_ml.monitoring.projection import PCAProjection
+    from roadwork_ml.monitoring.reference import ReferenceProfile
+    from roadwork_ml.serving.cli import main
+
+    d, mv, _, _ = tiny_bundle
+    rng = np.random.default_rng(0)
+    emb = rng.normal(0, 1, (60, mv.model.embed_dim))
+    proj = PCAProjection.fit(emb, 4, seed=0)
+    meta = pd.DataFrame({"time_of_day": ["day"] * 60, "weather": ["clear"] * 60, "source": ["natix"] * 60})
+    ReferenceProfile.build(rng.uniform(0, 1, 60), rng.uniform(0, 1, (60, 7)), proj.transform(emb), meta, projection=proj).save(tmp_path / "ref")
+    folder = _folder(tmp_path)
+    args = ["predict", "--bundle", str(d), str(folder), "--out", str(tmp_path / "p.jsonl"), "--no-progress", "--log-dir", str(tmp_path / "logs"), "--reference", str(tmp_path / "ref")]
+    assert main(args) == 0
+    assert main(args) == 0  # the same images again: replaced, not appended
+    from datetime import date, timedelta
+
+    df, stats = read_log_range(tmp_path / "logs", date.today() - timedelta(days=1), date.today() + timedelta(days=1))
+    assert len(df) == 6 and df["image_id"].is_unique and stats.to_dict()["duplicates_dropped"] == 0
+    assert df["embedding"].map(len).eq(4).all() and df["prob"].between(0, 1).all() and set(df["decision"]) <= {"roadwork", "no_roadwork", "defer"}
+    assert (df["label"].isna() | (df["label"] < 0)).all()  # labels arrive later
+    assert main(["predict", "--bundle", str(d), str(folder), "--log-dir", str(tmp_path / "x"), "--no-progress"]) == 2  # needs --reference

@@ -30,14 +30,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from roadwork_ml.serving.predictor import BundlePredictor
 
     predictor = BundlePredictor(args.bundle, backend=args.backend, threads=args.threads)
+    projection = None
+    if args.log_dir:
+        from roadwork_ml.monitoring.reference import ReferenceProfile
+
+        if not args.reference:
+            raise ValueError("--log-dir needs --reference DIR (the reference_profile whose projection the log's embeddings use)")
+        projection = ReferenceProfile.load(args.reference).projection
+    log_parts = []
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS) if args.format == "csv" else None
     if writer:
         writer.writeheader()
     n_good, bad = 0, []
     try:
-        for res in predictor.predict_paths(args.paths, batch_size=args.batch_size, progress=not args.no_progress):
+        for res in predictor.predict_paths(args.paths, batch_size=args.batch_size, progress=not args.no_progress, keep_outputs=projection is not None):
             _write_rows(res.records, args.format, out, writer)
+            if projection is not None and res.outputs is not None:
+                log_parts.append(predictor.inference_log(res.outputs, [r["image"] for r in res.records], projection))
             n_good += len(res.records)
             bad.extend(res.errors)
     finally:
@@ -46,6 +56,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"roadwork predict: {n_good} image(s) predicted with {predictor.backend} (bundle {predictor.model_version}), {len(bad)} could not be read", file=sys.stderr)
     for b in bad:
         print(f"  BAD {b.image}: {b.reason}", file=sys.stderr)
+    if log_parts:
+        import pandas as pd
+
+        from roadwork_ml.serving.predictor import append_day_logs
+
+        for path in append_day_logs(args.log_dir, pd.concat(log_parts, ignore_index=True)):
+            print(f"  inference log: {path}", file=sys.stderr)
     if args.errors:
         Path(args.errors).write_text("".join(json.dumps({"image": b.image, "reason": b.reason}) + "\n" for b in bad))
     return 1 if (args.strict and bad) or n_good == 0 and not bad else 0
@@ -72,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--strict", action="store_true", help="exit 1 when any file could not be read")
+    p.add_argument("--log-dir", help="also append the monitoring inference log here (day=YYYY-MM-DD/log.parquet), for production_traffic's serving_log_dir")
+    p.add_argument("--reference", help="reference_profile directory whose PCA projection the logged embeddings use")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)
     e = sub.add_parser("export-hf", help="write a Hugging Face model folder with StreetVision's model_card.json")

@@ -65,6 +65,7 @@ class BadInput:
 class PathResults:
     records: list[dict] = field(default_factory=list)
     errors: list[BadInput] = field(default_factory=list)
+    outputs: "Outputs | None" = None  # the arrays behind ``records``, when asked for
 
 
 def _pick_backend(backend: str, engine: str | Path | None) -> str:
@@ -142,6 +143,27 @@ class BundlePredictor:
         features = uncertainty_features(view_probs, ve.astype(np.float64), decision_probs=decision)
         return Outputs(logits, features, ve.mean(1), self.policy.decide(logits, features))
 
+    # -- the monitoring inference log --------------------------------------------------------
+    def inference_log(self, outputs: Outputs, image_ids: list[str], projection, *, model_version: str | None = None, timestamps=None,
+                      sources=None, camera_ids=None, hours=None, weathers=None, labels=None):
+        """Rows of the monitoring inference log (:mod:`roadwork_ml.monitoring.inference_log`) for
+        ``outputs``: calibrated probability, decision, the 7 features, the embedding through
+        ``projection`` (the reference profile's PCA) and slice metadata; unknown metadata is
+        "unknown" / -1, timestamps default to now (UTC), labels to "not yet" (-1)."""
+        from datetime import datetime, timezone
+
+        from roadwork_ml.data.records import UNKNOWN, time_of_day
+        from roadwork_ml.monitoring.inference_log import build_log
+
+        n = len(image_ids)
+        hours = [-1] * n if hours is None else list(hours)
+        return build_log(
+            [datetime.now(timezone.utc)] * n if timestamps is None else timestamps, image_ids,
+            [UNKNOWN] * n if sources is None else sources, [UNKNOWN] * n if camera_ids is None else camera_ids,
+            model_version or self.model_version, outputs.decisions.calibrated[:, 1], list(outputs.decisions.decision), outputs.features,
+            projection.transform(outputs.embeddings), hours, [time_of_day(h) for h in hours], [UNKNOWN] * n if weathers is None else weathers, labels=labels,
+        )
+
     # -- files -----------------------------------------------------------------------------
     def load_image(self, data: bytes) -> torch.Tensor:
         """Encoded bytes → ``[3, S, S]`` uint8 through the same safe decoder as ingestion
@@ -153,7 +175,7 @@ class BundlePredictor:
             img = img.resize((self.input_size, self.input_size), Image.Resampling.BILINEAR, reducing_gap=None)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
-    def predict_paths(self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = False) -> Iterator[PathResults]:
+    def predict_paths(self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = False, keep_outputs: bool = False) -> Iterator[PathResults]:
         """Files and folders (recursively, image suffixes only), in batches; a file that cannot
         be read or decoded becomes a :class:`BadInput` with the reason, never an exception."""
         files = list(expand_paths(paths))
@@ -172,7 +194,9 @@ class BundlePredictor:
                 except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, never fatal
                     res.errors.append(BadInput(str(f), f"{type(exc).__name__}: {exc}"))
             if tensors:
-                res.records = self.predict_tensor(torch.stack(tensors), batch_size).records(ids)
+                out = self.predict_tensor(torch.stack(tensors), batch_size)
+                res.records = out.records(ids)
+                res.outputs = out if keep_outputs else None
             if bar is not None:
                 bar.update(len(tensors) + len(res.errors))
             yield res
@@ -189,3 +213,21 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[str]:
         else:
             yield str(p)
 
+
+
+def append_day_logs(root: str | Path, rows) -> list[Path]:
+    """Merge ``rows`` into ``<root>/day=YYYY-MM-DD/log.parquet`` by their timestamps' UTC day:
+    an image already logged that day is replaced, never counted twice; each file is rewritten
+    atomically."""
+    import pandas as pd
+
+    from roadwork_ml.monitoring.inference_log import day_path, read_log, write_log
+
+    written = []
+    for day, part in rows.groupby(rows["timestamp"].dt.date):
+        path = day_path(root, day)
+        if path.exists():
+            part = pd.concat([read_log(path), part], ignore_index=True).drop_duplicates("image_id", keep="last")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written.append(write_log(path, part.reset_index(drop=True)))
+    return written
