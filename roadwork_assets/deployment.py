@@ -174,11 +174,8 @@ def deployed_model(context: dg.AssetExecutionContext, config: DeployConfig, sett
         else:
             with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
                 _deploy_copy(store, mlflow.download_version(name, champion, tmp), record)
-    else:
-        with store.staging(DEPLOYED_DIR) as out:  # same champion: refresh the record only
-            shutil.copytree(deployed, out / "bundle")
-            atomic_write_json(out / "deployed.json", record)
-            write_manifest(out, extra={"kind": "deployed_model"})
+    else:  # same champion: refresh the record around the deployed copy
+        _deploy_copy(store, deployed, record)
     record_action(store, f"promotion_{decision}", run_id=context.run_id, **{k: v for k, v in record.items() if k != "comparison"})
     context.log.info(f"deployed_model: {decision} — {reason}")
     meta = {
