@@ -49,4 +49,4 @@ ui: install
 	$(BIN)/dagster dev -w workspace.yaml
 
 clean-demo:
-	find $(DAGSTER_HOME) -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
+	find $(DAGSTER_HOME) -mindepth 1 -maxdepth 1 ! -name dagster.yaml -exec rm -rf {} +
