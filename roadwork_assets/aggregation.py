@@ -17,13 +17,10 @@ from roadwork_ml.contracts import Split
 from roadwork_ml.models.aggregator import aggregate, choose, compare_aggregators, fit_attention, save_choice, single_view_indices
 from roadwork_ml.models.inference import predict_views, view_spec
 from roadwork_ml.models.multiview import MultiViewClassifier
+from roadwork_ml.policy.uncertainty import softmax
 from roadwork_ml.training.checkpoint import load_checkpoint
 
 VAL_FILE = "val_select_views.safetensors"
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(logits).double().softmax(-1).numpy()
 
 
 @dg.asset(deps=["phase1_checkpoint", "splits"], group_name="training", kinds={"pytorch"})
@@ -49,7 +46,7 @@ def view_aggregator(context: dg.AssetExecutionContext, config: RunOverrides, set
     val = load_split_tensors(store, val_rows, Split.VAL_SELECT, inf.input_size)
     out_tr = predict_views(full, train.images, inf.batch_size, keep_view_embeddings=True)
     out_val = predict_views(full, val.images, inf.batch_size, keep_view_embeddings=True)
-    probs_tr, probs_val = _softmax(out_tr.view_logits), _softmax(out_val.view_logits)
+    probs_tr, probs_val = softmax(out_tr.view_logits), softmax(out_val.view_logits)
     y_tr, y_val = train.labels.numpy(), val.labels.numpy()
 
     a = inf.attention

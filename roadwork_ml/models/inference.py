@@ -43,6 +43,16 @@ def multiview_model(model: RoadworkClassifier, model_cfg: ModelConfig, inf: Infe
     return MultiViewClassifier(model, spec, choice["aggregator"], int(choice["top_k"]) or 1, attention).eval()
 
 
+def view_features(logits: np.ndarray, view_logits: np.ndarray, view_embeddings: np.ndarray) -> np.ndarray:
+    """The 7 uncertainty features ``[N, 7]`` from a multi-view model's outputs: aggregated
+    ``logits`` [N, C] (log of aggregated probabilities), ``view_logits`` [N, V, C] and
+    ``view_embeddings`` [N, V, D]. Every backend (PyTorch, ONNX Runtime, TensorRT) goes through here."""
+    view_probs = torch.from_numpy(np.asarray(view_logits)).double().softmax(-1).numpy()
+    decision = np.exp(np.asarray(logits, dtype=np.float64))
+    decision /= decision.sum(1, keepdims=True)
+    return uncertainty_features(view_probs, np.asarray(view_embeddings, dtype=np.float64), decision_probs=decision)
+
+
 @torch.no_grad()
 def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int, progress: bool = False, keep_view_embeddings: bool = False) -> ViewOutputs:
     """Run ``mv`` over uint8 or float images ``[N, 3, H, W]`` in batches of ``batch_size`` images."""
@@ -63,8 +73,5 @@ def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int
     logits = torch.cat([p[0] for p in parts]).numpy()
     view_logits = torch.cat([p[1] for p in parts]).numpy()
     view_emb = torch.cat([p[2] for p in parts]).numpy()
-    view_probs = torch.from_numpy(view_logits).double().softmax(-1).numpy()
-    decision = np.exp(logits.astype(np.float64))  # logits are log aggregated probabilities
-    decision /= decision.sum(1, keepdims=True)
-    features = uncertainty_features(view_probs, view_emb.astype(np.float64), decision_probs=decision)
+    features = view_features(logits, view_logits, view_emb)
     return ViewOutputs(logits=logits, view_logits=view_logits, embeddings=view_emb.mean(1), features=features, view_embeddings=view_emb if keep_view_embeddings else None)

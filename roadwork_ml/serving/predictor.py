@@ -20,7 +20,8 @@ from PIL import Image
 from roadwork_ml.config import DecodeConfig
 from roadwork_ml.export.bundle import ONNX, WEIGHTS, load_bundle, rebuild_model
 from roadwork_ml.policy.decision import Decisions
-from roadwork_ml.policy.uncertainty import FEATURE_NAMES, uncertainty_features
+from roadwork_ml.models.inference import view_features
+from roadwork_ml.policy.uncertainty import FEATURE_NAMES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 CLASS_NAMES = ("no_roadwork", "roadwork")
@@ -137,10 +138,7 @@ class BundlePredictor:
         if not parts:
             raise ValueError("predict_tensor got no images")
         logits, vl, ve = (np.concatenate([p[k] for p in parts]) for k in range(3))
-        view_probs = torch.from_numpy(vl).double().softmax(-1).numpy()
-        decision = np.exp(logits.astype(np.float64))
-        decision /= decision.sum(1, keepdims=True)
-        features = uncertainty_features(view_probs, ve.astype(np.float64), decision_probs=decision)
+        features = view_features(logits, vl, ve)
         return Outputs(logits, features, ve.mean(1), self.policy.decide(logits, features))
 
     # -- the monitoring inference log --------------------------------------------------------
