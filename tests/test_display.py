@@ -103,20 +103,10 @@ def test_learning_rates_keep_their_digits(lr, text):
 
 def test_missing_values_and_other_types():
     for v in (None, float("nan"), np.float32("nan")):
-        assert (
-            format_value(v) == MISSING
-            and format_count(v) == MISSING
-            and format_pvalue(v) == MISSING
-        )
+        assert format_value(v) == MISSING and format_count(v) == MISSING and format_pvalue(v) == MISSING
     assert format_value(True) == "yes" and format_value(np.bool_(False)) == "no"
-    assert (
-        format_value("scrc") == "scrc"
-        and format_value(7) == "7"
-        and format_value(np.int64(7)) == "7"
-    )
-    assert (
-        format_value(math.inf) == "∞" and format_count(2.5) == "2.500"
-    )  # a non-integral "count" is not truncated
+    assert format_value("scrc") == "scrc" and format_value(7) == "7" and format_value(np.int64(7)) == "7"
+    assert format_value(math.inf) == "∞" and format_count(2.5) == "2.500"  # a non-integral "count" is not truncated
     assert format_table([{"a": 1}, {"a": 2, "b": None}]) == [
         {"a": "1", "b": MISSING},
         {"a": "2", "b": MISSING},

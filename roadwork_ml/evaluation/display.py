@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 MISSING = "—"
 
@@ -48,29 +49,17 @@ def value_kind(key: str | None) -> str:
     if not key:
         return "float"
     k = key.strip().lower().replace(" ", "_")
-    if (
-        k in _PVALUE_KEYS
-        or k.endswith(("_p_value", "_pvalue", "_p"))
-        or k.startswith("p_value")
-    ):
+    if k in _PVALUE_KEYS or k.endswith(("_p_value", "_pvalue", "_p")) or k.startswith("p_value"):
         return "pvalue"
     if k in _LR_KEYS or k.endswith(("_lr", "_learning_rate")):
         return "lr"
-    if (
-        k in _COUNT_KEYS
-        or k.startswith("n_")
-        or k.endswith(("_count", "_rows", "_n", "_errors", "_images"))
-    ):
+    if k in _COUNT_KEYS or k.startswith("n_") or k.endswith(("_count", "_rows", "_n", "_errors", "_images")):
         return "count"
     return "float"
 
 
 def _is_missing(v: Any) -> bool:
-    return v is None or (
-        isinstance(v, numbers.Real)
-        and not isinstance(v, numbers.Integral)
-        and math.isnan(float(v))
-    )
+    return v is None or (isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and math.isnan(float(v)))
 
 
 def format_count(v: Any) -> str:
@@ -81,7 +70,7 @@ def format_count(v: Any) -> str:
     f = float(v)
     if math.isinf(f):
         return "∞" if f > 0 else "-∞"
-    return str(int(round(f))) if f.is_integer() else format_float(f)
+    return str(round(f)) if f.is_integer() else format_float(f)
 
 
 def format_float(v: Any, digits: int = 4) -> str:
@@ -102,11 +91,7 @@ def format_float(v: Any, digits: int = 4) -> str:
         return f"{f:.0f}"
     text = f"{f:.{max(0, digits - 1 - mag)}f}"
     # rounding may carry into a new digit (9.99995 → 10.0000); keep the significant-digit count
-    return (
-        text
-        if len(text.lstrip("-").replace(".", "").lstrip("0")) <= digits
-        else f"{f:.{max(0, digits - 2 - mag)}f}"
-    )
+    return text if len(text.lstrip("-").replace(".", "").lstrip("0")) <= digits else f"{f:.{max(0, digits - 2 - mag)}f}"
 
 
 def format_pvalue(p: Any) -> str:
@@ -174,26 +159,10 @@ def format_table(
 ) -> list[dict[str, str]]:
     """Rows of text, in ``columns`` order (default: first row's keys, then any new ones).
     A column whose values are all whole numbers is shown as integers (``0 | 106 | 9``)."""
-    cols = (
-        list(columns)
-        if columns is not None
-        else list(dict.fromkeys(k for r in rows for k in r))
-    )
-    whole = {
-        c
-        for c in cols
-        if value_kind(c) == "float" and _whole_column(r.get(c) for r in rows)
-    }
+    cols = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    whole = {c for c in cols if value_kind(c) == "float" and _whole_column(r.get(c) for r in rows)}
     return [
-        {
-            c: (
-                format_count(r.get(c))
-                if c in whole
-                else format_value(r.get(c), c, digits)
-            )
-            for c in cols
-        }
-        for r in rows
+        {c: (format_count(r.get(c)) if c in whole else format_value(r.get(c), c, digits)) for c in cols} for r in rows
     ]
 
 
@@ -207,47 +176,23 @@ def markdown_table(
         return "_empty_"
     text = format_table(rows, columns, digits)
     cols = list(text[0])
-    numeric = {
-        c
-        for c in cols
-        if all(
-            isinstance(r.get(c), numbers.Real) or _is_missing(r.get(c)) for r in rows
-        )
-    }
+    numeric = {c for c in cols if all(isinstance(r.get(c), numbers.Real) or _is_missing(r.get(c)) for r in rows)}
     head = "| " + " | ".join(cols) + " |"
     rule = "|" + "|".join("---:" if c in numeric else "---" for c in cols) + "|"
-    body = [
-        "| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in text
-    ]
+    body = ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in text]
     return "\n".join([head, rule, *body])
 
 
-def column_types(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
-) -> dict[str, str]:
+def column_types(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> dict[str, str]:
     """ "int" | "float" | "bool" | "string" per column (for a typed table schema in the UI)."""
-    cols = (
-        list(columns)
-        if columns is not None
-        else list(dict.fromkeys(k for r in rows for k in r))
-    )
+    cols = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
     out = {}
     for c in cols:
         vals = [r.get(c) for r in rows if not _is_missing(r.get(c))]
-        if vals and all(
-            isinstance(v, bool) or type(v).__name__ == "bool_" for v in vals
-        ):
+        if vals and all(isinstance(v, bool) or type(v).__name__ == "bool_" for v in vals):
             out[c] = "bool"
-        elif vals and all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in vals
-        ):
-            out[c] = (
-                "int"
-                if value_kind(c) == "count"
-                or _whole_column(vals)
-                and value_kind(c) == "float"
-                else "float"
-            )
+        elif vals and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in vals):
+            out[c] = "int" if value_kind(c) == "count" or _whole_column(vals) and value_kind(c) == "float" else "float"
         else:
             out[c] = "string"
     return out
