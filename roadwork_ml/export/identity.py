@@ -12,9 +12,9 @@ record beside it, and only when that record's hash is the bundle's own.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Mapping
 
 from roadwork_ml.artifacts import sha256_file
 
