@@ -1,4 +1,5 @@
 import pytest
+
 from roadwork_ml.config import PROFILE_DIR, ProfileError, load_profile, parse_overrides
 
 
@@ -31,7 +32,12 @@ def test_env_var_picks_profile(monkeypatch):
 
 @pytest.mark.parametrize(
     "override, message",
-    [("train.epochz=3", "epochz"), ("splits.fusion=magic", "fusion"), ("train.lr=-1", "lr"), ("splits.ratios.train=0.9", "sum to 1")],
+    [
+        ("train.epochz=3", "epochz"),
+        ("splits.fusion=magic", "fusion"),
+        ("train.lr=-1", "lr"),
+        ("splits.ratios.train=0.9", "sum to 1"),
+    ],
 )
 def test_bad_overrides_fail_loudly(override, message):
     with pytest.raises(ProfileError, match=message):
@@ -60,14 +66,24 @@ def _bad_profile(tmp_path, body: str):
 
 
 def test_a_bad_profile_gives_one_line_per_problem_with_the_allowed_values_and_closest_key(tmp_path):
-    path = _bad_profile(tmp_path, "train: {epohcs: 3}\nsplits: {fusion: balancd}\ndata: {sources: {natx: {kind: synthetic}}}\n")
+    path = _bad_profile(
+        tmp_path, "train: {epohcs: 3}\nsplits: {fusion: balancd}\ndata: {sources: {natx: {kind: synthetic}}}\n"
+    )
     with pytest.raises(ProfileError) as info:
         load_profile(str(path))
     err = info.value
     assert str(path) in str(err).splitlines()[0] and len(err.problems) == 3
     by_key = {p.split(":", 1)[0]: p for p in err.problems}
-    assert "did you mean 'epochs'?" in by_key["train.epohcs"] and "allowed in train:" in by_key["train.epohcs"] and "batch_size" in by_key["train.epohcs"]
-    assert "'balancd' is not allowed" in by_key["splits.fusion"] and "domain_stratified" in by_key["splits.fusion"] and "did you mean 'balanced'?" in by_key["splits.fusion"]
+    assert (
+        "did you mean 'epochs'?" in by_key["train.epohcs"]
+        and "allowed in train:" in by_key["train.epohcs"]
+        and "batch_size" in by_key["train.epohcs"]
+    )
+    assert (
+        "'balancd' is not allowed" in by_key["splits.fusion"]
+        and "domain_stratified" in by_key["splits.fusion"]
+        and "did you mean 'balanced'?" in by_key["splits.fusion"]
+    )
     assert "did you mean 'natix'?" in by_key["data.sources.natx"]
     assert err.validation_error.error_count() == 3  # the pydantic detail stays available
     # a key far from every valid one gets the allowed list but no guess
@@ -91,15 +107,45 @@ def test_load_profile_or_explain_prints_the_message_before_raising(tmp_path, cap
     with pytest.raises(ProfileError):
         load_profile_or_explain(str(_bad_profile(tmp_path, "train: {epohcs: 3}\n")))
     err = capsys.readouterr().err
-    assert err.startswith("roadwork: configuration error: profile") and "did you mean 'epochs'?" in err and "roadwork check-profile" in err
+    assert (
+        err.startswith("roadwork: configuration error: profile")
+        and "did you mean 'epochs'?" in err
+        and "roadwork check-profile" in err
+    )
 
 
 def test_check_profile_command(tmp_path):
     import subprocess
     import sys
 
-    ok = subprocess.run([sys.executable, "-m", "roadwork_ml.serving.cli", "check-profile", "tiny", "--set", "train.epochs=2"], capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and "profile 'tiny' is valid" in ok.stdout and "2 epoch(s)" in ok.stdout and "extends" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "roadwork_ml.serving.cli", "check-profile", str(_bad_profile(tmp_path, "train: {epohcs: 3}\n"))], capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "roadwork_ml.serving.cli", "check-profile", "tiny", "--set", "train.epochs=2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        ok.returncode == 0
+        and "profile 'tiny' is valid" in ok.stdout
+        and "2 epoch(s)" in ok.stdout
+        and "extends" in ok.stdout
+    )
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "roadwork_ml.serving.cli",
+            "check-profile",
+            str(_bad_profile(tmp_path, "train: {epohcs: 3}\n")),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.startswith("roadwork check-profile: error: profile") and "train.epohcs: unknown key 'epohcs'; did you mean 'epochs'?" in bad.stderr
+    assert (
+        bad.stderr.startswith("roadwork check-profile: error: profile")
+        and "train.epohcs: unknown key 'epohcs'; did you mean 'epochs'?" in bad.stderr
+    )
