@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from roadwork_ml.artifacts import sha256_file
 from roadwork_ml.serving.inputs import escape_path, unescape_path
@@ -216,3 +217,24 @@ def test_export_hf_into_a_non_empty_folder_is_one_clean_line_and_files_share_per
     assert card["version"].endswith("+" + sha256_file(Path(bundle) / "manifest.json")[:12])
     readme = (out / "README.md").read_text()
     assert "| val_select_mcc | 0.5000 |" in readme and "unregistered bundle (manifest sha256" in readme
+
+
+def test_a_flipped_weight_byte_of_the_same_size_is_refused(tiny_bundle, tmp_path):  # noqa: F811
+    from roadwork_ml.artifacts import IntegrityError
+    from roadwork_ml.export.bundle import verify_bundle
+    from roadwork_ml.serving.predictor import BundlePredictor
+
+    d = tmp_path / "b"
+    shutil.copytree(tiny_bundle[0], d)
+    weights = d / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    i = len(data) - 7  # inside the last tensor's bytes, past the safetensors JSON header
+    data[i] ^= 0x01
+    weights.write_bytes(bytes(data))
+    assert weights.stat().st_size == json.loads((d / "manifest.json").read_text())["files"]["model.safetensors"]["size"]
+    with pytest.raises(IntegrityError, match="model.safetensors"):
+        verify_bundle(d)
+    with pytest.raises(IntegrityError):
+        BundlePredictor(d, backend="torch")
+    proc = _cli("predict", "--bundle", str(d), str(d / "manifest.json"), "--no-progress")
+    assert proc.returncode == 2 and b"model.safetensors" in proc.stderr and b"Traceback" not in proc.stderr

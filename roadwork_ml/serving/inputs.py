@@ -96,7 +96,7 @@ def _scan_folder(folder: str, result: ScanResult, seen: set[tuple[int, int]]) ->
     try:
         st = os.stat(folder)
         if (st.st_dev, st.st_ino) in seen:
-            result.problems.append((folder, "symlink loop: this folder was already scanned"))
+            result.problems.append((folder, "folder already scanned (a symlink loop, or the same folder given twice)"))
             return
         seen.add((st.st_dev, st.st_ino))
         with os.scandir(folder) as it:
