@@ -102,3 +102,29 @@ def test_the_registry_version_is_used_only_for_the_bundle_the_record_names(tmp_p
     assert bundle_identity(d) == ModelIdentity(h, "m", "7")
     (d.parent / "deployed.json").write_text("{not json")
     assert bundle_identity(d) == ModelIdentity(h)
+
+
+def test_csv_rows_keep_zeros_blank_missing_values_and_escape_names():
+    import csv
+    import io
+
+    from roadwork_ml.policy.uncertainty import FEATURE_NAMES
+    from roadwork_ml.serving.cli import CSV_COLUMNS, _write_rows
+
+    rec = {
+        "image": os.fsdecode(b"x\xe9.jpg"),
+        "probability": 0.0,
+        "streetvision_probability": 0.0,
+        "decision": "no_roadwork",
+        "prediction_set": ["no_roadwork"],
+        "features": dict.fromkeys(FEATURE_NAMES, 0.0),
+    }  # no gate_confidence
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+    _write_rows([rec], "csv", buf, writer)
+    (row,) = csv.DictReader(io.StringIO(buf.getvalue()), fieldnames=CSV_COLUMNS)
+    assert row["probability"] == "0.0" and row["streetvision_probability"] == "0.0" and row["gate_confidence"] == ""
+    assert row["image"] == "x\\xe9.jpg" and base64.b64decode(row["image_path_b64"]) == b"x\xe9.jpg"
+    buf = io.StringIO()
+    _write_rows([rec], "jsonl", buf, None)
+    assert json.loads(buf.getvalue())["image_path_b64"] == base64.b64encode(b"x\xe9.jpg").decode()

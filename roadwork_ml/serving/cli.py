@@ -48,7 +48,7 @@ def _write_rows(records: list[dict], fmt: str, out: TextIO, writer) -> None:
         if fmt == "jsonl":
             out.write(json.dumps(rec) + "\n")
         else:
-            writer.writerow({**{k: rec.get(k) or "" for k in CSV_COLUMNS[:7]}, "prediction_set": "|".join(rec["prediction_set"]), **rec["features"]})
+            writer.writerow({**{k: "" if rec.get(k) is None else rec[k] for k in CSV_COLUMNS[:7]}, "prediction_set": "|".join(rec["prediction_set"]), **rec["features"]})
 
 
 @contextlib.contextmanager
