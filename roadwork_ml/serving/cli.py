@@ -44,7 +44,7 @@ def _name_fields(path: str) -> dict:
 
 def _write_rows(records: list[dict], fmt: str, out: TextIO, writer) -> None:
     for rec in records:
-        rec = {**rec, **_name_fields(rec["image"])}
+        rec = {**_name_fields(rec["image"]), **{k: v for k, v in rec.items() if k != "image"}}
         if fmt == "jsonl":
             out.write(json.dumps(rec) + "\n")
         else:
@@ -53,8 +53,8 @@ def _write_rows(records: list[dict], fmt: str, out: TextIO, writer) -> None:
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[TextIO]:
-    """UTF-8 text to ``path`` (written to a temporary sibling, renamed into place only when
-    the run finishes, so a failed run never leaves half a file) or to stdout."""
+    """UTF-8 text to ``path`` (a regular file is written to a temporary sibling and renamed
+    into place only when the run finishes, so a failed run never leaves half a file) or to stdout."""
     if not path:
         out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="", write_through=True)
         try:
@@ -63,6 +63,10 @@ def _output(path: str | None) -> Iterator[TextIO]:
             out.detach()
         return
     target = Path(path)
+    if target.exists() and not target.is_file():  # /dev/stdout, a fifo: write through, never replace it
+        with open(target, "w", encoding="utf-8", newline="") as f:
+            yield f
+        return
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         f = open(tmp, "x", encoding="utf-8", newline="")  # noqa: SIM115 - closed and renamed below
