@@ -4,7 +4,7 @@
     roadwork export-hf --bundle DIR OUT [--model-name NAME] [--submitted-by WHO]
     roadwork check-profile NAME|PATH [--set section.key=value ...]
 
-Every error is one line on stderr (``roadwork <command>: error: ...``) and exit status 2.
+Every error is reported on stderr as ``roadwork <command>: error: ...`` (no traceback), exit status 2.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def cmd_check_profile(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roadwork", description="Predict with and export roadwork bundles; check profiles.",
-                                     epilog="Every error is one line on stderr and exit status 2; `roadwork predict --help` lists its exit codes.")
+                                     epilog="Errors are reported on stderr without a traceback, exit status 2; `roadwork predict --help` lists its exit codes.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="predict image files and folders with a bundle", epilog=PREDICT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True, help="bundle directory (hashes are verified)")
