@@ -128,3 +128,23 @@ def test_csv_rows_keep_zeros_blank_missing_values_and_escape_names():
     buf = io.StringIO()
     _write_rows([rec], "jsonl", buf, None)
     assert json.loads(buf.getvalue())["image_path_b64"] == base64.b64encode(b"x\xe9.jpg").decode()
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
+    # chmod cannot deny root (these tests may run as root), so the OS refusal is simulated
+    import roadwork_ml.serving.inputs as inputs
+
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "ok.jpg").write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(inputs.os, "scandir", scandir)
+    scan = scan_inputs([tmp_path])
+    assert [os.path.basename(p) for p in scan.files] == ["ok.jpg"]
+    ((path, why),) = scan.problems
+    assert os.path.basename(path) == "locked" and "cannot list folder" in why and "Permission denied" in why
