@@ -132,7 +132,7 @@ def test_csv_rows_keep_zeros_blank_missing_values_and_escape_names():
 
 def test_a_folder_that_cannot_be_listed_is_reported(tmp_path, monkeypatch):
     # chmod cannot deny root (these tests may run as root), so the OS refusal is simulated
-    import roadwork_ml.serving.inputs as inputs
+    from roadwork_ml.serving import inputs
 
     (tmp_path / "locked").mkdir()
     (tmp_path / "ok.jpg").write_bytes(b"x")
