@@ -12,12 +12,15 @@ turns a typo into an error instead of a silently ignored key.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "demo"
@@ -73,10 +76,11 @@ class DataConfig(_Strict):
     decode: DecodeConfig
 
     @model_validator(mode="after")
-    def _known_sources(self) -> "DataConfig":
+    def _known_sources(self) -> DataConfig:
         unknown = set(self.sources) - set(SOURCE_NAMES)
         if unknown:
-            raise ValueError(f"unknown sources {sorted(unknown)}; expected a subset of {SOURCE_NAMES}")
+            hints = "".join(_did_you_mean(u, SOURCE_NAMES) for u in sorted(unknown))
+            raise ValueError(f"unknown sources {sorted(unknown)}; expected a subset of {SOURCE_NAMES}{hints}")
         return self
 
 
@@ -94,7 +98,7 @@ class SplitConfig(_Strict):
     gps_cell_deg: float = Field(gt=0, description="GPS cell size in degrees for group keys")
 
     @model_validator(mode="after")
-    def _ratios(self) -> "SplitConfig":
+    def _ratios(self) -> SplitConfig:
         expected = {"train", "val_select", "val_calib", "val_test"}
         if set(self.ratios) != expected:
             raise ValueError(f"split ratios must name exactly {sorted(expected)}")
@@ -147,7 +151,7 @@ class InferenceConfig(_Strict):
     flip_tta: bool
     aggregator: Literal["mean", "topk", "global", "attention", "auto"] = Field(description="auto = best VAL_SELECT MCC among the candidates the view setting allows")
     top_k_candidates: list[int] = Field(min_length=1, description="K values tried for topk; the best on VAL_SELECT is kept")
-    attention: "AttentionConfig"
+    attention: AttentionConfig
     aggregator_train_images: int = Field(ge=1, description="TRAIN images whose cached view outputs train the attention aggregator")
 
 
@@ -213,7 +217,7 @@ class PolicyConfig(_Strict):
     conformal: ConformalConfig
 
     @model_validator(mode="after")
-    def _one_active(self) -> "PolicyConfig":
+    def _one_active(self) -> PolicyConfig:
         from roadwork_ml.policy.selection import validate_active_policy
 
         validate_active_policy(self.active)
@@ -224,7 +228,7 @@ class PolicyConfig(_Strict):
         return next(k for k, v in self.active.items() if v)
 
 
-from roadwork_ml.monitoring.settings import MonitoringConfig  # noqa: E402  (strict model, no dagster)
+from roadwork_ml.monitoring.settings import MonitoringConfig
 
 
 class TrackingConfig(_Strict):
@@ -314,6 +318,80 @@ class Profile(_Strict):
     monitoring: MonitoringConfig
 
 
+class ProfileError(ValueError):
+    """A profile that does not load or validate. The message starts with the profile and then
+    gives one line per problem: the dotted key, what is wrong, what is allowed and, for a typo,
+    the closest valid key (``train.epohcs: unknown key; did you mean 'epochs'?``)."""
+
+    def __init__(self, profile: str, problems: list[str]):
+        self.profile = profile
+        self.problems = problems
+        super().__init__(f"profile {profile} is invalid ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` → X; ``"AttentionConfig"`` forward refs are resolved by pydantic already."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _node_at(loc: tuple) -> Any:
+    """The pydantic model (or other annotation) that the YAML node at ``loc`` is validated as."""
+    node: Any = Profile
+    for part in loc:
+        node = _unwrap(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            if field is None:
+                return None
+            node = field.annotation
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        else:
+            return None
+    return _unwrap(node)
+
+
+def _explain(err: dict) -> str:
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind, msg, given = err.get("type", ""), err.get("msg", ""), err.get("input")
+    if kind == "extra_forbidden":
+        parent = _node_at(loc[:-1])
+        allowed = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+        where = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        return f"{key}: unknown key {str(loc[-1])!r}{_did_you_mean(loc[-1], allowed)} (allowed in {where}: {', '.join(allowed)})"
+    if kind == "missing":
+        if loc[:2] == ("data", "sources") and len(loc) > 2 and loc[2] not in SOURCE_NAMES:
+            return f"data.sources.{loc[2]}: unknown source {str(loc[2])!r}{_did_you_mean(loc[2], SOURCE_NAMES)} (allowed: {', '.join(SOURCE_NAMES)})"
+        return f"{key}: required key is missing"
+    if kind == "literal_error":
+        node = _node_at(loc)
+        choices = [str(c) for c in typing.get_args(node)] if typing.get_origin(node) is Literal else []
+        return f"{key}: {given!r} is not allowed; allowed: {', '.join(choices) or err.get('ctx', {}).get('expected', '?')}{_did_you_mean(given, choices)}"
+    if kind in ("value_error", "assertion_error"):
+        return f"{key}: {msg.removeprefix('Value error, ').removeprefix('Assertion failed, ')}"
+    parent = _node_at(loc[:-1]) if loc else None
+    field = parent.model_fields.get(str(loc[-1])) if isinstance(parent, type) and issubclass(parent, BaseModel) else None
+    about = f" ({field.description})" if field is not None and field.description else ""
+    return f"{key}: {msg}, got {given!r}{about}"
+
+
+def _profile_label(name_or_path: str) -> str:
+    try:
+        path = str(_resolve(name_or_path))
+    except FileNotFoundError:
+        return repr(name_or_path)
+    return repr(path) if path == name_or_path else f"{name_or_path!r} ({path})"
+
+
 def _deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in over.items():
@@ -332,14 +410,19 @@ def _resolve(name_or_path: str) -> Path:
     if candidate.exists():
         return candidate
     known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"profile {name_or_path!r} not found: give a YAML path or one of {known}")
+    raise FileNotFoundError(f"profile {name_or_path!r} not found: give a YAML path or one of {known}{_did_you_mean(name_or_path, known)}")
 
 
 def load_profile_dict(name_or_path: str | None = None) -> dict:
     """Raw merged YAML of a profile (``extends`` resolved). Default: $ROADWORK_PROFILE or 'demo'."""
     name_or_path = name_or_path or os.environ.get("ROADWORK_PROFILE") or DEFAULT_PROFILE
     path = _resolve(name_or_path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{name_or_path!r} ({path})", [f"not valid YAML: {' '.join(str(exc).split())}"]) from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{name_or_path!r} ({path})", [f"the file must hold a mapping of sections, got {type(raw).__name__}"])
     parent = raw.pop("extends", None)
     if parent:
         if parent == name_or_path or Path(parent).stem == path.stem:
@@ -364,6 +447,39 @@ def parse_overrides(overrides: list[str] | None) -> dict:
 
 
 def load_profile(name_or_path: str | None = None, overrides: list[str] | None = None) -> Profile:
-    """Load, merge, override and validate a profile."""
+    """Load, merge, override and validate a profile; a bad one raises :class:`ProfileError`
+    (one line per problem; the pydantic error is kept as ``validation_error``)."""
+    name_or_path = name_or_path or os.environ.get("ROADWORK_PROFILE") or DEFAULT_PROFILE
     raw = _deep_merge(load_profile_dict(name_or_path), parse_overrides(overrides))
-    return Profile.model_validate(raw)
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as exc:
+        label = _profile_label(name_or_path) + (f" with overrides {overrides}" if overrides else "")
+        err = ProfileError(label, [_explain(e) for e in exc.errors(include_url=False)])
+        err.validation_error = exc
+        raise err from None
+
+
+def load_profile_or_explain(name_or_path: str | None = None) -> Profile:
+    """:func:`load_profile` for import-time callers (the Dagster code location): a bad profile's
+    message is written to stderr *before* the exception propagates, so it heads the output
+    instead of closing an ~80-line import traceback; the exception is re-raised unchanged."""
+    import sys
+
+    try:
+        return load_profile(name_or_path)
+    except (ProfileError, FileNotFoundError) as exc:
+        print(f"roadwork: configuration error: {exc}\n  (check it with: roadwork check-profile NAME|PATH)", file=sys.stderr, flush=True)
+        raise
+
+
+def describe_profile(name_or_path: str, profile: Profile) -> str:
+    """One paragraph saying what a valid profile is (for ``roadwork check-profile``)."""
+    chain, current = [], name_or_path
+    while current and len(chain) < 20:
+        path = _resolve(current)
+        chain.append(str(path))
+        current = (yaml.safe_load(path.read_text()) or {}).get("extends")
+    return (f"profile {profile.name!r} is valid: {' extends '.join(chain)}\n"
+            f"  model {profile.model.backbone} at {profile.model.img_size} px, {profile.train.epochs} epoch(s); active policy {profile.policy.active_kind}; "
+            f"sources {', '.join(sorted(profile.data.sources))}; registered model {profile.deploy.registered_model!r}")

@@ -5,7 +5,20 @@ import torch
 from roadwork_ml.contracts import ContractError, LeakageError, Purpose, Split, assert_disjoint, require_split, validate_logits, validate_policy_json, validate_state_dict
 
 
-@pytest.mark.parametrize("purpose, ok", [(Purpose.FIT_MODEL, Split.TRAIN), (Purpose.MODEL_SELECTION, Split.VAL_SELECT), (Purpose.FIT_POLICY, Split.VAL_CALIB), (Purpose.FINAL_EVALUATION, Split.VAL_TEST)])
+PURPOSE_SPLIT = [
+    (Purpose.FIT_MODEL, Split.TRAIN),
+    (Purpose.MODEL_SELECTION, Split.VAL_SELECT),
+    (Purpose.FIT_POLICY, Split.VAL_CALIB),
+    (Purpose.FINAL_EVALUATION, Split.VAL_TEST),
+    (Purpose.MONITOR_REFERENCE, Split.VAL_CALIB),  # drift references: never VAL_TEST, never TRAIN
+]
+
+
+def test_every_purpose_is_covered_by_the_contract_test():
+    assert {p for p, _ in PURPOSE_SPLIT} == set(Purpose)
+
+
+@pytest.mark.parametrize("purpose, ok", PURPOSE_SPLIT)
 def test_each_purpose_accepts_only_its_split(purpose, ok):
     require_split(purpose, ok)
     for other in set(Split) - {ok}:

@@ -137,10 +137,19 @@ def verify_bundle(directory: str | Path) -> dict:
     mpath = d / MANIFEST
     if not mpath.is_file():
         raise IntegrityError(f"{d} is not a roadwork bundle: {MANIFEST} is missing")
-    manifest = json.loads(mpath.read_text())
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise IntegrityError(f"{mpath}: bundle schema_version {manifest.get('schema_version')!r} is not supported (this roadwork reads {SCHEMA_VERSION})")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{mpath} is not valid JSON ({exc}); the bundle is damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise IntegrityError(f"{mpath}: bundle schema_version {version!r} is not supported (this roadwork reads {SCHEMA_VERSION})")
     listed = manifest.get("files", {})
+    if not isinstance(listed, dict) or not all(isinstance(m, dict) and isinstance(m.get("sha256"), str) and isinstance(m.get("size"), int) for m in listed.values()):
+        raise IntegrityError(f"{mpath}: 'files' must map each file name to its sha256 and size")
+    outside = sorted(n for n in listed if n in ("", ".", "..") or "/" in n or "\\" in n)
+    if outside:
+        raise IntegrityError(f"{mpath} lists paths outside the bundle folder: {outside}")
     present = {p.name for p in d.iterdir() if p.is_file() and p.name != MANIFEST}
     if present - set(listed):
         raise IntegrityError(f"{d}: files not in the manifest: {sorted(present - set(listed))}")
@@ -148,8 +157,11 @@ def verify_bundle(directory: str | Path) -> dict:
         p = d / name
         if not p.is_file():
             raise IntegrityError(f"{p} is listed in the bundle manifest but missing")
+        # the size is a cheap first check; the sha256 of the content is what proves the file
         if p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
             raise IntegrityError(f"{p}: size or sha256 does not match the bundle manifest; the bundle was modified or is incomplete")
+    if "policy.json" not in listed:
+        raise IntegrityError(f"{d}: policy.json is missing from the bundle")
     policy = json.loads((d / "policy.json").read_text())
     if not isinstance(policy, dict) or policy.get("kind") != manifest.get("active_policy"):
         raise IntegrityError(f"{d}: policy.json holds {policy.get('kind')!r} but the manifest says {manifest.get('active_policy')!r}")

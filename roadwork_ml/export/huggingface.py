@@ -3,23 +3,28 @@
 The folder is the bundle itself (so ``BundlePredictor`` loads it as is) plus the
 ``model_card.json`` StreetVision reads (``model_name``, ``description``, ``version``,
 ``submitted_by``, ``submission_time``) and a README model card; the manifest is rewritten to
-list the two new files and records the source bundle's manifest hash.
+list the two new files and records the source bundle's manifest hash. Every exported file gets
+the same permissions, those of a file the user creates (``0666 & ~umask``; folder ``0777 & ~umask``).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-from datetime import datetime, timezone
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from roadwork_ml.artifacts import atomic_write_json, sha256_file
-from roadwork_ml.export.bundle import MANIFEST, WEIGHTS, verify_bundle
+from roadwork_ml.evaluation.display import format_value
+from roadwork_ml.export.bundle import MANIFEST, verify_bundle
+from roadwork_ml.export.identity import bundle_identity
 
 CARD_FIELDS = ("model_name", "description", "version", "submitted_by", "submission_time")
 
 
 def _readme(card: dict, manifest: dict) -> str:
-    metrics = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(manifest.get("metrics", {}).items()))
+    metrics = "\n".join(f"| {k} | {format_value(v, k)} |" for k, v in sorted(manifest.get("metrics", {}).items()))
     return f"""---
 library_name: onnx
 tags: [image-classification, roadwork, streetvision]
@@ -33,7 +38,8 @@ tags: [image-classification, roadwork, streetvision]
 * Output for StreetVision: `streetvision_probability` — P(roadwork) with the tuned decision cut
   folded onto 0.5 (always finite, in [0, 1]); see `streetvision.json`.
 * Active decision policy: `{manifest['active_policy']}`; calibrator in `calibrator.json`.
-* Every file's sha256 is in `manifest.json`; `roadwork predict --bundle <this folder> IMAGES` runs it.
+* Model: {card['model_identity']}; every file's sha256 is in `manifest.json`;
+  `roadwork predict --bundle <this folder> IMAGES` runs it.
 
 | metric | value |
 |---|---|
@@ -41,32 +47,57 @@ tags: [image-classification, roadwork, streetvision]
 """
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def export_hf(bundle: str | Path, out: str | Path, *, model_name: str, description: str, submitted_by: str, version: str | None = None) -> dict:
-    """Copy a verified bundle to ``out`` with ``model_card.json`` and ``README.md``; returns the card."""
+    """Copy a verified bundle to ``out`` (a new or empty folder) with ``model_card.json`` and
+    ``README.md``; returns the card. Raises FileExistsError (one line) when ``out`` holds files."""
     src, dst = Path(bundle), Path(out)
     manifest = verify_bundle(src)
+    if dst.exists() and not dst.is_dir():
+        raise FileExistsError(f"{dst} exists and is not a folder; choose an empty or new folder")
     if dst.exists() and any(dst.iterdir()):
         raise FileExistsError(f"{dst} exists and is not empty; choose an empty or new folder")
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in manifest["files"]:
-        shutil.copy2(src / name, tmp / name)
-    card = {
-        "model_name": model_name,
-        "description": description,
-        "version": version or f"{manifest['roadwork_version']}+{manifest['files'][WEIGHTS]['sha256'][:12]}",
-        "submitted_by": submitted_by,
-        "submission_time": int(datetime.now(timezone.utc).timestamp()),
-    }
-    atomic_write_json(tmp / "model_card.json", card)
-    (tmp / "README.md").write_text(_readme(card, manifest))
-    files = dict(manifest["files"])
-    for name in ("model_card.json", "README.md"):
-        files[name] = {"sha256": sha256_file(tmp / name), "size": (tmp / name).stat().st_size}
-    atomic_write_json(tmp / MANIFEST, {**manifest, "files": files, "exported_from": sha256_file(src / MANIFEST), "export": "huggingface"})
-    verify_bundle(tmp)
-    if dst.exists():
-        dst.rmdir()
-    tmp.rename(dst)
+    identity = bundle_identity(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    try:
+        for name in manifest["files"]:
+            shutil.copyfile(src / name, tmp / name)
+        local = f"v{identity.version}.{identity.short_hash}" if identity.registered else identity.short_hash
+        card = {
+            "model_name": model_name,
+            "description": description,
+            "version": version or f"{manifest['roadwork_version']}+{local}",
+            "submitted_by": submitted_by,
+            "submission_time": int(datetime.now(UTC).timestamp()),
+        }
+        atomic_write_json(tmp / "model_card.json", card)
+        (tmp / "README.md").write_text(_readme({**card, "model_identity": identity.label}, manifest))
+        files = dict(manifest["files"])
+        for name in ("model_card.json", "README.md"):
+            files[name] = {"sha256": sha256_file(tmp / name), "size": (tmp / name).stat().st_size}
+        atomic_write_json(tmp / MANIFEST, {**manifest, "files": files, "exported_from": identity.content_hash, "model_identity": identity.to_dict(), "export": "huggingface"})
+        mask = _umask()
+        for f in tmp.iterdir():
+            f.chmod(0o666 & ~mask)
+        tmp.chmod(0o777 & ~mask)
+        verify_bundle(tmp)
+        if dst.exists():
+            dst.rmdir()
+        tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return card

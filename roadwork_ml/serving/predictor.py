@@ -19,11 +19,12 @@ from PIL import Image
 
 from roadwork_ml.config import DecodeConfig
 from roadwork_ml.export.bundle import ONNX, WEIGHTS, load_bundle, rebuild_model
+from roadwork_ml.export.identity import bundle_identity
 from roadwork_ml.policy.decision import Decisions
 from roadwork_ml.models.inference import view_features
 from roadwork_ml.policy.uncertainty import FEATURE_NAMES
+from roadwork_ml.serving.inputs import IMAGE_SUFFIXES, ScanResult, missing_reason, safe_text, scan_inputs  # noqa: F401 (IMAGE_SUFFIXES re-exported)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 CLASS_NAMES = ("no_roadwork", "roadwork")
 
 
@@ -87,6 +88,7 @@ class BundlePredictor:
     def __init__(self, bundle: str | Path, backend: str = "auto", device: str | None = None, engine: str | Path | None = None, threads: int | None = None):
         self.path = Path(bundle)
         self.manifest, self.config, self.policy = load_bundle(self.path)
+        self.identity = bundle_identity(self.path)
         self.input_size = int(self.config["input_size"])
         self.n_views = int(self.config["n_views"])
         self.decode_cfg = DecodeConfig.model_validate(self.config["profile"]["data"]["decode"])
@@ -113,7 +115,8 @@ class BundlePredictor:
 
     @property
     def model_version(self) -> str:
-        return self.manifest["files"][WEIGHTS]["sha256"][:12]
+        """The model's id in logs: registry ``name/version`` or ``sha256:<manifest hash>`` (:mod:`~roadwork_ml.export.identity`)."""
+        return self.identity.tag
 
     # -- tensors ---------------------------------------------------------------------------
     def raw_outputs(self, images: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -173,15 +176,21 @@ class BundlePredictor:
             img = img.resize((self.input_size, self.input_size), Image.Resampling.BILINEAR, reducing_gap=None)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
-    def predict_paths(self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = False, keep_outputs: bool = False) -> Iterator[PathResults]:
-        """Files and folders (recursively, image suffixes only), in batches; a file that cannot
-        be read or decoded becomes a :class:`BadInput` with the reason, never an exception."""
-        files = list(expand_paths(paths))
+    def predict_paths(self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = False, keep_outputs: bool = False,
+                      scan: ScanResult | None = None) -> Iterator[PathResults]:
+        """Files and folders (recursively, image suffixes only; :func:`~roadwork_ml.serving.inputs.scan_inputs`),
+        in batches; a file that cannot be read or decoded, a dangling symlink or a folder that
+        cannot be listed becomes a :class:`BadInput` with the reason, never an exception.
+        ``scan``: an already computed scan of ``paths`` (the caller's, to report skipped files)."""
+        scan = scan if scan is not None else scan_inputs(paths)
+        files = scan.files
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=len(files), desc="predict", unit="img")
+        if scan.problems:
+            yield PathResults(errors=[BadInput(p, why) for p, why in scan.problems])
         for start in range(0, len(files), batch_size):
             res = PathResults()
             tensors, ids = [], []
@@ -189,8 +198,10 @@ class BundlePredictor:
                 try:
                     tensors.append(self.load_image(Path(f).read_bytes()))
                     ids.append(str(f))
+                except FileNotFoundError:
+                    res.errors.append(BadInput(str(f), missing_reason(str(f))))
                 except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, never fatal
-                    res.errors.append(BadInput(str(f), f"{type(exc).__name__}: {exc}"))
+                    res.errors.append(BadInput(str(f), safe_text(f"{type(exc).__name__}: {exc}")))
             if tensors:
                 out = self.predict_tensor(torch.stack(tensors), batch_size)
                 res.records = out.records(ids)
@@ -203,14 +214,9 @@ class BundlePredictor:
 
 
 def expand_paths(paths: Iterable[str | Path]) -> Iterator[str]:
-    """Each file as given; each folder's image files recursively, sorted; a missing path is
-    yielded as is so the caller reports it."""
-    for p in map(Path, paths):
-        if p.is_dir():
-            yield from (str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            yield str(p)
-
+    """Each file as given; each folder's image files recursively, sorted (the image candidates
+    of :func:`~roadwork_ml.serving.inputs.scan_inputs`, which also reports what it skipped)."""
+    yield from scan_inputs(paths).files
 
 
 def append_day_logs(root: str | Path, rows) -> list[Path]:
