@@ -66,11 +66,21 @@ class DecodeConfig(_Strict):
     store_jpeg_quality: int = Field(ge=50, le=100)
 
 
+class LoaderConfig(_Strict):
+    """DataLoader workers that decode stored images while the model trains or predicts."""
+
+    num_workers: int = Field(default=0, ge=0, description="decode processes; 0 = decode in the main process")
+    pin_memory: bool = Field(default=False, description="page-locked batches (only with CUDA)")
+    persistent_workers: bool = Field(default=False, description="keep workers between epochs (only with workers)")
+    prefetch_factor: int = Field(default=2, ge=1, description="batches each worker decodes ahead (only with workers)")
+
+
 class DataConfig(_Strict):
     seed: int
     image_size: int = Field(gt=0, description="side of rendered synthetic scenes, pixels")
     sources: dict[str, SourceConfig]
     decode: DecodeConfig
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
 
     @model_validator(mode="after")
     def _known_sources(self) -> "DataConfig":
