@@ -289,6 +289,8 @@ class StreetVisionConfig(_Strict):
     size: int = Field(gt=0, description="validator image side, px")
     levels: list[int] = Field(min_length=1)
     seed: int
+    generated_dir: str | None = Field(default=None, description="folder <class>/*.jpg of generated (diffusion) images, scored as a separate slice")
+    generated_max_images: int | None = Field(default=None, ge=1, description="cap on images read from generated_dir")
 
 
 class EvaluationConfig(_Strict):

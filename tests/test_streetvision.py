@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
-import torchvision.transforms.v2.functional as F
+from PIL import Image
 
 from roadwork_ml.evaluation.bootstrap import Interval
 from roadwork_ml.evaluation.streetvision import LEVELS, augment, reward, score_outputs, streetvision_eval
@@ -32,13 +33,19 @@ def test_shapes_dtype_determinism(level):
         assert not torch.equal(a[:1], augment(imgs[:1], level, seed=6, size=96))
 
 
-def test_level0_of_square_image_is_plain_resize():
+def _pil_resize_jpeg75(im: torch.Tensor) -> torch.Tensor:
+    pil = Image.fromarray(im.permute(1, 2, 0).numpy()).resize((224, 224), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=75)
+    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def test_level0_is_centre_square_resize_then_validator_jpeg():
     imgs = _images(3, 300, 300)
-    want = torch.stack([F.resize(im, [224, 224], antialias=True) for im in imgs])
-    assert torch.equal(augment(imgs, 0, seed=0), want)
+    assert torch.equal(augment(imgs, 0, seed=0), torch.stack([_pil_resize_jpeg75(im) for im in imgs]))
     # non-square: centre square first
     rect = _images(1, 100, 160)
-    assert torch.equal(augment(rect, 0, seed=0)[0], F.resize(rect[0, :, :, 30:130], [224, 224], antialias=True))
+    assert torch.equal(augment(rect, 0, seed=0)[0], _pil_resize_jpeg75(rect[0, :, :, 30:130].contiguous()))
 
 
 def test_higher_levels_change_the_image():
