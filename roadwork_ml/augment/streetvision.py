@@ -161,15 +161,15 @@ def _rrc_params(rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int
     for _ in range(10):
         target = area * rng.uniform(*RRC_SCALE)
         ratio = math.exp(rng.uniform(*log_ratio))
-        cw = int(round(math.sqrt(target * ratio)))
-        ch = int(round(math.sqrt(target / ratio)))
+        cw = round(math.sqrt(target * ratio))
+        ch = round(math.sqrt(target / ratio))
         if 0 < cw <= w and 0 < ch <= h:
             return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
     in_ratio = w / h  # fallback: torchvision's central crop at the nearest allowed ratio (square)
     if in_ratio < min(RRC_RATIO):
-        cw, ch = w, int(round(w / min(RRC_RATIO)))
+        cw, ch = w, round(w / min(RRC_RATIO))
     elif in_ratio > max(RRC_RATIO):
-        ch, cw = h, int(round(h * max(RRC_RATIO)))
+        ch, cw = h, round(h * max(RRC_RATIO))
     else:
         cw, ch = w, h
     return (h - ch) // 2, (w - cw) // 2, ch, cw
@@ -199,7 +199,7 @@ def _to_8bit(x: torch.Tensor) -> np.ndarray:
 def _center_square(img: torch.Tensor) -> torch.Tensor:
     h, w = img.shape[-2:]
     side = min(h, w)
-    top, left = int(round((h - side) / 2.0)), int(round((w - side) / 2.0))
+    top, left = round((h - side) / 2.0), round((w - side) / 2.0)
     return img[:, top : top + side, left : left + side]
 
 

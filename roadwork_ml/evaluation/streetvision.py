@@ -22,8 +22,9 @@ of the cube of a noisy window).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from roadwork_ml.augment.streetvision import IMAGE_SIZE, LEVELS, ValidatorParams
 from roadwork_ml.evaluation import metrics as M
 from roadwork_ml.evaluation.bootstrap import bootstrap_statistic
 
-__all__ = ["LEVELS", "IMAGE_SIZE", "augment", "load_generated_slice", "reward", "score_outputs", "streetvision_eval"]
+__all__ = ["IMAGE_SIZE", "LEVELS", "augment", "load_generated_slice", "reward", "score_outputs", "streetvision_eval"]
 
 
 # --------------------------------------------------------------------------- augmentation
