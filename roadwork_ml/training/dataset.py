@@ -31,6 +31,7 @@ from roadwork_ml.contracts import Split
 from roadwork_ml.data.decode import DecodeError, safe_open
 
 __all__ = [
+    "ImageDataset",
     "ImageTransform",
     "ManifestImageDataset",
     "StreamDecodeError",
@@ -79,7 +80,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     )
 
 
-class _Base(Dataset):
+class ImageDataset(Dataset):
     """Shared parts: labels/sources kept as numpy (no decoding), epoch and in-flight slots in shared memory."""
 
     def __init__(
@@ -140,7 +141,7 @@ class _Base(Dataset):
         return img, int(self.labels[index]), int(index)
 
 
-class ManifestImageDataset(_Base):
+class ManifestImageDataset(ImageDataset):
     """Images of a split manifest, decoded on access.
 
     Args:
@@ -219,7 +220,7 @@ class ManifestImageDataset(_Base):
         return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
-class TensorImageDataset(_Base):
+class TensorImageDataset(ImageDataset):
     """The in-memory path behind the same interface: uint8 ``[N, 3, H, W]`` already decoded."""
 
     def __init__(
@@ -292,7 +293,7 @@ def iterate_batches(loader: DataLoader) -> Iterator[Batch]:
         raise
     except RuntimeError as exc:
         text = str(exc)
-        if "DataLoader worker" not in text or not isinstance(dataset, _Base):
+        if "DataLoader worker" not in text or not isinstance(dataset, ImageDataset):
             raise
         busy = dataset.in_flight()
         names = ", ".join(dataset.describe(i) for i in busy) or "unknown image"

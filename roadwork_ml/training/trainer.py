@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,8 +20,7 @@ from roadwork_ml.contracts import Purpose, Split, require_split
 from roadwork_ml.data.transforms import augment_batch, to_float
 from roadwork_ml.evaluation.metrics import auroc, mcc
 from roadwork_ml.models.classifier import RoadworkClassifier
-from roadwork_ml.training.dataset import TensorImageDataset, build_loader, iterate_batches
-from roadwork_ml.training.dataset import _Base as ImageDataset
+from roadwork_ml.training.dataset import ImageDataset, TensorImageDataset, build_loader, iterate_batches
 from roadwork_ml.training.losses import build_loss
 from roadwork_ml.training.optim import SAM, build_ema, build_optimizer, clip_gradients
 from roadwork_ml.training.samplers import build_sampler
@@ -168,6 +167,13 @@ def _train_transform(cfg: TrainConfig, size: int, styles: Sequence = ()):
     )
 
 
+def _forward_backward(model, loss_fn, x, y, w, amp: bool, accum: int) -> torch.Tensor:
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = loss_fn(model(x).float(), y, w)
+    (loss / accum).backward()
+    return loss
+
+
 def train_classifier(
     model: RoadworkClassifier,
     train: TensorSplit | ImageDataset,
@@ -263,19 +269,13 @@ def train_classifier(
                     flip_prob=a.flip_prob,
                 )
 
-            def forward_backward() -> torch.Tensor:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = loss_fn(model(x).float(), y, w)
-                (loss / cfg.grad_accum_steps).backward()
-                return loss
-
-            loss = forward_backward()
+            loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps)
             last = b == batches_per_epoch - 1
             if (b + 1) % cfg.grad_accum_steps == 0 or last:
                 if sam is not None:
                     sam.first_step()
                     sam.zero_grad(set_to_none=True)
-                    forward_backward()
+                    _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps)
                     clip_gradients(model, cfg.optimizer.grad_clip_norm)
                     sam.second_step()
                 else:
