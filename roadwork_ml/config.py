@@ -73,6 +73,7 @@ class LoaderConfig(_Strict):
     pin_memory: bool = Field(default=False, description="page-locked batches (only with CUDA)")
     persistent_workers: bool = Field(default=False, description="keep workers between epochs (only with workers)")
     prefetch_factor: int = Field(default=2, ge=1, description="batches each worker decodes ahead (only with workers)")
+    in_memory_max_gb: float = Field(default=1.0, ge=0, description="a split whose decoded uint8 tensor is at most this is decoded once (through the same workers) and kept; larger ones stream every epoch")
 
 
 class DataConfig(_Strict):

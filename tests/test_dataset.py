@@ -18,6 +18,7 @@ from roadwork_ml.training.dataset import (
     TensorImageDataset,
     build_loader,
     iterate_batches,
+    open_split_dataset,
 )
 
 DECODE = DecodeConfig(max_pixels=10_000_000, min_side=16, store_max_side=512, store_jpeg_quality=92)
@@ -99,3 +100,14 @@ def test_transform_seeded_per_epoch_and_index_not_by_worker(tmp_path):
     a, b, c = run(0, 1), run(2, 1), run(2, 2)
     assert torch.equal(a, b)
     assert not torch.equal(b, c)
+
+
+def test_open_split_dataset_caches_small_splits_and_streams_large_ones(tmp_path):
+    paths, labels = _write(tmp_path)
+    small = open_split_dataset(paths, labels, Split.TRAIN, 24, DECODE, LoaderConfig(num_workers=2, in_memory_max_gb=1.0))
+    big = open_split_dataset(paths, labels, Split.TRAIN, 24, DECODE, LoaderConfig(in_memory_max_gb=1e-6))
+    assert isinstance(small, TensorImageDataset) and isinstance(big, ManifestImageDataset)
+    want = load_image_batch(paths, 24)
+    assert torch.equal(torch.stack([small[i][0] for i in range(len(small))]), want)
+    wide = open_split_dataset(paths, labels, Split.TRAIN, 24, DECODE, LoaderConfig(), cache_side=32)
+    assert wide.images.shape[-1] == 32 and wide[0][0].shape == (3, 24, 24)

@@ -38,6 +38,7 @@ __all__ = [
     "TensorImageDataset",
     "build_loader",
     "iterate_batches",
+    "open_split_dataset",
     "resize_uint8",
 ]
 
@@ -118,7 +119,8 @@ class ImageDataset(Dataset):
     def describe(self, index: int) -> str:
         return f"#{index}"
 
-    def _raw(self, index: int) -> torch.Tensor:
+    def _raw(self, index: int) -> torch.Tensor | Image.Image:
+        """uint8 ``[3, H, W]`` or an RGB PIL image at its stored size."""
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
@@ -128,6 +130,10 @@ class ImageDataset(Dataset):
         if slot is not None:
             self._in_flight[slot] = int(index)
         img = self._raw(int(index))
+        if isinstance(img, Image.Image):  # resize before leaving PIL: one copy, as load_image_tensor
+            if self.transform is None and img.size != (self.size, self.size):
+                img = img.resize((self.size, self.size), Image.Resampling.BILINEAR, reducing_gap=None)
+            img = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
         if self.transform is not None:
             img = self.transform(img, sample_seed(self.seed, int(self._epoch[0]), int(index)))
             if img.dtype != torch.uint8 or tuple(img.shape) != (3, self.size, self.size):
@@ -200,7 +206,7 @@ class ManifestImageDataset(ImageDataset):
     def describe(self, index: int) -> str:
         return self.path(index)
 
-    def _raw(self, index: int) -> torch.Tensor:
+    def _raw(self, index: int) -> Image.Image:
         path = self.path(index)
         try:
             data = Path(path).read_bytes()
@@ -213,11 +219,9 @@ class ManifestImageDataset(ImageDataset):
                     path, f"sha256_mismatch: {digest} != manifest {self._sha[index].decode()}", index
                 )
         try:
-            img = safe_open(data, self.decode)
+            return safe_open(data, self.decode)
         except DecodeError as exc:
             raise StreamDecodeError(path, str(exc), index) from None
-        arr = np.asarray(img, dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
 class TensorImageDataset(ImageDataset):
@@ -240,7 +244,8 @@ class TensorImageDataset(ImageDataset):
         self.images = images
 
     def _raw(self, index: int) -> torch.Tensor:
-        return self.images[index]
+        img = self.images[index]
+        return img if self.transform is not None else resize_uint8(img, self.size)
 
 
 def build_loader(
@@ -273,6 +278,36 @@ def build_loader(
         generator=gen,
         **kwargs,
     )
+
+
+def open_split_dataset(
+    paths: Sequence[str | Path],
+    labels: Sequence[int],
+    split: Split,
+    size: int,
+    decode: DecodeConfig,
+    loader: LoaderConfig,
+    sha256: Sequence[str] | None = None,
+    sources: Sequence[str] | None = None,
+    cache_side: int | None = None,
+) -> ImageDataset:
+    """The dataset an asset should use for a split: streamed from disk, or, when its decoded
+    tensor (N x 3 x side x side bytes) fits ``loader.in_memory_max_gb``, decoded once through the
+    same workers and safe decoder and kept as a :class:`TensorImageDataset`.
+
+    ``cache_side``: side the cached images are kept at (default ``size``; the validator policy
+    wants more pixels than the model input). Items are always ``size`` px.
+    """
+    stream = ManifestImageDataset(paths, labels, split, size, decode, sha256=sha256, sources=sources)
+    side = int(cache_side or size)
+    if len(paths) * 3 * side * side > loader.in_memory_max_gb * 1e9:
+        return stream
+    source = stream if side == size else ManifestImageDataset(paths, labels, split, side, decode, sha256=sha256, sources=sources)
+    images = torch.empty((len(paths), 3, side, side), dtype=torch.uint8)
+    once = loader.model_copy(update={"persistent_workers": False})
+    for batch in iterate_batches(build_loader(source, once, batch_size=64)):
+        images[batch.indices] = batch.images
+    return TensorImageDataset(images, stream.labels, split, size, sources=stream.sources)
 
 
 @dataclass
