@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import psutil
@@ -83,7 +84,7 @@ class _PeakRss:
             self.peak = max(self.peak, total)
             time.sleep(0.05)
 
-    def __enter__(self) -> _PeakRss:
+    def __enter__(self) -> Self:
         self._t.start()
         return self
 
@@ -92,7 +93,9 @@ class _PeakRss:
         self._t.join()
 
 
-def _measure(kind: str, paths: list[str], digests: list[str], size: int, batch: int, workers: int, epochs: int, q) -> None:
+def _measure(
+    kind: str, paths: list[str], digests: list[str], size: int, batch: int, workers: int, epochs: int, q
+) -> None:
     import torch
 
     from roadwork_ml.config import DecodeConfig, LoaderConfig
@@ -127,8 +130,17 @@ def _measure(kind: str, paths: list[str], digests: list[str], size: int, batch: 
                     checksum += float(x[:, :, 0, 0].sum())
                 times.append(time.perf_counter() - t0)
             del loader
-    q.put({"kind": kind, "n": len(paths), "size": size, "epoch_seconds": times, "images_per_s": [len(paths) / t for t in times],
-           "peak_rss_gb": rss.peak / 1e9, "checksum": checksum})
+    q.put(
+        {
+            "kind": kind,
+            "n": len(paths),
+            "size": size,
+            "epoch_seconds": times,
+            "images_per_s": [len(paths) / t for t in times],
+            "peak_rss_gb": rss.peak / 1e9,
+            "checksum": checksum,
+        }
+    )
 
 
 def _run(kind: str, *args) -> dict:
@@ -147,13 +159,24 @@ def main() -> None:
     ap.add_argument("--n-large", type=int, default=20_000, help="images at 448 px (0 = skip)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2, help="epochs per path (the first includes the in-memory decode)")
-    ap.add_argument("--inmemory-large", action="store_true", help="also run the in-memory path at the large size (N x 3 x 448^2 bytes)")
-    ap.add_argument("--dir", type=Path, default=None, help="keep the generated images here (default: a temp dir, removed)")
+    ap.add_argument(
+        "--inmemory-large",
+        action="store_true",
+        help="also run the in-memory path at the large size (N x 3 x 448^2 bytes)",
+    )
+    ap.add_argument(
+        "--dir", type=Path, default=None, help="keep the generated images here (default: a temp dir, removed)"
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args()
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="bench_dataloader_"))
-    results: dict = {"workers": args.workers, "epochs": args.epochs, "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    results: dict = {
+        "workers": args.workers,
+        "epochs": args.epochs,
+        "cpus": os.cpu_count(),
+        "load_avg_start": os.getloadavg(),
+    }
     try:
         t0 = time.perf_counter()
         demo_paths, demo_sha = _make_images(root / "demo", DEMO["n"], DEMO["stored"])
@@ -161,17 +184,22 @@ def main() -> None:
         common = (DEMO["size"], DEMO["batch"], args.workers, args.epochs)
         mem = _run("in_memory", demo_paths, demo_sha, *common)
         stream = _run("streaming", demo_paths, demo_sha, *common)
-        results["demo"] = {"in_memory": mem, "streaming": stream,
-                           "throughput_ratio_epoch1": stream["images_per_s"][0] / mem["images_per_s"][0],
-                           "same_pixels": abs(mem["checksum"] - stream["checksum"]) < 1e-3 * max(1.0, abs(mem["checksum"]))}
+        results["demo"] = {
+            "in_memory": mem,
+            "streaming": stream,
+            "throughput_ratio_epoch1": stream["images_per_s"][0] / mem["images_per_s"][0],
+            "same_pixels": abs(mem["checksum"] - stream["checksum"]) < 1e-3 * max(1.0, abs(mem["checksum"])),
+        }
         print(json.dumps(results["demo"], indent=1, default=float), flush=True)
         if args.n_large:
             t0 = time.perf_counter()
             paths, sha = _make_images(root / "large", args.n_large, LARGE["stored"], seed=1)
             print(f"generated {args.n_large} large images in {time.perf_counter() - t0:.0f}s", flush=True)
             common = (LARGE["size"], LARGE["batch"], args.workers, 1)
-            large = {"streaming": _run("streaming", paths, sha, *common),
-                     "in_memory_tensor_gb": args.n_large * 3 * LARGE["size"] ** 2 / 1e9}
+            large = {
+                "streaming": _run("streaming", paths, sha, *common),
+                "in_memory_tensor_gb": args.n_large * 3 * LARGE["size"] ** 2 / 1e9,
+            }
             if args.inmemory_large:
                 large["in_memory"] = _run("in_memory", paths, sha, *common)
             results["large"] = large
@@ -181,15 +209,19 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     results["load_avg_end"] = os.getloadavg()
     d = results["demo"]
-    print(f"\nDEMO {DEMO['n']} x {DEMO['size']}px: in-memory {d['in_memory']['images_per_s'][0]:.0f} img/s (epoch 1, decode included), "
-          f"peak {d['in_memory']['peak_rss_gb']:.2f} GB | streaming ({args.workers} workers) {d['streaming']['images_per_s'][0]:.0f} img/s, "
-          f"peak {d['streaming']['peak_rss_gb']:.2f} GB | ratio {d['throughput_ratio_epoch1']:.2f} (goal >= 0.9); "
-          f"later epochs: in-memory {d['in_memory']['images_per_s'][-1]:.0f}, streaming {d['streaming']['images_per_s'][-1]:.0f} img/s")
+    print(
+        f"\nDEMO {DEMO['n']} x {DEMO['size']}px: in-memory {d['in_memory']['images_per_s'][0]:.0f} img/s (epoch 1, decode included), "
+        f"peak {d['in_memory']['peak_rss_gb']:.2f} GB | streaming ({args.workers} workers) {d['streaming']['images_per_s'][0]:.0f} img/s, "
+        f"peak {d['streaming']['peak_rss_gb']:.2f} GB | ratio {d['throughput_ratio_epoch1']:.2f} (goal >= 0.9); "
+        f"later epochs: in-memory {d['in_memory']['images_per_s'][-1]:.0f}, streaming {d['streaming']['images_per_s'][-1]:.0f} img/s"
+    )
     if "large" in results:
         lg = results["large"]
-        print(f"LARGE {args.n_large} x {LARGE['size']}px: streaming {lg['streaming']['images_per_s'][0]:.0f} img/s, peak RSS "
-              f"{lg['streaming']['peak_rss_gb']:.2f} GB (goal < 3 GB); in-memory tensor alone {lg['in_memory_tensor_gb']:.1f} GB"
-              + (f", measured peak {lg['in_memory']['peak_rss_gb']:.2f} GB" if "in_memory" in lg else ""))
+        print(
+            f"LARGE {args.n_large} x {LARGE['size']}px: streaming {lg['streaming']['images_per_s'][0]:.0f} img/s, peak RSS "
+            f"{lg['streaming']['peak_rss_gb']:.2f} GB (goal < 3 GB); in-memory tensor alone {lg['in_memory_tensor_gb']:.1f} GB"
+            + (f", measured peak {lg['in_memory']['peak_rss_gb']:.2f} GB" if "in_memory" in lg else "")
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=float))
 

@@ -104,7 +104,9 @@ def test_transform_seeded_per_epoch_and_index_not_by_worker(tmp_path):
 
 def test_open_split_dataset_caches_small_splits_and_streams_large_ones(tmp_path):
     paths, labels = _write(tmp_path)
-    small = open_split_dataset(paths, labels, Split.TRAIN, 24, DECODE, LoaderConfig(num_workers=2, in_memory_max_gb=1.0))
+    small = open_split_dataset(
+        paths, labels, Split.TRAIN, 24, DECODE, LoaderConfig(num_workers=2, in_memory_max_gb=1.0)
+    )
     big = open_split_dataset(paths, labels, Split.TRAIN, 24, DECODE, LoaderConfig(in_memory_max_gb=1e-6))
     assert isinstance(small, TensorImageDataset) and isinstance(big, ManifestImageDataset)
     want = load_image_batch(paths, 24)

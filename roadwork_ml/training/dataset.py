@@ -302,7 +302,11 @@ def open_split_dataset(
     side = int(cache_side or size)
     if len(paths) * 3 * side * side > loader.in_memory_max_gb * 1e9:
         return stream
-    source = stream if side == size else ManifestImageDataset(paths, labels, split, side, decode, sha256=sha256, sources=sources)
+    source = (
+        stream
+        if side == size
+        else ManifestImageDataset(paths, labels, split, side, decode, sha256=sha256, sources=sources)
+    )
     images = torch.empty((len(paths), 3, side, side), dtype=torch.uint8)
     once = loader.model_copy(update={"persistent_workers": False})
     for batch in iterate_batches(build_loader(source, once, batch_size=64)):
