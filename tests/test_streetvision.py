@@ -143,3 +143,23 @@ def test_noisy_predictor_reward_interval_brackets_estimate():
     json.dumps(as_json, allow_nan=False)
     with pytest.raises(ValueError, match="outputs for a batch"):
         streetvision_eval(lambda b: np.zeros(1), imgs[:2], y[:2], levels=(0,), n_resamples=10)
+
+
+def test_generated_slice_folder_is_read_with_the_safe_decoder(tmp_path):
+    from roadwork_ml.config import DecodeConfig
+    from roadwork_ml.evaluation.streetvision import load_generated_slice
+
+    for cls, value in (("roadwork", 230), ("no_roadwork", 20)):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (64 + i, 48), (value,) * 3).save(tmp_path / cls / f"{i}.jpg")
+    (tmp_path / "roadwork" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    decode = DecodeConfig(max_pixels=10**7, min_side=16, store_max_side=1024, store_jpeg_quality=90)
+    images, labels, quarantined = load_generated_slice(tmp_path, decode)
+    assert len(images) == 6 and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert len(quarantined) == 1 and quarantined[0][0].endswith("broken.jpg") and quarantined[0][1]
+    r = streetvision_eval(lambda b: (b.flatten(1).max(dim=1).values > 128).numpy().astype(float), images, labels,
+                          levels=(0,), n_resamples=100)
+    assert r["level_0"]["accuracy"].estimate == 1.0
+    with pytest.raises(FileNotFoundError):
+        load_generated_slice(tmp_path / "missing", decode)
