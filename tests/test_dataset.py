@@ -113,3 +113,18 @@ def test_open_split_dataset_caches_small_splits_and_streams_large_ones(tmp_path)
     assert torch.equal(torch.stack([small[i][0] for i in range(len(small))]), want)
     wide = open_split_dataset(paths, labels, Split.TRAIN, 24, DECODE, LoaderConfig(), cache_side=32)
     assert wide.images.shape[-1] == 32 and wide[0][0].shape == (3, 24, 24)
+
+
+def test_subset_keeps_rows_split_and_checks(tmp_path):
+    paths, labels = _write(tmp_path)
+    sha = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    ds = ManifestImageDataset(paths, labels, Split.TRAIN, 24, DECODE, sha256=sha, sources=["a", "b"] * 6)
+    sub = ds.subset([5, 1])
+    assert (
+        sub.split == Split.TRAIN
+        and sub.labels.tolist() == [labels[5], labels[1]]
+        and sub.sources.tolist() == ["b", "b"]
+    )
+    assert torch.equal(sub[0][0], ds[5][0]) and sub._sha is not None
+    mem = TensorImageDataset(load_image_batch(paths, 24), labels, Split.TRAIN).subset([5, 1])
+    assert torch.equal(mem[0][0], ds[5][0])

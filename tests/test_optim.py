@@ -147,5 +147,6 @@ def test_streamed_training_equals_in_memory_and_new_knobs_run(tmp_path):
         c, _to_disk(train, tmp_path), val, t, progress=False, log=lambda s: None, sample_weights=np.full(128, 2.0)
     )
     assert all(h.val_mcc_ema is not None for h in rc.history) and np.isfinite(rc.step_losses).all()
+    assert rc.ema_state is not None and set(rc.ema_state) == set(c.state_dict())
     with pytest.raises(ValueError, match="sample_weights"):
         train_classifier(c, train, val, t, progress=False, log=lambda s: None, sample_weights=np.ones(3))

@@ -200,6 +200,22 @@ class ManifestImageDataset(ImageDataset):
             paths, rows["label"].to_numpy(), split, size, decode, sha256=sha, sources=rows["source"].to_numpy(), **kw
         )
 
+    def subset(self, indices: Sequence[int]) -> ManifestImageDataset:
+        """Rows ``indices`` as a new dataset of the same split (e.g. the folds of out-of-fold scoring)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        out = ManifestImageDataset(
+            [p.decode() for p in self._paths[idx]],
+            self.labels[idx],
+            self.split,
+            self.size,
+            self.decode,
+            sha256=[d.decode() for d in self._sha[idx]] if self._sha is not None else None,
+            transform=self.transform,
+            seed=self.seed,
+            sources=self.sources[idx],
+        )
+        return out
+
     def path(self, index: int) -> str:
         return self._paths[index].decode()
 
@@ -242,6 +258,19 @@ class TensorImageDataset(ImageDataset):
         if images.shape[0] != len(self.labels):
             raise ValueError(f"{split}: {images.shape[0]} images but {len(self.labels)} labels")
         self.images = images
+
+    def subset(self, indices: Sequence[int]) -> TensorImageDataset:
+        """Rows ``indices`` as a new dataset of the same split."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return TensorImageDataset(
+            self.images[torch.from_numpy(idx)],
+            self.labels[idx],
+            self.split,
+            self.size,
+            transform=self.transform,
+            seed=self.seed,
+            sources=self.sources[idx],
+        )
 
     def _raw(self, index: int) -> torch.Tensor:
         img = self.images[index]

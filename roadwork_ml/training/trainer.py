@@ -60,6 +60,7 @@ class TrainResult:
     best_mcc: float = -1.0
     best_is_ema: bool = False
     stopped_early: bool = False
+    ema_state: dict | None = None  # the EMA weights after the last epoch (CPU), when EMA is on
 
     @property
     def best(self) -> EpochStats:
@@ -321,6 +322,8 @@ def train_classifier(
                 result.stopped_early = True
                 log(f"early stop after epoch {epoch}: no VAL_SELECT MCC gain for {stale} epochs")
                 break
+    if ema is not None:
+        result.ema_state = {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
     return result
