@@ -51,6 +51,15 @@ def test_median_pruner_stops_a_trial_below_the_median(tmp_path):
     assert len(states) == 6 and TrialState.PRUNED in states
     for t in study.trials:
         assert t.state != TrialState.COMPLETE or len(t.intermediate_values) == 4
+    from PIL import Image
+
+    from roadwork_ml.training.hpo import study_plots
+
+    plots = study_plots(study, tmp_path / "plots")
+    assert set(plots) == {"history", "importance"}
+    for path in plots.values():
+        with Image.open(path) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
     # hyperband is accepted too
     hb = build_study(f"sqlite:///{tmp_path / 'h.db'}", cfg.model_copy(update={"pruner": "hyperband"}), max_epochs=4)
     assert isinstance(hb.pruner, optuna.pruners.HyperbandPruner)

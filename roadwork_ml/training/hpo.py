@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from roadwork_ml.config import HpoConfig, HpoParam, TrainConfig
 
-__all__ = ["apply_params", "build_study", "phase1_objective", "run_study", "suggest"]
+__all__ = ["apply_params", "build_study", "phase1_objective", "run_study", "study_plots", "suggest"]
 
 
 def suggest(trial: optuna.Trial, space: list[HpoParam]) -> dict[str, Any]:
@@ -118,3 +118,30 @@ def phase1_objective(
         return float(train_fn(cfg, report))
 
     return objective
+
+
+def study_plots(study: optuna.Study, out_dir) -> dict[str, str]:
+    """Optuna's optimisation history and (with >= 2 finished trials) parameter importance
+    (fANOVA) as PNGs in ``out_dir``; returns ``{name: path}`` for asset metadata."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, str] = {}
+    plots = {"history": ovm.plot_optimization_history}
+    if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
+        plots["importance"] = ovm.plot_param_importances
+    for name, fn in plots.items():
+        ax = fn(study)
+        fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+        path = out / f"hpo_{name}.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        paths[name] = str(path)
+    return paths
