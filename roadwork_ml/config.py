@@ -69,11 +69,22 @@ class DecodeConfig(_Strict):
     store_jpeg_quality: int = Field(ge=50, le=100)
 
 
+class LoaderConfig(_Strict):
+    """DataLoader workers that decode stored images while the model trains or predicts."""
+
+    num_workers: int = Field(default=0, ge=0, description="decode processes; 0 = decode in the main process")
+    pin_memory: bool = Field(default=False, description="page-locked batches (only with CUDA)")
+    persistent_workers: bool = Field(default=False, description="keep workers between epochs (only with workers)")
+    prefetch_factor: int = Field(default=2, ge=1, description="batches each worker decodes ahead (only with workers)")
+    in_memory_max_gb: float = Field(default=1.0, ge=0, description="a split whose decoded uint8 tensor is at most this is decoded once (through the same workers) and kept; larger ones stream every epoch")
+
+
 class DataConfig(_Strict):
     seed: int
     image_size: int = Field(gt=0, description="side of rendered synthetic scenes, pixels")
     sources: dict[str, SourceConfig]
     decode: DecodeConfig
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
 
     @model_validator(mode="after")
     def _known_sources(self) -> DataConfig:
@@ -123,6 +134,56 @@ class ModelConfig(_Strict):
     freeze_backbone: bool
 
 
+class AugmentConfig(_Strict):
+    """Training augmentation. ``legacy``: batch-wise affine zoom/shift, flip, brightness/contrast
+    jitter on the device (the original recipe). ``validator``: per sample in the loader workers,
+    the StreetVision validator's levels (roadwork_ml.augment.streetvision) mixed with photo styles."""
+
+    policy: Literal["legacy", "validator"] = "legacy"
+    max_shift: float = Field(default=0.1, ge=0, lt=1, description="legacy: max translation, fraction of half the side")
+    jitter: float = Field(default=0.2, ge=0, lt=1, description="legacy: brightness/contrast factor range 1 ± jitter")
+    flip_prob: float = Field(default=0.5, ge=0, le=1, description="legacy: horizontal flip probability")
+    level_probs: list[float] = Field(default_factory=lambda: [0.25, 0.25, 0.25, 0.25], min_length=4, max_length=4, description="validator: P(level 0..3); the validator draws 1/4 each")
+    source_prob: float = Field(default=0.0, ge=0, le=1, description="validator: P(stored photo as is, its own source style, only resized)")
+    style_prob: float = Field(default=0.0, ge=0, le=1, description="validator: P(another source's photo style before the level)")
+    validator_size: int = Field(default=224, gt=0, description="validator: the side the level is applied at, px")
+    validator_jpeg: bool = Field(default=True, description="validator: end with Pillow JPEG q75 as the validator does")
+
+
+class OptimizerConfig(_Strict):
+    """timm.optim.create_optimizer_v2 and what the trainer does around it."""
+
+    name: str = Field(default="adamw", description="any timm optimizer name: adamw, sgd, lamb, lion, adan, ...")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="for optimizers that take one (sgd, ...)")
+    filter_bias_and_bn: bool = Field(default=False, description="no weight decay on biases and norm weights (1-d params)")
+    layer_decay: float | None = Field(default=None, gt=0, le=1, description="ViT layer-wise LR decay per block (timm); None = off")
+    sam: bool = Field(default=False, description="sharpness-aware minimisation around the optimizer (two passes per step)")
+    sam_rho: float = Field(default=0.05, gt=0, description="SAM neighbourhood radius")
+    grad_clip_norm: float | None = Field(default=1.0, gt=0, description="max global gradient norm; None = no clipping")
+    min_lr_ratio: float = Field(default=0.01, ge=0, le=1, description="cosine floor, fraction of the peak LR")
+
+
+class EmaConfig(_Strict):
+    """Exponential moving average of the weights (timm ModelEmaV3), evaluated each epoch."""
+
+    enabled: bool = False
+    decay: float = Field(default=0.999, gt=0, lt=1)
+    warmup: bool = Field(default=True, description="timm's decay warmup (short runs)")
+    select: bool = Field(default=True, description="checkpoint the EMA weights when their VAL_SELECT MCC is the better one")
+
+
+class LossConfig(_Strict):
+    name: Literal["ce", "focal"] = Field(default="ce", description="cross-entropy (train.label_smoothing applies) or focal")
+    focal_gamma: float = Field(default=2.0, ge=0, description="focal: (1 - p_t)^gamma; 0 = cross-entropy")
+    class_weights: Literal["none", "balanced"] | list[float] = Field(default="none", description="balanced = n / (C * count_c), as scikit-learn")
+
+
+class SamplerConfig(_Strict):
+    kind: Literal["shuffle", "class_source"] = Field(default="shuffle", description="class_source: WeightedRandomSampler by class x source")
+    positive_share: float = Field(default=0.5, gt=0, lt=1, description="class_source: expected share of positives drawn (the validator: 0.5)")
+    source_mode: Literal["equal", "proportional"] = Field(default="proportional", description="within a class: each source equal, or as present")
+
+
 class TrainConfig(_Strict):
     seed: int
     epochs: int = Field(ge=1)
@@ -140,6 +201,48 @@ class TrainConfig(_Strict):
     crop_scale_min: float = Field(gt=0, le=1, description="smallest random-resized-crop zoom (side fraction); small values teach the model tile-sized views")
     mcc_floor: float = Field(ge=-1, le=1, description="VAL_SELECT MCC the checkpoint must reach")
     max_train_images: int | None = None
+    augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+
+
+class HpoParam(_Strict):
+    """One searched knob: ``key`` is a dotted path under ``train`` (e.g. ``lr``, ``optimizer.name``)."""
+
+    key: str
+    kind: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> "HpoParam":
+        if self.kind == "categorical" and not self.choices:
+            raise ValueError(f"hpo param {self.key}: categorical needs choices")
+        if self.kind != "categorical" and (self.low is None or self.high is None or self.low > self.high):
+            raise ValueError(f"hpo param {self.key}: {self.kind} needs low <= high")
+        return self
+
+
+class HpoConfig(_Strict):
+    """Optuna study over the phase-1 recipe; objective = best per-epoch VAL_SELECT MCC."""
+
+    study_name: str = "phase1"
+    n_trials: int = Field(default=20, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    n_startup_trials: int = Field(default=5, ge=0, description="TPE random trials; median pruner waits for as many")
+    n_warmup_epochs: int = Field(default=1, ge=0, description="median pruner: epochs before pruning")
+    heartbeat_s: int = Field(default=30, ge=1, description="RDB heartbeat; a trial silent for 2x this is failed and retried")
+    search_space: list[HpoParam] = Field(default_factory=lambda: [
+        HpoParam(key="lr", kind="float", low=1e-4, high=3e-3, log=True),
+        HpoParam(key="weight_decay", kind="float", low=1e-3, high=0.2, log=True),
+        HpoParam(key="label_smoothing", kind="float", low=0.0, high=0.2),
+    ])
 
 
 class InferenceConfig(_Strict):
@@ -283,6 +386,8 @@ class StreetVisionConfig(_Strict):
     size: int = Field(gt=0, description="validator image side, px")
     levels: list[int] = Field(min_length=1)
     seed: int
+    generated_dir: str | None = Field(default=None, description="folder <class>/*.jpg of generated (diffusion) images, scored as a separate slice")
+    generated_max_images: int | None = Field(default=None, ge=1, description="cap on images read from generated_dir")
 
 
 class EvaluationConfig(_Strict):
@@ -316,6 +421,7 @@ class Profile(_Strict):
     evaluation: EvaluationConfig
     deploy: DeployConfig
     monitoring: MonitoringConfig
+    hpo: HpoConfig = Field(default_factory=HpoConfig)
 
 
 class ProfileError(ValueError):

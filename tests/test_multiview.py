@@ -76,6 +76,14 @@ def test_predict_views_outputs_and_features(model):
     single = predict_views(multiview_model(model, prof.model, prof.inference, {"multi_view": False, "aggregator": "mean", "top_k": 1}), images, batch_size=5)
     assert single.view_logits.shape == (5, 1, 2)
     assert np.all(single.features[:, [1, 3, 4, 5]] == 0)  # variance-type features vanish for one view
+    # streamed through loader workers: the same outputs in the same order
+    from roadwork_ml.config import LoaderConfig
+    from roadwork_ml.contracts import Split
+    from roadwork_ml.training.dataset import TensorImageDataset
+
+    ds = TensorImageDataset(images, np.zeros(5, dtype=int), Split.VAL_CALIB)
+    streamed = predict_views(mv, ds, batch_size=2, loader=LoaderConfig(num_workers=2))
+    assert np.allclose(streamed.logits, out.logits, atol=1e-6) and np.allclose(streamed.features, out.features, atol=1e-6)
 
 
 def test_global_aggregator_decides_with_the_global_view_and_keeps_tile_features(model):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
-import torchvision.transforms.v2.functional as F
+from PIL import Image
 
 from roadwork_ml.evaluation.bootstrap import Interval
 from roadwork_ml.evaluation.streetvision import LEVELS, augment, reward, score_outputs, streetvision_eval
@@ -32,13 +33,19 @@ def test_shapes_dtype_determinism(level):
         assert not torch.equal(a[:1], augment(imgs[:1], level, seed=6, size=96))
 
 
-def test_level0_of_square_image_is_plain_resize():
+def _pil_resize_jpeg75(im: torch.Tensor) -> torch.Tensor:
+    pil = Image.fromarray(im.permute(1, 2, 0).numpy()).resize((224, 224), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=75)
+    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def test_level0_is_centre_square_resize_then_validator_jpeg():
     imgs = _images(3, 300, 300)
-    want = torch.stack([F.resize(im, [224, 224], antialias=True) for im in imgs])
-    assert torch.equal(augment(imgs, 0, seed=0), want)
+    assert torch.equal(augment(imgs, 0, seed=0), torch.stack([_pil_resize_jpeg75(im) for im in imgs]))
     # non-square: centre square first
     rect = _images(1, 100, 160)
-    assert torch.equal(augment(rect, 0, seed=0)[0], F.resize(rect[0, :, :, 30:130], [224, 224], antialias=True))
+    assert torch.equal(augment(rect, 0, seed=0)[0], _pil_resize_jpeg75(rect[0, :, :, 30:130].contiguous()))
 
 
 def test_higher_levels_change_the_image():
@@ -136,3 +143,23 @@ def test_noisy_predictor_reward_interval_brackets_estimate():
     json.dumps(as_json, allow_nan=False)
     with pytest.raises(ValueError, match="outputs for a batch"):
         streetvision_eval(lambda b: np.zeros(1), imgs[:2], y[:2], levels=(0,), n_resamples=10)
+
+
+def test_generated_slice_folder_is_read_with_the_safe_decoder(tmp_path):
+    from roadwork_ml.config import DecodeConfig
+    from roadwork_ml.evaluation.streetvision import load_generated_slice
+
+    for cls, value in (("roadwork", 230), ("no_roadwork", 20)):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (64 + i, 48), (value,) * 3).save(tmp_path / cls / f"{i}.jpg")
+    (tmp_path / "roadwork" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    decode = DecodeConfig(max_pixels=10**7, min_side=16, store_max_side=1024, store_jpeg_quality=90)
+    images, labels, quarantined = load_generated_slice(tmp_path, decode)
+    assert len(images) == 6 and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert len(quarantined) == 1 and quarantined[0][0].endswith("broken.jpg") and quarantined[0][1]
+    r = streetvision_eval(lambda b: (b.flatten(1).max(dim=1).values > 128).numpy().astype(float), images, labels,
+                          levels=(0,), n_resamples=100)
+    assert r["level_0"]["accuracy"].estimate == 1.0
+    with pytest.raises(FileNotFoundError):
+        load_generated_slice(tmp_path / "missing", decode)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.7, 1.0), max_shift: float = 0.1, jitter: float = 0.2) -> torch.Tensor:
+def augment_batch(images: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.7, 1.0), max_shift: float = 0.1, jitter: float = 0.2, flip_prob: float = 0.5) -> torch.Tensor:
     """Random resized crop (affine zoom + shift), horizontal flip, brightness/contrast jitter.
 
     ``images``: float ``[B, 3, H, W]`` in [0, 1]; returns the same shape, clamped to [0, 1].
@@ -52,9 +52,9 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, scale: tuple
     """
     b = images.shape[0]
     dev = images.device
-    rand = lambda *shape: torch.rand(*shape, generator=generator).to(dev)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=generator).to(dev)
     zoom = scale[0] + (scale[1] - scale[0]) * rand(b)
-    flip = torch.where(rand(b) < 0.5, -1.0, 1.0).to(dev)
+    flip = torch.where(rand(b) < flip_prob, -1.0, 1.0).to(dev)
     tx = (rand(b) * 2 - 1) * max_shift
     ty = (rand(b) * 2 - 1) * max_shift
     theta = torch.zeros(b, 2, 3, device=dev)

@@ -1,22 +1,18 @@
-"""Emulation of the StreetVision (subnet 72) validators: augmentation levels and reward.
+"""Evaluation as the StreetVision (subnet 72) validators score a miner.
 
-What the validators do (see shared DATA_FORMATS.md): every request is one 224x224 RGB
-image, centre-cropped and resized; 3 of 4 requests are augmented at a level 1..3.
-The miner answers one float in [0, 1] (> 0.5 = roadwork); NaN, -1 or a value
-outside [0, 1] is invalid and scores as a wrong answer here. Reward =
-``(0.5 MCC + 0.5 accuracy)^3``.
+The augmentation levels are :mod:`roadwork_ml.augment.streetvision` (the one copy of the
+validator's pipeline, shared with training): every request is one 224x224 image after a
+level drawn with probability 1/4, 8-bit truncation and a Pillow JPEG at quality 75. Image
+``i`` uses a generator seeded with ``(seed, i)`` and the same draw at every level it is
+evaluated at (levels 2 and 3 repeat level 1's rotation and crop).
 
-Levels (cumulative; one parameter draw per image, so level k applies exactly the
-operations of level k-1 with the same parameters, then its own):
+The miner answers one float in [0, 1] (> 0.5 = roadwork); NaN, -1 or a value outside
+[0, 1] is invalid and scores as a wrong answer here. Reward = ``(0.5 MCC + 0.5 accuracy)^3``.
 
-0. centre-crop to a square, resize to ``size`` (bilinear, antialiased);
-1. + rotation by U(-20, 20) degrees (bilinear, black fill), RandomResizedCrop with
-   scale U(0.2, 1.0) and log-uniform aspect ratio in [3/4, 4/3] (torchvision's
-   sampler), horizontal flip with probability 1/2;
-2. + saturation and contrast factors U(0.5, 1.5), JPEG re-compression at a quality
-   uniform in 40..90 (PIL, in memory);
-3. + Gaussian noise with sigma U(2.5, 12.75) grey levels, Gaussian blur (kernel 5,
-   sigma U(0.1, 1.5)), both in float, rounded to uint8 once.
+Half of the validator's images are diffusion-generated; no generator runs here, so
+:func:`load_generated_slice` reads an optional folder of such images
+(``<dir>/<class>/*.jpg``, class names as in the image-folder reader) and the evaluation
+reports it as a separate slice.
 
 Note: the real score uses MCC over the last 100 answers and accuracy over the last
 10; :func:`streetvision_eval` reports the reward of the metrics over the whole set,
@@ -26,97 +22,24 @@ of the cube of a noisy window).
 
 from __future__ import annotations
 
-import io
-import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as F
-from PIL import Image
-from torchvision.transforms import InterpolationMode
 
+from roadwork_ml.augment.streetvision import IMAGE_SIZE, LEVELS, ValidatorParams, draw_params, validator_augment
 from roadwork_ml.evaluation import metrics as M
 from roadwork_ml.evaluation.bootstrap import bootstrap_statistic
 
-__all__ = ["LEVELS", "IMAGE_SIZE", "augment", "reward", "score_outputs", "streetvision_eval"]
-
-LEVELS = (0, 1, 2, 3)
-IMAGE_SIZE = 224
-_MAX_ROTATION = 20.0
-_RRC_SCALE = (0.2, 1.0)
-_RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-_JITTER = (0.5, 1.5)
-_JPEG_QUALITY = (40, 90)
-_NOISE_SIGMA = (0.01 * 255, 0.05 * 255)
-_BLUR_KERNEL = 5
-_BLUR_SIGMA = (0.1, 1.5)
+__all__ = ["IMAGE_SIZE", "LEVELS", "augment", "load_generated_slice", "reward", "score_outputs", "streetvision_eval"]
 
 
 # --------------------------------------------------------------------------- augmentation
-def _rrc_params(rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int]:
-    """torchvision ``RandomResizedCrop.get_params`` with a numpy generator: (top, left, height, width)."""
-    area = h * w
-    log_ratio = (math.log(_RRC_RATIO[0]), math.log(_RRC_RATIO[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*_RRC_SCALE)
-        ratio = math.exp(rng.uniform(*log_ratio))
-        cw = int(round(math.sqrt(target * ratio)))
-        ch = int(round(math.sqrt(target / ratio)))
-        if 0 < cw <= w and 0 < ch <= h:
-            return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
-    side = min(h, w)  # fallback: central crop, as torchvision
-    return (h - side) // 2, (w - side) // 2, side, side
-
-
-def _draw_params(seed: int, index: int, size: int) -> dict[str, Any]:
-    rng = np.random.default_rng([int(seed), int(index)])
-    angle = float(rng.uniform(-_MAX_ROTATION, _MAX_ROTATION))
-    crop = _rrc_params(rng, size, size)
-    return {
-        "angle": angle,
-        "crop": crop,
-        "flip": bool(rng.random() < 0.5),
-        "saturation": float(rng.uniform(*_JITTER)),
-        "contrast": float(rng.uniform(*_JITTER)),
-        "quality": int(rng.integers(_JPEG_QUALITY[0], _JPEG_QUALITY[1] + 1)),
-        "noise_sigma": float(rng.uniform(*_NOISE_SIGMA)),
-        "noise_seed": int(rng.integers(0, 2**63 - 1)),
-        "blur_sigma": float(rng.uniform(*_BLUR_SIGMA)),
-    }
-
-
-def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
-    buf = io.BytesIO()
-    Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        arr = np.array(im.convert("RGB"))
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-def _augment_one(img: torch.Tensor, level: int, seed: int, index: int, size: int) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    side = min(h, w)
-    out = F.resize(F.center_crop(img, [side, side]), [size, size], antialias=True)
-    if level == 0:
-        return out
-    prm = _draw_params(seed, index, size)
-    out = F.rotate(out, prm["angle"], interpolation=InterpolationMode.BILINEAR, fill=[0.0])
-    top, left, ch, cw = prm["crop"]
-    out = F.resized_crop(out, top, left, ch, cw, [size, size], antialias=True)
-    if prm["flip"]:
-        out = F.horizontal_flip(out)
-    if level >= 2:
-        out = F.adjust_contrast(F.adjust_saturation(out, prm["saturation"]), prm["contrast"])
-        out = _jpeg(out, prm["quality"])
-    if level >= 3:
-        gen = torch.Generator().manual_seed(prm["noise_seed"])
-        noisy = out.float() + torch.randn(out.shape, generator=gen) * prm["noise_sigma"]
-        # blur in float and quantize once
-        blurred = F.gaussian_blur(noisy, [_BLUR_KERNEL, _BLUR_KERNEL], [prm["blur_sigma"]] * 2)
-        out = blurred.clamp_(0, 255).round_().to(torch.uint8)
-    return out
+def image_params(seed: int, index: int, level: int, height: int, width: int) -> ValidatorParams:
+    """The draw of image ``index`` at ``level``: one generator per (seed, index), so levels share rotation and crop."""
+    return draw_params(np.random.default_rng([int(seed), int(index)]), level, height, width)
 
 
 def _check_level(level: int) -> int:
@@ -136,13 +59,14 @@ def _image_list(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Ten
 
 def augment(images: torch.Tensor | Sequence[torch.Tensor], level: int, seed: int, size: int = IMAGE_SIZE,
             start_index: int = 0) -> torch.Tensor:
-    """Apply a validator augmentation level to every image.
+    """Apply a validator augmentation level to every image, ending as the validator does
+    (8-bit, Pillow JPEG q75).
 
     Args:
         images: uint8 ``[N, 3, H, W]`` RGB (or a sequence of uint8 ``[3, H, W]`` of any sizes).
-        level: 0..3 (see module docstring). seed: int; image i uses a generator
-            seeded with ``(seed, start_index + i)``, so results do not depend on batching.
-        size: output side in pixels.
+        level: 0..3. seed: int; image i uses a generator seeded with
+            ``(seed, start_index + i)``, so results do not depend on batching.
+        size: output side in pixels (the validator: 224).
 
     Returns:
         uint8 ``[N, 3, size, size]``.
@@ -151,7 +75,38 @@ def augment(images: torch.Tensor | Sequence[torch.Tensor], level: int, seed: int
     imgs = _image_list(images)
     if not imgs:
         return torch.empty((0, 3, size, size), dtype=torch.uint8)
-    return torch.stack([_augment_one(im, lv, seed, start_index + i, int(size)) for i, im in enumerate(imgs)])
+    out = []
+    for i, im in enumerate(imgs):
+        prm = image_params(seed, start_index + i, lv, int(im.shape[-2]), int(im.shape[-1]))
+        out.append(validator_augment(im, prm, int(size)))
+    return torch.stack(out)
+
+
+def load_generated_slice(folder: str | Path, decode, max_images: int | None = None) -> tuple[list[torch.Tensor], np.ndarray, list[tuple[str, str]]]:
+    """Generated (diffusion) images for an extra evaluation slice: ``<folder>/<class>/**/*``.
+
+    Decoded with the store's safe decoder (``decode``: DecodeConfig). Returns (uint8
+    ``[3, H, W]`` images, labels ``[N]``, quarantined ``(path, reason)`` of files that failed).
+    """
+    from roadwork_ml.data.decode import DecodeError, safe_open
+    from roadwork_ml.data.readers.image_folder import IMAGE_EXTENSIONS, class_dirs
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"generated-image folder {root} does not exist")
+    images, labels, quarantined = [], [], []
+    for class_dir, label in sorted(class_dirs(root).items()):
+        for path in sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
+            if max_images is not None and len(images) >= max_images:
+                break
+            try:
+                img = safe_open(path.read_bytes(), decode)
+            except DecodeError as exc:
+                quarantined.append((str(path), str(exc)))
+                continue
+            images.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
+            labels.append(label)
+    return images, np.asarray(labels, dtype=np.int64), quarantined
 
 
 # --------------------------------------------------------------------------- scoring

@@ -53,19 +53,34 @@ def view_features(logits: np.ndarray, view_logits: np.ndarray, view_embeddings: 
     return uncertainty_features(view_probs, np.asarray(view_embeddings, dtype=np.float64), decision_probs=decision)
 
 
+def _image_batches(images, batch_size: int, loader):
+    """uint8/float batches in order from a tensor ``[N, 3, H, W]`` or a streaming ImageDataset."""
+    if isinstance(images, torch.Tensor):
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start : start + batch_size]
+        return
+    from roadwork_ml.config import LoaderConfig
+    from roadwork_ml.training.dataset import build_loader, iterate_batches
+
+    for batch in iterate_batches(build_loader(images, loader or LoaderConfig(), batch_size, shuffle=False)):
+        yield batch.images
+
+
 @torch.no_grad()
-def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int, progress: bool = False, keep_view_embeddings: bool = False) -> ViewOutputs:
-    """Run ``mv`` over uint8 or float images ``[N, 3, H, W]`` in batches of ``batch_size`` images."""
+def predict_views(mv: MultiViewClassifier, images, batch_size: int, progress: bool = False, keep_view_embeddings: bool = False, loader=None) -> ViewOutputs:
+    """Run ``mv`` over uint8 or float images ``[N, 3, H, W]``, or over a streaming
+    :class:`~roadwork_ml.training.dataset.ImageDataset` (decoded by ``loader``: a LoaderConfig,
+    so a split is never held in memory), in batches of ``batch_size`` images, in order."""
     device = next(mv.parameters()).device
     mv.eval()
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    starts = range(0, images.shape[0], batch_size)
+    batches = _image_batches(images, batch_size, loader)
     if progress:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc="inference", leave=False)
-    for start in starts:
-        x = to_float(images[start : start + batch_size].to(device))
+        batches = tqdm(batches, total=-(-len(images) // batch_size), desc="inference", leave=False)
+    for chunk in batches:
+        x = to_float(chunk.to(device))
         logits, view_logits, view_emb = mv(x)
         parts.append((logits.float().cpu(), view_logits.float().cpu(), view_emb.float().cpu()))
     if not parts:

@@ -18,7 +18,9 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-def save_checkpoint(model: RoadworkClassifier, model_cfg: ModelConfig, directory: str | Path, info: dict[str, Any] | None = None) -> dict:
+def save_checkpoint(
+    model: RoadworkClassifier, model_cfg: ModelConfig, directory: str | Path, info: dict[str, Any] | None = None
+) -> dict:
     """Write weights and config atomically, then hash them into the manifest; returns the manifest."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

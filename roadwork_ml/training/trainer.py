@@ -1,24 +1,29 @@
-"""The phase-1 trainer: AdamW, warmup + cosine, gradient accumulation, bf16 autocast on
-CUDA, early stopping on VAL_SELECT MCC, a progress bar, and a per-epoch callback."""
+"""The phase-1 trainer: streamed batches, timm optimizer (AdamW by default; layer decay, SAM),
+warmup + cosine, gradient accumulation and clipping, EMA, class-balanced sampling, CE / focal
+losses with per-sample weights, bf16 autocast on CUDA, early stopping on VAL_SELECT MCC, a
+progress bar, and a per-epoch callback. Every knob is in ``TrainConfig``."""
 
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from roadwork_ml.config import TrainConfig
+from roadwork_ml.config import LoaderConfig, TrainConfig
 from roadwork_ml.contracts import Purpose, Split, require_split
 from roadwork_ml.data.transforms import augment_batch, to_float
 from roadwork_ml.evaluation.metrics import auroc, mcc
 from roadwork_ml.models.classifier import RoadworkClassifier
+from roadwork_ml.training.dataset import ImageDataset, TensorImageDataset, build_loader, iterate_batches
+from roadwork_ml.training.losses import build_loss
+from roadwork_ml.training.optim import SAM, build_ema, build_optimizer, clip_gradients
+from roadwork_ml.training.samplers import build_sampler
 from roadwork_ml.training.schedule import warmup_cosine
 
 
@@ -44,6 +49,7 @@ class EpochStats:
     val_auroc: float
     lr: float
     seconds: float
+    val_mcc_ema: float | None = None  # the EMA weights' VAL_SELECT MCC, when EMA is on
 
 
 @dataclass
@@ -52,7 +58,9 @@ class TrainResult:
     step_losses: list[float] = field(default_factory=list)
     best_epoch: int = -1
     best_mcc: float = -1.0
+    best_is_ema: bool = False
     stopped_early: bool = False
+    ema_state: dict | None = None  # the EMA weights after the last epoch (CPU), when EMA is on
 
     @property
     def best(self) -> EpochStats:
@@ -64,7 +72,13 @@ def _device() -> torch.device:
 
 
 @torch.no_grad()
-def predict_logits(model: RoadworkClassifier, images: torch.Tensor, batch_size: int, device: torch.device | None = None, amp: bool = False) -> torch.Tensor:
+def predict_logits(
+    model: RoadworkClassifier,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device | None = None,
+    amp: bool = False,
+) -> torch.Tensor:
     """Logits ``[N, C]`` float32 of the single (global) view for uint8 or float images, in eval mode."""
     device = device or next(model.parameters()).device
     model.eval()
@@ -76,12 +90,48 @@ def predict_logits(model: RoadworkClassifier, images: torch.Tensor, batch_size: 
     return torch.cat(logits) if logits else torch.empty(0, 2)
 
 
-def evaluate(model: RoadworkClassifier, data: TensorSplit, batch_size: int, amp: bool = False) -> dict[str, float]:
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module, data: ImageDataset, batch_size: int, loader: LoaderConfig | None = None, amp: bool = False
+) -> torch.Tensor:
+    """Logits ``[N, C]`` float32 in dataset order, streaming the images through a DataLoader."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = torch.empty(len(data), 2)
+    dl = build_loader(data, loader or LoaderConfig(), batch_size, shuffle=False)
+    for batch in iterate_batches(dl):
+        x = to_float(batch.images.to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            logits = model(x).float().cpu()
+        if out.shape[1] != logits.shape[1]:
+            out = torch.empty(len(data), logits.shape[1])
+        out[batch.indices] = logits
+    return out
+
+
+def as_dataset(data: TensorSplit | ImageDataset) -> ImageDataset:
+    """A TensorSplit (in memory) behind the streaming interface; datasets pass through."""
+    if isinstance(data, TensorSplit):
+        return TensorImageDataset(data.images, data.labels, data.split)
+    return data
+
+
+def evaluate(
+    model: torch.nn.Module,
+    data: TensorSplit | ImageDataset,
+    batch_size: int,
+    amp: bool = False,
+    loader: LoaderConfig | None = None,
+) -> dict[str, float]:
     """VAL_SELECT accuracy / MCC / AUROC at the argmax decision."""
     require_split(Purpose.MODEL_SELECTION, data.split)
-    logits = predict_logits(model, data.images, batch_size, amp=amp)
+    if isinstance(data, TensorSplit):
+        logits = predict_logits(model, data.images, batch_size, amp=amp)
+        labels = data.labels.numpy()
+    else:
+        logits = predict_dataset(model, data, batch_size, loader, amp=amp)
+        labels = data.labels
     probs = torch.softmax(logits, dim=1)[:, 1].numpy()
-    labels = data.labels.numpy()
     preds = (logits.argmax(1).numpy()).astype(int)
     return {
         "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
@@ -90,16 +140,63 @@ def evaluate(model: RoadworkClassifier, data: TensorSplit, batch_size: int, amp:
     }
 
 
+class _EpochPermutation(torch.utils.data.Sampler[int]):
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+
+def _train_transform(cfg: TrainConfig, size: int, styles: Sequence = ()):
+    if not cfg.augment or cfg.augmentation.policy != "validator":
+        return None
+    from roadwork_ml.augment.policy import ValidatorPolicy
+
+    a = cfg.augmentation
+    return ValidatorPolicy(
+        size,
+        a.level_probs,
+        a.source_prob,
+        a.style_prob,
+        styles if a.style_prob > 0 else (),
+        a.validator_size,
+        a.validator_jpeg,
+    )
+
+
+def _forward_backward(model, loss_fn, x, y, w, amp: bool, accum: int) -> torch.Tensor:
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = loss_fn(model(x).float(), y, w)
+    (loss / accum).backward()
+    return loss
+
+
 def train_classifier(
     model: RoadworkClassifier,
-    train: TensorSplit,
-    val: TensorSplit,
+    train: TensorSplit | ImageDataset,
+    val: TensorSplit | ImageDataset,
     cfg: TrainConfig,
     on_epoch: Callable[[EpochStats], None] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    loader: LoaderConfig | None = None,
+    sample_weights: np.ndarray | None = None,
+    styles: Sequence = (),
 ) -> TrainResult:
-    """Train in place; on return the model holds the weights of the best VAL_SELECT MCC epoch."""
+    """Train in place; on return the model holds the weights of the best VAL_SELECT MCC epoch
+    (the EMA weights when ``cfg.ema.select`` and they scored higher).
+
+    Args:
+        train, val: in-memory TensorSplits or streaming datasets (:mod:`roadwork_ml.training.dataset`).
+        loader: DataLoader workers (the profile's ``data.loader``); default: main process.
+        sample_weights: per-TRAIN-row loss weights ``[N]`` (hard negatives), 1 when None.
+        styles: :class:`~roadwork_ml.augment.policy.PhotoStyle` per source for the validator policy.
+        on_epoch: called after each epoch; raising there (e.g. an Optuna prune) stops training.
+    """
     require_split(Purpose.FIT_MODEL, train.split)
     require_split(Purpose.MODEL_SELECTION, val.split)
     if cfg.num_threads:
@@ -109,64 +206,124 @@ def train_classifier(
     device = _device()
     model.to(device)
     amp = cfg.amp and device.type == "cuda"
+    loader = loader or LoaderConfig()
 
-    head_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
-    backbone_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
-    groups = [{"params": head_params, "lr": cfg.lr}]
-    if backbone_params:
-        groups.append({"params": backbone_params, "lr": cfg.lr * cfg.backbone_lr_mult})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_ds = as_dataset(train)
+    transform = _train_transform(cfg, train_ds.size, styles)
+    if transform is not None:
+        train_ds = copy.copy(train_ds)  # shares the decoded data / paths, not the transform
+        train_ds.transform, train_ds.seed = transform, cfg.seed
+    legacy_aug = cfg.augment and cfg.augmentation.policy == "legacy"
+    n = len(train_ds)
+    weights = None
+    if sample_weights is not None:
+        weights = torch.as_tensor(np.asarray(sample_weights, dtype=np.float32))
+        if weights.shape != (n,):
+            raise ValueError(f"sample_weights has {weights.shape[0]} rows for {n} TRAIN images")
+    # Plain shuffling draws each epoch's permutation from ``gen`` (as the in-memory loop always did,
+    # before the legacy augmentation's draws), so a profile without new knobs trains as before.
+    sampler = build_sampler(cfg.sampler, train_ds.labels, train_ds.sources, cfg.seed) or _EpochPermutation(n, gen)
+    train_loader = build_loader(train_ds, loader, cfg.batch_size, sampler=sampler, seed=cfg.seed)
+    loss_fn = build_loss(cfg.loss, cfg.label_smoothing, train_ds.labels)
 
-    n = train.images.shape[0]
+    optimizer = build_optimizer(model, cfg)
+    sam = optimizer if isinstance(optimizer, SAM) else None
+    if sam is not None and cfg.grad_accum_steps != 1:
+        raise ValueError("SAM takes two passes per step; set train.grad_accum_steps to 1")
+    base_opt = sam.base if sam is not None else optimizer
     batches_per_epoch = math.ceil(n / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.epochs
-    scheduler = warmup_cosine(optimizer, total_steps, int(cfg.warmup_fraction * total_steps))
+    scheduler = warmup_cosine(base_opt, total_steps, int(cfg.warmup_fraction * total_steps), cfg.optimizer.min_lr_ratio)
+    ema = build_ema(model, cfg)
 
     result = TrainResult()
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
+    step = 0
+    eval_bs = max(64, cfg.batch_size)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=gen)
+        train_ds.set_epoch(epoch)
         losses = []
-        bar = tqdm(range(batches_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            iterate_batches(train_loader),
+            total=batches_per_epoch,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+        )
         optimizer.zero_grad(set_to_none=True)
-        for b in bar:
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = to_float(train.images[idx].to(device))
-            y = train.labels[idx].to(device)
-            if cfg.augment:
-                x = augment_batch(x, gen, scale=(cfg.crop_scale_min, 1.0))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            (loss / cfg.grad_accum_steps).backward()
+        for b, batch in enumerate(bar):
+            x = to_float(batch.images.to(device, non_blocking=True))
+            y = batch.labels.to(device, non_blocking=True)
+            w = weights[batch.indices].to(device) if weights is not None else None
+            if legacy_aug:
+                a = cfg.augmentation
+                x = augment_batch(
+                    x,
+                    gen,
+                    scale=(cfg.crop_scale_min, 1.0),
+                    max_shift=a.max_shift,
+                    jitter=a.jitter,
+                    flip_prob=a.flip_prob,
+                )
+
+            loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps)
             last = b == batches_per_epoch - 1
             if (b + 1) % cfg.grad_accum_steps == 0 or last:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
+                if sam is not None:
+                    sam.first_step()
+                    sam.zero_grad(set_to_none=True)
+                    _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps)
+                    clip_gradients(model, cfg.optimizer.grad_clip_norm)
+                    sam.second_step()
+                else:
+                    clip_gradients(model, cfg.optimizer.grad_clip_norm)
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
+                step += 1
+                if ema is not None:
+                    ema.update(model, step=step)
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         result.step_losses.extend(losses)
-        metrics = evaluate(model, val, batch_size=max(64, cfg.batch_size), amp=amp)
-        stats = EpochStats(epoch, float(np.mean(losses)), metrics["accuracy"], metrics["mcc"], metrics["auroc"], float(scheduler.get_last_lr()[0]), time.perf_counter() - t0)
+        metrics = evaluate(model, val, batch_size=eval_bs, amp=amp, loader=loader)
+        ema_mcc = (
+            evaluate(ema.module, val, batch_size=eval_bs, amp=amp, loader=loader)["mcc"] if ema is not None else None
+        )
+        stats = EpochStats(
+            epoch,
+            float(np.mean(losses)),
+            metrics["accuracy"],
+            metrics["mcc"],
+            metrics["auroc"],
+            float(scheduler.get_last_lr()[0]),
+            time.perf_counter() - t0,
+            ema_mcc,
+        )
         result.history.append(stats)
-        log(f"epoch {epoch}: loss {stats.train_loss:.4f}  VAL_SELECT acc {stats.val_accuracy:.4f} mcc {stats.val_mcc:.4f} auroc {stats.val_auroc:.4f}  ({stats.seconds:.1f}s)")
+        ema_txt = f" ema mcc {ema_mcc:.4f}" if ema_mcc is not None else ""
+        log(
+            f"epoch {epoch}: loss {stats.train_loss:.4f}  VAL_SELECT acc {stats.val_accuracy:.4f} mcc {stats.val_mcc:.4f} auroc {stats.val_auroc:.4f}{ema_txt}  ({stats.seconds:.1f}s)"
+        )
         if on_epoch:
             on_epoch(stats)
-        if stats.val_mcc > result.best_mcc:
-            result.best_mcc, result.best_epoch, stale = stats.val_mcc, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+        use_ema = ema is not None and cfg.ema.select and ema_mcc is not None and ema_mcc > stats.val_mcc
+        epoch_mcc = ema_mcc if use_ema else stats.val_mcc
+        if epoch_mcc > result.best_mcc:
+            result.best_mcc, result.best_epoch, result.best_is_ema, stale = epoch_mcc, epoch, use_ema, 0
+            best_state = copy.deepcopy((ema.module if use_ema else model).state_dict())
         else:
             stale += 1
             if stale >= cfg.early_stopping_patience:
                 result.stopped_early = True
                 log(f"early stop after epoch {epoch}: no VAL_SELECT MCC gain for {stale} epochs")
                 break
+    if ema is not None:
+        result.ema_state = {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
     return result

@@ -1,0 +1,1 @@
+"""Augmentation: the StreetVision validator emulation and training policies built on it."""
