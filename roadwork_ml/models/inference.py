@@ -10,6 +10,7 @@ import torch
 from roadwork_ml.config import InferenceConfig, ModelConfig
 from roadwork_ml.data.transforms import to_float
 from roadwork_ml.models.classifier import RoadworkClassifier
+from roadwork_ml.models.device import autocast_dtype
 from roadwork_ml.models.multiview import MultiViewClassifier, ViewSpec
 from roadwork_ml.policy.uncertainty import uncertainty_features
 
@@ -54,9 +55,12 @@ def view_features(logits: np.ndarray, view_logits: np.ndarray, view_embeddings: 
 
 
 @torch.no_grad()
-def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int, progress: bool = False, keep_view_embeddings: bool = False) -> ViewOutputs:
-    """Run ``mv`` over uint8 or float images ``[N, 3, H, W]`` in batches of ``batch_size`` images."""
+def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int, progress: bool = False, keep_view_embeddings: bool = False, amp: bool | None = None) -> ViewOutputs:
+    """Run ``mv`` over uint8 or float images ``[N, 3, H, W]`` in batches of ``batch_size`` images,
+    on ``mv``'s device; ``amp`` (default: on when that device is CUDA) runs it in bf16 autocast.
+    Outputs are float32 on the CPU either way."""
     device = next(mv.parameters()).device
+    dtype = autocast_dtype(device, device.type == "cuda" if amp is None else amp)
     mv.eval()
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     starts = range(0, images.shape[0], batch_size)
@@ -65,8 +69,9 @@ def predict_views(mv: MultiViewClassifier, images: torch.Tensor, batch_size: int
 
         starts = tqdm(starts, desc="inference", leave=False)
     for start in starts:
-        x = to_float(images[start : start + batch_size].to(device))
-        logits, view_logits, view_emb = mv(x)
+        x = to_float(images[start : start + batch_size].to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits, view_logits, view_emb = mv(x)
         parts.append((logits.float().cpu(), view_logits.float().cpu(), view_emb.float().cpu()))
     if not parts:
         raise ValueError("predict_views got no images")

@@ -211,6 +211,7 @@ def run_explora(
     device: str | torch.device | None = None,
     log: Any = None,
     probe_images: torch.Tensor | None = None,
+    train_all: bool = False,
 ) -> ExploraResult:
     """Run ExPLoRA and return the merged backbone with its report.
 
@@ -220,7 +221,9 @@ def run_explora(
             the leakage contract before anything runs.
         model_cfg: the profile's model section; ``initial_state`` overrides its weights
             (timm keys), e.g. the DINOv2 weights already loaded elsewhere.
-        probe_images: images for the collapse check (default: the first 256 of ``images``).
+        probe_images: images for the collapse check (default: 256 drawn from ``images``).
+        train_all: train every backbone weight and no adapter — plain DINO pre-training (the
+            benchmark's stand-in for DINOv2's web pre-training), not ExPLoRA.
     Returns the merged teacher backbone (timm keys, fp32, CPU) and a report with the loss
     curve, the collapse statistics, trainable parameter counts and the changed keys.
     """
@@ -234,7 +237,7 @@ def run_explora(
     vit = explora_backbone(model_cfg, initial_state)
     initial = {k: v.detach().clone() for k, v in vit.state_dict().items()}
     depth = len(vit.blocks)
-    lora_blocks = list(range(depth - min(cfg.unfrozen_blocks, depth)))
+    lora_blocks = [] if train_all else list(range(depth - min(cfg.unfrozen_blocks, depth)))
     student_backbone: nn.Module = (
         add_lora(vit, cfg.lora, blocks=lora_blocks, modules_to_save=None) if lora_blocks else vit
     )
@@ -246,7 +249,7 @@ def run_explora(
             continue
         full_block = parts[0] == "blocks" and int(parts[1]) >= len(lora_blocks)
         norm = cfg.unfreeze_norms and (".norm1." in key or ".norm2." in key or parts[0] == "norm")
-        p.requires_grad_(full_block or norm or (cfg.unfrozen_blocks > 0 and parts[0] == "norm"))
+        p.requires_grad_(train_all or full_block or norm or (cfg.unfrozen_blocks > 0 and parts[0] == "norm"))
     dim = int(inner.num_features)
     head = DINOHead(dim, cfg.out_dim, cfg.head_hidden, cfg.head_bottleneck)
     mask_token = nn.Parameter(torch.zeros(dim))
@@ -331,7 +334,8 @@ def run_explora(
         else copy.deepcopy(teacher["backbone"]).cpu()
     )
     state = {k: v.detach().float().contiguous() for k, v in merged.state_dict().items()}
-    change = changed_parameters(initial, state, intended_parameters(list(initial), depth, cfg))
+    intended = {k: "all" for k in initial} if train_all else intended_parameters(list(initial), depth, cfg)
+    change = changed_parameters(initial, state, intended)
     report = {
         "steps": cfg.steps,
         "batch_size": cfg.batch_size,
