@@ -403,8 +403,8 @@ def changed_parameters(
     if set(before) != set(after):
         raise ValueError(f"backbone keys differ: {sorted(set(before) ^ set(after))[:5]}")
     changed, unintended = [], []
-    for key in before:
-        a, b = before[key], after[key]
+    for key, a in before.items():
+        b = after[key]
         if torch.equal(a, b):
             continue
         changed.append(key)
