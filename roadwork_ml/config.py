@@ -200,6 +200,7 @@ class InferenceConfig(_Strict):
     grid: int = Field(ge=1)
     overlap: float = Field(ge=0, lt=1, description="tile overlap, fraction of a tile side")
     flip_tta: bool
+    view_chunk: int = Field(ge=0, description="views per backbone pass (0 = all views in one pass); bench/bench_inference.py measures the fastest")
     aggregator: Literal["mean", "topk", "global", "attention", "auto"] = Field(description="auto = best VAL_SELECT MCC among the candidates the view setting allows")
     top_k_candidates: list[int] = Field(min_length=1, description="K values tried for topk; the best on VAL_SELECT is kept")
     attention: "AttentionConfig"

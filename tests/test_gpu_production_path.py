@@ -38,6 +38,7 @@ def test_gpu_script_runs_on_cpu_at_tiny_size(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -41,7 +41,7 @@ def multiview_model(model: RoadworkClassifier, model_cfg: ModelConfig, inf: Infe
             raise ValueError(f"aggregator {inf.aggregator!r} is chosen / trained by the view_aggregator asset: pass its choice")
         choice = {"multi_view": inf.multi_view, "aggregator": inf.aggregator, "top_k": 1}
     spec = view_spec(model_cfg, inf, choice["multi_view"])
-    return MultiViewClassifier(model, spec, choice["aggregator"], int(choice["top_k"]) or 1, attention).eval()
+    return MultiViewClassifier(model, spec, choice["aggregator"], int(choice["top_k"]) or 1, attention, view_chunk=inf.view_chunk).eval()
 
 
 def view_features(logits: np.ndarray, view_logits: np.ndarray, view_embeddings: np.ndarray) -> np.ndarray:
