@@ -130,7 +130,7 @@ def main() -> None:
         mv, record, onnx_path = _profile_model(args.profile, tmp)
         args.bundle = Path(f"profile:{args.profile}")
     else:
-        manifest, record, _ = load_bundle(args.bundle)
+        _manifest, record, _ = load_bundle(args.bundle)
         mv = rebuild_model(record, load_file(str(args.bundle / "model.safetensors")))
         onnx_path = args.bundle / "model.onnx"
     size = record["input_size"]

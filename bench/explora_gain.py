@@ -41,9 +41,9 @@ SCALES = {
         "source": 2000,
         "target_train": 1200,
         "target_val": 600,
-        "pretrain_steps": 200,
-        "explora_steps": 100,
-        "finetune_epochs": 3,
+        "pretrain_steps": 400,
+        "explora_steps": 150,
+        "finetune_epochs": 4,
     },
     "medium": {
         "source": 6000,
@@ -253,6 +253,17 @@ def main() -> None:
             f"{name:>16}: linear-probe VAL_SELECT MCC {results[name]['linear_probe_mcc']:.4f}, LoRA fine-tune MCC {results[name]['lora_mcc']:.4f}"
         )
 
+    # references that put the arms in context: the same probe on a random-init backbone and on raw pixels
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rand_lp = linear_probe(explora_backbone(p.model).state_dict(), p, train, val)
+    px = [torch.nn.functional.interpolate(a.float() / 255, size=(p.model.img_size,) * 2, mode="bilinear", antialias=True).flatten(1).numpy() for a in (train[0], val[0])]
+    sc = StandardScaler().fit(px[0])
+    pix_lp = LogisticRegression(max_iter=2000, C=0.5).fit(sc.transform(px[0]), train[1]).predict_proba(sc.transform(px[1]))[:, 1]
+    references = {"random_init_linear_probe_mcc": mcc(val[1], (rand_lp > 0.5).astype(int)), "raw_pixels_linear_probe_mcc": mcc(val[1], (pix_lp > 0.5).astype(int))}
+    print(f"references: linear probe on a random-init backbone MCC {references['random_init_linear_probe_mcc']:.4f}, on raw pixels {references['raw_pixels_linear_probe_mcc']:.4f}")
+
     comparisons = {}
     for kind in ("linear_probe", "lora"):
         c = paired_bootstrap(
@@ -285,6 +296,7 @@ def main() -> None:
         "val_select": {"n": len(val[1]), "positives": int(val[1].sum())},
         "arms": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("_probs")} for k, v in results.items()},
         "paired_bootstrap": comparisons,
+        "references": references,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=float))

@@ -184,3 +184,33 @@ def test_no_vit_layers_is_an_error():
     p = load_profile("demo")  # resnet10t: no qkv / fc1 Linear layers
     with pytest.raises(ValueError):
         add_lora(build_classifier(p.model), p.train.lora)
+
+
+def test_phase1_trainer_trains_a_lora_model_then_it_merges(tmp_path):
+    """The phase-1 path: train_classifier on the peft model, merge, save_checkpoint, reload strictly."""
+    from roadwork_ml.contracts import Split
+    from roadwork_ml.training.checkpoint import load_checkpoint, save_checkpoint
+    from roadwork_ml.training.trainer import TensorSplit, train_classifier
+
+    p = load_profile("tiny", ["train.finetune=lora", "train.augment=false"])
+    torch.manual_seed(0)
+    model = apply_finetune(build_classifier(p.model), p.train)
+    frozen = {n: t.detach().clone() for n, t in model.named_parameters() if not t.requires_grad}
+    g = torch.Generator().manual_seed(0)
+    imgs = (torch.rand(48, 3, 32, 32, generator=g) * 255).to(torch.uint8)
+    labels = (imgs[:, 0].float().mean((1, 2)) > 127).long()
+    train_classifier(
+        model,
+        TensorSplit(imgs[:32], labels[:32], Split.TRAIN),
+        TensorSplit(imgs[32:], labels[32:], Split.VAL_SELECT),
+        p.train,
+        progress=False,
+        log=lambda _m: None,
+    )
+    assert all(torch.equal(t, frozen[n]) for n, t in model.named_parameters() if n in frozen)
+    merged = merge_adapters(model)
+    save_checkpoint(merged, p.model, tmp_path)
+    again, _ = load_checkpoint(tmp_path, device="cpu")
+    x = imgs[:4].float() / 255
+    with torch.no_grad():
+        assert torch.equal(again(x), merged.eval()(x))
