@@ -258,11 +258,25 @@ def main() -> None:
     from sklearn.preprocessing import StandardScaler
 
     rand_lp = linear_probe(explora_backbone(p.model).state_dict(), p, train, val)
-    px = [torch.nn.functional.interpolate(a.float() / 255, size=(p.model.img_size,) * 2, mode="bilinear", antialias=True).flatten(1).numpy() for a in (train[0], val[0])]
+    px = [
+        torch.nn.functional.interpolate(a.float() / 255, size=(p.model.img_size,) * 2, mode="bilinear", antialias=True)
+        .flatten(1)
+        .numpy()
+        for a in (train[0], val[0])
+    ]
     sc = StandardScaler().fit(px[0])
-    pix_lp = LogisticRegression(max_iter=2000, C=0.5).fit(sc.transform(px[0]), train[1]).predict_proba(sc.transform(px[1]))[:, 1]
-    references = {"random_init_linear_probe_mcc": mcc(val[1], (rand_lp > 0.5).astype(int)), "raw_pixels_linear_probe_mcc": mcc(val[1], (pix_lp > 0.5).astype(int))}
-    print(f"references: linear probe on a random-init backbone MCC {references['random_init_linear_probe_mcc']:.4f}, on raw pixels {references['raw_pixels_linear_probe_mcc']:.4f}")
+    pix_lp = (
+        LogisticRegression(max_iter=2000, C=0.5)
+        .fit(sc.transform(px[0]), train[1])
+        .predict_proba(sc.transform(px[1]))[:, 1]
+    )
+    references = {
+        "random_init_linear_probe_mcc": mcc(val[1], (rand_lp > 0.5).astype(int)),
+        "raw_pixels_linear_probe_mcc": mcc(val[1], (pix_lp > 0.5).astype(int)),
+    }
+    print(
+        f"references: linear probe on a random-init backbone MCC {references['random_init_linear_probe_mcc']:.4f}, on raw pixels {references['raw_pixels_linear_probe_mcc']:.4f}"
+    )
 
     comparisons = {}
     for kind in ("linear_probe", "lora"):

@@ -160,7 +160,8 @@ def single_image_latency(profile, iters: int, device: torch.device) -> list[dict
 
     @torch.no_grad()
     def run(inp):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        # no autocast weight cache: a CUDA graph must not capture casts cached outside it
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
             return mv(inp)
 
     run(x)
