@@ -75,3 +75,8 @@ def test_onnx_external_data_path(tmp_path):
     assert onnx_parity(mv, path, images).passed(p.export.parity_tolerance)
     small = export_onnx(mv, tmp_path / "single.onnx", p.inference.input_size)
     assert small.external_data is None and not (tmp_path / "single.onnx.data").exists()
+
+
+def test_ort_providers_without_tensorrt():
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert ort_providers(None, available=gpu, tensorrt=False) == ["CUDAExecutionProvider", "CPUExecutionProvider"]

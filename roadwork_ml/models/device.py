@@ -34,13 +34,15 @@ def ort_providers(
     available: Sequence[str] | None = None,
     exact: bool = False,
     cache_dir: str | None = None,
+    tensorrt: bool = True,
 ) -> list[str | tuple[str, dict[str, Any]]]:
     """ONNX Runtime execution providers in priority order for this machine.
 
     TensorRT (fp16 when ``export.tensorrt.fp16``, engine cache in ``cache_dir``) then CUDA
     then CPU, keeping only what the installed onnxruntime offers (``available`` overrides
     ``onnxruntime.get_available_providers()``, for tests). ``exact``: numerics must match
-    PyTorch fp32 (parity checks) — no TensorRT, and the CUDA EP without TF32.
+    PyTorch fp32 (parity checks) — no TensorRT, and the CUDA EP without TF32. ``tensorrt=False``
+    leaves the TensorRT EP out (where a separately built engine serves TensorRT instead).
     """
     if available is None:
         import onnxruntime as ort
@@ -48,7 +50,7 @@ def ort_providers(
         available = ort.get_available_providers()
     available = set(available)
     out: list[str | tuple[str, dict[str, Any]]] = []
-    if not exact and "TensorrtExecutionProvider" in available:
+    if tensorrt and not exact and "TensorrtExecutionProvider" in available:
         opts: dict[str, Any] = {"trt_fp16_enable": bool(profile.export.tensorrt.fp16) if profile is not None else False}
         if profile is not None:
             opts["trt_max_workspace_size"] = int(profile.export.tensorrt.workspace_gb * 2**30)
