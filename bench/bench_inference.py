@@ -2,12 +2,17 @@
 
 * PyTorch eager vs ONNX Runtime (CPU) throughput at batch 1 and 32;
 * the batched multi-view pass ([B·V, 3, S, S] in one forward) vs a Python loop over views;
-* an INT8 dynamically quantized ONNX variant: speed, size, and its accuracy / decision delta.
+* the full multi-view spec run in view chunks (views per backbone pass) sized by measurement:
+  every chunk size is timed, the fastest kept, and compared with one all-views pass and the loop;
+* an INT8 dynamically quantized ONNX variant: speed, size, and its accuracy / decision delta;
+  INT8 is kept (``int8.keep``) only where it is faster than fp32 at every batch size measured.
 
 Images and labels come from VAL_CALIB of the artifact store next to the bundle (the demo's
-DAGSTER_HOME by default); without a store, synthetic scenes are rendered.
+DAGSTER_HOME by default); without a store, synthetic scenes are rendered. ``--profile tiny``
+measures that profile's model (random init, exported to ONNX here) instead of a bundle: the
+tiny ViT, where MatMuls dominate.
 
-    python bench/bench_inference.py [--bundle DIR] [--images N] [--threads T] [--out JSON]
+    python bench/bench_inference.py [--bundle DIR | --profile tiny] [--images N] [--threads T] [--out JSON]
 """
 
 from __future__ import annotations
@@ -55,6 +60,17 @@ def _throughput(fn, x: np.ndarray | torch.Tensor, batch: int, min_seconds: float
     return n / (time.perf_counter() - start)
 
 
+def _interleaved(fns: dict, x, batch: int, rounds: int = 7, seconds: float = 0.7) -> dict[str, float]:
+    """Median images/s of each function over ``rounds`` rounds that visit every function in turn."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn(x[:batch])
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(_throughput(fn, x, batch, min_seconds=seconds))
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
 def _batched(mv):
     """One forward over all views of the batch: [B·V, 3, S, S]."""
 
@@ -77,10 +93,27 @@ def _view_loop(mv):
     return run
 
 
+def _profile_model(name: str, tmp: Path):
+    """A random-init multi-view model of profile ``name`` (mean aggregation), exported to ONNX in ``tmp``."""
+    from roadwork_ml.config import load_profile
+    from roadwork_ml.export.onnx_export import export_onnx
+    from roadwork_ml.models.classifier import build_classifier
+    from roadwork_ml.models.inference import view_spec
+    from roadwork_ml.models.multiview import MultiViewClassifier
+
+    p = load_profile(name)
+    torch.manual_seed(0)
+    mv = MultiViewClassifier(build_classifier(p.model), view_spec(p.model, p.inference), "mean").eval()
+    export_onnx(mv, tmp / "model.onnx", p.inference.input_size)
+    record = {"model": p.model.model_dump(mode="json"), "n_views": mv.spec.n_views, "input_size": p.inference.input_size}
+    return mv, record, tmp / "model.onnx"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     home = Path(os.environ.get("DAGSTER_HOME", "dagster_home"))
     parser.add_argument("--bundle", type=Path, default=home / "artifacts" / "bundle")
+    parser.add_argument("--profile", default=None, help="measure this profile's model (random init) instead of a bundle")
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/inference.json"))
@@ -92,15 +125,20 @@ def main() -> None:
     from roadwork_ml.export.onnx_export import OnnxRunner, softmax64
     from roadwork_ml.export.quantize import quantize_int8_dynamic
     torch.set_num_threads(args.threads)
-    manifest, record, _ = load_bundle(args.bundle)
-    mv = rebuild_model(record, load_file(str(args.bundle / "model.safetensors")))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-int8-"))
+    if args.profile:
+        mv, record, onnx_path = _profile_model(args.profile, tmp)
+        args.bundle = Path(f"profile:{args.profile}")
+    else:
+        _manifest, record, _ = load_bundle(args.bundle)
+        mv = rebuild_model(record, load_file(str(args.bundle / "model.safetensors")))
+        onnx_path = args.bundle / "model.onnx"
     size = record["input_size"]
     images_u8, labels, origin = _images(args.bundle, args.images, size)
     x = images_u8.float().div(255.0)
     xn = x.numpy()
-    ort_fp32 = OnnxRunner(args.bundle / "model.onnx", intra_op_threads=args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-int8-"))
-    q = quantize_int8_dynamic(args.bundle / "model.onnx", tmp / "model.int8.onnx")
+    ort_fp32 = OnnxRunner(onnx_path, intra_op_threads=args.threads)
+    q = quantize_int8_dynamic(onnx_path, tmp / "model.int8.onnx")
     ort_int8 = OnnxRunner(tmp / "model.int8.onnx", intra_op_threads=args.threads)
 
     eager, per_view_loop = _batched(mv), _view_loop(mv)
@@ -121,16 +159,26 @@ def main() -> None:
 
     from roadwork_ml.models.multiview import MultiViewClassifier
 
+    from roadwork_ml.models.multiview import measure_view_chunk
+
     full = MultiViewClassifier(mv.model, dc_replace(mv.spec, multi=True), "mean").eval()
     full_batched, full_loop = _batched(full), _view_loop(full)
 
     bb = min(32, len(x))
-    multi = {"views": full.spec.n_views, "batch": bb, "batched_img_s": _throughput(full_batched, x, bb), "loop_img_s": _throughput(full_loop, x, bb)}
+    best_chunk, chunk_rates = measure_view_chunk(full, x[:bb], min_seconds=2.0)
+    chunked = MultiViewClassifier(mv.model, full.spec, "mean", view_chunk=best_chunk).eval()
+    full.view_chunk = 0
+    # interleaved rounds, median per variant: a shared CPU's load drifts between consecutive timings
+    rates = _interleaved({"batched": full_batched, "loop": full_loop, "chunked": _batched(chunked)}, x, bb)
+    multi = {"views": full.spec.n_views, "batch": bb, "batched_img_s": rates["batched"], "loop_img_s": rates["loop"], "chunked_img_s": rates["chunked"]}
+    multi.update({"best_view_chunk": best_chunk, "chunk_sweep_img_s": {str(k): v for k, v in chunk_rates.items()}})
     multi["batched_vs_view_loop"] = multi["batched_img_s"] / multi["loop_img_s"]
+    multi["chunked_vs_view_loop"] = multi["chunked_img_s"] / multi["loop_img_s"]
 
     p32 = softmax64(ort_fp32.run_batched(xn, 32)["logits"])[:, 1]
     p8 = softmax64(ort_int8.run_batched(xn, 32)["logits"])[:, 1]
     acc = {"fp32_accuracy": float(((p32 > 0.5) == labels).mean()), "int8_accuracy": float(((p8 > 0.5) == labels).mean())}
+    acc["keep"] = all(r["int8_vs_fp32_ort"] > 1.0 for r in rows)  # only where INT8 is faster at every batch size
     acc.update({"accuracy_delta": acc["int8_accuracy"] - acc["fp32_accuracy"], "decision_agreement": float(((p32 > 0.5) == (p8 > 0.5)).mean()), "max_prob_diff": float(np.abs(p32 - p8).max()), **{k: v for k, v in q.items() if isinstance(v, (int, float))}})
     result = {"bundle": str(args.bundle), "backbone": record["model"]["backbone"], "views_per_image": record["n_views"], "input_size": size, "images": len(x), "image_source": origin, "threads": args.threads, "throughput": rows, "multi_view": multi, "int8": acc}
 
@@ -138,7 +186,9 @@ def main() -> None:
     print(f"{'batch':>5} {'eager img/s':>12} {'ORT img/s':>10} {'ORT int8':>9} {'view loop':>10} {'ORT/eager':>10} {'int8/fp32':>10} {'batched/loop':>13}")
     for r in rows:
         print(f"{r['batch']:>5} {r['torch_eager_img_s']:>12.1f} {r['onnxruntime_img_s']:>10.1f} {r['onnxruntime_int8_img_s']:>9.1f} {r['per_view_loop_img_s']:>10.1f} {r['ort_vs_eager']:>10.2f} {r['int8_vs_fp32_ort']:>10.2f} {r['batched_vs_view_loop']:>13.2f}")
-    print(f"multi-view spec ({multi['views']} views), batch {multi['batch']}: batched {multi['batched_img_s']:.1f} img/s vs per-view loop {multi['loop_img_s']:.1f} img/s = {multi['batched_vs_view_loop']:.2f}x")
+    print(f"multi-view spec ({multi['views']} views), batch {multi['batch']}: one pass {multi['batched_img_s']:.1f} img/s, per-view loop {multi['loop_img_s']:.1f} img/s ({multi['batched_vs_view_loop']:.2f}x); "
+          f"view chunks of {multi['best_view_chunk']} (0 = all) {multi['chunked_img_s']:.1f} img/s = {multi['chunked_vs_view_loop']:.2f}x the loop; sweep {multi['chunk_sweep_img_s']}")
+    print(f"INT8 kept: {acc['keep']} (int8/fp32 ORT speed per batch size: {[round(r['int8_vs_fp32_ort'], 2) for r in rows]})")
     print(f"INT8: accuracy {acc['fp32_accuracy']:.4f} → {acc['int8_accuracy']:.4f} (Δ {acc['accuracy_delta']:+.4f}), decisions agree {acc['decision_agreement']:.4f}, max |Δp| {acc['max_prob_diff']:.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -132,6 +132,26 @@ class ModelConfig(_Strict):
     head_dropout: float = Field(ge=0, lt=1)
     num_classes: int = Field(ge=2)
     freeze_backbone: bool
+    attention: Literal["sdpa", "math", "flash"] = Field(description="ViT attention kernel: sdpa = torch SDPA (any device), math = explicit softmax(QK^T)V, flash = SDPA's flash kernel or flash-attn (CUDA only)")
+    init_from: Literal["weights", "explora_checkpoint"] = Field(description="weights = weights_path (or random init); explora_checkpoint = the merged backbone of the ExPLoRA phase")
+    allow_random_init: bool = Field(description="false: training without weights_path / init_from is refused (a random-init ViT-L trains an input-blind model)")
+
+
+class LoraSettings(_Strict):
+    """Low-rank adapters (peft). ``target_modules`` names timm ViT Linear layers: ``qkv`` (the
+    fused Q/K/V projection), ``qv`` (Q and V slices of the fused qkv only, a custom peft layer),
+    ``proj``, ``fc1``, ``fc2``."""
+
+    rank: int = Field(ge=1)
+    alpha: float = Field(gt=0, description="LoRA scaling is alpha / rank")
+    dropout: float = Field(ge=0, lt=1)
+    target_modules: list[Literal["qkv", "qv", "proj", "fc1", "fc2"]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _qkv_or_qv(self) -> "LoraSettings":
+        if "qkv" in self.target_modules and "qv" in self.target_modules:
+            raise ValueError("lora.target_modules: 'qkv' (all of Q, K, V) and 'qv' (Q and V only) target the same fused layer; pick one")
+        return self
 
 
 class AugmentConfig(_Strict):
@@ -206,6 +226,8 @@ class TrainConfig(_Strict):
     ema: EmaConfig = Field(default_factory=EmaConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    finetune: Literal["full", "linear_probe", "lora", "dora"] = Field(description="full = every weight; linear_probe = head only; lora / dora = peft adapters on the backbone + the head in full")
+    lora: LoraSettings
 
 
 class HpoParam(_Strict):
@@ -245,6 +267,39 @@ class HpoConfig(_Strict):
     ])
 
 
+class ExploraConfig(_Strict):
+    """ExPLoRA (arXiv 2406.10973): continued DINOv2 self-supervised pre-training on unlabeled
+    target-domain images, last ``unfrozen_blocks`` ViT blocks trained in full, Q/V LoRA of rank
+    ``lora.rank`` on the others; the merged backbone initialises phase 1."""
+
+    steps: int = Field(ge=1, description="optimizer steps")
+    batch_size: int = Field(ge=2, description="images per step (each gives 2 global + local_crops views)")
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_fraction: float = Field(ge=0, lt=1)
+    seed: int
+    unfrozen_blocks: int = Field(ge=0, description="last N blocks trained in full")
+    lora: LoraSettings
+    unfreeze_norms: bool = Field(description="also train every LayerNorm (the paper's ExPLoRA unfreezes them)")
+    global_crops_scale: tuple[float, float] = Field(description="random-resized-crop area range of the 2 global crops")
+    local_crops: int = Field(ge=0, description="local crops per image")
+    local_crops_scale: tuple[float, float]
+    local_crop_size: int = Field(gt=0, description="side of a local crop, px (a multiple of the patch size)")
+    out_dim: int = Field(ge=2, description="prototypes of the re-initialised DINO head")
+    head_hidden: int = Field(ge=1)
+    head_bottleneck: int = Field(ge=1)
+    student_temp: float = Field(gt=0)
+    teacher_temp: float = Field(gt=0)
+    center_momentum: float = Field(ge=0, lt=1)
+    ema_momentum: tuple[float, float] = Field(description="teacher EMA momentum, cosine from start to end")
+    ibot_weight: float = Field(ge=0, description="weight of iBOT's masked-patch loss; 0 = off")
+    ibot_mask_ratio: float = Field(ge=0, lt=1)
+    min_teacher_entropy: float = Field(ge=0, le=1, description="floor of H(mean teacher distribution) / log(out_dim)")
+    min_embedding_std: float = Field(ge=0, description="floor of the per-dim std of L2-normalised teacher embeddings times sqrt(D)")
+    include_production_traffic: bool = Field(description="also use logged production images (unlabeled) when present")
+    max_images: int | None = Field(default=None, ge=1)
+
+
 class InferenceConfig(_Strict):
     batch_size: int = Field(ge=1, description="images per forward pass (each expands to n_views views)")
     input_size: int = Field(gt=0, description="side the stored image is resized to before views are cut, px")
@@ -252,6 +307,7 @@ class InferenceConfig(_Strict):
     grid: int = Field(ge=1)
     overlap: float = Field(ge=0, lt=1, description="tile overlap, fraction of a tile side")
     flip_tta: bool
+    view_chunk: int = Field(ge=0, description="views per backbone pass (0 = all views in one pass); bench/bench_inference.py measures the fastest")
     aggregator: Literal["mean", "topk", "global", "attention", "auto"] = Field(description="auto = best VAL_SELECT MCC among the candidates the view setting allows")
     top_k_candidates: list[int] = Field(min_length=1, description="K values tried for topk; the best on VAL_SELECT is kept")
     attention: AttentionConfig
@@ -413,6 +469,7 @@ class Profile(_Strict):
     splits: SplitConfig
     model: ModelConfig
     train: TrainConfig
+    explora: ExploraConfig
     inference: InferenceConfig
     thresholds: ThresholdConfig
     policy: PolicyConfig
@@ -422,6 +479,12 @@ class Profile(_Strict):
     deploy: DeployConfig
     monitoring: MonitoringConfig
     hpo: HpoConfig = Field(default_factory=HpoConfig)
+
+    @model_validator(mode="after")
+    def _one_freeze_switch(self) -> "Profile":
+        if self.model.freeze_backbone and self.train.finetune != "linear_probe":
+            raise ValueError(f"model.freeze_backbone is true but train.finetune is {self.train.finetune!r}: set train.finetune: linear_probe")
+        return self
 
 
 class ProfileError(ValueError):

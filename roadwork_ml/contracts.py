@@ -34,6 +34,12 @@ class Purpose(str, Enum):
     FIT_POLICY = "fit_policy"  # calibrators, thresholds, gate, conformal
     FINAL_EVALUATION = "final_evaluation"  # the report; nothing is tuned on it
     MONITOR_REFERENCE = "monitor_reference"  # reference distributions for drift
+    SELF_SUPERVISED = "self_supervised"  # label-free pre-training (ExPLoRA) on images only
+
+
+# Logged production images carry no split: they are no split's members, so they may feed
+# only label-free purposes. This tag stands for them wherever a split tag is expected.
+PRODUCTION_TRAFFIC = "production_traffic"
 
 
 ALLOWED_SPLITS: dict[Purpose, frozenset[Split]] = {
@@ -42,17 +48,26 @@ ALLOWED_SPLITS: dict[Purpose, frozenset[Split]] = {
     Purpose.FIT_POLICY: frozenset({Split.VAL_CALIB}),
     Purpose.FINAL_EVALUATION: frozenset({Split.VAL_TEST}),
     Purpose.MONITOR_REFERENCE: frozenset({Split.VAL_CALIB}),
+    # TRAIN images with their labels ignored; never a validation split, whose images would
+    # then have shaped the backbone that is selected, calibrated and evaluated on them
+    Purpose.SELF_SUPERVISED: frozenset({Split.TRAIN}),
 }
+TRAFFIC_PURPOSES: frozenset[Purpose] = frozenset({Purpose.SELF_SUPERVISED})
 
 
 def require_split(purpose: Purpose | str, split: Split | str | Iterable[Split | str]) -> None:
-    """Raise :class:`LeakageError` unless every given split may serve ``purpose``."""
+    """Raise :class:`LeakageError` unless every given split may serve ``purpose``.
+    ``PRODUCTION_TRAFFIC`` (logged serving images) may serve only label-free purposes."""
     purpose = Purpose(purpose)
     splits = [split] if isinstance(split, (str, Split)) else list(split)
     if not splits:
         raise LeakageError(f"{purpose.value}: data carries no split tag; refusing to guess")
     allowed = ALLOWED_SPLITS[purpose]
     for s in splits:
+        if (s.value if isinstance(s, Split) else s) == PRODUCTION_TRAFFIC:
+            if purpose not in TRAFFIC_PURPOSES:
+                raise LeakageError(f"{purpose.value} may not use unlabeled production traffic (only {sorted(p.value for p in TRAFFIC_PURPOSES)} may)")
+            continue
         s = Split(s)
         if s not in allowed:
             names = ", ".join(sorted(a.value for a in allowed))

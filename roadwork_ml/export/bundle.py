@@ -79,7 +79,7 @@ def rebuild_model(record: dict, state: dict[str, torch.Tensor]) -> MultiViewClas
     inf = InferenceConfig.model_validate(record["inference"])
     attention = AttentionAggregator(**record["attention"]) if record.get("attention") else None
     choice = record["choice"]
-    mv = MultiViewClassifier(build_classifier(model_cfg), view_spec(model_cfg, inf, choice["multi_view"]), choice["aggregator"], int(choice["top_k"]) or 1, attention)
+    mv = MultiViewClassifier(build_classifier(model_cfg), view_spec(model_cfg, inf, choice["multi_view"]), choice["aggregator"], int(choice["top_k"]) or 1, attention, view_chunk=inf.view_chunk)
     mv.load_state_dict(state, strict=True)
     return mv.eval()
 

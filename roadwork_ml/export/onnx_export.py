@@ -72,6 +72,8 @@ class OnnxExportInfo:
     size_bytes: int
     export_seconds: float
     torch_version: str = field(default_factory=lambda: torch.__version__)
+    external_data: str | None = None  # file next to ``path`` holding the weights (models over the threshold)
+    external_data_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what the bundle's ``config.json`` stores under ``onnx``)."""
@@ -96,13 +98,16 @@ def onnx_signature(onnx_path: str | Path) -> tuple[dict[str, list[Any]], dict[st
     return _graph_signature(onnx.load(str(onnx_path), load_external_data=False))
 
 
-def export_onnx(mv: torch.nn.Module, path: str | Path, input_size: int, opset: int = DEFAULT_OPSET) -> OnnxExportInfo:
+def export_onnx(mv: torch.nn.Module, path: str | Path, input_size: int, opset: int = DEFAULT_OPSET, external_data_threshold: int = _PROTO_LIMIT) -> OnnxExportInfo:
     """Export ``mv`` (images ``[B, 3, S, S]`` → (logits ``[B, C]``, view_logits ``[B, V, C]``,
     view_embeddings ``[B, V, D]``), S = ``input_size`` px) to ``path`` with a dynamic batch dim.
 
     Generic over the module: any ``nn.Module`` with that call signature (any aggregator) works.
     The file is checked with ``onnx.checker`` before it is renamed into place; on any failure
     nothing is left at ``path``. ``mv`` is exported in eval mode and its mode restored after.
+    A model larger than ``external_data_threshold`` bytes (default: protobuf's 2 GiB limit,
+    e.g. ViT-g) keeps its weights in ``<path>.data`` next to the graph (ONNX external data);
+    ONNX Runtime and TensorRT's parser load it from there.
     """
     import onnx
     from torch.export import Dim
@@ -143,8 +148,7 @@ def export_onnx(mv: torch.nn.Module, path: str | Path, input_size: int, opset: i
         mv.train(was_training)
     strategy = getattr(program, "_capture_strategy", None)
     exporter = f"torch.onnx dynamo (torch {torch.__version__}" + (f", strategy {strategy}" if strategy else "") + ")"
-    if proto.ByteSize() > _PROTO_LIMIT:
-        raise OnnxExportError(f"the exported model is {proto.ByteSize() / 2**30:.2f} GiB, over protobuf's 2 GiB single-file limit; the bundle stores one model.onnx, so export a smaller model or extend the bundle to external data")
+    external = proto.ByteSize() > min(external_data_threshold, _PROTO_LIMIT)
 
     n, c = int(ref[1].shape[1]), int(ref[1].shape[2])
     d = int(ref[2].shape[2])
@@ -154,12 +158,16 @@ def export_onnx(mv: torch.nn.Module, path: str | Path, input_size: int, opset: i
     if ins != expected_in or outs != expected_out:
         raise OnnxExportError(f"exported graph signature {ins} → {outs} differs from the expected {expected_in} → {expected_out} (only the batch dim may be dynamic)")
 
-    with atomic_path(path) as tmp:
-        onnx.save_model(proto, str(tmp))
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except onnx.checker.ValidationError as e:
-            raise OnnxExportError(f"onnx.checker rejected the exported model for {path}: {e}") from e
+    data_name = f"{path.name}.data" if external else None
+    if external:
+        _save_external(proto, path, data_name)
+    else:
+        with atomic_path(path) as tmp:
+            onnx.save_model(proto, str(tmp))
+            try:
+                onnx.checker.check_model(str(tmp), full_check=True)
+            except onnx.checker.ValidationError as e:
+                raise OnnxExportError(f"onnx.checker rejected the exported model for {path}: {e}") from e
     seconds = time.perf_counter() - t0
     opset_found = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     return OnnxExportInfo(
@@ -175,9 +183,33 @@ def export_onnx(mv: torch.nn.Module, path: str | Path, input_size: int, opset: i
         embed_dim=d,
         input_size=int(input_size),
         sha256=sha256_file(path),
-        size_bytes=path.stat().st_size,
+        size_bytes=path.stat().st_size + ((path.parent / data_name).stat().st_size if data_name else 0),
         export_seconds=round(seconds, 3),
+        external_data=data_name,
+        external_data_sha256=sha256_file(path.parent / data_name) if data_name else None,
     )
+
+
+def _save_external(proto, path: Path, data_name: str) -> None:
+    """Write graph + ``data_name`` (all weights in one file) into a temporary folder next to
+    ``path``, check the pair with ``onnx.checker`` (by path: the 2 GiB limit does not apply),
+    then move the data file and then the graph into place; on failure neither is left."""
+    import shutil
+    import tempfile
+
+    import onnx
+
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        onnx.save_model(proto, str(tmpdir / path.name), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        try:
+            onnx.checker.check_model(str(tmpdir / path.name), full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise OnnxExportError(f"onnx.checker rejected the exported model for {path}: {e}") from e
+        (tmpdir / data_name).replace(path.parent / data_name)
+        (tmpdir / path.name).replace(path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 class OnnxRunner:

@@ -14,7 +14,9 @@ from typing import Any
 
 import timm
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
+from timm.layers import Attention
 from torch import nn
 
 from roadwork_ml.config import ModelConfig
@@ -41,7 +43,66 @@ def create_backbone(cfg: ModelConfig) -> nn.Module:
     model = timm.create_model(cfg.backbone, pretrained=False, **kwargs)
     if cfg.weights_path:
         load_backbone_weights(model, cfg.weights_path)
+    set_attention_backend(model, cfg.attention)
     return model
+
+
+class FlashAttention(Attention):
+    """timm's :class:`~timm.layers.Attention` whose kernel is flash attention: the
+    ``flash-attn`` package when it is installed, else PyTorch SDPA restricted to its flash
+    kernel (no silent fallback to another kernel). Same parameters and state-dict keys."""
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        if attn_mask is not None or not x.is_cuda or self.gate is not None:
+            raise RuntimeError("flash attention needs CUDA tensors, no attention mask and no gate; use model.attention: sdpa")
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(2)  # [B, N, H, Dh]
+        q, k = self.q_norm(q), self.k_norm(k)
+        dropout = self.attn_drop.p if self.training else 0.0
+        flash = _flash_attn_func()
+        if flash is not None and x.dtype in (torch.float16, torch.bfloat16):
+            out = flash(q, k, v, dropout_p=dropout, causal=is_causal)
+        else:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout, is_causal=is_causal)
+            out = out.transpose(1, 2)
+        out = self.norm(out.reshape(b, n, self.attn_dim))
+        return self.proj_drop(self.proj(out))
+
+
+def _flash_attn_func():
+    try:
+        from flash_attn import flash_attn_func  # the `gpu` extra
+    except ImportError:
+        return None
+    return flash_attn_func
+
+
+ATTENTION_BACKENDS = ("sdpa", "math", "flash")
+
+
+def set_attention_backend(model: nn.Module, backend: str) -> int:
+    """Switch every timm ``Attention`` in ``model`` to ``backend`` in place; returns how many.
+
+    ``sdpa`` = ``F.scaled_dot_product_attention`` (PyTorch picks the kernel; on CPU its fused
+    C++ kernel), ``math`` = the explicit ``softmax(QK^T / sqrt(d)) V``, ``flash`` = flash
+    attention (CUDA only: requesting it without CUDA raises). Weights are untouched; only the
+    module class / ``fused_attn`` flag changes, so state dicts and exports stay compatible.
+    """
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"model.attention must be one of {ATTENTION_BACKENDS}, got {backend!r}")
+    if backend == "flash" and not torch.cuda.is_available():
+        raise RuntimeError("model.attention: flash needs a CUDA GPU (flash kernels do not run on CPU); use sdpa, which runs on every device")
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.__class__ = FlashAttention if backend == "flash" else Attention
+            module.fused_attn = backend != "math"
+            count += 1
+    return count
 
 
 def resolve_weights_file(path: str | Path) -> Path:

@@ -10,6 +10,7 @@ import torch
 from roadwork_ml.config import InferenceConfig, ModelConfig
 from roadwork_ml.data.transforms import to_float
 from roadwork_ml.models.classifier import RoadworkClassifier
+from roadwork_ml.models.device import autocast_dtype
 from roadwork_ml.models.multiview import MultiViewClassifier, ViewSpec
 from roadwork_ml.policy.uncertainty import uncertainty_features
 
@@ -40,7 +41,7 @@ def multiview_model(model: RoadworkClassifier, model_cfg: ModelConfig, inf: Infe
             raise ValueError(f"aggregator {inf.aggregator!r} is chosen / trained by the view_aggregator asset: pass its choice")
         choice = {"multi_view": inf.multi_view, "aggregator": inf.aggregator, "top_k": 1}
     spec = view_spec(model_cfg, inf, choice["multi_view"])
-    return MultiViewClassifier(model, spec, choice["aggregator"], int(choice["top_k"]) or 1, attention).eval()
+    return MultiViewClassifier(model, spec, choice["aggregator"], int(choice["top_k"]) or 1, attention, view_chunk=inf.view_chunk).eval()
 
 
 def view_features(logits: np.ndarray, view_logits: np.ndarray, view_embeddings: np.ndarray) -> np.ndarray:
@@ -67,11 +68,14 @@ def _image_batches(images, batch_size: int, loader):
 
 
 @torch.no_grad()
-def predict_views(mv: MultiViewClassifier, images, batch_size: int, progress: bool = False, keep_view_embeddings: bool = False, loader=None) -> ViewOutputs:
+def predict_views(mv: MultiViewClassifier, images, batch_size: int, progress: bool = False, keep_view_embeddings: bool = False, loader=None, amp: bool | None = None) -> ViewOutputs:
     """Run ``mv`` over uint8 or float images ``[N, 3, H, W]``, or over a streaming
     :class:`~roadwork_ml.training.dataset.ImageDataset` (decoded by ``loader``: a LoaderConfig,
-    so a split is never held in memory), in batches of ``batch_size`` images, in order."""
+    so a split is never held in memory), in batches of ``batch_size`` images, in order, on
+    ``mv``'s device; ``amp`` (default: on when that device is CUDA) runs it in bf16 autocast.
+    Outputs are float32 on the CPU either way."""
     device = next(mv.parameters()).device
+    dtype = autocast_dtype(device, device.type == "cuda" if amp is None else amp)
     mv.eval()
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     batches = _image_batches(images, batch_size, loader)
@@ -80,8 +84,9 @@ def predict_views(mv: MultiViewClassifier, images, batch_size: int, progress: bo
 
         batches = tqdm(batches, total=-(-len(images) // batch_size), desc="inference", leave=False)
     for chunk in batches:
-        x = to_float(chunk.to(device))
-        logits, view_logits, view_emb = mv(x)
+        x = to_float(chunk.to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits, view_logits, view_emb = mv(x)
         parts.append((logits.float().cpu(), view_logits.float().cpu(), view_emb.float().cpu()))
     if not parts:
         raise ValueError("predict_views got no images")

@@ -72,8 +72,11 @@ class MultiViewClassifier(nn.Module):
     The aggregated logits are ``log`` of the aggregated probabilities, so softmax recovers them.
     """
 
-    def __init__(self, model: nn.Module, spec: ViewSpec, aggregator: str = "mean", top_k: int = 3, attention: nn.Module | None = None):
+    def __init__(self, model: nn.Module, spec: ViewSpec, aggregator: str = "mean", top_k: int = 3, attention: nn.Module | None = None, view_chunk: int = 0):
         super().__init__()
+        if view_chunk < 0:
+            raise ValueError(f"view_chunk must be >= 0 (0 = every view in one pass), got {view_chunk}")
+        self.view_chunk = view_chunk
         if aggregator not in AGGREGATORS:
             raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {aggregator!r}")
         if aggregator == "attention" and attention is None:
@@ -85,9 +88,14 @@ class MultiViewClassifier(nn.Module):
         b = images.shape[0]
         views = make_views(images, self.spec)
         v = views.shape[1]
-        logits, emb = self.model.forward_with_embedding(views.flatten(0, 1))
-        view_logits = logits.view(b, v, -1)
-        view_emb = emb.view(b, v, -1)
+        chunk = self.view_chunk or v
+        if chunk >= v:
+            logits, emb = self.model.forward_with_embedding(views.flatten(0, 1))
+            view_logits, view_emb = logits.view(b, v, -1), emb.view(b, v, -1)
+        else:  # same graph, the backbone run over [B·chunk] rows at a time (a static, unrolled loop)
+            parts = [self.model.forward_with_embedding(views[:, i : i + chunk].flatten(0, 1)) for i in range(0, v, chunk)]
+            view_logits = torch.cat([lg.view(b, -1, lg.shape[-1]) for lg, _ in parts], 1)
+            view_emb = torch.cat([e.view(b, -1, e.shape[-1]) for _, e in parts], 1)
         probs = view_logits.softmax(-1)
         if self.aggregator == "attention":
             weights = self.attention(view_emb)  # [B, V], rows sum to 1
@@ -101,3 +109,26 @@ class MultiViewClassifier(nn.Module):
                 probs = probs.gather(1, idx.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))
             agg = probs.mean(1)
         return agg.clamp_min(1e-12).log(), view_logits, view_emb
+
+
+def measure_view_chunk(mv: MultiViewClassifier, images: torch.Tensor, candidates: list[int] | None = None, min_seconds: float = 1.0) -> tuple[int, dict[int, float]]:
+    """Time ``mv`` on float ``images`` ``[B, 3, H, W]`` with each ``view_chunk`` candidate
+    (views per backbone pass; 0 = all) and return (the fastest, {candidate: images/s}).
+    ``mv.view_chunk`` is left at the fastest. Outputs do not depend on the chunk."""
+    import time
+
+    v = mv.spec.n_views
+    candidates = candidates or sorted({c for c in (1, 2, 3, 5, v // 2, 0) if 0 <= c <= v})
+    rates: dict[int, float] = {}
+    with torch.no_grad():
+        for c in candidates:
+            mv.view_chunk = c
+            mv(images)  # warm-up
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < min_seconds or n == 0:
+                mv(images)
+                n += images.shape[0]
+            rates[c] = n / (time.perf_counter() - t0)
+    best = max(rates, key=rates.get)
+    mv.view_chunk = best
+    return best, rates

@@ -95,8 +95,10 @@ class BundlePredictor:
         self.backend = _pick_backend(backend, engine)
         if self.backend == "onnx":
             from roadwork_ml.export.onnx_export import OnnxRunner
+            from roadwork_ml.models.device import ort_providers
 
-            self._onnx = OnnxRunner(self.path / ONNX, intra_op_threads=threads)
+            # CUDA EP when this onnxruntime build has it (the gpu extra); TensorRT is its own backend
+            self._onnx = OnnxRunner(self.path / ONNX, providers=ort_providers(tensorrt=False), intra_op_threads=threads)
         elif self.backend == "torch":
             from safetensors.torch import load_file
 

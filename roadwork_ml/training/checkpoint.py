@@ -13,6 +13,7 @@ from roadwork_ml.artifacts import atomic_path, atomic_write_json, verify_dir, wr
 from roadwork_ml.config import ModelConfig
 from roadwork_ml.contracts import validate_state_dict
 from roadwork_ml.models.classifier import RoadworkClassifier, build_classifier
+from roadwork_ml.models.device import torch_device
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -34,12 +35,17 @@ def save_checkpoint(
     return write_manifest(directory, extra={"kind": "classifier-checkpoint"})
 
 
-def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> tuple[RoadworkClassifier, dict]:
-    """Verify hashes, rebuild the architecture from config, load weights strictly; returns (model in eval mode, config)."""
+def load_checkpoint(directory: str | Path, device: str | torch.device | None = None) -> tuple[RoadworkClassifier, dict]:
+    """Verify hashes, rebuild the architecture from config, load weights strictly; returns (model
+    in eval mode on ``device`` — default CUDA when available, else CPU — and config)."""
     directory = Path(directory)
     verify_dir(directory)
     meta = json.loads((directory / CONFIG).read_text())
     model_cfg = ModelConfig.model_validate(meta["model"])
+    device = torch_device(device)
+    if model_cfg.attention == "flash" and device.type != "cuda":
+        # same weights, another kernel: flash kernels exist on CUDA only
+        model_cfg = model_cfg.model_copy(update={"attention": "sdpa"})
     model = build_classifier(model_cfg)
     state = load_file(str(directory / WEIGHTS), device="cpu")
     validate_state_dict(state)
