@@ -17,24 +17,25 @@ from datetime import date, timedelta
 import dagster as dg
 
 from roadwork_assets.audit import read_actions
-from roadwork_assets.definitions import defs
+from roadwork_assets.definitions import build_definitions
 from roadwork_assets.monitoring import drift_action_sensor
-from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
+from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source
 
 CURSOR_FILE = ("audit", "drift_demo_sensor_cursor.json")
 
 
-def _resources() -> dict:
-    return {"settings": ProfileResource(), "store": ArtifactStore(), "mlflow": MlflowTracking()}
+def _resources(source: str) -> dict:
+    return {"settings": ProfileResource(profile=source), "store": ArtifactStore(), "mlflow": MlflowTracking()}
 
 
 def _already_ran(instance: dg.DagsterInstance, run_key: str) -> bool:
     return bool(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1))
 
 
-def run_days(days: list[str]) -> list[dict]:
+def run_days(days: list[str], source: str) -> list[dict]:
     instance = dg.DagsterInstance.get()
-    resources = _resources()
+    defs = build_definitions(source)
+    resources = _resources(source)
     store: ArtifactStore = resources["store"]
     cursor_path = store.path(*CURSOR_FILE)
     cursor = json.loads(cursor_path.read_text())["cursor"] if cursor_path.exists() else None
@@ -70,14 +71,15 @@ def run_days(days: list[str]) -> list[dict]:
 
 
 def main() -> None:
-    profile = ProfileResource().load()
+    source = profile_source(None)
+    profile = ProfileResource(profile=source).load()
     scenario = profile.monitoring.scenario
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=scenario.n_days)
     parser.add_argument("--start", default=scenario.start_date)
     args = parser.parse_args()
     start = date.fromisoformat(args.start)
-    summary = run_days([(start + timedelta(days=i)).isoformat() for i in range(args.days)])
+    summary = run_days([(start + timedelta(days=i)).isoformat() for i in range(args.days)], source)
     actions = read_actions(ArtifactStore())
     print(f"\n{len(summary)} days: " + ", ".join(f"{k} {sum(r['decision'] == k for r in summary)}" for k in ("ok", "alert", "retrain", "rollback")))
     print("audit record (" + str(ArtifactStore().path("audit", "actions.jsonl")) + "):")
