@@ -71,10 +71,10 @@ def source_images(context: dg.AssetExecutionContext, settings: ProfileResource, 
             rows.append(manifest_row(item, rel))
             if len(thumbs[item.label]) < 8:
                 thumbs[item.label].append(_thumbnail(item.image_bytes, item.label, item.record))
-        table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-        validate_table(table, MANIFEST_SCHEMA)
+        manifest_table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        validate_table(manifest_table, MANIFEST_SCHEMA)
         with atomic_path(out / "manifest.parquet") as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(manifest_table, tmp)
         with atomic_path(out / "quarantine.parquet") as tmp:
             pq.write_table(quarantine_table(quarantined), tmp)
         atomic_write_json(out / "stats.json", stats)
@@ -83,7 +83,7 @@ def source_images(context: dg.AssetExecutionContext, settings: ProfileResource, 
             thumbnail_grid([t[0] for t in picked], [t[1] for t in picked], out / "thumbnails.png")
         manifest = write_manifest(out, extra={"kind": "source_images", "source": name, "profile": profile.name}, skip=("images",))
 
-    df = table.to_pandas()
+    df = manifest_table.to_pandas()
     labels = Counter(df["label"].tolist())
     metadata = {
         "path": dg.MetadataValue.path(str(store.location(SOURCE_IMAGES, name))),
@@ -169,11 +169,11 @@ def splits(context: dg.AssetExecutionContext, settings: ProfileResource, store: 
     stratify = "stratum" if "stratum" in fused.columns else None
     fused = fused.assign(split=assign_splits(fused, scfg.ratios, scfg.seed, scfg.class_share_tolerance, stratify_col=stratify).to_numpy())
     out_df = fused[[f.name for f in SPLITS_SCHEMA]].sort_values(["split", "record_id"]).reset_index(drop=True)
-    table = pa.Table.from_pandas(out_df, schema=SPLITS_SCHEMA, preserve_index=False)
+    splits_table = pa.Table.from_pandas(out_df, schema=SPLITS_SCHEMA, preserve_index=False)
     report = split_report(out_df, "split")
     with store.staging(SPLITS, profile=resolved) as out:
         with atomic_path(out / "splits.parquet") as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(splits_table, tmp)
         with atomic_path(out / "duplicates.parquet") as tmp:
             pq.write_table(pa.Table.from_pandas(removed.astype({c: str for c in removed.columns if removed[c].dtype == object}), preserve_index=False), tmp)
         atomic_write_json(out / "report.json", {"splits": report, "fusion": fusion_report, "profile": profile.name})

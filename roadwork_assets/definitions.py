@@ -67,7 +67,7 @@ def build_definitions(profile: str | None = None, *, store: ArtifactStore | None
         jobs=[*mon.jobs, monitoring.retrain_job, monitoring.rollback_job],
         schedules=mon.schedules,
         sensors=[monitoring.drift_action_sensor],
-        resources={"settings": ProfileResource(profile=source), "store": store or ArtifactStore(), "mlflow": mlflow or MlflowTracking()},
+        resources={"settings": ProfileResource.bound(source), "store": store or ArtifactStore(), "mlflow": mlflow or MlflowTracking()},
         # One process per run: every step imports torch (~10 s), and on 2 cores a subprocess per
         # step only adds that start-up cost; the assets parallelize inside (threads, torch).
         executor=dg.in_process_executor,

@@ -25,7 +25,7 @@ CURSOR_FILE = ("audit", "drift_demo_sensor_cursor.json")
 
 
 def _resources(source: str) -> dict:
-    return {"settings": ProfileResource(profile=source), "store": ArtifactStore(), "mlflow": MlflowTracking()}
+    return {"settings": ProfileResource.bound(source), "store": ArtifactStore(), "mlflow": MlflowTracking()}
 
 
 def _already_ran(instance: dg.DagsterInstance, run_key: str) -> bool:

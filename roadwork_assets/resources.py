@@ -82,6 +82,19 @@ class ProfileResource(dg.ConfigurableResource):
     def load(self) -> Profile:
         return self.resolved().profile
 
+    @classmethod
+    def bound(cls, profile: str, overrides: list[str] | None = None) -> "ProfileResource":
+        """An instance whose *launch config default* is ``profile``. Dagster builds a run's
+        resource from the launch config alone, so a launch that sets only ``overrides`` falls
+        back to the class's default ``profile``; this subclass makes that default ``profile``."""
+        return _bound_class(profile)(overrides=list(overrides or []))
+
+
+@functools.lru_cache(maxsize=None)
+def _bound_class(profile: str) -> type[ProfileResource]:
+    field = Field(default=profile, description="profile name (demo, production, tiny) or a YAML path")
+    return type("ProfileResource", (ProfileResource,), {"__annotations__": {"profile": str | None}, "profile": field, "__doc__": ProfileResource.__doc__})
+
 
 # --- the artifact store -----------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ def materialized(tmp_path_factory):
     mlflow = MlflowTracking(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=str(home / "mlartifacts"))
 
     def resources(name: str) -> dict:
-        return {"settings": ProfileResource(profile="tiny"), "store": ArtifactStore(root=str(home / "artifacts"), read_log=str(home / f"reads-{name}.jsonl")), "mlflow": mlflow}
+        return {"settings": ProfileResource.bound("tiny"), "store": ArtifactStore(root=str(home / "artifacts"), read_log=str(home / f"reads-{name}.jsonl")), "mlflow": mlflow}
 
     everything = [*defs.assets, *defs.asset_checks]
     results = []
@@ -360,7 +360,7 @@ def test_splits_names_a_missing_source_partition(tmp_path):
     from roadwork_assets.data import splits
 
     with dg.instance_for_test() as instance:
-        r = dg.materialize([splits], resources={"settings": ProfileResource(profile="tiny"), "store": ArtifactStore(root=str(tmp_path))}, instance=instance, raise_on_error=False)
+        r = dg.materialize([splits], resources={"settings": ProfileResource.bound("tiny"), "store": ArtifactStore(root=str(tmp_path))}, instance=instance, raise_on_error=False)
     assert not r.success
     err = next(e for e in r.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.to_string()
     assert "['mapillary', 'natix', 'roadwork']" in err and "not materialized" in err
