@@ -24,7 +24,9 @@ VAL_FILE = "val_select_views.safetensors"
 
 
 @dg.asset(deps=[PHASE1, SPLITS, SOURCE_IMAGES], group_name="training", kinds={"pytorch"})
-def view_aggregator(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def view_aggregator(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """One batched multi-view pass over VAL_SELECT and a TRAIN sample; the attention aggregator
     trained on the TRAIN view outputs (backbone frozen); single-view vs multi-view and mean /
     global / top-K / attention compared by VAL_SELECT MCC; the profile's choice kept."""
@@ -37,21 +39,39 @@ def view_aggregator(context: dg.AssetExecutionContext, settings: ProfileResource
     full = MultiViewClassifier(model, spec, "mean").eval()
     train_rows = load_split_rows(store, Split.TRAIN)
     if len(train_rows) > inf.aggregator_train_images:
-        train_rows = train_rows.sample(n=inf.aggregator_train_images, random_state=inf.attention.seed).sort_values("record_id")
+        train_rows = train_rows.sample(n=inf.aggregator_train_images, random_state=inf.attention.seed).sort_values(
+            "record_id"
+        )
     val_rows = load_split_rows(store, Split.VAL_SELECT)
-    context.log.info(f"{spec.n_views} views per image over {len(train_rows)} TRAIN and {len(val_rows)} VAL_SELECT images")
+    context.log.info(
+        f"{spec.n_views} views per image over {len(train_rows)} TRAIN and {len(val_rows)} VAL_SELECT images"
+    )
     train = load_split_tensors(store, train_rows, Split.TRAIN, inf.input_size)
     val = load_split_tensors(store, val_rows, Split.VAL_SELECT, inf.input_size)
     out_tr = predict_views(full, train.images, inf.batch_size, keep_view_embeddings=True)
     out_val = predict_views(full, val.images, inf.batch_size, keep_view_embeddings=True)
     probs_val = softmax(out_val.view_logits)
     y_val = val.labels.numpy()
-    sel = select_aggregator(out_tr.view_embeddings, softmax(out_tr.view_logits), train.labels.numpy(), probs_val, out_val.view_embeddings, y_val, spec, inf)
+    sel = select_aggregator(
+        out_tr.view_embeddings,
+        softmax(out_tr.view_logits),
+        train.labels.numpy(),
+        probs_val,
+        out_val.view_embeddings,
+        y_val,
+        spec,
+        inf,
+    )
     rows = [c.to_dict() for c in sel.candidates]
     with store.staging(VIEW_AGGREGATOR, profile=resolved) as out:
         save_choice(out, sel.choice, sel.attention)
-        (out / "candidates.json").write_text(json.dumps({"candidates": rows, "attention_losses": {str(k): v for k, v in sel.losses.items()}}, indent=2))
-        save_file({"view_probs": probs_val, "labels": y_val.astype(np.int64), "attention_weights": sel.val_weights}, str(out / VAL_FILE))
+        (out / "candidates.json").write_text(
+            json.dumps({"candidates": rows, "attention_losses": {str(k): v for k, v in sel.losses.items()}}, indent=2)
+        )
+        save_file(
+            {"view_probs": probs_val, "labels": y_val.astype(np.int64), "attention_weights": sel.val_weights},
+            str(out / VAL_FILE),
+        )
         write_manifest(out, extra={"kind": VIEW_AGGREGATOR})
     return dg.MaterializeResult(
         metadata={
@@ -79,15 +99,35 @@ def load_aggregator(store: ArtifactStore):
     return directory, choice, attention
 
 
-@dg.asset_check(asset=view_aggregator, blocking=True, description="the saved choice re-measures to the recorded VAL_SELECT MCC from the saved view outputs, and is the best candidate the profile allows")
+@dg.asset_check(
+    asset=view_aggregator,
+    blocking=True,
+    description="the saved choice re-measures to the recorded VAL_SELECT MCC from the saved view outputs, and is the best candidate the profile allows",
+)
 def aggregator_choice_reproduces(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     from safetensors.numpy import load_file
 
     directory, choice, _ = load_aggregator(store)
     arrays = load_file(str(directory / VAL_FILE))
     candidates = json.loads((directory / "candidates.json").read_text())["candidates"]
-    r = remeasure_choice(choice, candidates, arrays["view_probs"], arrays["labels"], arrays["attention_weights"], flip=bool(settings.load().inference.flip_tta))
-    return dg.AssetCheckResult(passed=r["reproduces"], metadata={"recorded_mcc": choice["val_select_mcc"], "remeasured_mcc": r["measured_mcc"], "best_allowed": r["best_allowed"], "chosen": choice["candidate"], "views_cached": int(arrays["view_probs"].shape[1])})
+    r = remeasure_choice(
+        choice,
+        candidates,
+        arrays["view_probs"],
+        arrays["labels"],
+        arrays["attention_weights"],
+        flip=bool(settings.load().inference.flip_tta),
+    )
+    return dg.AssetCheckResult(
+        passed=r["reproduces"],
+        metadata={
+            "recorded_mcc": choice["val_select_mcc"],
+            "remeasured_mcc": r["measured_mcc"],
+            "best_allowed": r["best_allowed"],
+            "chosen": choice["candidate"],
+            "views_cached": int(arrays["view_probs"].shape[1]),
+        },
+    )
 
 
 def load_served_model(store: ArtifactStore, inference_cfg):

@@ -1,6 +1,5 @@
 """Phase 6: the verified bundle, and what is built from it (TensorRT engine, Triton repository)."""
 
-
 import json
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from roadwork_ml.policy.decision import DecisionPolicy
 BUNDLE = "bundle"
 ENGINE = "tensorrt_engine"
 TRITON = "triton_repository"
-
 
 
 def load_bundle_dir(store: ArtifactStore) -> "Path":
@@ -59,7 +57,11 @@ def _parity_images(store: ArtifactStore, profile: Profile) -> torch.Tensor:
     return load_split_tensors(store, rows, Split.VAL_CALIB, profile.inference.input_size).images
 
 
-@dg.asset(deps=[PHASE1, VIEW_AGGREGATOR, CALIBRATOR, THRESHOLDS, GATE, SCRC, VAL_CALIB_LOGITS, SPLITS, SOURCE_IMAGES], group_name="export", kinds={"onnx", "safetensors"})
+@dg.asset(
+    deps=[PHASE1, VIEW_AGGREGATOR, CALIBRATOR, THRESHOLDS, GATE, SCRC, VAL_CALIB_LOGITS, SPLITS, SOURCE_IMAGES],
+    group_name="export",
+    kinds={"onnx", "safetensors"},
+)
 def bundle(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
     """The deployable bundle: manifest (hashes, profile, splits fingerprint, active policy,
     headline metrics), model.safetensors, model.onnx (the whole batched multi-view graph),
@@ -78,9 +80,25 @@ def bundle(context: dg.AssetExecutionContext, settings: ProfileResource, store: 
         return export_onnx(model, path, input_size, opset=profile.export.onnx_opset).to_dict()
 
     with store.staging(BUNDLE, profile=resolved) as out:
-        manifest = write_bundle(out, mv, model_cfg, profile.inference, choice, policy, profile=profile.model_dump(mode="json"), splits_fingerprint=splits_manifest["files"]["splits.parquet"]["sha256"], metrics=headline, onnx_export=onnx_export)
+        manifest = write_bundle(
+            out,
+            mv,
+            model_cfg,
+            profile.inference,
+            choice,
+            policy,
+            profile=profile.model_dump(mode="json"),
+            splits_fingerprint=splits_manifest["files"]["splits.parquet"]["sha256"],
+            metrics=headline,
+            onnx_export=onnx_export,
+        )
     directory = store.read(BUNDLE)
-    parity = onnx_parity(mv, directory / "model.onnx", _parity_images(store, profile).float().div(255.0), batch_size=profile.inference.batch_size)
+    parity = onnx_parity(
+        mv,
+        directory / "model.onnx",
+        _parity_images(store, profile).float().div(255.0),
+        batch_size=profile.inference.batch_size,
+    )
     context.log.info(f"bundle written: {len(manifest['files'])} files, ONNX parity max |Δp| {parity.max_prob_diff:.2e}")
     return dg.MaterializeResult(
         metadata={
@@ -90,7 +108,12 @@ def bundle(context: dg.AssetExecutionContext, settings: ProfileResource, store: 
             "input_size": manifest["input_size"],
             "onnx_max_prob_diff": parity.max_prob_diff,
             "onnx_decision_agreement": parity.decision_agreement,
-            "files": table([{"file": k, "bytes": v["size"], "sha256": v["sha256"][:16] + "…"} for k, v in manifest["files"].items()]),
+            "files": table(
+                [
+                    {"file": k, "bytes": v["size"], "sha256": v["sha256"][:16] + "…"}
+                    for k, v in manifest["files"].items()
+                ]
+            ),
             "headline": table([{"metric": k, "value": float(v)} for k, v in headline.items()]),
             **{k: float(v) for k, v in headline.items()},
             **profile_md(resolved),
@@ -98,7 +121,12 @@ def bundle(context: dg.AssetExecutionContext, settings: ProfileResource, store: 
     )
 
 
-@dg.asset_check(asset=bundle, name="hashes_verify", blocking=True, description="every file's sha256 and size match manifest.json and no unlisted file is present")
+@dg.asset_check(
+    asset=bundle,
+    name="hashes_verify",
+    blocking=True,
+    description="every file's sha256 and size match manifest.json and no unlisted file is present",
+)
 def bundle_hashes_verify(store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.export.bundle import verify_bundle
 
@@ -106,10 +134,21 @@ def bundle_hashes_verify(store: ArtifactStore) -> dg.AssetCheckResult:
         manifest = verify_bundle(store.read(BUNDLE))
     except IntegrityError as exc:
         return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
-    return dg.AssetCheckResult(passed=True, metadata={"files_verified": len(manifest["files"]), "bytes": sum(v["size"] for v in manifest["files"].values())})
+    return dg.AssetCheckResult(
+        passed=True,
+        metadata={
+            "files_verified": len(manifest["files"]),
+            "bytes": sum(v["size"] for v in manifest["files"].values()),
+        },
+    )
 
 
-@dg.asset_check(asset=bundle, name="exactly_one_policy", blocking=True, description="policy.json names exactly one of thresholds / gate / scrc, the manifest and the profile agree, and no other policy's parameters ship")
+@dg.asset_check(
+    asset=bundle,
+    name="exactly_one_policy",
+    blocking=True,
+    description="policy.json names exactly one of thresholds / gate / scrc, the manifest and the profile agree, and no other policy's parameters ship",
+)
 def bundle_exactly_one_policy(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     d = load_bundle_dir(store)
     manifest = json.loads((d / "manifest.json").read_text())
@@ -118,11 +157,30 @@ def bundle_exactly_one_policy(store: ArtifactStore, settings: ProfileResource) -
     stray = sorted(n for n in manifest["files"] if n in ("thresholds.json", "gate_policy.json", "conformal.json"))
     gate_files = {"gate.json", "gate.safetensors"} & set(manifest["files"])
     gate_ok = bool(gate_files) == (policy.get("kind") in ("gate", "scrc"))
-    passed = policy.get("kind") == manifest["active_policy"] == expected and not stray and gate_ok and set(policy) == {"kind", "params"}
-    return dg.AssetCheckResult(passed=bool(passed), metadata={"policy": str(policy.get("kind")), "manifest": manifest["active_policy"], "profile": expected, "stray_policy_files": ", ".join(stray) or "none", "gate_files_consistent": gate_ok})
+    passed = (
+        policy.get("kind") == manifest["active_policy"] == expected
+        and not stray
+        and gate_ok
+        and set(policy) == {"kind", "params"}
+    )
+    return dg.AssetCheckResult(
+        passed=bool(passed),
+        metadata={
+            "policy": str(policy.get("kind")),
+            "manifest": manifest["active_policy"],
+            "profile": expected,
+            "stray_policy_files": ", ".join(stray) or "none",
+            "gate_files_consistent": gate_ok,
+        },
+    )
 
 
-@dg.asset_check(asset=bundle, name="onnx_matches_pytorch", blocking=True, description="ONNX Runtime vs PyTorch (both rebuilt from the bundle's files) on VAL_CALIB images: max |Δ probability| ≤ the profile's tolerance (1e-4)")
+@dg.asset_check(
+    asset=bundle,
+    name="onnx_matches_pytorch",
+    blocking=True,
+    description="ONNX Runtime vs PyTorch (both rebuilt from the bundle's files) on VAL_CALIB images: max |Δ probability| ≤ the profile's tolerance (1e-4)",
+)
 def bundle_onnx_matches_pytorch(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     from safetensors.torch import load_file
 
@@ -136,10 +194,24 @@ def bundle_onnx_matches_pytorch(store: ArtifactStore, settings: ProfileResource)
     images = _parity_images(store, profile).float().div(255.0)
     parity = onnx_parity(mv, d / "model.onnx", images, batch_size=profile.inference.batch_size)
     tol = profile.export.parity_tolerance
-    return dg.AssetCheckResult(passed=bool(parity.max_prob_diff <= tol), metadata={"max_prob_diff": parity.max_prob_diff, "tolerance": tol, "decision_agreement": parity.decision_agreement, "max_embedding_diff": parity.max_embedding_diff, "images": parity.n})
+    return dg.AssetCheckResult(
+        passed=bool(parity.max_prob_diff <= tol),
+        metadata={
+            "max_prob_diff": parity.max_prob_diff,
+            "tolerance": tol,
+            "decision_agreement": parity.decision_agreement,
+            "max_embedding_diff": parity.max_embedding_diff,
+            "images": parity.n,
+        },
+    )
 
 
-@dg.asset_check(asset=bundle, name="predicts_through_predictor", blocking=True, description="BundlePredictor (ONNX Runtime) loads the bundle and reproduces the decision path on VAL_CALIB: calibrated probabilities match the val_calib_logits path within 1e-4; StreetVision outputs finite in [0, 1]")
+@dg.asset_check(
+    asset=bundle,
+    name="predicts_through_predictor",
+    blocking=True,
+    description="BundlePredictor (ONNX Runtime) loads the bundle and reproduces the decision path on VAL_CALIB: calibrated probabilities match the val_calib_logits path within 1e-4; StreetVision outputs finite in [0, 1]",
+)
 def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     from roadwork_ml.serving.predictor import BundlePredictor
 
@@ -155,7 +227,22 @@ def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.Asset
     sv = out.decisions.streetvision
     sv_ok = bool(np.isfinite(sv).all() and sv.min() >= 0 and sv.max() <= 1)
     agree = float((out.decisions.decision == ref.decision).mean())
-    return dg.AssetCheckResult(passed=bool(prob_diff <= 1e-4 and sv_ok and agree >= 0.99), metadata={"images": n, "max_calibrated_prob_diff": prob_diff, "max_feature_diff": feat_diff, "decision_agreement": agree, "streetvision_valid": sv_ok, "decisions": table([{"decision": k, "images": int((out.decisions.decision == k).sum())} for k in ("roadwork", "no_roadwork", "defer")])})
+    return dg.AssetCheckResult(
+        passed=bool(prob_diff <= 1e-4 and sv_ok and agree >= 0.99),
+        metadata={
+            "images": n,
+            "max_calibrated_prob_diff": prob_diff,
+            "max_feature_diff": feat_diff,
+            "decision_agreement": agree,
+            "streetvision_valid": sv_ok,
+            "decisions": table(
+                [
+                    {"decision": k, "images": int((out.decisions.decision == k).sum())}
+                    for k in ("roadwork", "no_roadwork", "defer")
+                ]
+            ),
+        },
+    )
 
 
 @dg.asset(deps=[bundle, SPLITS, SOURCE_IMAGES], group_name="export", kinds={"tensorrt"}, output_required=False)
@@ -168,7 +255,9 @@ def tensorrt_engine(context: dg.AssetExecutionContext, settings: ProfileResource
     ok, reason = tensorrt_available()
     if not ok:
         context.log.warning(f"tensorrt_engine not built: {reason}")
-        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={"status": "skipped", "reason": reason}))
+        context.log_event(
+            dg.AssetObservation(asset_key=context.asset_key, metadata={"status": "skipped", "reason": reason})
+        )
         return
     from roadwork_ml.export.onnx_export import OnnxRunner
     from roadwork_ml.export.tensorrt_build import TensorRTRunner, build_engine, engine_agreement
@@ -178,22 +267,54 @@ def tensorrt_engine(context: dg.AssetExecutionContext, settings: ProfileResource
     t = profile.export.tensorrt
     bundle_dir = load_bundle_dir(store)
     with store.staging(ENGINE, profile=resolved) as out:
-        info = build_engine(bundle_dir / "model.onnx", out / "model.plan", profile.inference.input_size, min_batch=t.min_batch, opt_batch=t.opt_batch, max_batch=t.max_batch, fp16=t.fp16, workspace_gb=t.workspace_gb)
+        info = build_engine(
+            bundle_dir / "model.onnx",
+            out / "model.plan",
+            profile.inference.input_size,
+            min_batch=t.min_batch,
+            opt_batch=t.opt_batch,
+            max_batch=t.max_batch,
+            fp16=t.fp16,
+            workspace_gb=t.workspace_gb,
+        )
         images = _parity_images(store, profile).float().div(255.0).numpy()
-        agreement = engine_agreement(OnnxRunner(bundle_dir / "model.onnx"), TensorRTRunner(out / "model.plan"), images, tolerance=t.min_decision_agreement, max_prob_diff=t.max_prob_diff, raise_on_reject=False, batch_size=min(32, t.max_batch))
+        agreement = engine_agreement(
+            OnnxRunner(bundle_dir / "model.onnx"),
+            TensorRTRunner(out / "model.plan"),
+            images,
+            tolerance=t.min_decision_agreement,
+            max_prob_diff=t.max_prob_diff,
+            raise_on_reject=False,
+            batch_size=min(32, t.max_batch),
+        )
         if not agreement["accepted"]:
-            raise dg.Failure(description=f"TensorRT engine refused: {agreement['reason']}", metadata={k: float(v) for k, v in agreement.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            raise dg.Failure(
+                description=f"TensorRT engine refused: {agreement['reason']}",
+                metadata={
+                    k: float(v) for k, v in agreement.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                },
+            )
         from roadwork_ml.artifacts import atomic_write_json, sha256_file, write_manifest
 
-        atomic_write_json(out / "engine.json", {**info.to_dict(), **agreement, "onnx_sha256": sha256_file(bundle_dir / "model.onnx")})
+        atomic_write_json(
+            out / "engine.json", {**info.to_dict(), **agreement, "onnx_sha256": sha256_file(bundle_dir / "model.onnx")}
+        )
         write_manifest(out, extra={"kind": "tensorrt_engine"})
-    yield dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(store.location(ENGINE) / "model.plan")), **{k: v for k, v in agreement.items() if isinstance(v, (int, float))}, **profile_md(resolved)})
+    yield dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(store.location(ENGINE) / "model.plan")),
+            **{k: v for k, v in agreement.items() if isinstance(v, (int, float))},
+            **profile_md(resolved),
+        }
+    )
 
 
 # the engine is optional (no TensorRT on CPU machines): a dep on it would skip this asset there,
 # so the read is declared as optional instead (the declared-I/O test allows it)
 @dg.asset(deps=[bundle], group_name="export", kinds={"triton"}, metadata={"roadwork/optional_reads": ENGINE})
-def triton_repository(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def triton_repository(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """A Triton model repository: the bundle's ONNX (onnxruntime_onnx) and, when a TensorRT
     engine built from this very ONNX exists, a tensorrt_plan model; dynamic batching; every
     config.pbtxt parsed with tritonclient's protobuf ModelConfig and checked against the graph."""
@@ -217,19 +338,49 @@ def triton_repository(context: dg.AssetExecutionContext, settings: ProfileResour
         else:
             engine, engine_note = None, "stale TensorRT engine (built from another ONNX) left out"
     with store.staging(TRITON, profile=resolved) as out:
-        info = write_triton_repository(out, tc.model_name, bundle_dir / "model.onnx", input_size=record["input_size"], n_views=record["n_views"], num_classes=record["num_classes"], embed_dim=record["embed_dim"], max_batch_size=tc.max_batch_size, preferred_batch_sizes=tuple(tc.preferred_batch_sizes), max_queue_delay_us=tc.max_queue_delay_us, engine_path=engine, instance_kind=tc.instance_kind)
+        info = write_triton_repository(
+            out,
+            tc.model_name,
+            bundle_dir / "model.onnx",
+            input_size=record["input_size"],
+            n_views=record["n_views"],
+            num_classes=record["num_classes"],
+            embed_dim=record["embed_dim"],
+            max_batch_size=tc.max_batch_size,
+            preferred_batch_sizes=tuple(tc.preferred_batch_sizes),
+            max_queue_delay_us=tc.max_queue_delay_us,
+            engine_path=engine,
+            instance_kind=tc.instance_kind,
+        )
         configs = sorted(out.rglob("config.pbtxt"))
         for cfg in configs:
             validate_config(cfg, onnx_path=bundle_dir / "model.onnx")
         models = [c.parent.name for c in configs]
         first_config = configs[0].read_text()
-        write_manifest(out, extra={"kind": "triton_repository", "bundle_manifest_sha256": sha256_file(bundle_dir / "manifest.json")})
+        write_manifest(
+            out,
+            extra={"kind": "triton_repository", "bundle_manifest_sha256": sha256_file(bundle_dir / "manifest.json")},
+        )
     context.log.info(engine_note)
-    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(store.location(TRITON))), "models": ", ".join(models), "tensorrt": engine_note, "active_policy": manifest["active_policy"],
-                                          "config": dg.MetadataValue.md("```\n" + first_config + "\n```"), "info": dg.MetadataValue.json(json.loads(json.dumps(info, default=str))), **profile_md(resolved)})
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(store.location(TRITON))),
+            "models": ", ".join(models),
+            "tensorrt": engine_note,
+            "active_policy": manifest["active_policy"],
+            "config": dg.MetadataValue.md("```\n" + first_config + "\n```"),
+            "info": dg.MetadataValue.json(json.loads(json.dumps(info, default=str))),
+            **profile_md(resolved),
+        }
+    )
 
 
-@dg.asset_check(asset=triton_repository, name="configs_parse", blocking=True, description="every config.pbtxt parses into tritonclient's ModelConfig protobuf and its tensor names and dims match the ONNX graph")
+@dg.asset_check(
+    asset=triton_repository,
+    name="configs_parse",
+    blocking=True,
+    description="every config.pbtxt parses into tritonclient's ModelConfig protobuf and its tensor names and dims match the ONNX graph",
+)
 def triton_configs_parse(store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.export.triton import validate_config
 
@@ -239,13 +390,30 @@ def triton_configs_parse(store: ArtifactStore) -> dg.AssetCheckResult:
     for cfg in sorted(d.rglob("config.pbtxt")):
         try:
             mc = validate_config(cfg, onnx_path=store.read(BUNDLE) / "model.onnx")
-            results.append({"model": cfg.parent.name, "platform": mc.platform, "max_batch_size": mc.max_batch_size, "inputs": len(mc.input), "outputs": len(mc.output), "ok": True})
+            results.append(
+                {
+                    "model": cfg.parent.name,
+                    "platform": mc.platform,
+                    "max_batch_size": mc.max_batch_size,
+                    "inputs": len(mc.input),
+                    "outputs": len(mc.output),
+                    "ok": True,
+                }
+            )
         except Exception as exc:  # noqa: BLE001 - a failed validation is the check's result
             results.append({"model": cfg.parent.name, "error": str(exc)[:300], "ok": False})
-    return dg.AssetCheckResult(passed=bool(results) and all(r["ok"] for r in results), metadata={"configs": table(results) if results else "none found"})
+    return dg.AssetCheckResult(
+        passed=bool(results) and all(r["ok"] for r in results),
+        metadata={"configs": table(results) if results else "none found"},
+    )
 
 
-@dg.asset_check(asset=tensorrt_engine, name="engine_agrees_with_onnx", blocking=True, description="re-runs the engine and the bundle's ONNX on VAL_CALIB images: decision agreement and max |Δp| within the profile's tolerances, engine built from this bundle's ONNX")
+@dg.asset_check(
+    asset=tensorrt_engine,
+    name="engine_agrees_with_onnx",
+    blocking=True,
+    description="re-runs the engine and the bundle's ONNX on VAL_CALIB images: decision agreement and max |Δp| within the profile's tolerances, engine built from this bundle's ONNX",
+)
 def engine_agrees_with_onnx(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     from roadwork_ml.artifacts import sha256_file
     from roadwork_ml.export.onnx_export import OnnxRunner
@@ -260,6 +428,24 @@ def engine_agrees_with_onnx(store: ArtifactStore, settings: ProfileResource) -> 
     verify_dir(d)
     onnx = load_bundle_dir(store) / "model.onnx"
     same = json.loads((d / "engine.json").read_text()).get("onnx_sha256") == sha256_file(onnx)
-    agreement = engine_agreement(OnnxRunner(onnx), TensorRTRunner(d / "model.plan"), _parity_images(store, profile).float().div(255.0).numpy(), tolerance=t.min_decision_agreement, max_prob_diff=t.max_prob_diff, raise_on_reject=False, batch_size=min(32, t.max_batch))
-    passed = same and agreement["decision_agreement"] >= t.min_decision_agreement and agreement["max_prob_diff"] <= t.max_prob_diff
-    return dg.AssetCheckResult(passed=bool(passed), metadata={"built_from_this_onnx": same, **{k: float(v) for k, v in agreement.items() if isinstance(v, (int, float))}})
+    agreement = engine_agreement(
+        OnnxRunner(onnx),
+        TensorRTRunner(d / "model.plan"),
+        _parity_images(store, profile).float().div(255.0).numpy(),
+        tolerance=t.min_decision_agreement,
+        max_prob_diff=t.max_prob_diff,
+        raise_on_reject=False,
+        batch_size=min(32, t.max_batch),
+    )
+    passed = (
+        same
+        and agreement["decision_agreement"] >= t.min_decision_agreement
+        and agreement["max_prob_diff"] <= t.max_prob_diff
+    )
+    return dg.AssetCheckResult(
+        passed=bool(passed),
+        metadata={
+            "built_from_this_onnx": same,
+            **{k: float(v) for k, v in agreement.items() if isinstance(v, (int, float))},
+        },
+    )

@@ -1,6 +1,5 @@
 """Data assets: ``source_images`` (one partition per source) and the leakage-proof ``splits``."""
 
-
 from collections import Counter
 
 import dagster as dg
@@ -8,20 +7,26 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 import torch
 
 from roadwork_assets.metadata import image_md, profile_md, table
 from roadwork_assets.resources import ArtifactStore, ProfileResource
-from roadwork_ml.artifacts import IntegrityError, atomic_path, atomic_write_json, sha256_file, verify_dir, write_manifest
+from roadwork_ml.artifacts import (
+    IntegrityError,
+    atomic_path,
+    atomic_write_json,
+    sha256_file,
+    verify_dir,
+    write_manifest,
+)
 from roadwork_ml.config import SOURCE_NAMES
 from roadwork_ml.contracts import Split
-from roadwork_ml.data.transforms import load_image_batch
-from roadwork_ml.training.trainer import TensorSplit
 from roadwork_ml.data.decode import manifest_row, store_relpath
 from roadwork_ml.data.records import MANIFEST_SCHEMA, SPLITS_SCHEMA, Quarantined, quarantine_table, validate_table
 from roadwork_ml.data.sources import iter_source
+from roadwork_ml.data.transforms import load_image_batch
 from roadwork_ml.evaluation.plots import thumbnail_grid
+from roadwork_ml.training.trainer import TensorSplit
 
 source_partitions = dg.StaticPartitionsDefinition(list(SOURCE_NAMES))
 SOURCE_IMAGES = "source_images"
@@ -40,7 +45,9 @@ def _thumbnail(data: bytes, label: int, rec) -> tuple[np.ndarray, str]:
 
 
 @dg.asset(partitions_def=source_partitions, group_name="data", kinds={"parquet", "pillow"})
-def source_images(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def source_images(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """Read one source (its configured real path, or synthetic scenes in its style) through safe
     decoding; write the images, a Parquet manifest and the quarantine list.
 
@@ -50,7 +57,9 @@ def source_images(context: dg.AssetExecutionContext, settings: ProfileResource, 
     profile = resolved.profile
     name = context.partition_key
     if name not in profile.data.sources:
-        raise ValueError(f"profile {profile.name!r} configures no source {name!r}; configured: {sorted(profile.data.sources)}")
+        raise ValueError(
+            f"profile {profile.name!r} configures no source {name!r}; configured: {sorted(profile.data.sources)}"
+        )
     scfg = profile.data.sources[name]
     origin = scfg.path or f"synthetic ({scfg.synthetic.n_images} images, seed {profile.data.seed})"
     context.log.info(f"reading source {name} from {origin}")
@@ -59,7 +68,9 @@ def source_images(context: dg.AssetExecutionContext, settings: ProfileResource, 
     quarantined: list[Quarantined] = []
     thumbs: dict[int, list] = {0: [], 1: []}
     with store.staging(SOURCE_IMAGES, name, profile=resolved) as out:
-        for item in iter_source(name, scfg, profile.data, gps_cell_deg=profile.splits.gps_cell_deg, progress=True, stats=stats):
+        for item in iter_source(
+            name, scfg, profile.data, gps_cell_deg=profile.splits.gps_cell_deg, progress=True, stats=stats
+        ):
             if isinstance(item, Quarantined):
                 quarantined.append(item)
                 continue
@@ -81,7 +92,9 @@ def source_images(context: dg.AssetExecutionContext, settings: ProfileResource, 
         picked = thumbs[1] + thumbs[0]
         if picked:
             thumbnail_grid([t[0] for t in picked], [t[1] for t in picked], out / "thumbnails.png")
-        manifest = write_manifest(out, extra={"kind": "source_images", "source": name, "profile": profile.name}, skip=("images",))
+        manifest = write_manifest(
+            out, extra={"kind": "source_images", "source": name, "profile": profile.name}, skip=("images",)
+        )
 
     df = manifest_table.to_pandas()
     labels = Counter(df["label"].tolist())
@@ -93,7 +106,9 @@ def source_images(context: dg.AssetExecutionContext, settings: ProfileResource, 
         "negatives": int(labels.get(0, 0)),
         "quarantined": len(quarantined),
         "quarantine_reasons": dg.MetadataValue.json(stats.get("quarantine_reasons", {})),
-        "quarantine": table([{"origin": q.origin, "reason": q.reason} for q in quarantined[:50]]) if quarantined else "none",
+        "quarantine": table([{"origin": q.origin, "reason": q.reason} for q in quarantined[:50]])
+        if quarantined
+        else "none",
         "per_time_of_day": table(_label_shares(df, "time_of_day")),
         "per_weather": table(_label_shares(df, "weather")),
         "cameras": int(df["camera_id"].nunique()),
@@ -110,7 +125,9 @@ def source_images(context: dg.AssetExecutionContext, settings: ProfileResource, 
 
 def _label_shares(df: pd.DataFrame, column: str) -> list[dict]:
     g = df.groupby(column)["label"]
-    return [{column: str(k), "images": int(n), "positive_share": float(m)} for (k, n), m in zip(g.count().items(), g.mean())]
+    return [
+        {column: str(k), "images": int(n), "positive_share": float(m)} for (k, n), m in zip(g.count().items(), g.mean())
+    ]
 
 
 def load_source_manifest(store: ArtifactStore, partition: str) -> tuple:
@@ -122,27 +139,43 @@ def load_source_manifest(store: ArtifactStore, partition: str) -> tuple:
     return directory, table_
 
 
-@dg.asset_check(asset=source_images, blocking=True, description="the manifest matches its declared schema, every listed image file exists with its recorded sha256")
+@dg.asset_check(
+    asset=source_images,
+    blocking=True,
+    description="the manifest matches its declared schema, every listed image file exists with its recorded sha256",
+)
 def manifest_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
     partitions = [context.partition_key] if context.has_partition_key else store.partitions(SOURCE_IMAGES)
     rows = []
     for name in partitions:
         directory, table_ = load_source_manifest(store, name)
-        bad = [p for p, h in zip(table_.column("path").to_pylist(), table_.column("sha256").to_pylist()) if sha256_file(directory / p) != h]
+        bad = [
+            p
+            for p, h in zip(table_.column("path").to_pylist(), table_.column("sha256").to_pylist())
+            if sha256_file(directory / p) != h
+        ]
         rows.append({"source": name, "rows": table_.num_rows, "hash_mismatches": len(bad)})
     passed = bool(rows) and all(r["hash_mismatches"] == 0 for r in rows)
     return dg.AssetCheckResult(passed=passed, metadata={"sources": table(rows) if rows else "none"})
 
 
-SPLIT_CHECKS = ("splits_disjoint", "no_group_in_two_splits", "both_classes_in_every_split", "class_share_within_tolerance", "no_near_duplicates_across_splits")
+SPLIT_CHECKS = (
+    "splits_disjoint",
+    "no_group_in_two_splits",
+    "both_classes_in_every_split",
+    "class_share_within_tolerance",
+    "no_near_duplicates_across_splits",
+)
 
 
 def _load_pool(store: ArtifactStore, sources: list[str]) -> pd.DataFrame:
     """Exactly the configured source partitions, each hash-verified; a missing one is an error naming it."""
     missing = [name for name in sources if not store.exists(SOURCE_IMAGES, name)]
     if missing:
-        raise FileNotFoundError(f"source_images partition(s) {missing} configured by the profile are not materialized under {store.location(SOURCE_IMAGES)}: "
-                                f"materialize them first (dagster asset materialize --select source_images --partition {missing[0]})")
+        raise FileNotFoundError(
+            f"source_images partition(s) {missing} configured by the profile are not materialized under {store.location(SOURCE_IMAGES)}: "
+            f"materialize them first (dagster asset materialize --select source_images --partition {missing[0]})"
+        )
     frames = []
     for name in sources:
         _, table_ = load_source_manifest(store, name)
@@ -167,7 +200,9 @@ def splits(context: dg.AssetExecutionContext, settings: ProfileResource, store: 
     kept, removed = deduplicate(pool, scfg.near_duplicate_hamming)
     fused, fusion_report = fuse(kept, scfg.fusion, scfg.source_weights, scfg.mixing_ratios, scfg.seed)
     stratify = "stratum" if "stratum" in fused.columns else None
-    fused = fused.assign(split=assign_splits(fused, scfg.ratios, scfg.seed, scfg.class_share_tolerance, stratify_col=stratify).to_numpy())
+    fused = fused.assign(
+        split=assign_splits(fused, scfg.ratios, scfg.seed, scfg.class_share_tolerance, stratify_col=stratify).to_numpy()
+    )
     out_df = fused[[f.name for f in SPLITS_SCHEMA]].sort_values(["split", "record_id"]).reset_index(drop=True)
     splits_table = pa.Table.from_pandas(out_df, schema=SPLITS_SCHEMA, preserve_index=False)
     report = split_report(out_df, "split")
@@ -175,11 +210,25 @@ def splits(context: dg.AssetExecutionContext, settings: ProfileResource, store: 
         with atomic_path(out / "splits.parquet") as tmp:
             pq.write_table(splits_table, tmp)
         with atomic_path(out / "duplicates.parquet") as tmp:
-            pq.write_table(pa.Table.from_pandas(removed.astype({c: str for c in removed.columns if removed[c].dtype == object}), preserve_index=False), tmp)
+            pq.write_table(
+                pa.Table.from_pandas(
+                    removed.astype({c: str for c in removed.columns if removed[c].dtype == object}),
+                    preserve_index=False,
+                ),
+                tmp,
+            )
         atomic_write_json(out / "report.json", {"splits": report, "fusion": fusion_report, "profile": profile.name})
         manifest = write_manifest(out, extra={"kind": "splits", "fingerprint": _fingerprint(out_df)})
     kinds = Counter(removed["kind"].tolist()) if len(removed) else Counter()
-    rows = [{"split": s.value, "images": int((out_df.split == s.value).sum()), "positive_share": float(out_df.loc[out_df.split == s.value, "label"].mean()), "groups": int(out_df.loc[out_df.split == s.value, "group_id"].nunique())} for s in Split]
+    rows = [
+        {
+            "split": s.value,
+            "images": int((out_df.split == s.value).sum()),
+            "positive_share": float(out_df.loc[out_df.split == s.value, "label"].mean()),
+            "groups": int(out_df.loc[out_df.split == s.value, "group_id"].nunique()),
+        }
+        for s in Split
+    ]
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(store.location(SPLITS) / "splits.parquet")),
@@ -219,17 +268,33 @@ def splits_checks(store: ArtifactStore, settings: ProfileResource):
     df = load_splits(store)
     found = split_violations(df, scfg.class_share_tolerance, max_hamming=scfg.near_duplicate_hamming)
     pool_share = float(df["label"].mean())
-    shares = [{"split": s.value, "rows": int((df.split == s.value).sum()), "positive_share": float(df.loc[df.split == s.value, "label"].mean())} for s in Split]
+    shares = [
+        {
+            "split": s.value,
+            "rows": int((df.split == s.value).sum()),
+            "positive_share": float(df.loc[df.split == s.value, "label"].mean()),
+        }
+        for s in Split
+    ]
     context = {
         "splits_disjoint": {"records": int(df.record_id.nunique())},
         "no_group_in_two_splits": {"groups": int(df.group_id.nunique())},
         "both_classes_in_every_split": {"shares": table(shares)},
-        "class_share_within_tolerance": {"pool_share": pool_share, "max_deviation": max(abs(r["positive_share"] - pool_share) for r in shares), "tolerance": scfg.class_share_tolerance, "shares": table(shares)},
+        "class_share_within_tolerance": {
+            "pool_share": pool_share,
+            "max_deviation": max(abs(r["positive_share"] - pool_share) for r in shares),
+            "tolerance": scfg.class_share_tolerance,
+            "shares": table(shares),
+        },
         "no_near_duplicates_across_splits": {"max_hamming": scfg.near_duplicate_hamming},
     }
     for name in SPLIT_CHECKS:
         problems = found[name]
-        yield dg.AssetCheckResult(check_name=name, passed=not problems, metadata={"violations": "; ".join(problems) or "none", **context[name]})
+        yield dg.AssetCheckResult(
+            check_name=name,
+            passed=not problems,
+            metadata={"violations": "; ".join(problems) or "none", **context[name]},
+        )
 
 
 # --- loaders of the splits artifact (and of the images it points at) ----------------------------
@@ -256,15 +321,22 @@ def load_split_rows(store: ArtifactStore, split: Split) -> pd.DataFrame:
     return split_rows(load_splits(store), split)
 
 
-def load_split_tensors(store: ArtifactStore, rows: pd.DataFrame, split: Split, size: int, verify: bool = True, progress: bool = False) -> TensorSplit:
+def load_split_tensors(
+    store: ArtifactStore, rows: pd.DataFrame, split: Split, size: int, verify: bool = True, progress: bool = False
+) -> TensorSplit:
     """Decode the images of ``rows`` (from their source_images partitions) to ``[N, 3, size, size]``
     uint8, checking each file's sha256 first."""
-    dirs = {m: store.read(SOURCE_IMAGES, m.rsplit("/", 1)[-1], split=Split(split).value) for m in rows["manifest_dir"].unique()}
+    dirs = {
+        m: store.read(SOURCE_IMAGES, m.rsplit("/", 1)[-1], split=Split(split).value)
+        for m in rows["manifest_dir"].unique()
+    }
     paths = [dirs[m] / p for m, p in zip(rows["manifest_dir"], rows["path"])]
     if verify:
         for path, digest in zip(paths, rows["sha256"]):
             if sha256_file(path) != digest:
-                raise IntegrityError(f"{path} changed since source_images wrote it (sha256 mismatch): re-materialize source_images")
+                raise IntegrityError(
+                    f"{path} changed since source_images wrote it (sha256 mismatch): re-materialize source_images"
+                )
     images = load_image_batch(paths, size, progress=progress)
     labels = torch.from_numpy(rows["label"].to_numpy().astype(np.int64))
     return TensorSplit(images, labels, Split(split))

@@ -8,7 +8,17 @@ that profile and configures the run-level ``settings`` resource with it.
 
 import dagster as dg
 
-from roadwork_assets import aggregation, bundle, data, deployment, evaluation, monitoring, policies, predictions, training
+from roadwork_assets import (
+    aggregation,
+    bundle,
+    data,
+    deployment,
+    evaluation,
+    monitoring,
+    policies,
+    predictions,
+    training,
+)
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source, resolve_profile
 
 ASSETS = [
@@ -54,7 +64,9 @@ CHECKS = [
 ]
 
 
-def build_definitions(profile: str | None = None, *, store: ArtifactStore | None = None, mlflow: MlflowTracking | None = None) -> dg.Definitions:
+def build_definitions(
+    profile: str | None = None, *, store: ArtifactStore | None = None, mlflow: MlflowTracking | None = None
+) -> dg.Definitions:
     """Every asset, check, job, schedule and sensor for ``profile`` (a name or YAML path;
     None = $ROADWORK_PROFILE at call time, else demo). Runs see that profile through the
     ``settings`` resource; a launch can override it (``resources.settings.config``)."""
@@ -67,7 +79,11 @@ def build_definitions(profile: str | None = None, *, store: ArtifactStore | None
         jobs=[*mon.jobs, monitoring.retrain_job, monitoring.rollback_job],
         schedules=mon.schedules,
         sensors=[monitoring.drift_action_sensor],
-        resources={"settings": ProfileResource.bound(source), "store": store or ArtifactStore(), "mlflow": mlflow or MlflowTracking()},
+        resources={
+            "settings": ProfileResource.bound(source),
+            "store": store or ArtifactStore(),
+            "mlflow": mlflow or MlflowTracking(),
+        },
         # One process per run: every step imports torch (~10 s), and on 2 cores a subprocess per
         # step only adds that start-up cost; the assets parallelize inside (threads, torch).
         executor=dg.in_process_executor,

@@ -43,23 +43,57 @@ class DeployConfig(dg.Config):
 def _val_test_images(store: ArtifactStore, profile, record_ids: np.ndarray):
     rows = load_split_rows(store, Split.VAL_TEST)
     if not np.array_equal(rows["record_id"].to_numpy(), record_ids):
-        raise ValueError("evaluation_report's VAL_TEST rows differ from the current splits: re-materialize evaluation_report")
+        raise ValueError(
+            "evaluation_report's VAL_TEST rows differ from the current splits: re-materialize evaluation_report"
+        )
     return load_split_tensors(store, rows, Split.VAL_TEST, profile.inference.input_size).images
 
 
-def _register(context, resolved: ResolvedProfile, store: ArtifactStore, mlflow: MlflowTracking, bundle_dir: Path, manifest_sha: str, eval_summary: dict) -> str:
+def _register(
+    context,
+    resolved: ResolvedProfile,
+    store: ArtifactStore,
+    mlflow: MlflowTracking,
+    bundle_dir: Path,
+    manifest_sha: str,
+    eval_summary: dict,
+) -> str:
     profile = resolved.profile
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    tags = {"dagster.run_id": context.run_id, "roadwork.asset": DEPLOYED_MODEL, "roadwork.profile": profile.name, "roadwork.profile_sha256": resolved.sha256}
+    tags = {
+        "dagster.run_id": context.run_id,
+        "roadwork.asset": DEPLOYED_MODEL,
+        "roadwork.profile": profile.name,
+        "roadwork.profile_sha256": resolved.sha256,
+    }
     with mlflow.run(profile.tracking.experiment, run_name=f"bundle-{context.run_id[:8]}", tags=tags) as tracked:
-        tracked.log_params(flatten({"model": profile.model.model_dump(mode="json"), "inference": profile.inference.model_dump(mode="json"), "policy.active": manifest["active_policy"]}))
-        tracked.log_metrics({k: float(v) for k, v in {**manifest["metrics"], **eval_summary}.items() if isinstance(v, (int, float))})
+        tracked.log_params(
+            flatten(
+                {
+                    "model": profile.model.model_dump(mode="json"),
+                    "inference": profile.inference.model_dump(mode="json"),
+                    "policy.active": manifest["active_policy"],
+                }
+            )
+        )
+        tracked.log_metrics(
+            {k: float(v) for k, v in {**manifest["metrics"], **eval_summary}.items() if isinstance(v, (int, float))}
+        )
         tracked.log_artifacts(bundle_dir, "bundle")
         plots = store.read(EVALUATION_REPORT) / "plots"
         if plots.exists():
             tracked.log_artifacts(plots, "evaluation")
         run_id = tracked.run_id
-    return mlflow.register_version(profile.deploy.registered_model, run_id, "bundle", tags={TAG_MANIFEST: manifest_sha, "roadwork.splits_fingerprint": manifest["splits_fingerprint"], "dagster.run_id": context.run_id})
+    return mlflow.register_version(
+        profile.deploy.registered_model,
+        run_id,
+        "bundle",
+        tags={
+            TAG_MANIFEST: manifest_sha,
+            "roadwork.splits_fingerprint": manifest["splits_fingerprint"],
+            "dagster.run_id": context.run_id,
+        },
+    )
 
 
 def _deploy_copy(store: ArtifactStore, source_bundle: Path, record: dict, resolved: ResolvedProfile) -> Path:
@@ -73,7 +107,15 @@ def _deploy_copy(store: ArtifactStore, source_bundle: Path, record: dict, resolv
     return store.location(DEPLOYED_MODEL)
 
 
-def compare_with_champion(store: ArtifactStore, mlflow: MlflowTracking, profile, champion: str, labels: np.ndarray, new_probs: np.ndarray, record_ids: np.ndarray):
+def compare_with_champion(
+    store: ArtifactStore,
+    mlflow: MlflowTracking,
+    profile,
+    champion: str,
+    labels: np.ndarray,
+    new_probs: np.ndarray,
+    record_ids: np.ndarray,
+):
     """Run the champion's registered bundle on the same VAL_TEST images and apply the
     promotion gate; returns the PromotionDecision."""
     from roadwork_ml.evaluation.promotion import promotion_decision
@@ -85,31 +127,64 @@ def compare_with_champion(store: ArtifactStore, mlflow: MlflowTracking, profile,
         predictor = BundlePredictor(champ_dir, backend="onnx")
         images = _val_test_images(store, profile, record_ids)
         champ_probs = predictor.predict_tensor(images, batch_size=profile.inference.batch_size).decisions.streetvision
-    return promotion_decision(labels, new_probs, champ_probs, metric=p.metric, margin=p.margin, alpha=p.alpha, n_resamples=p.n_resamples, seed=p.seed)
+    return promotion_decision(
+        labels,
+        new_probs,
+        champ_probs,
+        metric=p.metric,
+        margin=p.margin,
+        alpha=p.alpha,
+        n_resamples=p.n_resamples,
+        seed=p.seed,
+    )
 
 
-def _sync(context, config: DeployConfig, resolved: ResolvedProfile, store: ArtifactStore, mlflow: MlflowTracking) -> dg.MaterializeResult:
+def _sync(
+    context, config: DeployConfig, resolved: ResolvedProfile, store: ArtifactStore, mlflow: MlflowTracking
+) -> dg.MaterializeResult:
     name = resolved.profile.deploy.registered_model
     if config.mode == "rollback":
         tags = context.run.tags
-        why = f"drift report of {tags.get('roadwork/drift_day', 'an unknown day')} asked for a rollback" if tags.get("roadwork/action") == "rollback" else "rollback requested by hand"
+        why = (
+            f"drift report of {tags.get('roadwork/drift_day', 'an unknown day')} asked for a rollback"
+            if tags.get("roadwork/action") == "rollback"
+            else "rollback requested by hand"
+        )
         rollback_champion(store, mlflow, name, reason=why, run_id=context.run_id)
     champion = mlflow.alias_version(name, "champion")
     if champion is None:
         raise dg.Failure(description=f"no 'champion' alias on registered model {name!r}: nothing to deploy")
     with tempfile.TemporaryDirectory(prefix="sync-") as tmp:
         src = mlflow.download_version(name, champion, tmp)
-        record = {"registered_model": name, "champion": champion, "decision": "rolled_back" if config.mode == "rollback" else "synced",
-                  "reason": "deployed the version the champion alias points at" + (" after a rollback" if config.mode == "rollback" else ""),
-                  "previous_champion": mlflow.alias_version(name, "previous_champion"), "bundle_manifest_sha256": sha256_file(src / "manifest.json")}
+        record = {
+            "registered_model": name,
+            "champion": champion,
+            "decision": "rolled_back" if config.mode == "rollback" else "synced",
+            "reason": "deployed the version the champion alias points at"
+            + (" after a rollback" if config.mode == "rollback" else ""),
+            "previous_champion": mlflow.alias_version(name, "previous_champion"),
+            "bundle_manifest_sha256": sha256_file(src / "manifest.json"),
+        }
         _deploy_copy(store, src, record, resolved)
     record_action(store, f"deploy_{config.mode}", run_id=context.run_id, **record)
-    return dg.MaterializeResult(metadata={**{k: str(v) for k, v in record.items()}, "path": dg.MetadataValue.path(str(store.location(DEPLOYED_MODEL) / "bundle")), **profile_md(resolved)})
+    return dg.MaterializeResult(
+        metadata={
+            **{k: str(v) for k, v in record.items()},
+            "path": dg.MetadataValue.path(str(store.location(DEPLOYED_MODEL) / "bundle")),
+            **profile_md(resolved),
+        }
+    )
 
 
 # reads VAL_TEST (with evaluation_report, its only readers): the champion runs on the same images
 @dg.asset(deps=[BUNDLE, EVALUATION_REPORT, SPLITS, SOURCE_IMAGES], group_name="deployment", kinds={"mlflow"})
-def deployed_model(context: dg.AssetExecutionContext, config: DeployConfig, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking) -> dg.MaterializeResult:
+def deployed_model(
+    context: dg.AssetExecutionContext,
+    config: DeployConfig,
+    settings: ProfileResource,
+    store: ArtifactStore,
+    mlflow: MlflowTracking,
+) -> dg.MaterializeResult:
     """Register the bundle in MLflow and promote it to ``champion`` unless it is significantly
     worse than the current champion on VAL_TEST; the champion's bundle is deployed locally."""
     resolved = settings.resolved()
@@ -122,7 +197,9 @@ def deployed_model(context: dg.AssetExecutionContext, config: DeployConfig, sett
     manifest_sha = sha256_file(bundle_dir / "manifest.json")
     evaluation, arrays = load_evaluation(store)
     if evaluation.get("bundle_manifest_sha256") != manifest_sha:
-        raise dg.Failure(description="evaluation_report was computed for another bundle: re-materialize evaluation_report")
+        raise dg.Failure(
+            description="evaluation_report was computed for another bundle: re-materialize evaluation_report"
+        )
     labels, new_probs, ids = arrays["labels"], arrays["streetvision"], np.array(evaluation["record_ids"])
 
     champion = mlflow.alias_version(name, "champion")
@@ -131,7 +208,11 @@ def deployed_model(context: dg.AssetExecutionContext, config: DeployConfig, sett
     if version is None:
         version = _register(context, resolved, store, mlflow, bundle_dir, manifest_sha, evaluation.get("summary", {}))
     plan = plan_promotion(
-        version, champion, mlflow.alias_version(name, "previous_champion"), mlflow.version_tags(name, version).get(TAG_ROLLED_BACK) == "true", store.exists(DEPLOYED_MODEL),
+        version,
+        champion,
+        mlflow.alias_version(name, "previous_champion"),
+        mlflow.version_tags(name, version).get(TAG_ROLLED_BACK) == "true",
+        store.exists(DEPLOYED_MODEL),
         compare=lambda champ: compare_with_champion(store, mlflow, profile, champ, labels, new_probs, ids),
     )
     for v, tags in plan.version_tags.items():
@@ -142,8 +223,17 @@ def deployed_model(context: dg.AssetExecutionContext, config: DeployConfig, sett
             mlflow.set_alias(name, alias, plan.aliases[alias])
 
     comparison = plan.comparison
-    record = {"registered_model": name, "version": version, "champion": plan.champion, "previous_champion": plan.previous_champion, "decision": plan.decision, "reason": plan.reason,
-              "bundle_manifest_sha256": manifest_sha, "reused_registration": reused, "comparison": comparison.to_dict() if comparison is not None else None}
+    record = {
+        "registered_model": name,
+        "version": version,
+        "champion": plan.champion,
+        "previous_champion": plan.previous_champion,
+        "decision": plan.decision,
+        "reason": plan.reason,
+        "bundle_manifest_sha256": manifest_sha,
+        "reused_registration": reused,
+        "comparison": comparison.to_dict() if comparison is not None else None,
+    }
     if plan.deploy_from == "candidate":
         _deploy_copy(store, bundle_dir, record, resolved)
     elif plan.deploy_from == "champion":
@@ -151,7 +241,12 @@ def deployed_model(context: dg.AssetExecutionContext, config: DeployConfig, sett
             _deploy_copy(store, mlflow.download_version(name, plan.champion, tmp), record, resolved)
     else:  # same champion: refresh the record around the deployed copy
         _deploy_copy(store, store.read(DEPLOYED_MODEL) / "bundle", record, resolved)
-    record_action(store, f"promotion_{plan.decision}", run_id=context.run_id, **{k: v for k, v in record.items() if k != "comparison"})
+    record_action(
+        store,
+        f"promotion_{plan.decision}",
+        run_id=context.run_id,
+        **{k: v for k, v in record.items() if k != "comparison"},
+    )
     context.log.info(f"deployed_model: {plan.decision} — {plan.reason}")
     meta = {
         "decision": plan.decision,
@@ -165,7 +260,16 @@ def deployed_model(context: dg.AssetExecutionContext, config: DeployConfig, sett
         **profile_md(resolved),
     }
     if comparison is not None:
-        meta.update({"metric_new": comparison.new, "metric_champion": comparison.ref, "difference": comparison.diff, "difference_low": comparison.interval.low, "difference_high": comparison.interval.high, "p_value": comparison.p_value})
+        meta.update(
+            {
+                "metric_new": comparison.new,
+                "metric_champion": comparison.ref,
+                "difference": comparison.diff,
+                "difference_low": comparison.interval.low,
+                "difference_high": comparison.interval.high,
+                "p_value": comparison.p_value,
+            }
+        )
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -188,8 +292,14 @@ def load_deployed_classifier_state(store: ArtifactStore) -> dict:
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
 
 
-@dg.asset_check(asset=deployed_model, blocking=True, description="the deployed copy verifies, and it is the bundle the registry's champion alias points at")
-def deployed_is_champion(store: ArtifactStore, settings: ProfileResource, mlflow: MlflowTracking) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=deployed_model,
+    blocking=True,
+    description="the deployed copy verifies, and it is the bundle the registry's champion alias points at",
+)
+def deployed_is_champion(
+    store: ArtifactStore, settings: ProfileResource, mlflow: MlflowTracking
+) -> dg.AssetCheckResult:
     bundle_dir, _ = load_deployed(store)
     name = settings.load().deploy.registered_model
     champion = mlflow.alias_version(name, "champion")
@@ -197,7 +307,10 @@ def deployed_is_champion(store: ArtifactStore, settings: ProfileResource, mlflow
         return dg.AssetCheckResult(passed=False, metadata={"error": "no champion alias"})
     expected = mlflow.version_tags(name, champion).get(TAG_MANIFEST)
     deployed = sha256_file(bundle_dir / "manifest.json")
-    return dg.AssetCheckResult(passed=bool(expected == deployed), metadata={"champion": champion, "champion_manifest": str(expected)[:16], "deployed_manifest": deployed[:16]})
+    return dg.AssetCheckResult(
+        passed=bool(expected == deployed),
+        metadata={"champion": champion, "champion_manifest": str(expected)[:16], "deployed_manifest": deployed[:16]},
+    )
 
 
 def rollback_champion(store: ArtifactStore, mlflow: MlflowTracking, name: str, reason: str, run_id: str) -> dict:
@@ -207,8 +320,19 @@ def rollback_champion(store: ArtifactStore, mlflow: MlflowTracking, name: str, r
     older = mlflow.version_tags(name, previous).get(TAG_PREVIOUS) if previous is not None else None
     plan = plan_rollback(current, previous, older)
     if not plan.possible:
-        entry = record_action(store, "rollback_impossible", run_id=run_id, registered_model=name, champion=current, previous_champion=previous, reason=reason)
-        raise dg.Failure(description=f"cannot roll back {name!r}: champion={current}, previous_champion={previous}", metadata={"audit": dg.MetadataValue.json(entry)})
+        entry = record_action(
+            store,
+            "rollback_impossible",
+            run_id=run_id,
+            registered_model=name,
+            champion=current,
+            previous_champion=previous,
+            reason=reason,
+        )
+        raise dg.Failure(
+            description=f"cannot roll back {name!r}: champion={current}, previous_champion={previous}",
+            metadata={"audit": dg.MetadataValue.json(entry)},
+        )
     for v, tags in plan.version_tags.items():
         for k, val in tags.items():
             mlflow.set_version_tag(name, v, k, val)
@@ -217,4 +341,12 @@ def rollback_champion(store: ArtifactStore, mlflow: MlflowTracking, name: str, r
         mlflow.set_alias(name, "previous_champion", plan.new_previous)
     else:
         mlflow.delete_alias(name, "previous_champion")
-    return record_action(store, "rollback", run_id=run_id, registered_model=name, from_version=plan.from_version, to_version=plan.to_version, reason=reason)
+    return record_action(
+        store,
+        "rollback",
+        run_id=run_id,
+        registered_model=name,
+        from_version=plan.from_version,
+        to_version=plan.to_version,
+        reason=reason,
+    )

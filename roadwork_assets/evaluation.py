@@ -20,7 +20,9 @@ EVAL_ARRAYS = "val_test_outputs.safetensors"
 
 
 @dg.asset(deps=[BUNDLE, SPLITS, SOURCE_IMAGES], group_name="evaluation", kinds={"onnx", "mlflow"})
-def evaluation_report(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking) -> dg.MaterializeResult:
+def evaluation_report(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking
+) -> dg.MaterializeResult:
     """Classification, calibration, selective, cascade, conformal-set and fairness metrics on
     VAL_TEST with bootstrap intervals (percentile and BCa), slices with the worst one named,
     plots, and the StreetVision emulation (4 validator augmentation levels at 224 px)."""
@@ -38,15 +40,41 @@ def evaluation_report(context: dg.AssetExecutionContext, settings: ProfileResour
     y = native.labels.numpy()
     d = predictor.predict_tensor(resize_images(native.images, size), batch_size=batch).decisions
     context.log.info(f"VAL_TEST: {len(y)} images through the bundle ({predictor.backend}, {predictor.n_views} views)")
-    result = build_report(y, d, rows, native.images, lambda b: predictor.predict_tensor(resize_images(b, size), batch_size=batch).decisions.streetvision, ev, split=Split.VAL_TEST, batch_size=batch)
+    result = build_report(
+        y,
+        d,
+        rows,
+        native.images,
+        lambda b: predictor.predict_tensor(resize_images(b, size), batch_size=batch).decisions.streetvision,
+        ev,
+        split=Split.VAL_TEST,
+        batch_size=batch,
+    )
     bundle_sha = sha256_file(bundle_dir / "manifest.json")
     with store.staging(EVALUATION_REPORT, profile=resolved) as out_dir:
         write_report_plots(result, y, d.calibrated, out_dir / "plots", predictor.policy.kind, ev.n_bins)
-        save_file({"labels": y.astype(np.int64), "streetvision": d.streetvision.astype(np.float64), "calibrated": d.calibrated[:, 1].astype(np.float64), "accepted": d.accepted.astype(np.int8)}, str(out_dir / EVAL_ARRAYS))
+        save_file(
+            {
+                "labels": y.astype(np.int64),
+                "streetvision": d.streetvision.astype(np.float64),
+                "calibrated": d.calibrated[:, 1].astype(np.float64),
+                "accepted": d.accepted.astype(np.int8),
+            },
+            str(out_dir / EVAL_ARRAYS),
+        )
         atomic_write_json(out_dir / "report.json", {"bundle_manifest_sha256": bundle_sha, **result.report})
         write_manifest(out_dir, extra={"kind": EVALUATION_REPORT, "bundle_manifest_sha256": bundle_sha})
     d_path = store.read(EVALUATION_REPORT)
-    with mlflow.run(profile.tracking.experiment, run_name=f"evaluation-{context.run_id[:8]}", tags={"dagster.run_id": context.run_id, "roadwork.asset": EVALUATION_REPORT, "roadwork.bundle_manifest_sha256": bundle_sha, "roadwork.profile_sha256": resolved.sha256}) as tracked:
+    with mlflow.run(
+        profile.tracking.experiment,
+        run_name=f"evaluation-{context.run_id[:8]}",
+        tags={
+            "dagster.run_id": context.run_id,
+            "roadwork.asset": EVALUATION_REPORT,
+            "roadwork.bundle_manifest_sha256": bundle_sha,
+            "roadwork.profile_sha256": resolved.sha256,
+        },
+    ) as tracked:
         tracked.log_metrics(result.summary)
         tracked.log_artifacts(d_path / "plots", "plots")
         tracked.log_artifacts(d_path, "report")
@@ -84,12 +112,30 @@ def load_evaluation(store: ArtifactStore) -> tuple[dict, dict]:
     return json.loads((directory / "report.json").read_text()), load_file(str(directory / EVAL_ARRAYS))
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True, description="the report belongs to the current bundle, covers every VAL_TEST image, and every interval is finite and contains its estimate")
+@dg.asset_check(
+    asset=evaluation_report,
+    blocking=True,
+    description="the report belongs to the current bundle, covers every VAL_TEST image, and every interval is finite and contains its estimate",
+)
 def report_complete(store: ArtifactStore) -> dg.AssetCheckResult:
     report, _ = load_evaluation(store)
     bundle_sha = sha256_file(load_bundle_dir(store) / "manifest.json")
     n_rows = len(load_split_rows(store, Split.VAL_TEST))
     bad = intervals_contain_estimates(report)
     plots = sorted(p.name for p in (store.read(EVALUATION_REPORT) / "plots").glob("*.png"))
-    passed = report["bundle_manifest_sha256"] == bundle_sha and len(report["record_ids"]) == n_rows and not bad and len(plots) == 4
-    return dg.AssetCheckResult(passed=bool(passed), metadata={"same_bundle": report["bundle_manifest_sha256"] == bundle_sha, "rows": len(report["record_ids"]), "val_test_rows": n_rows, "bad_intervals": ", ".join(bad) or "none", "plots": ", ".join(plots)})
+    passed = (
+        report["bundle_manifest_sha256"] == bundle_sha
+        and len(report["record_ids"]) == n_rows
+        and not bad
+        and len(plots) == 4
+    )
+    return dg.AssetCheckResult(
+        passed=bool(passed),
+        metadata={
+            "same_bundle": report["bundle_manifest_sha256"] == bundle_sha,
+            "rows": len(report["record_ids"]),
+            "val_test_rows": n_rows,
+            "bad_intervals": ", ".join(bad) or "none",
+            "plots": ", ".join(plots),
+        },
+    )

@@ -68,7 +68,11 @@ def table(rows: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
 
 def profile_md(resolved: ResolvedProfile) -> dict[str, Any]:
     """The profile an asset was built under, as metadata the sensor and the UI read back."""
-    return {"profile": resolved.source, "profile_sha256": resolved.sha256, "profile_overrides": dg.MetadataValue.json(list(resolved.overrides))}
+    return {
+        "profile": resolved.source,
+        "profile_sha256": resolved.sha256,
+        "profile_overrides": dg.MetadataValue.json(list(resolved.overrides)),
+    }
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

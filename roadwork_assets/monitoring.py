@@ -8,7 +8,7 @@ the partitioned assets, their job and the schedule are built by :func:`build_mon
 import json
 import urllib.request
 from dataclasses import dataclass
-from datetime import date, timedelta, timezone
+from datetime import UTC, date, timedelta
 
 import dagster as dg
 import numpy as np
@@ -46,7 +46,9 @@ def load_reference(store: ArtifactStore):
 
 
 @dg.asset(deps=[DEPLOYED_MODEL, SPLITS, SOURCE_IMAGES], group_name="monitoring", kinds={"numpy"})
-def reference_profile(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def reference_profile(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """What normal looks like for the deployed champion: its calibrated probabilities,
     uncertainty features and embeddings (PCA-projected) on VAL_CALIB, with quantile bins,
     slice shares and reference samples for KS / MMD."""
@@ -62,30 +64,59 @@ def reference_profile(context: dg.AssetExecutionContext, settings: ProfileResour
     images = load_split_tensors(store, rows, Split.VAL_CALIB, predictor.input_size).images
     out = predictor.predict_tensor(images, batch_size=profile.inference.batch_size)
     projection = PCAProjection.fit(out.embeddings, mon.embedding_dim, seed=mon.scenario.seed)
-    ref = ReferenceProfile.build(out.decisions.calibrated[:, 1], out.features, projection.transform(out.embeddings), rows, max_samples=mon.reference_max_samples, mmd_samples=mon.mmd_reference_size, seed=mon.scenario.seed, labels=rows["label"].to_numpy(), slice_columns=SLICE_COLUMNS, projection=projection)
+    ref = ReferenceProfile.build(
+        out.decisions.calibrated[:, 1],
+        out.features,
+        projection.transform(out.embeddings),
+        rows,
+        max_samples=mon.reference_max_samples,
+        mmd_samples=mon.mmd_reference_size,
+        seed=mon.scenario.seed,
+        labels=rows["label"].to_numpy(),
+        slice_columns=SLICE_COLUMNS,
+        projection=projection,
+    )
     with store.staging(REFERENCE_PROFILE, profile=resolved) as out_dir:
-        (out_dir / "champion.json").write_text(json.dumps({"champion": deployed.get("champion"), "bundle_manifest_sha256": deployed.get("bundle_manifest_sha256")}))
+        (out_dir / "champion.json").write_text(
+            json.dumps(
+                {"champion": deployed.get("champion"), "bundle_manifest_sha256": deployed.get("bundle_manifest_sha256")}
+            )
+        )
         ref.save(out_dir)  # hashes every file of the directory, champion.json included
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(store.location(REFERENCE_PROFILE))),
-        "champion": str(deployed.get("champion")),
-        "n_reference": len(rows),
-        "embedding_dim": projection.dim,
-        "estimated_accuracy": float(ref.estimated_accuracy),
-        "labelled_accuracy": float(ref.labelled_accuracy) if ref.labelled_accuracy is not None else float("nan"),
-        "mmd_sigma": float(ref.mmd_sigma),
-        **profile_md(resolved),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(store.location(REFERENCE_PROFILE))),
+            "champion": str(deployed.get("champion")),
+            "n_reference": len(rows),
+            "embedding_dim": projection.dim,
+            "estimated_accuracy": float(ref.estimated_accuracy),
+            "labelled_accuracy": float(ref.labelled_accuracy) if ref.labelled_accuracy is not None else float("nan"),
+            "mmd_sigma": float(ref.mmd_sigma),
+            **profile_md(resolved),
+        }
+    )
 
 
-@dg.asset_check(asset=reference_profile, blocking=True, description="the saved profile verifies, reloads, belongs to the deployed champion, and its bin edges are increasing with shares summing to 1")
+@dg.asset_check(
+    asset=reference_profile,
+    blocking=True,
+    description="the saved profile verifies, reloads, belongs to the deployed champion, and its bin edges are increasing with shares summing to 1",
+)
 def reference_reloads(store: ArtifactStore) -> dg.AssetCheckResult:
     ref, mine = load_reference(store)
     _, deployed = load_deployed(store)
     edges_ok = all(bool(np.all(np.diff(e) > 0)) for e in ref.edges.values())
     shares_ok = all(abs(float(np.sum(s)) - 1) < 1e-9 for s in ref.shares.values())
     same = mine["bundle_manifest_sha256"] == deployed.get("bundle_manifest_sha256")
-    return dg.AssetCheckResult(passed=bool(edges_ok and shares_ok and same), metadata={"edges_increasing": edges_ok, "shares_sum_to_1": shares_ok, "matches_deployed_champion": same, "n_reference": int(ref.n_reference)})
+    return dg.AssetCheckResult(
+        passed=bool(edges_ok and shares_ok and same),
+        metadata={
+            "edges_increasing": edges_ok,
+            "shares_sum_to_1": shares_ok,
+            "matches_deployed_champion": same,
+            "n_reference": int(ref.n_reference),
+        },
+    )
 
 
 def _read_serving_log(mon, day: date):
@@ -93,11 +124,15 @@ def _read_serving_log(mon, day: date):
 
     path = day_path(mon.serving_log_dir, day)
     if not path.exists():
-        raise dg.Failure(description=f"no serving log for {day}: expected {path} (written by BundlePredictor's inference-log writer)")
+        raise dg.Failure(
+            description=f"no serving log for {day}: expected {path} (written by BundlePredictor's inference-log writer)"
+        )
     return read_log(path)
 
 
-def production_traffic(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def production_traffic(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """One day of the inference log. With ``monitoring.serving_log_dir`` set, the serving side's
     log of that day is validated and taken in; otherwise the profile's drift scenario generates
     the day's street traffic and the deployed champion predicts it. Labels arrive for a fixed
@@ -132,8 +167,18 @@ def production_traffic(context: dg.AssetExecutionContext, settings: ProfileResou
         labelled = np.array([label_arrives(mon.scenario, r.record_id) for r in kept])
         labels = np.where(labelled, [r.label for r in kept], -1)
         version = f"{deployed['registered_model']}/{deployed['champion']}"
-        df = predictor.inference_log(out, [r.record_id for r in kept], projection, model_version=version, timestamps=[record_timestamp(day, r) for r in kept],
-                                     sources=[r.source for r in kept], camera_ids=[r.camera_id for r in kept], hours=[r.hour for r in kept], weathers=[r.weather for r in kept], labels=labels)
+        df = predictor.inference_log(
+            out,
+            [r.record_id for r in kept],
+            projection,
+            model_version=version,
+            timestamps=[record_timestamp(day, r) for r in kept],
+            sources=[r.source for r in kept],
+            camera_ids=[r.camera_id for r in kept],
+            hours=[r.hour for r in kept],
+            weathers=[r.weather for r in kept],
+            labels=labels,
+        )
         images_kept = int(labelled.sum())
     validate_log(df)
     with store.staging(PRODUCTION_TRAFFIC, part, profile=resolved) as out_dir:
@@ -148,22 +193,28 @@ def production_traffic(context: dg.AssetExecutionContext, settings: ProfileResou
         write_manifest(out_dir, extra={"kind": "production_traffic", "day": day.isoformat()})
     n_lab = int((df["label"].fillna(-1).astype(int) >= 0).sum())
     decisions = df["decision"].value_counts().to_dict()
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(store.location(PRODUCTION_TRAFFIC, part) / "log.parquet")),
-        "rows": len(df),
-        "labelled": n_lab,
-        "images_kept_for_training": images_kept,
-        "quarantined": len(quarantined),
-        "model_version": str(df["model_version"].iloc[0]),
-        "decisions": table([{"decision": str(k), "images": int(v)} for k, v in decisions.items()]),
-        "night_share": float((df["time_of_day"] == "night").mean()),
-        "snow_share": float((df["weather"] == "snow").mean()),
-        "mean_probability": float(df["prob"].mean()),
-        **profile_md(resolved),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(store.location(PRODUCTION_TRAFFIC, part) / "log.parquet")),
+            "rows": len(df),
+            "labelled": n_lab,
+            "images_kept_for_training": images_kept,
+            "quarantined": len(quarantined),
+            "model_version": str(df["model_version"].iloc[0]),
+            "decisions": table([{"decision": str(k), "images": int(v)} for k, v in decisions.items()]),
+            "night_share": float((df["time_of_day"] == "night").mean()),
+            "snow_share": float((df["weather"] == "snow").mean()),
+            "mean_probability": float(df["prob"].mean()),
+            **profile_md(resolved),
+        }
+    )
 
 
-@dg.asset_check(asset=PRODUCTION_TRAFFIC, blocking=True, description="the day's log verifies, matches the declared schema, has unique image ids all on that day, and every kept image belongs to a labelled row")
+@dg.asset_check(
+    asset=PRODUCTION_TRAFFIC,
+    blocking=True,
+    description="the day's log verifies, matches the declared schema, has unique image ids all on that day, and every kept image belongs to a labelled row",
+)
 def traffic_log_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.monitoring.inference_log import read_log, validate_log
 
@@ -177,14 +228,25 @@ def traffic_log_valid(context: dg.AssetCheckExecutionContext, store: ArtifactSto
     images = {p.stem for p in (d / "images").glob("*.jpg")} if (d / "images").exists() else set()
     labelled = {i.replace(":", "_") for i in df.loc[df["label"].fillna(-1).astype(int) >= 0, "image_id"]}
     passed = df["image_id"].is_unique and days <= {context.partition_key} and images <= labelled
-    return dg.AssetCheckResult(passed=bool(passed), metadata={"rows": len(df), "unique_ids": bool(df["image_id"].is_unique), "days_in_log": ", ".join(sorted(days)), "kept_images": len(images)})
+    return dg.AssetCheckResult(
+        passed=bool(passed),
+        metadata={
+            "rows": len(df),
+            "unique_ids": bool(df["image_id"].is_unique),
+            "days_in_log": ", ".join(sorted(days)),
+            "kept_images": len(images),
+        },
+    )
 
 
-def drift_report(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def drift_report(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """PSI, KS (Bonferroni across columns), MMD on embeddings, embedding shift, the label-free
     accuracy estimate and, where labels arrived, accuracy and ECE — overall and per slice —
     and the decision: ok / alert / retrain / rollback. An evidently HTML report is saved."""
-    from roadwork_ml.monitoring.decisions import drift_report as compute, evidently_html, reference_frame
+    from roadwork_ml.monitoring.decisions import drift_report as compute
+    from roadwork_ml.monitoring.decisions import evidently_html, reference_frame
     from roadwork_ml.monitoring.inference_log import read_log
 
     resolved = settings.resolved()
@@ -194,32 +256,53 @@ def drift_report(context: dg.AssetExecutionContext, settings: ProfileResource, s
     verify_dir(log_dir)
     df = read_log(log_dir / "log.parquet")
     reference, _ = load_reference(store)
-    report = compute(reference, df, mon.rules, slice_columns=SLICE_COLUMNS, seed=mon.scenario.seed, day=context.partition_key, device="cuda" if torch.cuda.is_available() else None)
+    report = compute(
+        reference,
+        df,
+        mon.rules,
+        slice_columns=SLICE_COLUMNS,
+        seed=mon.scenario.seed,
+        day=context.partition_key,
+        device="cuda" if torch.cuda.is_available() else None,
+    )
     with store.staging(DRIFT_REPORT, part, profile=resolved) as out_dir:
         report.save_json(out_dir / "report.json")
         evidently_html(reference_frame(reference), _current_frame(df), out_dir / "evidently.html")
-        write_manifest(out_dir, extra={"kind": "drift_report", "day": context.partition_key, "decision": report.decision})
+        write_manifest(
+            out_dir, extra={"kind": "drift_report", "day": context.partition_key, "decision": report.decision}
+        )
     if report.decision != "ok":
-        context.log.warning(f"drift {context.partition_key}: {report.decision} — " + "; ".join(r["message"] for r in report.reasons))
-    cols = [{"column": c, **{k: float(v) for k, v in s.items() if isinstance(v, (int, float))}} for c, s in report.columns.items()]
+        context.log.warning(
+            f"drift {context.partition_key}: {report.decision} — " + "; ".join(r["message"] for r in report.reasons)
+        )
+    cols = [
+        {"column": c, **{k: float(v) for k, v in s.items() if isinstance(v, (int, float))}}
+        for c, s in report.columns.items()
+    ]
     lab = report.labelled or {}
-    return dg.MaterializeResult(metadata={
-        "decision": report.decision,
-        "reasons": table(report.reasons) if report.reasons else "none",
-        "rows": report.n_rows,
-        "labelled_rows": report.n_labelled,
-        "estimated_accuracy": float(report.estimated.get("accuracy", float("nan"))),
-        "labelled_accuracy": float(lab.get("accuracy", float("nan"))) if lab else float("nan"),
-        "labelled_ece": float(lab.get("ece", float("nan"))) if lab else float("nan"),
-        "max_psi": max((float(s.get("psi", 0.0)) for s in report.columns.values()), default=0.0),
-        "min_ks_p_bonferroni": min((float(s.get("ks_p_bonferroni", 1.0)) for s in report.columns.values()), default=1.0),
-        "mmd_p_value": float((report.mmd or {}).get("p_value", float("nan"))),
-        "columns": table(cols),
-        "slices": table([{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in report.slices]) if report.slices else "none",
-        "evidently_html": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "evidently.html")),
-        "report": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "report.json")),
-        **profile_md(resolved),  # the sensor launches a retrain under the profile this decision was made with
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "decision": report.decision,
+            "reasons": table(report.reasons) if report.reasons else "none",
+            "rows": report.n_rows,
+            "labelled_rows": report.n_labelled,
+            "estimated_accuracy": float(report.estimated.get("accuracy", float("nan"))),
+            "labelled_accuracy": float(lab.get("accuracy", float("nan"))) if lab else float("nan"),
+            "labelled_ece": float(lab.get("ece", float("nan"))) if lab else float("nan"),
+            "max_psi": max((float(s.get("psi", 0.0)) for s in report.columns.values()), default=0.0),
+            "min_ks_p_bonferroni": min(
+                (float(s.get("ks_p_bonferroni", 1.0)) for s in report.columns.values()), default=1.0
+            ),
+            "mmd_p_value": float((report.mmd or {}).get("p_value", float("nan"))),
+            "columns": table(cols),
+            "slices": table([{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in report.slices])
+            if report.slices
+            else "none",
+            "evidently_html": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "evidently.html")),
+            "report": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "report.json")),
+            **profile_md(resolved),  # the sensor launches a retrain under the profile this decision was made with
+        }
+    )
 
 
 def _current_frame(df):
@@ -229,8 +312,14 @@ def _current_frame(df):
     return out
 
 
-@dg.asset_check(asset=DRIFT_REPORT, blocking=False, description="statistics are well formed (PSI ≥ 0, p-values in [0, 1]) and the decision is what the rules give for the saved statistics")
-def drift_statistics_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset=DRIFT_REPORT,
+    blocking=False,
+    description="statistics are well formed (PSI ≥ 0, p-values in [0, 1]) and the decision is what the rules give for the saved statistics",
+)
+def drift_statistics_valid(
+    context: dg.AssetCheckExecutionContext, store: ArtifactStore, settings: ProfileResource
+) -> dg.AssetCheckResult:
     from roadwork_ml.monitoring.decisions import decide
 
     d = store.read(DRIFT_REPORT, context.partition_key)
@@ -243,7 +332,10 @@ def drift_statistics_valid(context: dg.AssetCheckExecutionContext, store: Artifa
     well_formed = all(np.isfinite(psis)) and min(psis) >= 0 and all(0 <= p <= 1 for p in ps)
     rules = settings.load().monitoring.rules
     decision, _ = decide(r["columns"], r["categories"], (r.get("mmd") or {}).get("p_value"), r.get("labelled"), rules)
-    return dg.AssetCheckResult(passed=bool(well_formed and decision == r["decision"]), metadata={"decision": r["decision"], "recomputed": decision, "well_formed": bool(well_formed)})
+    return dg.AssetCheckResult(
+        passed=bool(well_formed and decision == r["decision"]),
+        metadata={"decision": r["decision"], "recomputed": decision, "well_formed": bool(well_formed)},
+    )
 
 
 def load_labelled_production(store: ArtifactStore, size: int):
@@ -272,7 +364,8 @@ def load_labelled_production(store: ArtifactStore, size: int):
 
 retrain_job = dg.define_asset_job(
     "retrain_job",
-    selection=dg.AssetSelection.assets("phase1_checkpoint").downstream() - dg.AssetSelection.assets(PRODUCTION_TRAFFIC, DRIFT_REPORT),
+    selection=dg.AssetSelection.assets("phase1_checkpoint").downstream()
+    - dg.AssetSelection.assets(PRODUCTION_TRAFFIC, DRIFT_REPORT),
     description="retrain with the labelled production images added to TRAIN, then rebuild, re-evaluate and (if the promotion gate agrees) redeploy",
 )
 ROLLBACK_OPS = {"deployed_model": {"config": {"mode": "rollback"}}}
@@ -298,27 +391,57 @@ def build_monitoring(profile: Profile) -> MonitoringDefinitions:
     """The daily partitioned assets, their job and the daily schedule for ``profile``."""
     mon = profile.monitoring
     daily = dg.DailyPartitionsDefinition(start_date=mon.scenario.start_date, timezone="UTC")
-    traffic = dg.asset(name=PRODUCTION_TRAFFIC, partitions_def=daily, deps=[DEPLOYED_MODEL, REFERENCE_PROFILE], group_name="monitoring", kinds={"parquet"})(production_traffic)
-    drift = dg.asset(name=DRIFT_REPORT, partitions_def=daily, deps=[PRODUCTION_TRAFFIC, REFERENCE_PROFILE], group_name="monitoring", kinds={"evidently"})(drift_report)
-    job = dg.define_asset_job("daily_drift_job", selection=dg.AssetSelection.assets(PRODUCTION_TRAFFIC, DRIFT_REPORT), partitions_def=daily, description="a day of traffic through the champion, then its drift report")
+    traffic = dg.asset(
+        name=PRODUCTION_TRAFFIC,
+        partitions_def=daily,
+        deps=[DEPLOYED_MODEL, REFERENCE_PROFILE],
+        group_name="monitoring",
+        kinds={"parquet"},
+    )(production_traffic)
+    drift = dg.asset(
+        name=DRIFT_REPORT,
+        partitions_def=daily,
+        deps=[PRODUCTION_TRAFFIC, REFERENCE_PROFILE],
+        group_name="monitoring",
+        kinds={"evidently"},
+    )(drift_report)
+    job = dg.define_asset_job(
+        "daily_drift_job",
+        selection=dg.AssetSelection.assets(PRODUCTION_TRAFFIC, DRIFT_REPORT),
+        partitions_def=daily,
+        description="a day of traffic through the champion, then its drift report",
+    )
 
-    @dg.schedule(name="daily_drift_schedule", job=job, cron_schedule=mon.schedule_cron, execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)
+    @dg.schedule(
+        name="daily_drift_schedule",
+        job=job,
+        cron_schedule=mon.schedule_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )
     def daily_drift_schedule(context: dg.ScheduleEvaluationContext):
         """Every day (the profile's monitoring.schedule_cron): yesterday's traffic and drift report."""
-        yesterday = (context.scheduled_execution_time.astimezone(timezone.utc) - timedelta(days=1)).date().isoformat()
+        yesterday = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).date().isoformat()
         return dg.RunRequest(run_key=f"drift-{yesterday}", partition_key=yesterday)
 
     return MonitoringDefinitions(assets=[traffic, drift], jobs=[job], schedules=[daily_drift_schedule])
 
 
-ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def _webhook(url: str | None, payload: dict, log) -> None:
     if not url:
         return
     try:
-        req = urllib.request.Request(url, data=json.dumps(payload, default=str).encode(), headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url, data=json.dumps(payload, default=str).encode(), headers={"Content-Type": "application/json"}
+        )
         urllib.request.urlopen(req, timeout=5).close()
     except Exception as exc:  # noqa: BLE001 - an unreachable webhook must not stop the sensor
         log.warning(f"alert webhook {url} failed: {exc}")
@@ -328,8 +451,14 @@ def _last_retrain_day(store: ArtifactStore, pending: list) -> date | None:
     """Drift day of the newest retrain request: from this tick, or from the audit record."""
     from roadwork_assets.audit import read_actions
 
-    days = [date.fromisoformat(r.tags["roadwork/drift_day"]) for r in pending if r.tags.get("roadwork/action") == "retrain"]
-    days += [date.fromisoformat(a["day"]) for a in read_actions(store) if a.get("action") == "retrain_requested" and a.get("day")]
+    days = [
+        date.fromisoformat(r.tags["roadwork/drift_day"]) for r in pending if r.tags.get("roadwork/action") == "retrain"
+    ]
+    days += [
+        date.fromisoformat(a["day"])
+        for a in read_actions(store)
+        if a.get("action") == "retrain_requested" and a.get("day")
+    ]
     return max(days) if days else None
 
 
@@ -343,7 +472,9 @@ def decided_under(metadata, fallback: ProfileResource) -> ProfileResource:
 
 
 @dg.sensor(jobs=[retrain_job, rollback_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
-def drift_action_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore, settings: ProfileResource, mlflow: MlflowTracking):
+def drift_action_sensor(
+    context: dg.SensorEvaluationContext, store: ArtifactStore, settings: ProfileResource, mlflow: MlflowTracking
+):
     """Reads every new drift_report materialization in order (the cursor is the last storage id
     seen and always advances); retrain → ``retrain_job``, rollback → ``rollback_job`` (run keys
     unique per day and decision); alerts go to the log and the optional webhook; each action,
@@ -351,7 +482,9 @@ def drift_action_sensor(context: dg.SensorEvaluationContext, store: ArtifactStor
     to roll back to), is written to the audit record. Every decision is acted on under the
     profile it was made with, and the run it launches carries that profile (run config + tags)."""
     cursor = int(context.cursor) if context.cursor else None
-    result = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(DRIFT_REPORT), after_storage_id=cursor), limit=100, ascending=True)
+    result = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(DRIFT_REPORT), after_storage_id=cursor), limit=100, ascending=True
+    )
     requests = []
     for rec in result.records:
         mat = rec.asset_materialization
@@ -364,7 +497,13 @@ def drift_action_sensor(context: dg.SensorEvaluationContext, store: ArtifactStor
         resolved = decided.resolved()
         mon = resolved.profile.monitoring
         reasons = mat.metadata.get("reasons")
-        payload = {"day": day, "decision": decision, "reasons": _reasons_text(reasons), "storage_id": rec.storage_id, "profile_sha256": resolved.sha256}
+        payload = {
+            "day": day,
+            "decision": decision,
+            "reasons": _reasons_text(reasons),
+            "storage_id": rec.storage_id,
+            "profile_sha256": resolved.sha256,
+        }
         context.log.warning(f"drift {day}: {decision}")
         _webhook(mon.webhook_url, payload, context.log)
         if decision == "alert":
@@ -373,28 +512,57 @@ def drift_action_sensor(context: dg.SensorEvaluationContext, store: ArtifactStor
         job = retrain_job if decision == "retrain" else rollback_job
         busy = context.instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=ACTIVE_STATUSES), limit=1)
         if busy:
-            record_action(store, f"{decision}_suppressed", why=f"{job.name} run {busy[0].run_id} is still in flight", **payload)
+            record_action(
+                store, f"{decision}_suppressed", why=f"{job.name} run {busy[0].run_id} is still in flight", **payload
+            )
             continue
         if decision == "retrain":
             last = _last_retrain_day(store, requests)
             if last is not None and 0 <= (date.fromisoformat(day) - last).days < mon.retrain_cooldown_days:
-                record_action(store, "retrain_suppressed", why=f"cooldown: last retrain was for {last.isoformat()}, within {mon.retrain_cooldown_days} days", **payload)
+                record_action(
+                    store,
+                    "retrain_suppressed",
+                    why=f"cooldown: last retrain was for {last.isoformat()}, within {mon.retrain_cooldown_days} days",
+                    **payload,
+                )
                 continue
-        if decision == "rollback" and mlflow.alias_version(resolved.profile.deploy.registered_model, "previous_champion") is None:
+        if (
+            decision == "rollback"
+            and mlflow.alias_version(resolved.profile.deploy.registered_model, "previous_champion") is None
+        ):
             record_action(store, "rollback_unavailable", why="no previous champion to roll back to", **payload)
             continue
         run_key = f"{decision}-{day}"
         if decision == "retrain":
-            run_settings = ProfileResource(profile=resolved.source, overrides=[*resolved.overrides, *mon.retrain_overrides])
+            run_settings = ProfileResource(
+                profile=resolved.source, overrides=[*resolved.overrides, *mon.retrain_overrides]
+            )
             ops = {"phase1_checkpoint": {"config": {"include_production_labels": True, "init_from": "deployed"}}}
         else:
             run_settings, ops = decided, ROLLBACK_OPS
         run_profile = run_settings.resolved()
-        run_config = {"ops": ops, "resources": {"settings": {"config": {"profile": run_profile.source, "overrides": list(run_profile.overrides)}}}}
-        tags = {"roadwork/action": decision, "roadwork/drift_day": str(day), "roadwork/drift_storage_id": str(rec.storage_id),
-                "roadwork/decided_under_profile_sha256": resolved.sha256, **run_profile.tags()}
+        run_config = {
+            "ops": ops,
+            "resources": {
+                "settings": {"config": {"profile": run_profile.source, "overrides": list(run_profile.overrides)}}
+            },
+        }
+        tags = {
+            "roadwork/action": decision,
+            "roadwork/drift_day": str(day),
+            "roadwork/drift_storage_id": str(rec.storage_id),
+            "roadwork/decided_under_profile_sha256": resolved.sha256,
+            **run_profile.tags(),
+        }
         requests.append(dg.RunRequest(run_key=run_key, job_name=job.name, run_config=run_config, tags=tags))
-        record_action(store, f"{decision}_requested", run_key=run_key, job=job.name, run_profile_sha256=run_profile.sha256, **payload)
+        record_action(
+            store,
+            f"{decision}_requested",
+            run_key=run_key,
+            job=job.name,
+            run_profile_sha256=run_profile.sha256,
+            **payload,
+        )
     if cursor is not None:
         context.update_cursor(str(cursor))
     if requests:

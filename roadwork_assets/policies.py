@@ -2,7 +2,6 @@
 gate and the conformal suite (SCRC among them); and the loader that assembles the decision
 policy the bundle ships from their artifacts."""
 
-
 import json
 
 import dagster as dg
@@ -13,8 +12,8 @@ from roadwork_assets.predictions import VAL_CALIB_LOGITS, load_val_calib_predict
 from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.config import Profile
-from roadwork_ml.policy.decision import DecisionPolicy
 from roadwork_ml.evaluation.plots import threshold_sweep
+from roadwork_ml.policy.decision import DecisionPolicy
 from roadwork_ml.policy.thresholds import ExitThresholds, exit_sweep, fit_thresholds
 
 THRESHOLDS = "thresholds"
@@ -24,19 +23,33 @@ SCRC = "scrc_params"
 
 
 @dg.asset(deps=[VAL_CALIB_LOGITS], group_name="policies", kinds={"numpy"})
-def thresholds(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def thresholds(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """Exit threshold τ (highest coverage with FNR among exited ≤ target, coverage ≥ minimum) and the MCC-optimal cut folded onto 0.5."""
     resolved = settings.resolved()
     profile = resolved.profile
     preds = load_val_calib_predictions(store)
     cfg = profile.thresholds
-    fitted = fit_thresholds(preds.probs[:, 1], preds.labels, preds.split, cfg.target_fnr_exit, cfg.min_coverage, cfg.grid_size)
+    fitted = fit_thresholds(
+        preds.probs[:, 1], preds.labels, preds.split, cfg.target_fnr_exit, cfg.min_coverage, cfg.grid_size
+    )
     if not fitted.feasible:
-        context.log.warning(f"no exit threshold reaches FNR ≤ {cfg.target_fnr_exit} at coverage ≥ {cfg.min_coverage}; the check will fail")
+        context.log.warning(
+            f"no exit threshold reaches FNR ≤ {cfg.target_fnr_exit} at coverage ≥ {cfg.min_coverage}; the check will fail"
+        )
     with store.staging(THRESHOLDS, profile=resolved) as out:
         atomic_write_json(out / "thresholds.json", fitted.to_dict())
         atomic_write_json(out / "sweep.json", fitted.sweep)
-        threshold_sweep(fitted.sweep["tau"], fitted.sweep["coverage"], fitted.sweep["fnr"], fitted.tau, cfg.target_fnr_exit, cfg.min_coverage, out / "sweep.png")
+        threshold_sweep(
+            fitted.sweep["tau"],
+            fitted.sweep["coverage"],
+            fitted.sweep["fnr"],
+            fitted.tau,
+            cfg.target_fnr_exit,
+            cfg.min_coverage,
+            out / "sweep.png",
+        )
         write_manifest(out, extra={"kind": "thresholds"})
     return dg.MaterializeResult(
         metadata={
@@ -54,20 +67,42 @@ def thresholds(context: dg.AssetExecutionContext, settings: ProfileResource, sto
     )
 
 
-@dg.asset_check(asset=thresholds, blocking=True, description="re-measured on VAL_CALIB: FNR among exited ≤ target and coverage ≥ minimum at the chosen τ (an error when the exit policy is the active one, a warning otherwise); the folded cut maps to 0.5 (always an error)")
+@dg.asset_check(
+    asset=thresholds,
+    blocking=True,
+    description="re-measured on VAL_CALIB: FNR among exited ≤ target and coverage ≥ minimum at the chosen τ (an error when the exit policy is the active one, a warning otherwise); the folded cut maps to 0.5 (always an error)",
+)
 def thresholds_meet_targets(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     fitted = ExitThresholds.from_dict(load_json(store, THRESHOLDS, "thresholds.json"))
     preds = load_val_calib_predictions(store)
     p1 = preds.probs[:, 1].astype(np.float64)
     folded = fitted.fold(p1)
     coverage, fnr = exit_sweep(folded, preds.labels, np.array([fitted.tau]))
-    fold_consistent = bool((((folded > 0.5) == (p1 > fitted.decision_cut))).all() and np.isfinite(folded).all() and folded.min() >= 0 and folded.max() <= 1)
+    fold_consistent = bool(
+        ((folded > 0.5) == (p1 > fitted.decision_cut)).all()
+        and np.isfinite(folded).all()
+        and folded.min() >= 0
+        and folded.max() <= 1
+    )
     targets_met = bool(fnr[0] <= fitted.target_fnr_exit and coverage[0] >= fitted.min_coverage)
     active = settings.load().policy.active_kind
     # The StreetVision fold ships whatever policy decides, so a broken fold always blocks; the
     # exit targets only block a bundle whose decisions the exit policy makes.
-    severity = dg.AssetCheckSeverity.ERROR if (not fold_consistent or active == "thresholds") else dg.AssetCheckSeverity.WARN
-    return dg.AssetCheckResult(passed=bool(targets_met and fold_consistent), severity=severity, metadata={"coverage": float(coverage[0]), "min_coverage": fitted.min_coverage, "fnr_exit": float(fnr[0]), "target_fnr_exit": fitted.target_fnr_exit, "fold_consistent": fold_consistent, "active_policy": active})
+    severity = (
+        dg.AssetCheckSeverity.ERROR if (not fold_consistent or active == "thresholds") else dg.AssetCheckSeverity.WARN
+    )
+    return dg.AssetCheckResult(
+        passed=bool(targets_met and fold_consistent),
+        severity=severity,
+        metadata={
+            "coverage": float(coverage[0]),
+            "min_coverage": fitted.min_coverage,
+            "fnr_exit": float(fnr[0]),
+            "target_fnr_exit": fitted.target_fnr_exit,
+            "fold_consistent": fold_consistent,
+            "active_policy": active,
+        },
+    )
 
 
 def _save_arrays(path, **arrays) -> None:
@@ -96,7 +131,9 @@ def load_json(store: ArtifactStore, key: str, name: str) -> dict:
 
 
 @dg.asset(deps=[VAL_CALIB_LOGITS], group_name="policies", kinds={"numpy", "torch"})
-def calibrator(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def calibrator(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """Fit every calibrator of the profile with K-fold cross-fitting on VAL_CALIB; keep the one
     with the lowest out-of-fold NLL (ECE breaks ties), refit on all of VAL_CALIB."""
     from roadwork_ml.policy.calibration import reliability_diagram, select_calibrator
@@ -106,14 +143,41 @@ def calibrator(context: dg.AssetExecutionContext, settings: ProfileResource, sto
     cfg = profile.policy.calibration
     preds = load_val_calib_predictions(store)
     slices = preds.meta[cfg.slice_key].astype(str).to_numpy()
-    result = select_calibrator(preds.logits.astype(np.float64), preds.labels, cfg.methods, n_folds=cfg.n_folds, seed=cfg.seed, slices=slices, min_samples_per_slice=cfg.min_samples_per_slice, split=preds.split, n_bins=cfg.n_bins)
+    result = select_calibrator(
+        preds.logits.astype(np.float64),
+        preds.labels,
+        cfg.methods,
+        n_folds=cfg.n_folds,
+        seed=cfg.seed,
+        slices=slices,
+        min_samples_per_slice=cfg.min_samples_per_slice,
+        split=preds.split,
+        n_bins=cfg.n_bins,
+    )
     chosen = next((r for r in result.table if r["method"] == result.method), result.uncalibrated)
     with store.staging(CALIBRATOR, profile=resolved) as out:
         atomic_write_json(out / "calibrator.json", {**result.calibrator.to_dict(), "slice_key": cfg.slice_key})
         atomic_write_json(out / "selection.json", result.to_dict())
-        _save_arrays(out / "oof.safetensors", probs=result.oof_proba[result.method], uncalibrated=result.oof_proba["identity"], labels=preds.labels)
-        reliability_diagram(result.oof_proba["identity"], preds.labels, out / "reliability_uncalibrated.png", cfg.n_bins, "VAL_CALIB out-of-fold, uncalibrated")
-        reliability_diagram(result.oof_proba[result.method], preds.labels, out / "reliability_calibrated.png", cfg.n_bins, f"VAL_CALIB out-of-fold, {result.method}")
+        _save_arrays(
+            out / "oof.safetensors",
+            probs=result.oof_proba[result.method],
+            uncalibrated=result.oof_proba["identity"],
+            labels=preds.labels,
+        )
+        reliability_diagram(
+            result.oof_proba["identity"],
+            preds.labels,
+            out / "reliability_uncalibrated.png",
+            cfg.n_bins,
+            "VAL_CALIB out-of-fold, uncalibrated",
+        )
+        reliability_diagram(
+            result.oof_proba[result.method],
+            preds.labels,
+            out / "reliability_calibrated.png",
+            cfg.n_bins,
+            f"VAL_CALIB out-of-fold, {result.method}",
+        )
         write_manifest(out, extra={"kind": "calibrator", "method": result.method})
     d = store.location(CALIBRATOR)
     return dg.MaterializeResult(
@@ -134,14 +198,29 @@ def calibrator(context: dg.AssetExecutionContext, settings: ProfileResource, sto
     )
 
 
-@dg.asset_check(asset=calibrator, blocking=True, description="the chosen calibrator's out-of-fold ECE is not worse than uncalibrated (recomputed from the saved out-of-fold probabilities)")
+@dg.asset_check(
+    asset=calibrator,
+    blocking=True,
+    description="the chosen calibrator's out-of-fold ECE is not worse than uncalibrated (recomputed from the saved out-of-fold probabilities)",
+)
 def calibrator_not_worse(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     from roadwork_ml.evaluation.metrics import ece, nll
 
     arrays = load_arrays(store, CALIBRATOR)
     n_bins = settings.load().policy.calibration.n_bins
-    before, after = ece(arrays["labels"], arrays["uncalibrated"], n_bins), ece(arrays["labels"], arrays["probs"], n_bins)
-    return dg.AssetCheckResult(passed=bool(after <= before + 1e-12), metadata={"oof_ece_before": before, "oof_ece_after": after, "oof_nll_before": nll(arrays["labels"], arrays["uncalibrated"]), "oof_nll_after": nll(arrays["labels"], arrays["probs"])})
+    before, after = (
+        ece(arrays["labels"], arrays["uncalibrated"], n_bins),
+        ece(arrays["labels"], arrays["probs"], n_bins),
+    )
+    return dg.AssetCheckResult(
+        passed=bool(after <= before + 1e-12),
+        metadata={
+            "oof_ece_before": before,
+            "oof_ece_after": after,
+            "oof_nll_before": nll(arrays["labels"], arrays["uncalibrated"]),
+            "oof_nll_after": nll(arrays["labels"], arrays["probs"]),
+        },
+    )
 
 
 @dg.asset(deps=[VAL_CALIB_LOGITS], group_name="policies", kinds={"pytorch"})
@@ -156,14 +235,29 @@ def gate(context: dg.AssetExecutionContext, settings: ProfileResource, store: Ar
     g = profile.policy.gate
     preds = load_val_calib_predictions(store)
     is_wrong = (preds.probs.argmax(1) != preds.labels).astype(np.int64)
-    gcfg = GateConfig(hidden_sizes=tuple(g.hidden_sizes), dropouts=tuple(g.dropouts), pos_weight=g.pos_weight, lr=g.lr, weight_decay=g.weight_decay, epochs=g.epochs, batch_size=g.batch_size, seed=g.seed)
+    gcfg = GateConfig(
+        hidden_sizes=tuple(g.hidden_sizes),
+        dropouts=tuple(g.dropouts),
+        pos_weight=g.pos_weight,
+        lr=g.lr,
+        weight_decay=g.weight_decay,
+        epochs=g.epochs,
+        batch_size=g.batch_size,
+        seed=g.seed,
+    )
     result = cross_fit_gate(preds.features, is_wrong, n_folds=g.n_folds, seed=g.seed, config=gcfg, split=preds.split)
     threshold = gate_accept_threshold(result.oof_confidence, is_wrong, g.target_risk)
     with store.staging(GATE, profile=resolved) as out:
         result.gate.save(out)
         atomic_write_json(out / "crossfit.json", result.to_dict())
         atomic_write_json(out / "gate_policy.json", {"kind": "gate", **threshold, "target_risk": g.target_risk})
-        _save_arrays(out / "oof.safetensors", confidence=result.oof_confidence, baseline=1 - result.oof_baseline_score, is_wrong=is_wrong, folds=result.fold_ids)
+        _save_arrays(
+            out / "oof.safetensors",
+            confidence=result.oof_confidence,
+            baseline=1 - result.oof_baseline_score,
+            is_wrong=is_wrong,
+            folds=result.fold_ids,
+        )
         write_manifest(out, extra={"kind": "gate"})
     pooled = result.pooled
     return dg.MaterializeResult(
@@ -190,21 +284,35 @@ def gate(context: dg.AssetExecutionContext, settings: ProfileResource, store: Ar
 # Not blocking: SCRC keeps its finite-sample guarantee with any gate score, so a gate that
 # fails to beat max-prob makes the selective rule less efficient, not wrong. The failure is
 # still an ERROR in the UI and says by how much.
-@dg.asset_check(asset=gate, blocking=False, description="out-of-fold gate AUROC ≥ the max-prob baseline's AUROC on the same folds")
+@dg.asset_check(
+    asset=gate, blocking=False, description="out-of-fold gate AUROC ≥ the max-prob baseline's AUROC on the same folds"
+)
 def gate_beats_max_prob(store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.evaluation.metrics import auroc
 
     arrays = load_arrays(store, GATE)
     y = arrays["is_wrong"]
     if y.min() == y.max():
-        return dg.AssetCheckResult(passed=False, metadata={"reason": "VAL_CALIB has only one class of is_wrong: no AUROC to compare"})
+        return dg.AssetCheckResult(
+            passed=False, metadata={"reason": "VAL_CALIB has only one class of is_wrong: no AUROC to compare"}
+        )
     gate_auc = auroc(y, 1 - arrays["confidence"])
     base_auc = auroc(y, 1 - arrays["baseline"])
-    return dg.AssetCheckResult(passed=bool(gate_auc >= base_auc), metadata={"gate_auroc_oof": gate_auc, "maxprob_auroc_oof": base_auc, "wrong_predictions": int(y.sum()), "n": len(y)})
+    return dg.AssetCheckResult(
+        passed=bool(gate_auc >= base_auc),
+        metadata={
+            "gate_auroc_oof": gate_auc,
+            "maxprob_auroc_oof": base_auc,
+            "wrong_predictions": int(y.sum()),
+            "n": len(y),
+        },
+    )
 
 
 @dg.asset(deps=[VAL_CALIB_LOGITS, calibrator, gate], group_name="policies", kinds={"numpy"})
-def scrc_params(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def scrc_params(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """Phase 5: split conformal (LAC), APS, RAPS, conformal risk control of the FNR, and SCRC
     (gate confidence ≥ λ1 and max prob ≥ λ2, else defer), fitted on out-of-fold calibrated
     probabilities and gate confidences of VAL_CALIB."""
@@ -217,13 +325,18 @@ def scrc_params(context: dg.AssetExecutionContext, settings: ProfileResource, st
     cal = load_arrays(store, CALIBRATOR)
     gat = load_arrays(store, GATE)
     if not (np.array_equal(cal["labels"], preds.labels) and len(gat["confidence"]) == len(preds)):
-        raise ValueError("calibrator / gate out-of-fold arrays do not match val_calib_logits: re-materialize calibrator and gate")
+        raise ValueError(
+            "calibrator / gate out-of-fold arrays do not match val_calib_logits: re-materialize calibrator and gate"
+        )
     probs, conf = cal["probs"].astype(np.float64), gat["confidence"].astype(np.float64)
     fitted = suite.fit_all(probs, preds.labels, conf, cfg, preds.split)
     held = suite.held_out_evaluation(probs, preds.labels, conf, cfg, preds.split)
     scrc = fitted["scrc"]
     with store.staging(SCRC, profile=resolved) as out:
-        atomic_write_json(out / "conformal.json", {"kind": "conformal_suite", "methods": suite.to_dict(fitted), "active_policy": profile.policy.active_kind})
+        atomic_write_json(
+            out / "conformal.json",
+            {"kind": "conformal_suite", "methods": suite.to_dict(fitted), "active_policy": profile.policy.active_kind},
+        )
         atomic_write_json(out / "held_out.json", held.rows)
         write_manifest(out, extra={"kind": "scrc_params"})
     accept = scrc.accept(probs, conf)
@@ -245,13 +358,19 @@ def scrc_params(context: dg.AssetExecutionContext, settings: ProfileResource, st
     )
 
 
-@dg.asset_check(asset=scrc_params, blocking=True, description="on held-out folds of VAL_CALIB each method meets its guarantee within 3 standard errors: set coverage ≥ 1−α, CRC miss rate ≤ α, SCRC selective risk ≤ α")
+@dg.asset_check(
+    asset=scrc_params,
+    blocking=True,
+    description="on held-out folds of VAL_CALIB each method meets its guarantee within 3 standard errors: set coverage ≥ 1−α, CRC miss rate ≤ α, SCRC selective risk ≤ α",
+)
 def conformal_within_guarantee(store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.policy.suite import within_guarantee
 
     rows = load_json(store, SCRC, "held_out.json")
     failing = [r["method"] for r in rows if not within_guarantee(r)]
-    return dg.AssetCheckResult(passed=not failing, metadata={"held_out": table(rows), "failing": ", ".join(failing) or "none"})
+    return dg.AssetCheckResult(
+        passed=not failing, metadata={"held_out": table(rows), "failing": ", ".join(failing) or "none"}
+    )
 
 
 def load_decision_policy(store: ArtifactStore, profile: Profile) -> DecisionPolicy:
@@ -273,4 +392,11 @@ def load_decision_policy(store: ArtifactStore, profile: Profile) -> DecisionPoli
         failure_gate = FailureGate.load(gate_dir)
         if kind == "gate":
             params = json.loads((gate_dir / "gate_policy.json").read_text())
-    return DecisionPolicy(calibrator_from_dict(cal), kind, params, fitted_thresholds["decision_cut"], conformal_from_dict(suite["lac"]), failure_gate)
+    return DecisionPolicy(
+        calibrator_from_dict(cal),
+        kind,
+        params,
+        fitted_thresholds["decision_cut"],
+        conformal_from_dict(suite["lac"]),
+        failure_gate,
+    )

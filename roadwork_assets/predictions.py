@@ -22,7 +22,9 @@ VAL_CALIB_LOGITS = "val_calib_logits"
 
 
 @dg.asset(deps=[VIEW_AGGREGATOR, PHASE1, SPLITS, SOURCE_IMAGES], group_name="predictions", kinds={"pytorch", "parquet"})
-def val_calib_logits(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def val_calib_logits(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """The served multi-view model over VAL_CALIB, in the split manifest's row order, in one
     validated Parquet file."""
     resolved = settings.resolved()
@@ -33,7 +35,15 @@ def val_calib_logits(context: dg.AssetExecutionContext, settings: ProfileResourc
     data = load_split_tensors(store, rows, Split.VAL_CALIB, inf.input_size)
     outputs = predict_views(mv, data.images, inf.batch_size)
     with store.staging(VAL_CALIB_LOGITS, profile=resolved) as out:
-        write_predictions(out / "predictions.parquet", Split.VAL_CALIB, rows, outputs.logits, outputs.embeddings, outputs.features, outputs.view_logits)
+        write_predictions(
+            out / "predictions.parquet",
+            Split.VAL_CALIB,
+            rows,
+            outputs.logits,
+            outputs.embeddings,
+            outputs.features,
+            outputs.view_logits,
+        )
         manifest = write_manifest(out, extra={"kind": "predictions", "split": Split.VAL_CALIB.value})
     probs = softmax(outputs.logits)[:, 1]
     acc = float(((probs > 0.5).astype(int) == rows["label"].to_numpy()).mean()) if len(rows) else float("nan")
@@ -55,10 +65,17 @@ def load_val_calib_predictions(store: ArtifactStore, expected_ids: np.ndarray | 
     """The VAL_CALIB predictions, hash-verified and contract-checked (split tag, row order)."""
     directory = store.read(VAL_CALIB_LOGITS)
     verify_dir(directory)
-    return read_predictions(directory / "predictions.parquet", expected_split=Split.VAL_CALIB, expected_ids=expected_ids)
+    return read_predictions(
+        directory / "predictions.parquet", expected_split=Split.VAL_CALIB, expected_ids=expected_ids
+    )
 
 
-@dg.asset_check(asset=val_calib_logits, name="valid_and_aligned", blocking=True, description="shapes agree, values finite, split tag right, row order and labels match the split manifest")
+@dg.asset_check(
+    asset=val_calib_logits,
+    name="valid_and_aligned",
+    blocking=True,
+    description="shapes agree, values finite, split tag right, row order and labels match the split manifest",
+)
 def predictions_valid(store: ArtifactStore) -> dg.AssetCheckResult:
     rows = load_split_rows(store, Split.VAL_CALIB)
     try:
@@ -69,5 +86,11 @@ def predictions_valid(store: ArtifactStore) -> dg.AssetCheckResult:
     row_sums = np.abs(preds.probs.sum(1) - 1).max() if len(preds) else 0.0
     return dg.AssetCheckResult(
         passed=bool(labels_match and row_sums < 1e-5),
-        metadata={"rows": len(preds), "logits_shape": str(list(preds.logits.shape)), "embeddings_shape": str(list(preds.embeddings.shape)), "labels_match_manifest": labels_match, "max_prob_row_sum_error": float(row_sums)},
+        metadata={
+            "rows": len(preds),
+            "logits_shape": str(list(preds.logits.shape)),
+            "embeddings_shape": str(list(preds.embeddings.shape)),
+            "labels_match_manifest": labels_match,
+            "max_prob_row_sum_error": float(row_sums),
+        },
     )

@@ -43,14 +43,25 @@ class ResolvedProfile:
 
     def record(self) -> dict:
         """What an artifact's manifest and a run's tags carry about the profile."""
-        return {"name": self.profile.name, "source": self.source, "overrides": list(self.overrides), "sha256": self.sha256}
+        return {
+            "name": self.profile.name,
+            "source": self.source,
+            "overrides": list(self.overrides),
+            "sha256": self.sha256,
+        }
 
     def tags(self) -> dict[str, str]:
-        return {"roadwork/profile": self.source, "roadwork/profile_sha256": self.sha256, "roadwork/profile_overrides": json.dumps(list(self.overrides))}
+        return {
+            "roadwork/profile": self.source,
+            "roadwork/profile_sha256": self.sha256,
+            "roadwork/profile_overrides": json.dumps(list(self.overrides)),
+        }
 
 
 def profile_sha256(profile: Profile) -> str:
-    return hashlib.sha256(json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 @functools.lru_cache(maxsize=32)
@@ -73,8 +84,14 @@ class ProfileResource(dg.ConfigurableResource):
     sensor-launched run carries the profile its decision was made under the same way.
     """
 
-    profile: str | None = Field(default=None, description="profile name (demo, production, tiny) or a YAML path; None = $ROADWORK_PROFILE, else demo")
-    overrides: list[str] = Field(default_factory=list, description="dotted profile keys with values for this run, e.g. train.epochs=3 or splits.class_share_tolerance=0.1")
+    profile: str | None = Field(
+        default=None,
+        description="profile name (demo, production, tiny) or a YAML path; None = $ROADWORK_PROFILE, else demo",
+    )
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="dotted profile keys with values for this run, e.g. train.epochs=3 or splits.class_share_tolerance=0.1",
+    )
 
     def resolved(self) -> ResolvedProfile:
         return resolve_profile(profile_source(self.profile), tuple(self.overrides))
@@ -90,10 +107,14 @@ class ProfileResource(dg.ConfigurableResource):
         return _bound_class(profile)(overrides=list(overrides or []))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bound_class(profile: str) -> type[ProfileResource]:
     field = Field(default=profile, description="profile name (demo, production, tiny) or a YAML path")
-    return type("ProfileResource", (ProfileResource,), {"__annotations__": {"profile": str | None}, "profile": field, "__doc__": ProfileResource.__doc__})
+    return type(
+        "ProfileResource",
+        (ProfileResource,),
+        {"__annotations__": {"profile": str | None}, "profile": field, "__doc__": ProfileResource.__doc__},
+    )
 
 
 # --- the artifact store -----------------------------------------------------------------------
@@ -115,8 +136,14 @@ class ArtifactStore(dg.ConfigurableResource):
     """
 
     root: str | None = Field(default=None, description="artifact root directory; default $DAGSTER_HOME/artifacts")
-    read_log: str | None = Field(default=None, description="append every artifact read here as JSON lines (used by the declared-I/O test)")
-    keep_versions: int = Field(default=2, ge=1, description="newest versions kept per artifact (current included) when nobody reads the older ones")
+    read_log: str | None = Field(
+        default=None, description="append every artifact read here as JSON lines (used by the declared-I/O test)"
+    )
+    keep_versions: int = Field(
+        default=2,
+        ge=1,
+        description="newest versions kept per artifact (current included) when nobody reads the older ones",
+    )
 
     @property
     def base(self) -> Path:
@@ -200,11 +227,22 @@ class ArtifactStore(dg.ConfigurableResource):
             manifest = vdir / MANIFEST_NAME
             if manifest.is_file():
                 atomic_write_json(manifest, {**json.loads(manifest.read_text()), "profile": profile.record()})
-            atomic_write_json(vroot / f"{vid}.json", {"asset_key": key, "partition": partition, "version": vid, "profile": {**profile.record(), "resolved": profile.profile.model_dump(mode="json")}})
+            atomic_write_json(
+                vroot / f"{vid}.json",
+                {
+                    "asset_key": key,
+                    "partition": partition,
+                    "version": vid,
+                    "profile": {**profile.record(), "resolved": profile.profile.model_dump(mode="json")},
+                },
+            )
             if pointer.exists() and not pointer.is_symlink():  # one-time move of a pre-versioning directory
                 legacy = f"{time.time_ns() - 1:020d}-legacy"
                 os.replace(pointer, vroot / legacy)
-                atomic_write_json(vroot / f"{legacy}.json", {"asset_key": key, "partition": partition, "version": legacy, "profile": None})
+                atomic_write_json(
+                    vroot / f"{legacy}.json",
+                    {"asset_key": key, "partition": partition, "version": legacy, "profile": None},
+                )
             link = pointer.with_name(f".{pointer.name}.ptr-{uuid.uuid4().hex[:8]}")
             os.symlink(os.path.relpath(vdir, pointer.parent), link)
             os.replace(link, pointer)  # the swap: one rename
@@ -228,7 +266,11 @@ class ArtifactStore(dg.ConfigurableResource):
         vroot = self._versions(key, partition)
         pointer = self.location(key, partition)
         current = pointer.resolve().name if pointer.is_symlink() else None
-        names = sorted({p.name.split(".")[0] for p in vroot.iterdir() if not p.name.startswith(".")}) if vroot.is_dir() else []
+        names = (
+            sorted({p.name.split(".")[0] for p in vroot.iterdir() if not p.name.startswith(".")})
+            if vroot.is_dir()
+            else []
+        )
         complete = [n for n in names if (vroot / f"{n}.json").exists()]  # a crashed writer leaves none
         keep = set(complete[-self.keep_versions :]) | {current}
         deleted = []
@@ -262,8 +304,12 @@ class ArtifactStore(dg.ConfigurableResource):
 class MlflowTracking(dg.ConfigurableResource):
     """Thin wrapper over ``mlflow.MlflowClient``. Default store: SQLite under $DAGSTER_HOME."""
 
-    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite:///$DAGSTER_HOME/mlflow.db")
-    artifact_root: str | None = Field(default=None, description="where new experiments store artifacts; default $DAGSTER_HOME/mlartifacts")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default sqlite:///$DAGSTER_HOME/mlflow.db"
+    )
+    artifact_root: str | None = Field(
+        default=None, description="where new experiments store artifacts; default $DAGSTER_HOME/mlartifacts"
+    )
 
     def uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{dagster_home() / 'mlflow.db'}"
@@ -279,7 +325,9 @@ class MlflowTracking(dg.ConfigurableResource):
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        location = Path(self.artifact_root).expanduser().resolve() if self.artifact_root else dagster_home() / "mlartifacts"
+        location = (
+            Path(self.artifact_root).expanduser().resolve() if self.artifact_root else dagster_home() / "mlartifacts"
+        )
         return client.create_experiment(name, artifact_location=location.as_uri())
 
     @contextmanager
@@ -296,7 +344,9 @@ class MlflowTracking(dg.ConfigurableResource):
         client.set_terminated(mlrun.info.run_id, status="FINISHED")
 
     # -- model registry ----------------------------------------------------------------------
-    def register_version(self, model_name: str, run_id: str, artifact_path: str, tags: dict[str, str] | None = None) -> str:
+    def register_version(
+        self, model_name: str, run_id: str, artifact_path: str, tags: dict[str, str] | None = None
+    ) -> str:
         """Register ``artifact_path`` of run ``run_id`` as a new version of ``model_name``
         (created on first use); returns the version number as a string."""
         from mlflow.exceptions import MlflowException
@@ -305,9 +355,13 @@ class MlflowTracking(dg.ConfigurableResource):
         try:
             client.get_registered_model(model_name)
         except MlflowException:
-            client.create_registered_model(model_name, description="roadwork bundles: ONNX + safetensors + calibrator + decision policy")
+            client.create_registered_model(
+                model_name, description="roadwork bundles: ONNX + safetensors + calibrator + decision policy"
+            )
         run = client.get_run(run_id)
-        version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id, tags=tags or {})
+        version = client.create_model_version(
+            model_name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id, tags=tags or {}
+        )
         return str(version.version)
 
     def alias_version(self, model_name: str, alias: str) -> str | None:

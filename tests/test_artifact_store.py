@@ -61,7 +61,12 @@ def test_swap_keeps_paths_records_the_profile_and_collects_old_versions(tmp_path
     loc = store.location("thing")
     assert loc.is_symlink() and (loc / "n.txt").read_text() == "4"
     manifest = verify_dir(store.read("thing"))
-    assert manifest["profile"] == {"name": "tiny", "source": "tiny", "overrides": ["splits.class_share_tolerance=0.2"], "sha256": profile.sha256}
+    assert manifest["profile"] == {
+        "name": "tiny",
+        "source": "tiny",
+        "overrides": ["splits.class_share_tolerance=0.2"],
+        "sha256": profile.sha256,
+    }
     versions = sorted(p.name for p in (tmp_path / ".versions" / "thing").iterdir() if p.is_dir())
     assert len(versions) == 2  # current + one previous; the three older ones are gone
     record = json.loads((tmp_path / ".versions" / "thing" / f"{versions[-1]}.json").read_text())
@@ -76,9 +81,13 @@ def test_a_held_version_is_not_collected(tmp_path):
     profile = resolve_profile("tiny", ())
     _write(store, 0, profile)
     held = store.read("thing")  # this process now holds version 0
-    code = "import sys\nfrom roadwork_assets.resources import ArtifactStore, resolve_profile\nfrom tests.test_artifact_store import _write\n" \
-           "s = ArtifactStore(root=sys.argv[1], keep_versions=1)\nfor n in (1, 2, 3): _write(s, n, resolve_profile('tiny', ()))\n"
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys\nfrom roadwork_assets.resources import ArtifactStore, resolve_profile\nfrom tests.test_artifact_store import _write\n"
+        "s = ArtifactStore(root=sys.argv[1], keep_versions=1)\nfor n in (1, 2, 3): _write(s, n, resolve_profile('tiny', ()))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert (held / "n.txt").read_text() == "0" and verify_dir(held)["n"] == 0  # still there for its reader
     assert (store.location("thing") / "n.txt").read_text() == "3"
     store.read("thing")  # the reader moves on to the new version and releases the old one
@@ -97,7 +106,12 @@ def test_sigkilled_writer_never_leaves_a_reader_without_a_complete_version(tmp_p
     script.write_text(WRITER)
     seen, start, kills_mid_write = -1, 0, 0
     for _ in range(20):
-        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "store"), str(start)], env=env, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "store"), str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + rng.uniform(1.0, 2.0)  # start-up (~0.8 s) then some versions
         reader = ArtifactStore(root=str(tmp_path / "store"))
         while time.monotonic() < deadline:

@@ -22,12 +22,20 @@ def _gate(new_quality: float):
         right = np.random.default_rng(seed).random(400) < quality
         return np.where(right == (y == 1), 0.9, 0.1)
 
-    return lambda champion: promotion_decision(y, probs(new_quality, 1), probs(0.9, 2), metric="mcc", margin=0.02, alpha=0.05, n_resamples=500, seed=0)
+    return lambda champion: promotion_decision(
+        y, probs(new_quality, 1), probs(0.9, 2), metric="mcc", margin=0.02, alpha=0.05, n_resamples=500, seed=0
+    )
 
 
 def test_first_version_is_promoted_without_a_comparison():
     plan = plan_promotion("1", None, None, rolled_back=False, deployed_exists=False, compare=_never)
-    assert (plan.decision, plan.champion, plan.previous_champion, plan.aliases, plan.deploy_from) == ("promoted", "1", None, {"champion": "1"}, "candidate")
+    assert (plan.decision, plan.champion, plan.previous_champion, plan.aliases, plan.deploy_from) == (
+        "promoted",
+        "1",
+        None,
+        {"champion": "1"},
+        "candidate",
+    )
 
 
 @pytest.mark.parametrize("deployed_exists, deploy_from", [(True, "current"), (False, "candidate")])
@@ -38,14 +46,21 @@ def test_the_champion_itself_is_unchanged(deployed_exists, deploy_from):
 
 def test_a_rolled_back_version_is_refused_whatever_the_gate_says():
     plan = plan_promotion("3", "2", "1", rolled_back=True, deployed_exists=True, compare=_never)
-    assert (plan.decision, plan.champion, plan.aliases, plan.deploy_from) == ("refused", "2", {"challenger": "3"}, "current")
+    assert (plan.decision, plan.champion, plan.aliases, plan.deploy_from) == (
+        "refused",
+        "2",
+        {"challenger": "3"},
+        "current",
+    )
     assert "rolled back" in plan.reason
 
 
 def test_an_equivalent_bundle_is_promoted_and_the_old_champion_kept_for_rollback():
     plan = plan_promotion("4", "2", "1", rolled_back=False, deployed_exists=True, compare=_gate(0.9))
     assert plan.decision == "promoted" and plan.comparison is not None
-    assert plan.aliases == {"previous_champion": "2", "champion": "4"} and plan.version_tags == {"4": {TAG_PREVIOUS: "2"}}
+    assert plan.aliases == {"previous_champion": "2", "champion": "4"} and plan.version_tags == {
+        "4": {TAG_PREVIOUS: "2"}
+    }
     assert (plan.champion, plan.previous_champion, plan.deploy_from) == ("4", "2", "candidate")
 
 
@@ -53,7 +68,12 @@ def test_an_equivalent_bundle_is_promoted_and_the_old_champion_kept_for_rollback
 def test_a_significantly_worse_bundle_becomes_the_challenger(deployed_exists, deploy_from):
     plan = plan_promotion("4", "2", "1", rolled_back=False, deployed_exists=deployed_exists, compare=_gate(0.6))
     assert plan.decision == "refused" and plan.comparison.significantly_worse
-    assert (plan.champion, plan.previous_champion, plan.aliases, plan.deploy_from) == ("2", "1", {"challenger": "4"}, deploy_from)
+    assert (plan.champion, plan.previous_champion, plan.aliases, plan.deploy_from) == (
+        "2",
+        "1",
+        {"challenger": "4"},
+        deploy_from,
+    )
 
 
 def test_rollback_walks_the_chain_back_and_marks_the_demoted_version():

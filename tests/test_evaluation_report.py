@@ -12,7 +12,13 @@ from sklearn.metrics import accuracy_score, matthews_corrcoef, roc_auc_score
 
 from roadwork_ml.config import load_profile
 from roadwork_ml.contracts import LeakageError, Split
-from roadwork_ml.evaluation.report import HEADLINE, build_report, cascade_costs, intervals_contain_estimates, write_report_plots
+from roadwork_ml.evaluation.report import (
+    HEADLINE,
+    build_report,
+    cascade_costs,
+    intervals_contain_estimates,
+    write_report_plots,
+)
 
 
 @dataclass
@@ -30,8 +36,16 @@ def _case(n: int = 60, seed: int = 0):
     p1 = np.clip(np.where(y == 1, 0.7, 0.3) + rng.normal(0, 0.2, n), 0.01, 0.99)
     cal = np.stack([1 - p1, p1], 1)
     d = Decisions(p1, cal, (p1 > 0.5).astype(int), np.abs(p1 - 0.5) > 0.15, np.stack([p1 < 0.8, p1 > 0.2], 1))
-    rows = pd.DataFrame({"record_id": [f"r{i:03d}" for i in range(n)], "time_of_day": rng.choice(["day", "night"], n), "weather": rng.choice(["clear", "rain"], n),
-                         "source": rng.choice(["natix", "roadwork"], n), "hour": rng.integers(0, 24, n), "label": y})
+    rows = pd.DataFrame(
+        {
+            "record_id": [f"r{i:03d}" for i in range(n)],
+            "time_of_day": rng.choice(["day", "night"], n),
+            "weather": rng.choice(["clear", "rain"], n),
+            "source": rng.choice(["natix", "roadwork"], n),
+            "hour": rng.integers(0, 24, n),
+            "label": y,
+        }
+    )
     images = torch.from_numpy(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8))
     # the StreetVision emulation's model: brightness of the image decides (any deterministic fn)
     return y, d, rows, images
@@ -40,13 +54,24 @@ def _case(n: int = 60, seed: int = 0):
 def _ev():
     """tiny's evaluation settings, cut to what a unit test needs (100 resamples, 2 levels)."""
     ev = load_profile("tiny").evaluation
-    return ev.model_copy(update={"n_resamples": 100, "streetvision": ev.streetvision.model_copy(update={"levels": [0, 3]})})
+    return ev.model_copy(
+        update={"n_resamples": 100, "streetvision": ev.streetvision.model_copy(update={"levels": [0, 3]})}
+    )
 
 
 def test_report_numbers_match_sklearn_and_intervals_hold(tmp_path):
     ev = _ev()
     y, d, rows, images = _case()
-    result = build_report(y, d, rows, images, lambda b: (b.float().mean((1, 2, 3)) / 255.0).numpy(), ev, split=Split.VAL_TEST, batch_size=32)
+    result = build_report(
+        y,
+        d,
+        rows,
+        images,
+        lambda b: (b.float().mean((1, 2, 3)) / 255.0).numpy(),
+        ev,
+        split=Split.VAL_TEST,
+        batch_size=32,
+    )
     r = result.report
     assert r["record_ids"] == rows["record_id"].tolist()
     assert abs(r["classification"]["accuracy"] - accuracy_score(y, d.streetvision > 0.5)) < 1e-12

@@ -34,7 +34,14 @@ class PromotionPlan:
     comparison: object | None = None
 
 
-def plan_promotion(version: str, champion: str | None, previous: str | None, rolled_back: bool, deployed_exists: bool, compare: Callable[[str], PromotionDecision]) -> PromotionPlan:
+def plan_promotion(
+    version: str,
+    champion: str | None,
+    previous: str | None,
+    rolled_back: bool,
+    deployed_exists: bool,
+    compare: Callable[[str], PromotionDecision],
+) -> PromotionPlan:
     """Decide what happens to candidate ``version`` given the registry's current ``champion``
     and ``previous`` aliases. ``compare(champion)`` runs the statistical promotion gate; it is
     called only when a real comparison is needed."""

@@ -28,14 +28,26 @@ def cascade_costs(accepted: np.ndarray, costs: list[float]) -> list[dict]:
     """Average cost per image when this model (cost ``costs[0]``) answers the accepted images
     and defers the rest to stage k (cost ``costs[k]``), relative to sending every image to stage k."""
     defer = float(1 - accepted.mean())
-    return [{"deferred_to": f"stage {k} (cost {c:g})", "avg_cost": costs[0] + defer * c, "relative_cost": (costs[0] + defer * c) / c} for k, c in enumerate(costs[1:], start=1)]
+    return [
+        {
+            "deferred_to": f"stage {k} (cost {c:g})",
+            "avg_cost": costs[0] + defer * c,
+            "relative_cost": (costs[0] + defer * c) / c,
+        }
+        for k, c in enumerate(costs[1:], start=1)
+    ]
 
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 ``[N, 3, H, W]`` → uint8 ``[N, 3, size, size]`` (bilinear, antialiased); unchanged if already that size."""
     if images.shape[-1] == size:
         return images
-    return F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True).round().clamp(0, 255).to(torch.uint8)
+    return (
+        F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+    )
 
 
 @dataclass
@@ -57,12 +69,37 @@ class EvaluationReport:
         iv = r["intervals"]
         street = r["streetvision"]
         return {
-            "summary": [{"metric": k, "estimate": iv[k]["percentile"]["estimate"], "percentile_low": iv[k]["percentile"]["low"], "percentile_high": iv[k]["percentile"]["high"],
-                         "bca_low": iv[k]["bca"]["low"], "bca_high": iv[k]["bca"]["high"]} for k in HEADLINE],
-            "streetvision": [{"augmentation": k, "mcc": v["mcc"]["estimate"], "accuracy": v["accuracy"]["estimate"], "reward": v["reward"]["estimate"], "invalid": int(v.get("n_invalid", 0))}
-                             for k, v in street.items() if isinstance(v, dict) and "mcc" in v],
-            "fairness": [{"criterion": k, "gap": v["value"], "passed": bool(v["passed"])} for k, v in r["fairness"].items() if isinstance(v, dict) and "value" in v],
-            "slices": [{k: s.get(k) for k in ("family", "slice", "n", "accuracy", "precision", "recall", "f1", "ece", "auroc")} for s in r["slices"]],
+            "summary": [
+                {
+                    "metric": k,
+                    "estimate": iv[k]["percentile"]["estimate"],
+                    "percentile_low": iv[k]["percentile"]["low"],
+                    "percentile_high": iv[k]["percentile"]["high"],
+                    "bca_low": iv[k]["bca"]["low"],
+                    "bca_high": iv[k]["bca"]["high"],
+                }
+                for k in HEADLINE
+            ],
+            "streetvision": [
+                {
+                    "augmentation": k,
+                    "mcc": v["mcc"]["estimate"],
+                    "accuracy": v["accuracy"]["estimate"],
+                    "reward": v["reward"]["estimate"],
+                    "invalid": int(v.get("n_invalid", 0)),
+                }
+                for k, v in street.items()
+                if isinstance(v, dict) and "mcc" in v
+            ],
+            "fairness": [
+                {"criterion": k, "gap": v["value"], "passed": bool(v["passed"])}
+                for k, v in r["fairness"].items()
+                if isinstance(v, dict) and "value" in v
+            ],
+            "slices": [
+                {k: s.get(k) for k in ("family", "slice", "n", "accuracy", "precision", "recall", "f1", "ece", "auroc")}
+                for s in r["slices"]
+            ],
             "cascade": r["cascade"]["costs"],
             "prediction_sets": [r["prediction_sets"]],
         }
@@ -102,11 +139,31 @@ def build_report(
     sv, cal1 = d.streetvision, d.calibrated[:, 1]
     conf = np.maximum(cal1, 1 - cal1)
     correct = d.label == y
-    selective = {"aurc": M.aurc(conf, correct), "augrc": M.augrc(conf, correct), "policy_coverage": float(d.accepted.mean()),
-                 "policy_selective_risk": float((~correct[d.accepted]).mean()) if d.accepted.any() else 0.0}
-    cascade = {"exit_share": float(d.accepted.mean()), "defer_share": float(1 - d.accepted.mean()), "costs": cascade_costs(d.accepted, ev.cascade_costs)}
-    sets = {"coverage": M.set_coverage(y, d.prediction_set), "avg_size": M.set_average_size(d.prediction_set), "singleton_rate": M.singleton_rate(d.prediction_set), "empty_rate": M.empty_rate(d.prediction_set)}
-    fairness = fairness_report(y, d.label, rows[ev.fairness.column].astype(str).to_numpy(), ev.fairness.group_a, ev.fairness.group_b, ev.fairness.threshold)
+    selective = {
+        "aurc": M.aurc(conf, correct),
+        "augrc": M.augrc(conf, correct),
+        "policy_coverage": float(d.accepted.mean()),
+        "policy_selective_risk": float((~correct[d.accepted]).mean()) if d.accepted.any() else 0.0,
+    }
+    cascade = {
+        "exit_share": float(d.accepted.mean()),
+        "defer_share": float(1 - d.accepted.mean()),
+        "costs": cascade_costs(d.accepted, ev.cascade_costs),
+    }
+    sets = {
+        "coverage": M.set_coverage(y, d.prediction_set),
+        "avg_size": M.set_average_size(d.prediction_set),
+        "singleton_rate": M.singleton_rate(d.prediction_set),
+        "empty_rate": M.empty_rate(d.prediction_set),
+    }
+    fairness = fairness_report(
+        y,
+        d.label,
+        rows[ev.fairness.column].astype(str).to_numpy(),
+        ev.fairness.group_a,
+        ev.fairness.group_b,
+        ev.fairness.threshold,
+    )
     boot = {"n_resamples": ev.n_resamples, "level": ev.level, "seed": ev.seed, "n_jobs": ev.n_jobs}
     intervals = bootstrap_metrics(y, sv, metrics=list(HEADLINE), **boot)
     # ECE and Brier of the *calibrated* probability are what calibration promises; the folded
@@ -115,10 +172,26 @@ def build_report(
     slices = slice_metrics(rows, y, sv, n_bins=ev.n_bins, min_count=ev.min_slice_count)
     worst = worst_slice(slices, "accuracy", ev.min_slice_count)
     acc_tw, n_tw = time_weather_accuracy(rows, y, sv)
-    street = streetvision_eval(streetvision_predict, native_images, y, levels=ev.streetvision.levels, seed=ev.streetvision.seed, batch_size=batch_size, n_resamples=ev.n_resamples, level=ev.level, n_jobs=ev.n_jobs)
+    street = streetvision_eval(
+        streetvision_predict,
+        native_images,
+        y,
+        levels=ev.streetvision.levels,
+        seed=ev.streetvision.seed,
+        batch_size=batch_size,
+        n_resamples=ev.n_resamples,
+        level=ev.level,
+        n_jobs=ev.n_jobs,
+    )
 
     summary = {f"val_test_{k}": float(intervals[k]["percentile"].estimate) for k in HEADLINE}
-    summary.update({"val_test_policy_coverage": selective["policy_coverage"], "val_test_set_coverage": sets["coverage"], "streetvision_reward": float(street["pooled"]["reward"].estimate)})
+    summary.update(
+        {
+            "val_test_policy_coverage": selective["policy_coverage"],
+            "val_test_set_coverage": sets["coverage"],
+            "streetvision_reward": float(street["pooled"]["reward"].estimate),
+        }
+    )
     report = {
         "record_ids": rows["record_id"].tolist(),
         "summary": summary,
@@ -131,12 +204,21 @@ def build_report(
         "intervals": {k: {m: iv.to_dict() for m, iv in v.items()} for k, v in intervals.items()},
         "slices": json.loads(slices.to_json(orient="records")),
         "worst_slice": worst,
-        "streetvision": {k: ({kk: _jsonable(vv) for kk, vv in v.items()} if isinstance(v, dict) else v) for k, v in street.items()},
+        "streetvision": {
+            k: ({kk: _jsonable(vv) for kk, vv in v.items()} if isinstance(v, dict) else v) for k, v in street.items()
+        },
     }
     return EvaluationReport(report, summary, conf, correct, acc_tw, n_tw)
 
 
-def write_report_plots(result: EvaluationReport, labels: np.ndarray, calibrated: np.ndarray, directory: str | Path, policy_kind: str, n_bins: int) -> list[Path]:
+def write_report_plots(
+    result: EvaluationReport,
+    labels: np.ndarray,
+    calibrated: np.ndarray,
+    directory: str | Path,
+    policy_kind: str,
+    n_bins: int,
+) -> list[Path]:
     """Reliability diagram, confidence histogram, risk-coverage curve (with the policy's
     operating point) and the time x weather heatmap, as PNGs in ``directory``."""
     from roadwork_ml.evaluation import report_plots
@@ -148,7 +230,12 @@ def write_report_plots(result: EvaluationReport, labels: np.ndarray, calibrated:
     paths = [d / "reliability.png", d / "confidence_histogram.png", d / "risk_coverage.png", d / "slice_heatmap.png"]
     reliability_diagram(calibrated, labels, paths[0], n_bins, "VAL_TEST, calibrated")
     report_plots.confidence_histogram(result.confidence, result.correct, paths[1])
-    report_plots.risk_coverage_plot(result.confidence, result.correct, paths[2], operating_points={f"{policy_kind} policy": (sel["policy_coverage"], sel["policy_selective_risk"])})
+    report_plots.risk_coverage_plot(
+        result.confidence,
+        result.correct,
+        paths[2],
+        operating_points={f"{policy_kind} policy": (sel["policy_coverage"], sel["policy_selective_risk"])},
+    )
     report_plots.slice_heatmap(result.acc_tw, result.n_tw, paths[3])
     return paths
 
@@ -158,6 +245,10 @@ def intervals_contain_estimates(report: dict) -> list[str]:
     bad = []
     for metric, methods in report["intervals"].items():
         for method, iv in methods.items():
-            if iv["low"] is None or iv["high"] is None or not (iv["low"] - 1e-12 <= iv["estimate"] <= iv["high"] + 1e-12):
+            if (
+                iv["low"] is None
+                or iv["high"] is None
+                or not (iv["low"] - 1e-12 <= iv["estimate"] <= iv["high"] + 1e-12)
+            ):
                 bad.append(f"{metric}/{method}")
     return bad

@@ -14,9 +14,17 @@ import numpy as np
 import torch
 
 from roadwork_ml.config import InferenceConfig
-from roadwork_ml.contracts import Split, require_split, Purpose
+from roadwork_ml.contracts import Purpose, Split, require_split
 from roadwork_ml.evaluation.metrics import mcc
-from roadwork_ml.models.aggregator import AttentionAggregator, Candidate, aggregate, choose, compare_aggregators, fit_attention, single_view_indices
+from roadwork_ml.models.aggregator import (
+    AttentionAggregator,
+    Candidate,
+    aggregate,
+    choose,
+    compare_aggregators,
+    fit_attention,
+    single_view_indices,
+)
 from roadwork_ml.models.multiview import ViewSpec
 
 
@@ -58,7 +66,18 @@ def select_aggregator(
         views = slice(None) if multi else single
         if not multi and len(single) < 2:
             continue
-        fit = fit_attention(train_embeddings[:, views], train_probs[:, views], y_train, Split.TRAIN, epochs=a.epochs, lr=a.lr, weight_decay=a.weight_decay, batch_size=a.batch_size, dropout=a.dropout, seed=a.seed)
+        fit = fit_attention(
+            train_embeddings[:, views],
+            train_probs[:, views],
+            y_train,
+            Split.TRAIN,
+            epochs=a.epochs,
+            lr=a.lr,
+            weight_decay=a.weight_decay,
+            batch_size=a.batch_size,
+            dropout=a.dropout,
+            seed=a.seed,
+        )
         modules[multi], losses[multi] = fit.module, fit.losses
         with torch.no_grad():
             weights[multi] = fit.module(torch.from_numpy(val_embeddings[:, views])).double().numpy()
@@ -66,15 +85,28 @@ def select_aggregator(
     chosen = choose(candidates, inference.multi_view, inference.aggregator)
     best = {m: max((c for c in candidates if c.multi_view == m), key=lambda c: c.mcc) for m in (False, True)}
     choice = {
-        "multi_view": chosen.multi_view, "aggregator": chosen.aggregator, "top_k": chosen.top_k, "candidate": chosen.name, "val_select_mcc": chosen.mcc,
-        "profile_aggregator": inference.aggregator, "profile_multi_view": inference.multi_view, "n_views": spec.n_views if chosen.multi_view else len(single),
+        "multi_view": chosen.multi_view,
+        "aggregator": chosen.aggregator,
+        "top_k": chosen.top_k,
+        "candidate": chosen.name,
+        "val_select_mcc": chosen.mcc,
+        "profile_aggregator": inference.aggregator,
+        "profile_multi_view": inference.multi_view,
+        "n_views": spec.n_views if chosen.multi_view else len(single),
     }
     attention = modules.get(chosen.multi_view) if chosen.aggregator == "attention" else None
     val_weights = np.ascontiguousarray(weights.get(chosen.multi_view, np.zeros((len(y_val), 1))))
     return AggregatorSelection(chosen, candidates, best, choice, attention, losses, val_weights)
 
 
-def remeasure_choice(choice: dict, candidates: list[dict], view_probs: np.ndarray, labels: np.ndarray, attention_weights: np.ndarray, flip: bool) -> dict:
+def remeasure_choice(
+    choice: dict,
+    candidates: list[dict],
+    view_probs: np.ndarray,
+    labels: np.ndarray,
+    attention_weights: np.ndarray,
+    flip: bool,
+) -> dict:
     """Re-measure a saved choice on the saved VAL_SELECT view outputs.
 
     Returns ``measured_mcc`` (the chosen aggregation thresholded at 0.5), ``best_allowed``
@@ -84,6 +116,15 @@ def remeasure_choice(choice: dict, candidates: list[dict], view_probs: np.ndarra
     views = None if choice["multi_view"] else single_view_indices(ViewSpec(size=1, flip=flip))
     agg = aggregate(choice["aggregator"], view_probs, k=choice["top_k"], weights=attention_weights, views=views)
     measured = mcc(labels, (agg[:, 1] > 0.5).astype(int))
-    cands = [Candidate(r["candidate"], r["multi_view"], r["aggregator"], r["top_k"], r["val_select_mcc"], r["val_select_accuracy"]) for r in candidates]
+    cands = [
+        Candidate(
+            r["candidate"], r["multi_view"], r["aggregator"], r["top_k"], r["val_select_mcc"], r["val_select_accuracy"]
+        )
+        for r in candidates
+    ]
     best = choose(cands, choice["profile_multi_view"], choice["profile_aggregator"])
-    return {"measured_mcc": float(measured), "best_allowed": best.name, "reproduces": bool(abs(measured - choice["val_select_mcc"]) < 1e-9 and best.name == choice["candidate"])}
+    return {
+        "measured_mcc": float(measured),
+        "best_allowed": best.name,
+        "reproduces": bool(abs(measured - choice["val_select_mcc"]) < 1e-9 and best.name == choice["candidate"]),
+    }
