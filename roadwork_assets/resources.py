@@ -64,8 +64,21 @@ def profile_sha256(profile: Profile) -> str:
     ).hexdigest()
 
 
-@functools.lru_cache(maxsize=32)
 def resolve_profile(source: str, overrides: tuple[str, ...]) -> ResolvedProfile:
+    """Load, override, validate and hash a profile. Cached per (source, overrides) until a
+    profile file changes, so a long-lived sensor process sees an edited YAML on its next tick."""
+    return _resolve_cached(source, tuple(overrides), _profile_files_state(source))
+
+
+def _profile_files_state(source: str) -> tuple:
+    from roadwork_ml.config import PROFILE_DIR
+
+    files = [*PROFILE_DIR.glob("*.yaml"), Path(source).expanduser()]
+    return tuple((str(f), f.stat().st_mtime_ns) for f in files if f.is_file())
+
+
+@functools.lru_cache(maxsize=32)
+def _resolve_cached(source: str, overrides: tuple[str, ...], _files_state: tuple) -> ResolvedProfile:
     profile = load_profile(source, list(overrides))
     return ResolvedProfile(profile, source, overrides, profile_sha256(profile))
 
