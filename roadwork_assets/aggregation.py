@@ -1,113 +1,142 @@
-"""How views are combined: every aggregator measured on VAL_SELECT, the attention aggregator
-trained on TRAIN with the backbone frozen, and the profile's choice saved for every consumer."""
-
+"""How views are combined: the choice (roadwork_ml.models.view_selection) made on VAL_SELECT,
+saved for every consumer, and the loader that gives them the served multi-view model."""
 
 import json
 
 import dagster as dg
 import numpy as np
-import torch
 
-from roadwork_assets.loaders import AGGREGATOR_DIR, CHECKPOINT_DIR, load_split_tensors, load_splits, split_rows
-from roadwork_assets.metadata import table_md
-from roadwork_assets.resources import ArtifactStore, ProfileResource, RunOverrides
+from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
+from roadwork_assets.metadata import profile_md, table
+from roadwork_assets.resources import ArtifactStore, ProfileResource
+from roadwork_assets.training import PHASE1, load_phase1
 from roadwork_ml.artifacts import verify_dir, write_manifest
 from roadwork_ml.config import ModelConfig
 from roadwork_ml.contracts import Split
-from roadwork_ml.models.aggregator import aggregate, choose, compare_aggregators, fit_attention, save_choice, single_view_indices
+from roadwork_ml.models.aggregator import load_choice, save_choice
 from roadwork_ml.models.inference import predict_views, view_spec
 from roadwork_ml.models.multiview import MultiViewClassifier
+from roadwork_ml.models.view_selection import remeasure_choice, select_aggregator
 from roadwork_ml.policy.uncertainty import softmax
-from roadwork_ml.training.checkpoint import load_checkpoint
 
+VIEW_AGGREGATOR = "view_aggregator"
 VAL_FILE = "val_select_views.safetensors"
 
 
-@dg.asset(deps=["phase1_checkpoint", "splits"], group_name="training", kinds={"pytorch"})
-def view_aggregator(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
-    """One batched multi-view pass over VAL_SELECT and a TRAIN sample; trains the attention
-    aggregator on the TRAIN view outputs (backbone frozen), measures single-view vs multi-view
-    and mean / global / top-K (K on VAL_SELECT) / attention by VAL_SELECT MCC, and keeps the
-    profile's choice (``inference.aggregator``; ``auto`` = the best allowed)."""
+@dg.asset(deps=[PHASE1, SPLITS, SOURCE_IMAGES], group_name="training", kinds={"pytorch"})
+def view_aggregator(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
+    """One batched multi-view pass over VAL_SELECT and a TRAIN sample; the attention aggregator
+    trained on the TRAIN view outputs (backbone frozen); single-view vs multi-view and mean /
+    global / top-K / attention compared by VAL_SELECT MCC; the profile's choice kept."""
     from safetensors.numpy import save_file
 
-    profile = settings.load(config.overrides)
-    inf = profile.inference
-    model, meta = load_checkpoint(store.require(CHECKPOINT_DIR))
+    resolved = settings.resolved()
+    inf = resolved.profile.inference
+    _, model, meta = load_phase1(store)
     spec = view_spec(ModelConfig.model_validate(meta["model"]), inf, multi_view=True)
     full = MultiViewClassifier(model, spec, "mean").eval()
-    df = load_splits(store)
-    train_rows = split_rows(df, Split.TRAIN)
+    train_rows = load_split_rows(store, Split.TRAIN)
     if len(train_rows) > inf.aggregator_train_images:
-        train_rows = train_rows.sample(n=inf.aggregator_train_images, random_state=inf.attention.seed).sort_values("record_id")
-    val_rows = split_rows(df, Split.VAL_SELECT)
-    context.log.info(f"{spec.n_views} views per image over {len(train_rows)} TRAIN and {len(val_rows)} VAL_SELECT images")
+        train_rows = train_rows.sample(n=inf.aggregator_train_images, random_state=inf.attention.seed).sort_values(
+            "record_id"
+        )
+    val_rows = load_split_rows(store, Split.VAL_SELECT)
+    context.log.info(
+        f"{spec.n_views} views per image over {len(train_rows)} TRAIN and {len(val_rows)} VAL_SELECT images"
+    )
     train = load_split_tensors(store, train_rows, Split.TRAIN, inf.input_size)
     val = load_split_tensors(store, val_rows, Split.VAL_SELECT, inf.input_size)
     out_tr = predict_views(full, train.images, inf.batch_size, keep_view_embeddings=True)
     out_val = predict_views(full, val.images, inf.batch_size, keep_view_embeddings=True)
-    probs_tr, probs_val = softmax(out_tr.view_logits), softmax(out_val.view_logits)
-    y_tr, y_val = train.labels.numpy(), val.labels.numpy()
-
-    a = inf.attention
-    single = single_view_indices(spec)
-    modules, weights, losses = {}, {}, {}
-    for multi in (True, False):
-        views = slice(None) if multi else single
-        if not multi and len(single) < 2:
-            continue
-        fit = fit_attention(out_tr.view_embeddings[:, views], probs_tr[:, views], y_tr, Split.TRAIN, epochs=a.epochs, lr=a.lr, weight_decay=a.weight_decay, batch_size=a.batch_size, dropout=a.dropout, seed=a.seed)
-        modules[multi], losses[multi] = fit.module, fit.losses
-        with torch.no_grad():
-            weights[multi] = fit.module(torch.from_numpy(out_val.view_embeddings[:, views])).double().numpy()
-    candidates = compare_aggregators(probs_val, y_val, Split.VAL_SELECT, spec, inf.top_k_candidates, weights)
-    chosen = choose(candidates, inf.multi_view, inf.aggregator)
-    table = [c.to_dict() for c in candidates]
-    best = {m: max((c for c in candidates if c.multi_view == m), key=lambda c: c.mcc) for m in (False, True)}
-    choice = {"multi_view": chosen.multi_view, "aggregator": chosen.aggregator, "top_k": chosen.top_k, "candidate": chosen.name, "val_select_mcc": chosen.mcc, "profile_aggregator": inf.aggregator, "profile_multi_view": inf.multi_view, "n_views": spec.n_views if chosen.multi_view else len(single)}
-    with store.staging(AGGREGATOR_DIR) as out:
-        save_choice(out, choice, modules.get(chosen.multi_view) if chosen.aggregator == "attention" else None)
-        (out / "candidates.json").write_text(json.dumps({"candidates": table, "attention_losses": {str(k): v for k, v in losses.items()}}, indent=2))
-        w = weights.get(chosen.multi_view, np.zeros((len(y_val), 1)))
-        save_file({"view_probs": probs_val, "labels": y_val.astype(np.int64), "attention_weights": np.ascontiguousarray(w)}, str(out / VAL_FILE))
-        write_manifest(out, extra={"kind": "view_aggregator"})
+    probs_val = softmax(out_val.view_logits)
+    y_val = val.labels.numpy()
+    sel = select_aggregator(
+        out_tr.view_embeddings,
+        softmax(out_tr.view_logits),
+        train.labels.numpy(),
+        probs_val,
+        out_val.view_embeddings,
+        y_val,
+        spec,
+        inf,
+    )
+    rows = [c.to_dict() for c in sel.candidates]
+    with store.staging(VIEW_AGGREGATOR, profile=resolved) as out:
+        save_choice(out, sel.choice, sel.attention)
+        (out / "candidates.json").write_text(
+            json.dumps({"candidates": rows, "attention_losses": {str(k): v for k, v in sel.losses.items()}}, indent=2)
+        )
+        save_file(
+            {"view_probs": probs_val, "labels": y_val.astype(np.int64), "attention_weights": sel.val_weights},
+            str(out / VAL_FILE),
+        )
+        write_manifest(out, extra={"kind": VIEW_AGGREGATOR})
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(store.path(AGGREGATOR_DIR))),
-            "chosen": chosen.name,
-            "chosen_val_select_mcc": chosen.mcc,
-            "single_view_best": f"{best[False].name}: MCC {best[False].mcc:.3f}",
-            "multi_view_best": f"{best[True].name}: MCC {best[True].mcc:.3f}",
-            "single_view_mcc": best[False].mcc,
-            "multi_view_mcc": best[True].mcc,
-            "views_served": choice["n_views"],
-            "candidates": table_md(table),
+            "path": dg.MetadataValue.path(str(store.location(VIEW_AGGREGATOR))),
+            "chosen": sel.chosen.name,
+            "chosen_val_select_mcc": sel.chosen.mcc,
+            "single_view_best": f"{sel.best[False].name}: MCC {sel.best[False].mcc:.3f}",
+            "multi_view_best": f"{sel.best[True].name}: MCC {sel.best[True].mcc:.3f}",
+            "single_view_mcc": sel.best[False].mcc,
+            "multi_view_mcc": sel.best[True].mcc,
+            "views_served": sel.choice["n_views"],
+            "candidates": table(rows),
             "n_train_images": len(train_rows),
             "n_val_select": len(val_rows),
+            **profile_md(resolved),
         }
     )
 
 
-@dg.asset_check(asset=view_aggregator, blocking=True, description="the saved choice re-measures to the recorded VAL_SELECT MCC from the saved view outputs, and is the best candidate the profile allows")
+def load_aggregator(store: ArtifactStore):
+    """(version directory, choice record, attention module or None), hash-verified."""
+    directory = store.read(VIEW_AGGREGATOR)
+    verify_dir(directory)
+    choice, attention = load_choice(directory)
+    return directory, choice, attention
+
+
+@dg.asset_check(
+    asset=view_aggregator,
+    blocking=True,
+    description="the saved choice re-measures to the recorded VAL_SELECT MCC from the saved view outputs, and is the best candidate the profile allows",
+)
 def aggregator_choice_reproduces(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     from safetensors.numpy import load_file
 
-    from roadwork_ml.evaluation.metrics import mcc
-    from roadwork_ml.models.aggregator import Candidate, load_choice
-    from roadwork_ml.models.multiview import ViewSpec
-
-    directory = store.require(AGGREGATOR_DIR)
-    verify_dir(directory)
-    choice, _ = load_choice(directory)
+    directory, choice, _ = load_aggregator(store)
     arrays = load_file(str(directory / VAL_FILE))
-    probs, y = arrays["view_probs"], arrays["labels"]
-    n_views = probs.shape[1]
-    flip = bool(settings.load().inference.flip_tta)
-    views = None if choice["multi_view"] else single_view_indices(ViewSpec(size=1, flip=flip))
-    agg = aggregate(choice["aggregator"], probs, k=choice["top_k"], weights=arrays["attention_weights"], views=views)
-    measured = mcc(y, (agg[:, 1] > 0.5).astype(int))
-    table = json.loads((directory / "candidates.json").read_text())["candidates"]
-    cands = [Candidate(r["candidate"], r["multi_view"], r["aggregator"], r["top_k"], r["val_select_mcc"], r["val_select_accuracy"]) for r in table]
-    best = choose(cands, choice["profile_multi_view"], choice["profile_aggregator"])
-    passed = bool(abs(measured - choice["val_select_mcc"]) < 1e-9 and best.name == choice["candidate"])
-    return dg.AssetCheckResult(passed=passed, metadata={"recorded_mcc": choice["val_select_mcc"], "remeasured_mcc": measured, "best_allowed": best.name, "chosen": choice["candidate"], "views_cached": n_views})
+    candidates = json.loads((directory / "candidates.json").read_text())["candidates"]
+    r = remeasure_choice(
+        choice,
+        candidates,
+        arrays["view_probs"],
+        arrays["labels"],
+        arrays["attention_weights"],
+        flip=bool(settings.load().inference.flip_tta),
+    )
+    return dg.AssetCheckResult(
+        passed=r["reproduces"],
+        metadata={
+            "recorded_mcc": choice["val_select_mcc"],
+            "remeasured_mcc": r["measured_mcc"],
+            "best_allowed": r["best_allowed"],
+            "chosen": choice["candidate"],
+            "views_cached": int(arrays["view_probs"].shape[1]),
+        },
+    )
+
+
+def load_served_model(store: ArtifactStore, inference_cfg):
+    """The phase-1 checkpoint wrapped in the view setting and aggregator view_aggregator chose,
+    hash-verified: the model every inference consumer runs. Reads phase1_checkpoint and
+    view_aggregator."""
+    from roadwork_ml.models.inference import multiview_model
+
+    _, model, meta = load_phase1(store)
+    _, choice, attention = load_aggregator(store)
+    model_cfg = ModelConfig.model_validate(meta["model"])
+    return multiview_model(model, model_cfg, inference_cfg, choice, attention), choice, model_cfg

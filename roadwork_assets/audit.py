@@ -1,11 +1,10 @@
 """The audit record: one JSON line per automated action (promotion, refusal, retrain, rollback,
 alert), appended under an exclusive lock so concurrent runs never interleave lines."""
 
-
 import fcntl
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from roadwork_assets.resources import ArtifactStore
@@ -15,7 +14,7 @@ AUDIT_FILE = ("audit", "actions.jsonl")
 
 def record_action(store: ArtifactStore, action: str, **fields) -> dict:
     """Append ``{"time", "action", **fields}`` to the audit log and return it."""
-    entry = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "action": action, **fields}
+    entry = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "action": action, **fields}
     path = store.path(*AUDIT_FILE)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:

@@ -1,6 +1,5 @@
 """Data assets: ``source_images`` (one partition per source) and the leakage-proof ``splits``."""
 
-
 from collections import Counter
 
 import dagster as dg
@@ -8,20 +7,30 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
-from roadwork_assets.loaders import SPLITS_DIR, load_splits
-from roadwork_assets.metadata import image_md, table_md
-from roadwork_assets.resources import ArtifactStore, ProfileResource, RunOverrides
-from roadwork_ml.artifacts import atomic_path, atomic_write_json, verify_dir, write_manifest
+from roadwork_assets.metadata import image_md, profile_md, table
+from roadwork_assets.resources import ArtifactStore, ProfileResource
+from roadwork_ml.artifacts import (
+    IntegrityError,
+    atomic_path,
+    atomic_write_json,
+    sha256_file,
+    verify_dir,
+    write_manifest,
+)
 from roadwork_ml.config import SOURCE_NAMES
 from roadwork_ml.contracts import Split
 from roadwork_ml.data.decode import manifest_row, store_relpath
 from roadwork_ml.data.records import MANIFEST_SCHEMA, SPLITS_SCHEMA, Quarantined, quarantine_table, validate_table
 from roadwork_ml.data.sources import iter_source
+from roadwork_ml.data.transforms import load_image_batch
 from roadwork_ml.evaluation.plots import thumbnail_grid
+from roadwork_ml.training.trainer import TensorSplit
 
 source_partitions = dg.StaticPartitionsDefinition(list(SOURCE_NAMES))
-SOURCE_DIR = "source_images"
+SOURCE_IMAGES = "source_images"
+SPLITS = "splits"
 
 
 def _thumbnail(data: bytes, label: int, rec) -> tuple[np.ndarray, str]:
@@ -36,16 +45,21 @@ def _thumbnail(data: bytes, label: int, rec) -> tuple[np.ndarray, str]:
 
 
 @dg.asset(partitions_def=source_partitions, group_name="data", kinds={"parquet", "pillow"})
-def source_images(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def source_images(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """Read one source (its configured real path, or synthetic scenes in its style) through safe
     decoding; write the images, a Parquet manifest and the quarantine list.
 
     Images stream to disk as they are decoded, so memory stays flat on the 10 GB NATIX set.
     """
-    profile = settings.load(config.overrides)
+    resolved = settings.resolved()
+    profile = resolved.profile
     name = context.partition_key
     if name not in profile.data.sources:
-        raise ValueError(f"profile {profile.name!r} configures no source {name!r}; configured: {sorted(profile.data.sources)}")
+        raise ValueError(
+            f"profile {profile.name!r} configures no source {name!r}; configured: {sorted(profile.data.sources)}"
+        )
     scfg = profile.data.sources[name]
     origin = scfg.path or f"synthetic ({scfg.synthetic.n_images} images, seed {profile.data.seed})"
     context.log.info(f"reading source {name} from {origin}")
@@ -53,8 +67,10 @@ def source_images(context: dg.AssetExecutionContext, config: RunOverrides, setti
     rows: list[dict] = []
     quarantined: list[Quarantined] = []
     thumbs: dict[int, list] = {0: [], 1: []}
-    with store.staging(SOURCE_DIR, name) as out:
-        for item in iter_source(name, scfg, profile.data, gps_cell_deg=profile.splits.gps_cell_deg, progress=True, stats=stats):
+    with store.staging(SOURCE_IMAGES, name, profile=resolved) as out:
+        for item in iter_source(
+            name, scfg, profile.data, gps_cell_deg=profile.splits.gps_cell_deg, progress=True, stats=stats
+        ):
             if isinstance(item, Quarantined):
                 quarantined.append(item)
                 continue
@@ -66,108 +82,156 @@ def source_images(context: dg.AssetExecutionContext, config: RunOverrides, setti
             rows.append(manifest_row(item, rel))
             if len(thumbs[item.label]) < 8:
                 thumbs[item.label].append(_thumbnail(item.image_bytes, item.label, item.record))
-        table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-        validate_table(table, MANIFEST_SCHEMA)
+        manifest_table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        validate_table(manifest_table, MANIFEST_SCHEMA)
         with atomic_path(out / "manifest.parquet") as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(manifest_table, tmp)
         with atomic_path(out / "quarantine.parquet") as tmp:
             pq.write_table(quarantine_table(quarantined), tmp)
         atomic_write_json(out / "stats.json", stats)
         picked = thumbs[1] + thumbs[0]
         if picked:
             thumbnail_grid([t[0] for t in picked], [t[1] for t in picked], out / "thumbnails.png")
-        manifest = write_manifest(out, extra={"kind": "source_images", "source": name, "profile": profile.name}, skip=("images",))
+        manifest = write_manifest(
+            out, extra={"kind": "source_images", "source": name, "profile": profile.name}, skip=("images",)
+        )
 
-    df = table.to_pandas()
+    df = manifest_table.to_pandas()
     labels = Counter(df["label"].tolist())
     metadata = {
-        "path": dg.MetadataValue.path(str(store.path(SOURCE_DIR, name))),
+        "path": dg.MetadataValue.path(str(store.location(SOURCE_IMAGES, name))),
         "origin": origin,
         "images": len(df),
         "positives": int(labels.get(1, 0)),
         "negatives": int(labels.get(0, 0)),
         "quarantined": len(quarantined),
         "quarantine_reasons": dg.MetadataValue.json(stats.get("quarantine_reasons", {})),
-        "quarantine": table_md([{"origin": q.origin, "reason": q.reason} for q in quarantined[:50]]) if quarantined else "none",
-        "per_time_of_day": dg.MetadataValue.json(df.groupby("time_of_day")["label"].agg(["count", "mean"]).round(4).to_dict("index")),
-        "per_weather": dg.MetadataValue.json(df.groupby("weather")["label"].agg(["count", "mean"]).round(4).to_dict("index")),
+        "quarantine": table([{"origin": q.origin, "reason": q.reason} for q in quarantined[:50]])
+        if quarantined
+        else "none",
+        "per_time_of_day": table(_label_shares(df, "time_of_day")),
+        "per_weather": table(_label_shares(df, "weather")),
         "cameras": int(df["camera_id"].nunique()),
         "groups": int(df["group_id"].nunique()),
         "stats": dg.MetadataValue.json(stats),
         "manifest_sha256": manifest["files"]["manifest.parquet"]["sha256"],
+        **profile_md(resolved),
     }
-    if (store.path(SOURCE_DIR, name) / "thumbnails.png").exists():
-        metadata["thumbnails"] = image_md(store.path(SOURCE_DIR, name, "thumbnails.png"), "thumbnails")
+    thumbs_png = store.location(SOURCE_IMAGES, name) / "thumbnails.png"
+    if thumbs_png.exists():
+        metadata["thumbnails"] = image_md(thumbs_png, "thumbnails")
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _manifests(store: ArtifactStore):
-    """(source, directory, manifest table) of every materialized partition, hashes and schema verified."""
-    for name in SOURCE_NAMES:
-        directory = store.path(SOURCE_DIR, name)
-        if directory.exists():
-            verify_dir(directory)
-            table = pq.read_table(directory / "manifest.parquet")
-            validate_table(table, MANIFEST_SCHEMA)
-            yield name, directory, table
+def _label_shares(df: pd.DataFrame, column: str) -> list[dict]:
+    g = df.groupby(column)["label"]
+    return [
+        {column: str(k), "images": int(n), "positive_share": float(m)} for (k, n), m in zip(g.count().items(), g.mean())
+    ]
 
 
-@dg.asset_check(asset=source_images, blocking=True, description="the manifest matches its declared schema, every listed image file exists with its recorded sha256")
+def load_source_manifest(store: ArtifactStore, partition: str) -> tuple:
+    """(version directory, manifest table) of one source_images partition, hashes and schema verified."""
+    directory = store.read(SOURCE_IMAGES, partition)
+    verify_dir(directory)
+    table_ = pq.read_table(directory / "manifest.parquet")
+    validate_table(table_, MANIFEST_SCHEMA)
+    return directory, table_
+
+
+@dg.asset_check(
+    asset=source_images,
+    blocking=True,
+    description="the manifest matches its declared schema, every listed image file exists with its recorded sha256",
+)
 def manifest_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
-    from roadwork_ml.artifacts import sha256_file
+    partitions = [context.partition_key] if context.has_partition_key else store.partitions(SOURCE_IMAGES)
+    rows = []
+    for name in partitions:
+        directory, table_ = load_source_manifest(store, name)
+        bad = [
+            p
+            for p, h in zip(table_.column("path").to_pylist(), table_.column("sha256").to_pylist())
+            if sha256_file(directory / p) != h
+        ]
+        rows.append({"source": name, "rows": table_.num_rows, "hash_mismatches": len(bad)})
+    passed = bool(rows) and all(r["hash_mismatches"] == 0 for r in rows)
+    return dg.AssetCheckResult(passed=passed, metadata={"sources": table(rows) if rows else "none"})
 
-    results = {}
-    for name, directory, table in _manifests(store):
-        bad = [p for p, h in zip(table.column("path").to_pylist(), table.column("sha256").to_pylist()) if sha256_file(directory / p) != h]
-        results[name] = {"rows": table.num_rows, "hash_mismatches": len(bad)}
-    passed = bool(results) and all(r["hash_mismatches"] == 0 for r in results.values())
-    return dg.AssetCheckResult(passed=passed, metadata={"sources": dg.MetadataValue.json(results)})
+
+SPLIT_CHECKS = (
+    "splits_disjoint",
+    "no_group_in_two_splits",
+    "both_classes_in_every_split",
+    "class_share_within_tolerance",
+    "no_near_duplicates_across_splits",
+)
 
 
-SPLIT_CHECKS = ("splits_disjoint", "no_group_in_two_splits", "both_classes_in_every_split", "class_share_within_tolerance", "no_near_duplicates_across_splits")
-
-
-def _load_pool(store: ArtifactStore) -> pd.DataFrame:
+def _load_pool(store: ArtifactStore, sources: list[str]) -> pd.DataFrame:
+    """Exactly the configured source partitions, each hash-verified; a missing one is an error naming it."""
+    missing = [name for name in sources if not store.exists(SOURCE_IMAGES, name)]
+    if missing:
+        raise FileNotFoundError(
+            f"source_images partition(s) {missing} configured by the profile are not materialized under {store.location(SOURCE_IMAGES)}: "
+            f"materialize them first (dagster asset materialize --select source_images --partition {missing[0]})"
+        )
     frames = []
-    for name, _, table in _manifests(store):
-        df = table.to_pandas()
-        df["manifest_dir"] = f"{SOURCE_DIR}/{name}"
+    for name in sources:
+        _, table_ = load_source_manifest(store, name)
+        df = table_.to_pandas()
+        df["manifest_dir"] = f"{SOURCE_IMAGES}/{name}"
         frames.append(df)
-    if not frames:
-        raise FileNotFoundError(f"no source_images partition under {store.path(SOURCE_DIR)}: materialize source_images first")
     return pd.concat(frames, ignore_index=True)
 
 
 @dg.asset(deps=[source_images], group_name="data", kinds={"parquet"})
-def splits(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
-    """Pool every source, drop exact (sha256) and near (pHash) duplicates, fuse per the profile's
+def splits(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+    """Pool the profile's sources (exactly its configured source_images partitions), drop exact (sha256) and near (pHash) duplicates, fuse per the profile's
     strategy, and assign group-aware, label-stratified TRAIN / VAL_SELECT / VAL_CALIB / VAL_TEST."""
     from roadwork_ml.data.dedup import deduplicate
     from roadwork_ml.data.fusion import fuse
     from roadwork_ml.data.splitting import assign_splits, split_report
 
-    profile = settings.load(config.overrides)
+    resolved = settings.resolved()
+    profile = resolved.profile
     scfg = profile.splits
-    pool = _load_pool(store)
+    pool = _load_pool(store, sorted(profile.data.sources))
     kept, removed = deduplicate(pool, scfg.near_duplicate_hamming)
     fused, fusion_report = fuse(kept, scfg.fusion, scfg.source_weights, scfg.mixing_ratios, scfg.seed)
     stratify = "stratum" if "stratum" in fused.columns else None
-    fused = fused.assign(split=assign_splits(fused, scfg.ratios, scfg.seed, scfg.class_share_tolerance, stratify_col=stratify).to_numpy())
+    fused = fused.assign(
+        split=assign_splits(fused, scfg.ratios, scfg.seed, scfg.class_share_tolerance, stratify_col=stratify).to_numpy()
+    )
     out_df = fused[[f.name for f in SPLITS_SCHEMA]].sort_values(["split", "record_id"]).reset_index(drop=True)
-    table = pa.Table.from_pandas(out_df, schema=SPLITS_SCHEMA, preserve_index=False)
+    splits_table = pa.Table.from_pandas(out_df, schema=SPLITS_SCHEMA, preserve_index=False)
     report = split_report(out_df, "split")
-    with store.staging(SPLITS_DIR) as out:
+    with store.staging(SPLITS, profile=resolved) as out:
         with atomic_path(out / "splits.parquet") as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(splits_table, tmp)
         with atomic_path(out / "duplicates.parquet") as tmp:
-            pq.write_table(pa.Table.from_pandas(removed.astype({c: str for c in removed.columns if removed[c].dtype == object}), preserve_index=False), tmp)
+            pq.write_table(
+                pa.Table.from_pandas(
+                    removed.astype({c: str for c in removed.columns if removed[c].dtype == object}),
+                    preserve_index=False,
+                ),
+                tmp,
+            )
         atomic_write_json(out / "report.json", {"splits": report, "fusion": fusion_report, "profile": profile.name})
         manifest = write_manifest(out, extra={"kind": "splits", "fingerprint": _fingerprint(out_df)})
     kinds = Counter(removed["kind"].tolist()) if len(removed) else Counter()
-    rows = [{"split": s.value, "images": int((out_df.split == s.value).sum()), "positive_share": float(out_df.loc[out_df.split == s.value, "label"].mean()), "groups": int(out_df.loc[out_df.split == s.value, "group_id"].nunique())} for s in Split]
+    rows = [
+        {
+            "split": s.value,
+            "images": int((out_df.split == s.value).sum()),
+            "positive_share": float(out_df.loc[out_df.split == s.value, "label"].mean()),
+            "groups": int(out_df.loc[out_df.split == s.value, "group_id"].nunique()),
+        }
+        for s in Split
+    ]
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(store.path(SPLITS_DIR, "splits.parquet"))),
+            "path": dg.MetadataValue.path(str(store.location(SPLITS) / "splits.parquet")),
             "fingerprint": manifest["fingerprint"],
             "pool": len(pool),
             "kept": len(out_df),
@@ -175,8 +239,10 @@ def splits(context: dg.AssetExecutionContext, config: RunOverrides, settings: Pr
             "near_duplicates_removed": int(kinds.get("near", 0)),
             "fusion": scfg.fusion,
             "fusion_report": dg.MetadataValue.json(fusion_report),
-            "splits": table_md(rows),
+            "splits": table(rows),
             "pool_positive_share": float(out_df["label"].mean()),
+            "sources": ", ".join(sorted(profile.data.sources)),
+            **profile_md(resolved),
         }
     )
 
@@ -193,29 +259,84 @@ def _fingerprint(df: pd.DataFrame) -> str:
 
 @dg.multi_asset_check(
     specs=[dg.AssetCheckSpec(name, asset=splits, blocking=True) for name in SPLIT_CHECKS],
-    description="leakage and balance checks of the split assignment, measured on the written file",
+    description="leakage and balance checks of the split assignment, measured on the written file by roadwork_ml.data.splitting.split_violations",
 )
 def splits_checks(store: ArtifactStore, settings: ProfileResource):
-    from roadwork_ml.data.dedup import near_duplicate_pairs
+    from roadwork_ml.data.splitting import split_violations
 
-    profile = settings.load()
+    scfg = settings.load().splits
     df = load_splits(store)
-    tol = profile.splits.class_share_tolerance
-    by_split = {s.value: df[df.split == s.value] for s in Split}
-    ids = df.groupby("record_id")["split"].nunique()
-    yield dg.AssetCheckResult(check_name="splits_disjoint", passed=bool((ids <= 1).all() and df.record_id.is_unique), metadata={"records_in_two_splits": int((ids > 1).sum()), "duplicate_rows": int(df.record_id.duplicated().sum())})
-    groups = df.groupby("group_id")["split"].nunique()
-    yield dg.AssetCheckResult(check_name="no_group_in_two_splits", passed=bool((groups <= 1).all()), metadata={"groups": len(groups), "groups_in_two_splits": int((groups > 1).sum())})
-    classes = {s: sorted(d["label"].unique().tolist()) for s, d in by_split.items()}
-    yield dg.AssetCheckResult(check_name="both_classes_in_every_split", passed=all(c == [0, 1] for c in classes.values()), metadata={"classes": dg.MetadataValue.json(classes)})
+    found = split_violations(df, scfg.class_share_tolerance, max_hamming=scfg.near_duplicate_hamming)
     pool_share = float(df["label"].mean())
-    shares = {s: float(d["label"].mean()) if len(d) else float("nan") for s, d in by_split.items()}
-    worst = max(abs(v - pool_share) for v in shares.values())
-    yield dg.AssetCheckResult(check_name="class_share_within_tolerance", passed=bool(worst <= tol), metadata={"pool_share": pool_share, "shares": dg.MetadataValue.json(shares), "max_deviation": float(worst), "tolerance": tol})
-    pairs = 0
-    names = list(by_split)
-    hashes = {s: d["phash"].to_numpy(dtype=np.uint64) for s, d in by_split.items()}
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            pairs += len(near_duplicate_pairs(hashes[a], hashes[b], profile.splits.near_duplicate_hamming))
-    yield dg.AssetCheckResult(check_name="no_near_duplicates_across_splits", passed=pairs == 0, metadata={"cross_split_pairs": pairs, "max_hamming": profile.splits.near_duplicate_hamming})
+    shares = [
+        {
+            "split": s.value,
+            "rows": int((df.split == s.value).sum()),
+            "positive_share": float(df.loc[df.split == s.value, "label"].mean()),
+        }
+        for s in Split
+    ]
+    context = {
+        "splits_disjoint": {"records": int(df.record_id.nunique())},
+        "no_group_in_two_splits": {"groups": int(df.group_id.nunique())},
+        "both_classes_in_every_split": {"shares": table(shares)},
+        "class_share_within_tolerance": {
+            "pool_share": pool_share,
+            "max_deviation": max(abs(r["positive_share"] - pool_share) for r in shares),
+            "tolerance": scfg.class_share_tolerance,
+            "shares": table(shares),
+        },
+        "no_near_duplicates_across_splits": {"max_hamming": scfg.near_duplicate_hamming},
+    }
+    for name in SPLIT_CHECKS:
+        problems = found[name]
+        yield dg.AssetCheckResult(
+            check_name=name,
+            passed=not problems,
+            metadata={"violations": "; ".join(problems) or "none", **context[name]},
+        )
+
+
+# --- loaders of the splits artifact (and of the images it points at) ----------------------------
+
+
+def load_splits(store: ArtifactStore) -> pd.DataFrame:
+    """The splits table (one row per kept image, with its split), hash-verified. Every split's
+    rows, VAL_TEST's included: only the splits checks read it whole."""
+    directory = store.read(SPLITS)
+    verify_dir(directory)
+    table_ = pq.read_table(directory / "splits.parquet")
+    validate_table(table_, SPLITS_SCHEMA)
+    return table_.to_pandas()
+
+
+def split_rows(df: pd.DataFrame, split: Split) -> pd.DataFrame:
+    """Rows of one split in their canonical order (by record_id)."""
+    return df[df["split"] == Split(split).value].sort_values("record_id", kind="stable").reset_index(drop=True)
+
+
+def load_split_rows(store: ArtifactStore, split: Split) -> pd.DataFrame:
+    """Rows of one split from the splits artifact; the read is logged with the split's name."""
+    store.log_read(SPLITS, split=Split(split).value)
+    return split_rows(load_splits(store), split)
+
+
+def load_split_tensors(
+    store: ArtifactStore, rows: pd.DataFrame, split: Split, size: int, verify: bool = True, progress: bool = False
+) -> TensorSplit:
+    """Decode the images of ``rows`` (from their source_images partitions) to ``[N, 3, size, size]``
+    uint8, checking each file's sha256 first."""
+    dirs = {
+        m: store.read(SOURCE_IMAGES, m.rsplit("/", 1)[-1], split=Split(split).value)
+        for m in rows["manifest_dir"].unique()
+    }
+    paths = [dirs[m] / p for m, p in zip(rows["manifest_dir"], rows["path"])]
+    if verify:
+        for path, digest in zip(paths, rows["sha256"]):
+            if sha256_file(path) != digest:
+                raise IntegrityError(
+                    f"{path} changed since source_images wrote it (sha256 mismatch): re-materialize source_images"
+                )
+    images = load_image_batch(paths, size, progress=progress)
+    labels = torch.from_numpy(rows["label"].to_numpy().astype(np.int64))
+    return TensorSplit(images, labels, Split(split))

@@ -1,60 +1,96 @@
-"""The code location: ``dagster dev -w workspace.yaml`` or ``-m roadwork_assets.definitions``."""
+"""The code location: ``dagster dev -w workspace.yaml`` or ``-m roadwork_assets.definitions``.
 
+Nothing is read from the environment at import: :func:`defs` (Dagster's lazily loaded
+definitions) resolves ``$ROADWORK_PROFILE`` when the code location loads and hands it to
+:func:`build_definitions`, which takes the daily partitions' start and the schedule's cron from
+that profile and configures the run-level ``settings`` resource with it.
+"""
 
 import dagster as dg
 
-from roadwork_assets import aggregation, bundle, data, deployment, evaluation, monitoring, policies, predictions, training
-from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
-
-defs = dg.Definitions(
-    assets=[
-        data.source_images,
-        data.splits,
-        training.phase1_checkpoint,
-        aggregation.view_aggregator,
-        predictions.split_logits,
-        policies.thresholds,
-        policies.calibrator,
-        policies.gate,
-        policies.scrc_params,
-        bundle.bundle,
-        bundle.tensorrt_engine,
-        bundle.triton_repository,
-        evaluation.evaluation_report,
-        deployment.deployed_model,
-        monitoring.reference_profile,
-        monitoring.production_traffic,
-        monitoring.drift_report,
-    ],
-    asset_checks=[
-        data.manifest_valid,
-        data.splits_checks,
-        training.reloads_identically,
-        training.weights_finite,
-        training.val_select_mcc_at_floor,
-        aggregation.aggregator_choice_reproduces,
-        *predictions.prediction_checks,
-        policies.thresholds_meet_targets,
-        policies.calibrator_not_worse,
-        policies.gate_beats_max_prob,
-        policies.conformal_within_guarantee,
-        bundle.bundle_hashes_verify,
-        bundle.bundle_exactly_one_policy,
-        bundle.bundle_onnx_matches_pytorch,
-        bundle.bundle_predicts,
-        bundle.engine_agrees_with_onnx,
-        bundle.triton_configs_parse,
-        evaluation.report_complete,
-        deployment.deployed_is_champion,
-        monitoring.reference_reloads,
-        monitoring.traffic_log_valid,
-        monitoring.drift_statistics_valid,
-    ],
-    jobs=[monitoring.daily_drift_job, monitoring.retrain_job, monitoring.rollback_job],
-    schedules=[monitoring.daily_drift_schedule],
-    sensors=[monitoring.drift_action_sensor],
-    resources={"settings": ProfileResource(), "store": ArtifactStore(), "mlflow": MlflowTracking()},
-    # One process per run: every step imports torch (~10 s), and on 2 cores a subprocess per
-    # step only adds that start-up cost; the assets parallelize inside (threads, torch).
-    executor=dg.in_process_executor,
+from roadwork_assets import (
+    aggregation,
+    bundle,
+    data,
+    deployment,
+    evaluation,
+    monitoring,
+    policies,
+    predictions,
+    training,
 )
+from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source, resolve_profile
+
+ASSETS = [
+    data.source_images,
+    data.splits,
+    training.phase1_checkpoint,
+    aggregation.view_aggregator,
+    predictions.val_calib_logits,
+    policies.thresholds,
+    policies.calibrator,
+    policies.gate,
+    policies.scrc_params,
+    bundle.bundle,
+    bundle.tensorrt_engine,
+    bundle.triton_repository,
+    evaluation.evaluation_report,
+    deployment.deployed_model,
+    monitoring.reference_profile,
+]
+CHECKS = [
+    data.manifest_valid,
+    data.splits_checks,
+    training.reloads_identically,
+    training.weights_finite,
+    training.val_select_mcc_at_floor,
+    aggregation.aggregator_choice_reproduces,
+    predictions.predictions_valid,
+    policies.thresholds_meet_targets,
+    policies.calibrator_not_worse,
+    policies.gate_beats_max_prob,
+    policies.conformal_within_guarantee,
+    bundle.bundle_hashes_verify,
+    bundle.bundle_exactly_one_policy,
+    bundle.bundle_onnx_matches_pytorch,
+    bundle.bundle_predicts,
+    bundle.engine_agrees_with_onnx,
+    bundle.triton_configs_parse,
+    evaluation.report_complete,
+    deployment.deployed_is_champion,
+    monitoring.reference_reloads,
+    monitoring.traffic_log_valid,
+    monitoring.drift_statistics_valid,
+]
+
+
+def build_definitions(
+    profile: str | None = None, *, store: ArtifactStore | None = None, mlflow: MlflowTracking | None = None
+) -> dg.Definitions:
+    """Every asset, check, job, schedule and sensor for ``profile`` (a name or YAML path;
+    None = $ROADWORK_PROFILE at call time, else demo). Runs see that profile through the
+    ``settings`` resource; a launch can override it (``resources.settings.config``)."""
+    source = profile_source(profile)
+    resolved = resolve_profile(source, ())
+    mon = monitoring.build_monitoring(resolved.profile)
+    return dg.Definitions(
+        assets=[*ASSETS, *mon.assets],
+        asset_checks=CHECKS,
+        jobs=[*mon.jobs, monitoring.retrain_job, monitoring.rollback_job],
+        schedules=mon.schedules,
+        sensors=[monitoring.drift_action_sensor],
+        resources={
+            "settings": ProfileResource.bound(source),
+            "store": store or ArtifactStore(),
+            "mlflow": mlflow or MlflowTracking(),
+        },
+        # One process per run: every step imports torch (~10 s), and on 2 cores a subprocess per
+        # step only adds that start-up cost; the assets parallelize inside (threads, torch).
+        executor=dg.in_process_executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location, built when Dagster loads it (profile from $ROADWORK_PROFILE then)."""
+    return build_definitions()

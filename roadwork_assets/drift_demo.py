@@ -17,24 +17,25 @@ from datetime import date, timedelta
 import dagster as dg
 
 from roadwork_assets.audit import read_actions
-from roadwork_assets.definitions import defs
+from roadwork_assets.definitions import build_definitions
 from roadwork_assets.monitoring import drift_action_sensor
-from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
+from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source
 
 CURSOR_FILE = ("audit", "drift_demo_sensor_cursor.json")
 
 
-def _resources() -> dict:
-    return {"settings": ProfileResource(), "store": ArtifactStore(), "mlflow": MlflowTracking()}
+def _resources(source: str) -> dict:
+    return {"settings": ProfileResource.bound(source), "store": ArtifactStore(), "mlflow": MlflowTracking()}
 
 
 def _already_ran(instance: dg.DagsterInstance, run_key: str) -> bool:
     return bool(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1))
 
 
-def run_days(days: list[str]) -> list[dict]:
+def run_days(days: list[str], source: str) -> list[dict]:
     instance = dg.DagsterInstance.get()
-    resources = _resources()
+    defs = build_definitions(source)
+    resources = _resources(source)
     store: ArtifactStore = resources["store"]
     cursor_path = store.path(*CURSOR_FILE)
     cursor = json.loads(cursor_path.read_text())["cursor"] if cursor_path.exists() else None
@@ -42,7 +43,12 @@ def run_days(days: list[str]) -> list[dict]:
     summary = []
     for day in days:
         t0 = time.time()
-        result = daily.execute_in_process(partition_key=day, instance=instance, tags={"dagster/run_key": f"drift-{day}", "roadwork/backfill": "drift_demo"}, raise_on_error=False)
+        result = daily.execute_in_process(
+            partition_key=day,
+            instance=instance,
+            tags={"dagster/run_key": f"drift-{day}", "roadwork/backfill": "drift_demo"},
+            raise_on_error=False,
+        )
         meta = {}
         for ev in result.get_asset_materialization_events():
             m = ev.event_specific_data.materialization
@@ -59,30 +65,69 @@ def run_days(days: list[str]) -> list[dict]:
                 actions.append(f"{req.run_key} (already ran)")
                 continue
             tags = {**req.tags, "dagster/run_key": req.run_key, "dagster/sensor_name": drift_action_sensor.name}
-            run = defs.resolve_job_def(req.job_name).execute_in_process(run_config=req.run_config, instance=instance, tags=tags, raise_on_error=False)
+            run = defs.resolve_job_def(req.job_name).execute_in_process(
+                run_config=req.run_config, instance=instance, tags=tags, raise_on_error=False
+            )
             actions.append(f"{req.job_name} {'ok' if run.success else 'FAILED'}")
         champion = resources["mlflow"].alias_version(resources["settings"].load().deploy.registered_model, "champion")
-        row = {"day": day, "ok": result.success, "decision": meta.get("decision", "?"), "labelled_accuracy": meta.get("labelled_accuracy"), "estimated_accuracy": meta.get("estimated_accuracy"),
-               "max_psi": meta.get("max_psi"), "actions": "; ".join(actions) or "-", "champion": champion, "seconds": round(time.time() - t0, 1)}
+        row = {
+            "day": day,
+            "ok": result.success,
+            "decision": meta.get("decision", "?"),
+            "labelled_accuracy": meta.get("labelled_accuracy"),
+            "estimated_accuracy": meta.get("estimated_accuracy"),
+            "max_psi": meta.get("max_psi"),
+            "actions": "; ".join(actions) or "-",
+            "champion": champion,
+            "seconds": round(time.time() - t0, 1),
+        }
         summary.append(row)
-        print(f"{day}  {row['decision']:<8} acc {row['labelled_accuracy'] if row['labelled_accuracy'] is not None else float('nan'):.3f} (est {row['estimated_accuracy'] or float('nan'):.3f})  max PSI {row['max_psi'] or 0:.2f}  champion v{champion}  {row['actions']}  [{row['seconds']} s]", flush=True)
+        print(
+            f"{day}  {row['decision']:<8} acc {row['labelled_accuracy'] if row['labelled_accuracy'] is not None else float('nan'):.3f} (est {row['estimated_accuracy'] or float('nan'):.3f})  max PSI {row['max_psi'] or 0:.2f}  champion v{champion}  {row['actions']}  [{row['seconds']} s]",
+            flush=True,
+        )
     return summary
 
 
 def main() -> None:
-    profile = ProfileResource().load()
+    source = profile_source(None)
+    profile = ProfileResource(profile=source).load()
     scenario = profile.monitoring.scenario
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=scenario.n_days)
     parser.add_argument("--start", default=scenario.start_date)
     args = parser.parse_args()
     start = date.fromisoformat(args.start)
-    summary = run_days([(start + timedelta(days=i)).isoformat() for i in range(args.days)])
+    summary = run_days([(start + timedelta(days=i)).isoformat() for i in range(args.days)], source)
     actions = read_actions(ArtifactStore())
-    print(f"\n{len(summary)} days: " + ", ".join(f"{k} {sum(r['decision'] == k for r in summary)}" for k in ("ok", "alert", "retrain", "rollback")))
+    print(
+        f"\n{len(summary)} days: "
+        + ", ".join(f"{k} {sum(r['decision'] == k for r in summary)}" for k in ("ok", "alert", "retrain", "rollback"))
+    )
     print("audit record (" + str(ArtifactStore().path("audit", "actions.jsonl")) + "):")
     for a in actions:
-        print("  " + json.dumps({k: a[k] for k in a if k in ("time", "action", "day", "decision", "run_key", "from_version", "to_version", "version", "why", "reason")})[:300])
+        print(
+            "  "
+            + json.dumps(
+                {
+                    k: a[k]
+                    for k in a
+                    if k
+                    in (
+                        "time",
+                        "action",
+                        "day",
+                        "decision",
+                        "run_key",
+                        "from_version",
+                        "to_version",
+                        "version",
+                        "why",
+                        "reason",
+                    )
+                }
+            )[:300]
+        )
     if not all(r["ok"] for r in summary):
         raise SystemExit("some simulated days failed: see the runs in the Dagster UI")
 

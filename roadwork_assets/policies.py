@@ -1,39 +1,59 @@
-"""Phase 2 (thresholds) — and later the calibrator, gate and conformal policies — fitted on VAL_CALIB."""
-
+"""The decision policies, each fitted on VAL_CALIB: exit thresholds, the calibrator, the failure
+gate and the conformal suite (SCRC among them); and the loader that assembles the decision
+policy the bundle ships from their artifacts."""
 
 import json
 
 import dagster as dg
 import numpy as np
 
-from roadwork_assets.loaders import load_predictions
-from roadwork_assets.metadata import image_md, table_md
-from roadwork_assets.resources import ArtifactStore, ProfileResource, RunOverrides
+from roadwork_assets.metadata import image_md, profile_md, table
+from roadwork_assets.predictions import VAL_CALIB_LOGITS, load_val_calib_predictions
+from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
-from roadwork_ml.contracts import Split
+from roadwork_ml.config import Profile
 from roadwork_ml.evaluation.plots import threshold_sweep
+from roadwork_ml.policy.decision import DecisionPolicy
 from roadwork_ml.policy.thresholds import ExitThresholds, exit_sweep, fit_thresholds
 
-THRESHOLDS_DIR = "thresholds"
+THRESHOLDS = "thresholds"
+CALIBRATOR = "calibrator"
+GATE = "gate"
+SCRC = "scrc_params"
 
 
-@dg.asset(deps=["val_calib_logits"], group_name="policies", kinds={"numpy"})
-def thresholds(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+@dg.asset(deps=[VAL_CALIB_LOGITS], group_name="policies", kinds={"numpy"})
+def thresholds(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """Exit threshold τ (highest coverage with FNR among exited ≤ target, coverage ≥ minimum) and the MCC-optimal cut folded onto 0.5."""
-    profile = settings.load(config.overrides)
-    preds = load_predictions(store, Split.VAL_CALIB)
+    resolved = settings.resolved()
+    profile = resolved.profile
+    preds = load_val_calib_predictions(store)
     cfg = profile.thresholds
-    fitted = fit_thresholds(preds.probs[:, 1], preds.labels, preds.split, cfg.target_fnr_exit, cfg.min_coverage, cfg.grid_size)
+    fitted = fit_thresholds(
+        preds.probs[:, 1], preds.labels, preds.split, cfg.target_fnr_exit, cfg.min_coverage, cfg.grid_size
+    )
     if not fitted.feasible:
-        context.log.warning(f"no exit threshold reaches FNR ≤ {cfg.target_fnr_exit} at coverage ≥ {cfg.min_coverage}; the check will fail")
-    with store.staging(THRESHOLDS_DIR) as out:
+        context.log.warning(
+            f"no exit threshold reaches FNR ≤ {cfg.target_fnr_exit} at coverage ≥ {cfg.min_coverage}; the check will fail"
+        )
+    with store.staging(THRESHOLDS, profile=resolved) as out:
         atomic_write_json(out / "thresholds.json", fitted.to_dict())
         atomic_write_json(out / "sweep.json", fitted.sweep)
-        threshold_sweep(fitted.sweep["tau"], fitted.sweep["coverage"], fitted.sweep["fnr"], fitted.tau, cfg.target_fnr_exit, cfg.min_coverage, out / "sweep.png")
+        threshold_sweep(
+            fitted.sweep["tau"],
+            fitted.sweep["coverage"],
+            fitted.sweep["fnr"],
+            fitted.tau,
+            cfg.target_fnr_exit,
+            cfg.min_coverage,
+            out / "sweep.png",
+        )
         write_manifest(out, extra={"kind": "thresholds"})
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(store.path(THRESHOLDS_DIR, "thresholds.json"))),
+            "path": dg.MetadataValue.path(str(store.location(THRESHOLDS) / "thresholds.json")),
             "tau": fitted.tau,
             "coverage": fitted.coverage,
             "fnr_exit": fitted.fnr_exit,
@@ -41,32 +61,48 @@ def thresholds(context: dg.AssetExecutionContext, config: RunOverrides, settings
             "decision_cut": fitted.decision_cut,
             "mcc_at_cut": fitted.mcc_at_cut,
             "n_val_calib": len(preds),
-            "sweep": image_md(store.path(THRESHOLDS_DIR, "sweep.png"), "exit sweep"),
+            "sweep": image_md(store.location(THRESHOLDS) / "sweep.png", "exit sweep"),
+            **profile_md(resolved),
         }
     )
 
 
-@dg.asset_check(asset=thresholds, blocking=True, description="re-measured on VAL_CALIB: FNR among exited ≤ target and coverage ≥ minimum at the chosen τ (an error when the exit policy is the active one, a warning otherwise); the folded cut maps to 0.5 (always an error)")
+@dg.asset_check(
+    asset=thresholds,
+    blocking=True,
+    description="re-measured on VAL_CALIB: FNR among exited ≤ target and coverage ≥ minimum at the chosen τ (an error when the exit policy is the active one, a warning otherwise); the folded cut maps to 0.5 (always an error)",
+)
 def thresholds_meet_targets(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
-    directory = store.require(THRESHOLDS_DIR)
-    verify_dir(directory)
-    fitted = ExitThresholds.from_dict(json.loads((directory / "thresholds.json").read_text()))
-    preds = load_predictions(store, Split.VAL_CALIB)
+    fitted = ExitThresholds.from_dict(load_json(store, THRESHOLDS, "thresholds.json"))
+    preds = load_val_calib_predictions(store)
     p1 = preds.probs[:, 1].astype(np.float64)
     folded = fitted.fold(p1)
     coverage, fnr = exit_sweep(folded, preds.labels, np.array([fitted.tau]))
-    fold_consistent = bool((((folded > 0.5) == (p1 > fitted.decision_cut))).all() and np.isfinite(folded).all() and folded.min() >= 0 and folded.max() <= 1)
+    fold_consistent = bool(
+        ((folded > 0.5) == (p1 > fitted.decision_cut)).all()
+        and np.isfinite(folded).all()
+        and folded.min() >= 0
+        and folded.max() <= 1
+    )
     targets_met = bool(fnr[0] <= fitted.target_fnr_exit and coverage[0] >= fitted.min_coverage)
     active = settings.load().policy.active_kind
     # The StreetVision fold ships whatever policy decides, so a broken fold always blocks; the
     # exit targets only block a bundle whose decisions the exit policy makes.
-    severity = dg.AssetCheckSeverity.ERROR if (not fold_consistent or active == "thresholds") else dg.AssetCheckSeverity.WARN
-    return dg.AssetCheckResult(passed=bool(targets_met and fold_consistent), severity=severity, metadata={"coverage": float(coverage[0]), "min_coverage": fitted.min_coverage, "fnr_exit": float(fnr[0]), "target_fnr_exit": fitted.target_fnr_exit, "fold_consistent": fold_consistent, "active_policy": active})
-
-
-CALIBRATOR_DIR = "calibrator"
-GATE_DIR = "gate"
-SCRC_DIR = "scrc_params"
+    severity = (
+        dg.AssetCheckSeverity.ERROR if (not fold_consistent or active == "thresholds") else dg.AssetCheckSeverity.WARN
+    )
+    return dg.AssetCheckResult(
+        passed=bool(targets_met and fold_consistent),
+        severity=severity,
+        metadata={
+            "coverage": float(coverage[0]),
+            "min_coverage": fitted.min_coverage,
+            "fnr_exit": float(fnr[0]),
+            "target_fnr_exit": fitted.target_fnr_exit,
+            "fold_consistent": fold_consistent,
+            "active_policy": active,
+        },
+    )
 
 
 def _save_arrays(path, **arrays) -> None:
@@ -78,33 +114,72 @@ def _save_arrays(path, **arrays) -> None:
         save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
 
 
-def _load_arrays(directory, name: str) -> dict:
+def load_arrays(store: ArtifactStore, key: str, name: str = "oof.safetensors") -> dict:
+    """The named safetensors arrays of a policy artifact (out-of-fold outputs), hash-verified."""
     from safetensors.numpy import load_file
 
+    directory = store.read(key)
     verify_dir(directory)
     return load_file(str(directory / name))
 
 
-@dg.asset(deps=["val_calib_logits"], group_name="policies", kinds={"numpy", "torch"})
-def calibrator(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def load_json(store: ArtifactStore, key: str, name: str) -> dict:
+    """One JSON file of a policy artifact, hash-verified."""
+    directory = store.read(key)
+    verify_dir(directory)
+    return json.loads((directory / name).read_text())
+
+
+@dg.asset(deps=[VAL_CALIB_LOGITS], group_name="policies", kinds={"numpy", "torch"})
+def calibrator(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """Fit every calibrator of the profile with K-fold cross-fitting on VAL_CALIB; keep the one
     with the lowest out-of-fold NLL (ECE breaks ties), refit on all of VAL_CALIB."""
     from roadwork_ml.policy.calibration import reliability_diagram, select_calibrator
 
-    profile = settings.load(config.overrides)
+    resolved = settings.resolved()
+    profile = resolved.profile
     cfg = profile.policy.calibration
-    preds = load_predictions(store, Split.VAL_CALIB)
+    preds = load_val_calib_predictions(store)
     slices = preds.meta[cfg.slice_key].astype(str).to_numpy()
-    result = select_calibrator(preds.logits.astype(np.float64), preds.labels, cfg.methods, n_folds=cfg.n_folds, seed=cfg.seed, slices=slices, min_samples_per_slice=cfg.min_samples_per_slice, split=preds.split, n_bins=cfg.n_bins)
+    result = select_calibrator(
+        preds.logits.astype(np.float64),
+        preds.labels,
+        cfg.methods,
+        n_folds=cfg.n_folds,
+        seed=cfg.seed,
+        slices=slices,
+        min_samples_per_slice=cfg.min_samples_per_slice,
+        split=preds.split,
+        n_bins=cfg.n_bins,
+    )
     chosen = next((r for r in result.table if r["method"] == result.method), result.uncalibrated)
-    with store.staging(CALIBRATOR_DIR) as out:
+    with store.staging(CALIBRATOR, profile=resolved) as out:
         atomic_write_json(out / "calibrator.json", {**result.calibrator.to_dict(), "slice_key": cfg.slice_key})
         atomic_write_json(out / "selection.json", result.to_dict())
-        _save_arrays(out / "oof.safetensors", probs=result.oof_proba[result.method], uncalibrated=result.oof_proba["identity"], labels=preds.labels)
-        reliability_diagram(result.oof_proba["identity"], preds.labels, out / "reliability_uncalibrated.png", cfg.n_bins, "VAL_CALIB out-of-fold, uncalibrated")
-        reliability_diagram(result.oof_proba[result.method], preds.labels, out / "reliability_calibrated.png", cfg.n_bins, f"VAL_CALIB out-of-fold, {result.method}")
+        _save_arrays(
+            out / "oof.safetensors",
+            probs=result.oof_proba[result.method],
+            uncalibrated=result.oof_proba["identity"],
+            labels=preds.labels,
+        )
+        reliability_diagram(
+            result.oof_proba["identity"],
+            preds.labels,
+            out / "reliability_uncalibrated.png",
+            cfg.n_bins,
+            "VAL_CALIB out-of-fold, uncalibrated",
+        )
+        reliability_diagram(
+            result.oof_proba[result.method],
+            preds.labels,
+            out / "reliability_calibrated.png",
+            cfg.n_bins,
+            f"VAL_CALIB out-of-fold, {result.method}",
+        )
         write_manifest(out, extra={"kind": "calibrator", "method": result.method})
-    d = store.path(CALIBRATOR_DIR)
+    d = store.location(CALIBRATOR)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(d / "calibrator.json")),
@@ -115,47 +190,79 @@ def calibrator(context: dg.AssetExecutionContext, config: RunOverrides, settings
             "oof_nll_after": float(chosen["oof_nll"]),
             "oof_brier_after": float(chosen["oof_brier"]),
             "n_val_calib": len(preds),
-            "comparison": table_md([result.uncalibrated | {"method": "identity (uncalibrated)"}] + list(result.table)),
+            "comparison": table([result.uncalibrated | {"method": "identity (uncalibrated)"}] + list(result.table)),
             "reliability_before": image_md(d / "reliability_uncalibrated.png", "uncalibrated"),
             "reliability_after": image_md(d / "reliability_calibrated.png", "calibrated"),
+            **profile_md(resolved),
         }
     )
 
 
-@dg.asset_check(asset=calibrator, blocking=True, description="the chosen calibrator's out-of-fold ECE is not worse than uncalibrated (recomputed from the saved out-of-fold probabilities)")
+@dg.asset_check(
+    asset=calibrator,
+    blocking=True,
+    description="the chosen calibrator's out-of-fold ECE is not worse than uncalibrated (recomputed from the saved out-of-fold probabilities)",
+)
 def calibrator_not_worse(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     from roadwork_ml.evaluation.metrics import ece, nll
 
-    arrays = _load_arrays(store.require(CALIBRATOR_DIR), "oof.safetensors")
+    arrays = load_arrays(store, CALIBRATOR)
     n_bins = settings.load().policy.calibration.n_bins
-    before, after = ece(arrays["labels"], arrays["uncalibrated"], n_bins), ece(arrays["labels"], arrays["probs"], n_bins)
-    return dg.AssetCheckResult(passed=bool(after <= before + 1e-12), metadata={"oof_ece_before": before, "oof_ece_after": after, "oof_nll_before": nll(arrays["labels"], arrays["uncalibrated"]), "oof_nll_after": nll(arrays["labels"], arrays["probs"])})
+    before, after = (
+        ece(arrays["labels"], arrays["uncalibrated"], n_bins),
+        ece(arrays["labels"], arrays["probs"], n_bins),
+    )
+    return dg.AssetCheckResult(
+        passed=bool(after <= before + 1e-12),
+        metadata={
+            "oof_ece_before": before,
+            "oof_ece_after": after,
+            "oof_nll_before": nll(arrays["labels"], arrays["uncalibrated"]),
+            "oof_nll_after": nll(arrays["labels"], arrays["probs"]),
+        },
+    )
 
 
-@dg.asset(deps=["val_calib_logits"], group_name="policies", kinds={"pytorch"})
-def gate(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+@dg.asset(deps=[VAL_CALIB_LOGITS], group_name="policies", kinds={"pytorch"})
+def gate(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
     """Phase 3: the failure-predictor MLP on the 7 uncertainty features, cross-fitted on VAL_CALIB
     so the reported AUROC / AUPRC of detecting wrong predictions is out-of-fold."""
     from roadwork_ml.policy.gate import GateConfig, cross_fit_gate
     from roadwork_ml.policy.suite import gate_accept_threshold
 
-    profile = settings.load(config.overrides)
+    resolved = settings.resolved()
+    profile = resolved.profile
     g = profile.policy.gate
-    preds = load_predictions(store, Split.VAL_CALIB)
+    preds = load_val_calib_predictions(store)
     is_wrong = (preds.probs.argmax(1) != preds.labels).astype(np.int64)
-    gcfg = GateConfig(hidden_sizes=tuple(g.hidden_sizes), dropouts=tuple(g.dropouts), pos_weight=g.pos_weight, lr=g.lr, weight_decay=g.weight_decay, epochs=g.epochs, batch_size=g.batch_size, seed=g.seed)
+    gcfg = GateConfig(
+        hidden_sizes=tuple(g.hidden_sizes),
+        dropouts=tuple(g.dropouts),
+        pos_weight=g.pos_weight,
+        lr=g.lr,
+        weight_decay=g.weight_decay,
+        epochs=g.epochs,
+        batch_size=g.batch_size,
+        seed=g.seed,
+    )
     result = cross_fit_gate(preds.features, is_wrong, n_folds=g.n_folds, seed=g.seed, config=gcfg, split=preds.split)
     threshold = gate_accept_threshold(result.oof_confidence, is_wrong, g.target_risk)
-    with store.staging(GATE_DIR) as out:
+    with store.staging(GATE, profile=resolved) as out:
         result.gate.save(out)
         atomic_write_json(out / "crossfit.json", result.to_dict())
         atomic_write_json(out / "gate_policy.json", {"kind": "gate", **threshold, "target_risk": g.target_risk})
-        _save_arrays(out / "oof.safetensors", confidence=result.oof_confidence, baseline=1 - result.oof_baseline_score, is_wrong=is_wrong, folds=result.fold_ids)
+        _save_arrays(
+            out / "oof.safetensors",
+            confidence=result.oof_confidence,
+            baseline=1 - result.oof_baseline_score,
+            is_wrong=is_wrong,
+            folds=result.fold_ids,
+        )
         write_manifest(out, extra={"kind": "gate"})
     pooled = result.pooled
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(store.path(GATE_DIR))),
+            "path": dg.MetadataValue.path(str(store.location(GATE))),
             "n_val_calib": int(result.n),
             "wrong_predictions": int(result.n_wrong),
             "folds_used": int(result.n_folds_used),
@@ -167,8 +274,9 @@ def gate(context: dg.AssetExecutionContext, config: RunOverrides, settings: Prof
             "accept_cut": threshold["cut"],
             "accept_coverage_oof": threshold["coverage"],
             "accept_risk_oof": threshold["risk"],
-            "per_fold": table_md([{k: (float(v) if isinstance(v, (int, float, np.floating)) and v is not None else v) for k, v in row.items()} for row in result.per_fold]) if result.per_fold else "none",
+            "per_fold": table(result.per_fold) if result.per_fold else "none",
             "notes": "; ".join(result.notes) or "none",
+            **profile_md(resolved),
         }
     )
 
@@ -176,45 +284,65 @@ def gate(context: dg.AssetExecutionContext, config: RunOverrides, settings: Prof
 # Not blocking: SCRC keeps its finite-sample guarantee with any gate score, so a gate that
 # fails to beat max-prob makes the selective rule less efficient, not wrong. The failure is
 # still an ERROR in the UI and says by how much.
-@dg.asset_check(asset=gate, blocking=False, description="out-of-fold gate AUROC ≥ the max-prob baseline's AUROC on the same folds")
+@dg.asset_check(
+    asset=gate, blocking=False, description="out-of-fold gate AUROC ≥ the max-prob baseline's AUROC on the same folds"
+)
 def gate_beats_max_prob(store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.evaluation.metrics import auroc
 
-    arrays = _load_arrays(store.require(GATE_DIR), "oof.safetensors")
+    arrays = load_arrays(store, GATE)
     y = arrays["is_wrong"]
     if y.min() == y.max():
-        return dg.AssetCheckResult(passed=False, metadata={"reason": "VAL_CALIB has only one class of is_wrong: no AUROC to compare"})
+        return dg.AssetCheckResult(
+            passed=False, metadata={"reason": "VAL_CALIB has only one class of is_wrong: no AUROC to compare"}
+        )
     gate_auc = auroc(y, 1 - arrays["confidence"])
     base_auc = auroc(y, 1 - arrays["baseline"])
-    return dg.AssetCheckResult(passed=bool(gate_auc >= base_auc), metadata={"gate_auroc_oof": gate_auc, "maxprob_auroc_oof": base_auc, "wrong_predictions": int(y.sum()), "n": len(y)})
+    return dg.AssetCheckResult(
+        passed=bool(gate_auc >= base_auc),
+        metadata={
+            "gate_auroc_oof": gate_auc,
+            "maxprob_auroc_oof": base_auc,
+            "wrong_predictions": int(y.sum()),
+            "n": len(y),
+        },
+    )
 
 
-@dg.asset(deps=["val_calib_logits", calibrator, gate], group_name="policies", kinds={"numpy"})
-def scrc_params(context: dg.AssetExecutionContext, config: RunOverrides, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+@dg.asset(deps=[VAL_CALIB_LOGITS, calibrator, gate], group_name="policies", kinds={"numpy"})
+def scrc_params(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """Phase 5: split conformal (LAC), APS, RAPS, conformal risk control of the FNR, and SCRC
     (gate confidence ≥ λ1 and max prob ≥ λ2, else defer), fitted on out-of-fold calibrated
     probabilities and gate confidences of VAL_CALIB."""
     from roadwork_ml.policy import suite
 
-    profile = settings.load(config.overrides)
+    resolved = settings.resolved()
+    profile = resolved.profile
     cfg = profile.policy.conformal
-    preds = load_predictions(store, Split.VAL_CALIB)
-    cal = _load_arrays(store.require(CALIBRATOR_DIR), "oof.safetensors")
-    gat = _load_arrays(store.require(GATE_DIR), "oof.safetensors")
+    preds = load_val_calib_predictions(store)
+    cal = load_arrays(store, CALIBRATOR)
+    gat = load_arrays(store, GATE)
     if not (np.array_equal(cal["labels"], preds.labels) and len(gat["confidence"]) == len(preds)):
-        raise ValueError("calibrator / gate out-of-fold arrays do not match val_calib_logits: re-materialize calibrator and gate")
+        raise ValueError(
+            "calibrator / gate out-of-fold arrays do not match val_calib_logits: re-materialize calibrator and gate"
+        )
     probs, conf = cal["probs"].astype(np.float64), gat["confidence"].astype(np.float64)
     fitted = suite.fit_all(probs, preds.labels, conf, cfg, preds.split)
     held = suite.held_out_evaluation(probs, preds.labels, conf, cfg, preds.split)
     scrc = fitted["scrc"]
-    with store.staging(SCRC_DIR) as out:
-        atomic_write_json(out / "conformal.json", {"kind": "conformal_suite", "methods": suite.to_dict(fitted), "active_policy": profile.policy.active_kind})
+    with store.staging(SCRC, profile=resolved) as out:
+        atomic_write_json(
+            out / "conformal.json",
+            {"kind": "conformal_suite", "methods": suite.to_dict(fitted), "active_policy": profile.policy.active_kind},
+        )
         atomic_write_json(out / "held_out.json", held.rows)
         write_manifest(out, extra={"kind": "scrc_params"})
     accept = scrc.accept(probs, conf)
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(store.path(SCRC_DIR, "conformal.json"))),
+            "path": dg.MetadataValue.path(str(store.location(SCRC) / "conformal.json")),
             "lambda_gate": float(scrc.lambda_gate_),
             "lambda_conf": float(scrc.lambda_conf_),
             "scrc_certified": bool(getattr(scrc, "certified_", True)),
@@ -223,18 +351,52 @@ def scrc_params(context: dg.AssetExecutionContext, config: RunOverrides, setting
             "alpha": cfg.alpha,
             "scrc_alpha": cfg.scrc_alpha,
             "crc_alpha": cfg.crc_alpha,
-            "held_out": table_md(held.rows),
+            "held_out": table(held.rows),
             "active_policy": profile.policy.active_kind,
+            **profile_md(resolved),
         }
     )
 
 
-@dg.asset_check(asset=scrc_params, blocking=True, description="on held-out folds of VAL_CALIB each method meets its guarantee within 3 standard errors: set coverage ≥ 1−α, CRC miss rate ≤ α, SCRC selective risk ≤ α")
+@dg.asset_check(
+    asset=scrc_params,
+    blocking=True,
+    description="on held-out folds of VAL_CALIB each method meets its guarantee within 3 standard errors: set coverage ≥ 1−α, CRC miss rate ≤ α, SCRC selective risk ≤ α",
+)
 def conformal_within_guarantee(store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.policy.suite import within_guarantee
 
-    directory = store.require(SCRC_DIR)
-    verify_dir(directory)
-    rows = json.loads((directory / "held_out.json").read_text())
+    rows = load_json(store, SCRC, "held_out.json")
     failing = [r["method"] for r in rows if not within_guarantee(r)]
-    return dg.AssetCheckResult(passed=not failing, metadata={"held_out": table_md(rows), "failing": ", ".join(failing) or "none"})
+    return dg.AssetCheckResult(
+        passed=not failing, metadata={"held_out": table(rows), "failing": ", ".join(failing) or "none"}
+    )
+
+
+def load_decision_policy(store: ArtifactStore, profile: Profile) -> DecisionPolicy:
+    """Calibrator, the profile's one active policy, the StreetVision fold and the LAC set
+    predictor, read (hash-verified) from the policy assets' artifacts."""
+    from roadwork_ml.policy.calibration import calibrator_from_dict
+    from roadwork_ml.policy.conformal import conformal_from_dict
+    from roadwork_ml.policy.gate import FailureGate
+
+    cal = load_json(store, CALIBRATOR, "calibrator.json")
+    cal.pop("slice_key", None)
+    fitted_thresholds = load_json(store, THRESHOLDS, "thresholds.json")
+    suite = load_json(store, SCRC, "conformal.json")["methods"]
+    kind = profile.policy.active_kind
+    failure_gate, params = None, {"thresholds": fitted_thresholds, "scrc": suite["scrc"]}.get(kind)
+    if kind in ("gate", "scrc"):
+        gate_dir = store.read(GATE)
+        verify_dir(gate_dir)
+        failure_gate = FailureGate.load(gate_dir)
+        if kind == "gate":
+            params = json.loads((gate_dir / "gate_policy.json").read_text())
+    return DecisionPolicy(
+        calibrator_from_dict(cal),
+        kind,
+        params,
+        fitted_thresholds["decision_cut"],
+        conformal_from_dict(suite["lac"]),
+        failure_gate,
+    )

@@ -1,16 +1,22 @@
-"""Resources: the profile, the artifact store and the MLflow tracking store."""
+"""Resources: the run's profile, the artifact store and the MLflow tracking store."""
 
-
+import fcntl
+import functools
+import hashlib
+import json
 import os
 import shutil
+import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import dagster as dg
 from pydantic import Field
 
+from roadwork_ml.artifacts import MANIFEST_NAME, atomic_write_json
 from roadwork_ml.config import Profile, load_profile
 
 
@@ -19,72 +25,304 @@ def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or "dagster_home").resolve()
 
 
-class RunOverrides(dg.Config):
-    """Per-run overrides from the launchpad: ``["train.epochs=3", "splits.fusion=balanced"]``.
+# --- the profile ------------------------------------------------------------------------------
 
-    Any profile parameter can be set this way; values are parsed as YAML and validated
-    against the profile schema before the asset body runs.
+
+@dataclass(frozen=True)
+class ResolvedProfile:
+    """A profile as one run sees it: the validated tree, where it came from and its hash.
+
+    ``sha256`` is over the canonical JSON of the resolved tree, so two runs agree on it exactly
+    when every parameter agrees, however the values were reached (file, extends, overrides).
     """
 
-    overrides: list[str] = Field(default_factory=list, description="dotted profile keys with values, e.g. train.epochs=3")
+    profile: Profile
+    source: str
+    overrides: tuple[str, ...]
+    sha256: str
+
+    def record(self) -> dict:
+        """What an artifact's manifest and a run's tags carry about the profile."""
+        return {
+            "name": self.profile.name,
+            "source": self.source,
+            "overrides": list(self.overrides),
+            "sha256": self.sha256,
+        }
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "roadwork/profile": self.source,
+            "roadwork/profile_sha256": self.sha256,
+            "roadwork/profile_overrides": json.dumps(list(self.overrides)),
+        }
+
+
+def profile_sha256(profile: Profile) -> str:
+    return hashlib.sha256(
+        json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def resolve_profile(source: str, overrides: tuple[str, ...]) -> ResolvedProfile:
+    """Load, override, validate and hash a profile. Cached per (source, overrides) until a
+    profile file changes, so a long-lived sensor process sees an edited YAML on its next tick."""
+    return _resolve_cached(source, tuple(overrides), _profile_files_state(source))
+
+
+def _profile_files_state(source: str) -> tuple:
+    from roadwork_ml.config import PROFILE_DIR
+
+    files = [*PROFILE_DIR.glob("*.yaml"), Path(source).expanduser()]
+    return tuple((str(f), f.stat().st_mtime_ns) for f in files if f.is_file())
+
+
+@functools.lru_cache(maxsize=32)
+def _resolve_cached(source: str, overrides: tuple[str, ...], _files_state: tuple) -> ResolvedProfile:
+    profile = load_profile(source, list(overrides))
+    return ResolvedProfile(profile, source, overrides, profile_sha256(profile))
+
+
+def profile_source(profile: str | None) -> str:
+    """The profile name or path a code location runs with: the argument, else $ROADWORK_PROFILE
+    at the time of the call, else 'demo'. Read when definitions load, never at import."""
+    return profile or os.environ.get("ROADWORK_PROFILE") or "demo"
 
 
 class ProfileResource(dg.ConfigurableResource):
-    """Which profile the code location runs with. ``None`` → $ROADWORK_PROFILE, else 'demo'."""
+    """The one profile every asset, check and sensor of a run resolves.
 
-    profile: str | None = Field(default=None, description="profile name (demo, production, tiny) or a YAML path")
+    Set per run at launch (launchpad ``resources: settings: config: overrides: [...]``); the
+    asset bodies and the checks of that run then judge against the same parameters. A
+    sensor-launched run carries the profile its decision was made under the same way.
+    """
 
-    def load(self, overrides: list[str] | None = None) -> Profile:
-        return load_profile(self.profile, overrides)
+    profile: str | None = Field(
+        default=None,
+        description="profile name (demo, production, tiny) or a YAML path; None = $ROADWORK_PROFILE, else demo",
+    )
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="dotted profile keys with values for this run, e.g. train.epochs=3 or splits.class_share_tolerance=0.1",
+    )
+
+    def resolved(self) -> ResolvedProfile:
+        return resolve_profile(profile_source(self.profile), tuple(self.overrides))
+
+    def load(self) -> Profile:
+        return self.resolved().profile
+
+    @classmethod
+    def bound(cls, profile: str, overrides: list[str] | None = None) -> "ProfileResource":
+        """An instance whose *launch config default* is ``profile``. Dagster builds a run's
+        resource from the launch config alone, so a launch that sets only ``overrides`` falls
+        back to the class's default ``profile``; this subclass makes that default ``profile``."""
+        return _bound_class(profile)(overrides=list(overrides or []))
+
+
+@functools.cache
+def _bound_class(profile: str) -> type[ProfileResource]:
+    field = Field(default=profile, description="profile name (demo, production, tiny) or a YAML path")
+    return type(
+        "ProfileResource",
+        (ProfileResource,),
+        {"__annotations__": {"profile": str | None}, "profile": field, "__doc__": ProfileResource.__doc__},
+    )
+
+
+# --- the artifact store -----------------------------------------------------------------------
+
+VERSIONS = ".versions"
+_READ_LOCKS: dict[Path, tuple[str, int]] = {}  # pointer path -> (version it holds, fd of its shared lock)
 
 
 class ArtifactStore(dg.ConfigurableResource):
-    """Local directory for large artifacts (images, checkpoints, predictions). Default: $DAGSTER_HOME/artifacts.
+    """Local directory for large artifacts. Default: $DAGSTER_HOME/artifacts.
 
-    Assets write a new version into a temporary sibling directory and swap it in with
-    renames, so readers see either the old or the new version, never a half-written one.
+    Layout: an asset's artifact lives at ``<root>/<asset key>[/<partition>]`` (:meth:`location`,
+    the one place that derives it). That path is a symlink to an immutable version directory
+    ``<root>/.versions/<asset key>[/<partition>]/<version>``; a writer fills a new version and
+    swaps the symlink with one ``os.replace``, so a reader always finds a complete version, the
+    old or the new one. Readers go through :meth:`read`, which holds a shared lock on the version
+    it resolved (until the same process reads that artifact again); old versions are deleted
+    only when no reader holds them. ``read_log`` (tests) appends every read to a JSON-lines file.
     """
 
     root: str | None = Field(default=None, description="artifact root directory; default $DAGSTER_HOME/artifacts")
+    read_log: str | None = Field(
+        default=None, description="append every artifact read here as JSON lines (used by the declared-I/O test)"
+    )
+    keep_versions: int = Field(
+        default=2,
+        ge=1,
+        description="newest versions kept per artifact (current included) when nobody reads the older ones",
+    )
 
     @property
     def base(self) -> Path:
         return Path(self.root).expanduser().resolve() if self.root else dagster_home() / "artifacts"
 
     def path(self, *parts: str) -> Path:
+        """A plain path under the root, for files that are not asset artifacts (the audit record)."""
         return self.base.joinpath(*parts)
 
-    def require(self, *parts: str) -> Path:
-        """Path of an artifact that an upstream asset must have written; a clear error otherwise."""
-        p = self.path(*parts)
-        if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist: materialize the upstream asset '{parts[0]}' first")
-        return p
+    def location(self, key: str, partition: str | None = None) -> Path:
+        """Where the artifact of asset ``key`` (and ``partition``) is found: a stable path."""
+        return self.base.joinpath(key, *([partition] if partition is not None else []))
+
+    def _versions(self, key: str, partition: str | None) -> Path:
+        return self.base.joinpath(VERSIONS, key, *([partition] if partition is not None else []))
+
+    def exists(self, key: str, partition: str | None = None) -> bool:
+        return self.location(key, partition).exists()
+
+    def partitions(self, key: str) -> list[str]:
+        d = self.base / key
+        return sorted(p.name for p in d.iterdir() if not p.name.startswith(".") and p.exists()) if d.is_dir() else []
+
+    def log_read(self, key: str, partition: str | None = None, split: str | None = None) -> None:
+        if self.read_log:
+            entry = {"key": key, "partition": partition, "split": split, "pid": os.getpid()}
+            with open(self.read_log, "a", encoding="utf-8") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                fh.write(json.dumps(entry) + "\n")
+
+    def read(self, key: str, partition: str | None = None, *, split: str | None = None) -> Path:
+        """The current version directory of an artifact an upstream asset must have written.
+
+        A clear error names the asset (and partition) when it was never materialized. The
+        version stays readable (not garbage-collected) while this process holds it.
+        """
+        self.log_read(key, partition, split)
+        pointer = self.location(key, partition)
+        what = f"asset '{key}'" + (f" partition '{partition}'" if partition is not None else "")
+        for _ in range(20):  # a concurrent writer can swap (and GC) between resolve and lock: retry
+            if not pointer.exists():
+                raise FileNotFoundError(f"{pointer} does not exist: materialize {what} first")
+            if not pointer.is_symlink():  # written before versioned storage: a plain directory
+                return pointer
+            target = pointer.resolve()
+            held = _READ_LOCKS.get(pointer)
+            if held is not None and held[0] == target.name and target.is_dir():
+                return target
+            try:
+                fd = os.open(target.parent / f"{target.name}.lock", os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if not target.is_dir():
+                os.close(fd)
+                continue
+            if held is not None:
+                os.close(held[1])
+            _READ_LOCKS[pointer] = (target.name, fd)
+            return target
+        raise RuntimeError(f"{what} kept changing while being read: is a writer looping?")
 
     @contextmanager
-    def staging(self, *parts: str) -> Iterator[Path]:
-        """Yield a fresh temporary directory; on success it atomically replaces ``path(*parts)``."""
-        final = self.path(*parts)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.staging-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
+    def staging(self, key: str, partition: str | None = None, *, profile: ResolvedProfile) -> Iterator[Path]:
+        """Yield a fresh version directory; on success it becomes the artifact in one atomic step.
+
+        The profile the version was built under is added to its ``MANIFEST.json`` (when the
+        writer wrote one) and to the version record ``<version>.json`` beside it.
+        """
+        pointer = self.location(key, partition)
+        vroot = self._versions(key, partition)
+        vroot.mkdir(parents=True, exist_ok=True)
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        vid = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        lock_fd = os.open(vroot / f"{vid}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # GC skips a version whose writer is alive
+        vdir = vroot / vid
+        vdir.mkdir()
         try:
-            yield tmp
+            yield vdir
+            manifest = vdir / MANIFEST_NAME
+            if manifest.is_file():
+                atomic_write_json(manifest, {**json.loads(manifest.read_text()), "profile": profile.record()})
+            atomic_write_json(
+                vroot / f"{vid}.json",
+                {
+                    "asset_key": key,
+                    "partition": partition,
+                    "version": vid,
+                    "profile": {**profile.record(), "resolved": profile.profile.model_dump(mode="json")},
+                },
+            )
+            if pointer.exists() and not pointer.is_symlink():  # one-time move of a pre-versioning directory
+                legacy = f"{time.time_ns() - 1:020d}-legacy"
+                os.replace(pointer, vroot / legacy)
+                atomic_write_json(
+                    vroot / f"{legacy}.json",
+                    {"asset_key": key, "partition": partition, "version": legacy, "profile": None},
+                )
+            link = pointer.with_name(f".{pointer.name}.ptr-{uuid.uuid4().hex[:8]}")
+            os.symlink(os.path.relpath(vdir, pointer.parent), link)
+            os.replace(link, pointer)  # the swap: one rename
+            dir_fd = os.open(pointer.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(vdir, ignore_errors=True)
+            (vroot / f"{vid}.json").unlink(missing_ok=True)
+            (vroot / f"{vid}.lock").unlink(missing_ok=True)
+            os.close(lock_fd)
             raise
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        os.close(lock_fd)
+        self.collect_garbage(key, partition)
+
+    def collect_garbage(self, key: str, partition: str | None = None) -> list[str]:
+        """Delete versions older than the newest ``keep_versions`` that no reader or writer
+        holds, and leftovers of crashed writers; the current version is never deleted."""
+        vroot = self._versions(key, partition)
+        pointer = self.location(key, partition)
+        current = pointer.resolve().name if pointer.is_symlink() else None
+        names = (
+            sorted({p.name.split(".")[0] for p in vroot.iterdir() if not p.name.startswith(".")})
+            if vroot.is_dir()
+            else []
+        )
+        complete = [n for n in names if (vroot / f"{n}.json").exists()]  # a crashed writer leaves none
+        keep = set(complete[-self.keep_versions :]) | {current}
+        deleted = []
+        for name in names:
+            if name in keep:
+                continue
+            lock = vroot / f"{name}.lock"
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a reader holds it, or its writer is still writing
+                os.close(fd)
+                continue
+            shutil.rmtree(vroot / name, ignore_errors=True)
+            (vroot / f"{name}.json").unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+            os.close(fd)
+            deleted.append(name)
+        for link in pointer.parent.glob(f".{pointer.name}.ptr-*"):  # a writer killed between link and swap
+            if time.time() - link.lstat().st_mtime > 60:
+                link.unlink(missing_ok=True)
+        return deleted
+
+
+# --- MLflow -----------------------------------------------------------------------------------
 
 
 class MlflowTracking(dg.ConfigurableResource):
     """Thin wrapper over ``mlflow.MlflowClient``. Default store: SQLite under $DAGSTER_HOME."""
 
-    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite:///$DAGSTER_HOME/mlflow.db")
-    artifact_root: str | None = Field(default=None, description="where new experiments store artifacts; default $DAGSTER_HOME/mlartifacts")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default sqlite:///$DAGSTER_HOME/mlflow.db"
+    )
+    artifact_root: str | None = Field(
+        default=None, description="where new experiments store artifacts; default $DAGSTER_HOME/mlartifacts"
+    )
 
     def uri(self) -> str:
         return self.tracking_uri or f"sqlite:///{dagster_home() / 'mlflow.db'}"
@@ -100,7 +338,9 @@ class MlflowTracking(dg.ConfigurableResource):
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        location = Path(self.artifact_root).expanduser().resolve() if self.artifact_root else dagster_home() / "mlartifacts"
+        location = (
+            Path(self.artifact_root).expanduser().resolve() if self.artifact_root else dagster_home() / "mlartifacts"
+        )
         return client.create_experiment(name, artifact_location=location.as_uri())
 
     @contextmanager
@@ -116,9 +356,10 @@ class MlflowTracking(dg.ConfigurableResource):
             raise
         client.set_terminated(mlrun.info.run_id, status="FINISHED")
 
-
     # -- model registry ----------------------------------------------------------------------
-    def register_version(self, model_name: str, run_id: str, artifact_path: str, tags: dict[str, str] | None = None) -> str:
+    def register_version(
+        self, model_name: str, run_id: str, artifact_path: str, tags: dict[str, str] | None = None
+    ) -> str:
         """Register ``artifact_path`` of run ``run_id`` as a new version of ``model_name``
         (created on first use); returns the version number as a string."""
         from mlflow.exceptions import MlflowException
@@ -127,9 +368,13 @@ class MlflowTracking(dg.ConfigurableResource):
         try:
             client.get_registered_model(model_name)
         except MlflowException:
-            client.create_registered_model(model_name, description="roadwork bundles: ONNX + safetensors + calibrator + decision policy")
+            client.create_registered_model(
+                model_name, description="roadwork bundles: ONNX + safetensors + calibrator + decision policy"
+            )
         run = client.get_run(run_id)
-        version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id, tags=tags or {})
+        version = client.create_model_version(
+            model_name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id, tags=tags or {}
+        )
         return str(version.version)
 
     def alias_version(self, model_name: str, alias: str) -> str | None:
@@ -158,6 +403,16 @@ class MlflowTracking(dg.ConfigurableResource):
     def version_tags(self, model_name: str, version: str) -> dict[str, str]:
         return dict(self.client().get_model_version(model_name, str(version)).tags)
 
+    def find_version(self, model_name: str, tag: str, value: str) -> str | None:
+        """The version of ``model_name`` whose tag ``tag`` equals ``value``, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self.client().search_model_versions(f"name='{model_name}'")
+        except MlflowException:
+            return None
+        return next((str(v.version) for v in versions if v.tags.get(tag) == value), None)
+
     def download_version(self, model_name: str, version: str, dst: str | Path) -> Path:
         """Copy a registered version's artifacts (the bundle) to ``dst``; returns the bundle dir."""
         client = self.client()
@@ -182,8 +437,6 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

@@ -49,3 +49,7 @@ def test_readme_sequence_then_bundle_plus(tmp_path):
     # an equivalent bundle: registered as version 2, promoted (difference 0 on VAL_TEST)
     assert again["version"] == "2" and again["decision"] == "promoted" and again["comparison"]["diff"] == 0.0
     assert "tensorrt is not installed" in log or "CUDA" in log  # the skip reason reaches the logs
+    # every artifact path stayed a stable location while versions were swapped under it
+    assert (art / "bundle").is_symlink() and len(
+        [p for p in (art / ".versions" / "bundle").iterdir() if p.is_dir()]
+    ) <= 2

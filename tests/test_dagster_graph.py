@@ -1,17 +1,26 @@
-"""The whole graph on a real Dagster instance with the tiny profile, and the graph snapshot."""
+"""The whole graph on a real Dagster instance with the tiny profile, one asset per run (so each
+asset is also exercised alone, with its checks, on a temporary instance and store), run-level
+profile overrides reaching the checks, declared artifact I/O, and the graph snapshot."""
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import UTC
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from roadwork_assets.definitions import defs
-from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
+from roadwork_assets.definitions import build_definitions
+from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, resolve_profile
 from roadwork_ml.config import SOURCE_NAMES
+
+defs = build_definitions("tiny")
+# run-level overrides of the whole graph run: the checks must judge against them too (the
+# default tiny profile's active policy is scrc, so a check resolving the profile on its own fails)
+RUN_OVERRIDES = ["policy.active={thresholds: false, gate: true, scrc: false}", "splits.class_share_tolerance=0.2"]
+RUN_CONFIG = {"resources": {"settings": {"config": {"overrides": RUN_OVERRIDES}}}}
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 DAILY = ("production_traffic", "drift_report")
@@ -53,21 +62,57 @@ def test_definitions_load_and_blocking_checks_exist():
         assert graph.get(key).check_keys, f"{key.to_user_string()} has no asset check"
 
 
+def _topological(selection: dg.AssetSelection) -> list[dg.AssetKey]:
+    graph = defs.resolve_asset_graph()
+    keys = selection.resolve(graph)
+    return [k for k in graph.toposorted_asset_keys if k in keys]
+
+
+def _reads(home: Path, name: str) -> list[dict]:
+    path = home / f"reads-{name}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 @pytest.fixture(scope="module")
 def materialized(tmp_path_factory):
+    """Each source partition, then every unpartitioned asset in its own run (with its checks),
+    in dependency order, under the run-level overrides; each run's store logs its reads."""
     home = tmp_path_factory.mktemp("dagster_home")
-    resources = {
-        "settings": ProfileResource(profile="tiny"),
-        "store": ArtifactStore(root=str(home / "artifacts")),
-        "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=str(home / "mlartifacts")),
-    }
+    mlflow = MlflowTracking(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=str(home / "mlartifacts"))
+
+    def resources(name: str) -> dict:
+        return {
+            "settings": ProfileResource.bound("tiny"),
+            "store": ArtifactStore(root=str(home / "artifacts"), read_log=str(home / f"reads-{name}.jsonl")),
+            "mlflow": mlflow,
+        }
+
     everything = [*defs.assets, *defs.asset_checks]
     results = []
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         for source in SOURCE_NAMES:
-            results.append(dg.materialize(everything, selection="source_images", partition_key=source, resources=resources, instance=instance))
-        results.append(dg.materialize(everything, selection=UNPARTITIONED_TAIL, resources=resources, instance=instance))
-        yield home, results, resources, instance
+            results.append(
+                dg.materialize(
+                    everything,
+                    selection=dg.AssetSelection.assets("source_images"),
+                    partition_key=source,
+                    resources=resources("source_images"),
+                    instance=instance,
+                    run_config=RUN_CONFIG,
+                )
+            )
+        for key in _topological(UNPARTITIONED_TAIL):
+            name = key.to_user_string()
+            results.append(
+                dg.materialize(
+                    everything,
+                    selection=dg.AssetSelection.assets(key),
+                    resources=resources(name),
+                    instance=instance,
+                    run_config=RUN_CONFIG,
+                )
+            )
+        yield home, results, resources("later"), instance
 
 
 def test_whole_graph_materializes_and_every_check_passes(materialized):
@@ -80,17 +125,33 @@ def test_whole_graph_materializes_and_every_check_passes(materialized):
     gate_eval = next(e for e in evaluations if e.check_name == "gate_beats_max_prob")
     meta = {k: v.value for k, v in gate_eval.metadata.items()}
     assert gate_eval.passed == (meta["gate_auroc_oof"] >= meta["maxprob_auroc_oof"])
-    failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations if not e.passed and e is not gate_eval]
+    failed = [
+        (e.asset_key.to_user_string(), e.check_name, e.metadata)
+        for e in evaluations
+        if not e.passed and e is not gate_eval
+    ]
     assert failed == []
     # without TensorRT and CUDA the engine is not built: nothing is materialized, its check is
     # skipped, and an observation carries the reason to the UI
     not_built = {"tensorrt_engine", *DAILY}  # the daily assets are exercised below, per partition
     checked = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
-    expected = {(asset, check) for asset, node in graph_snapshot().items() for check in node["checks"] if asset not in not_built}
+    expected = {
+        (asset, check) for asset, node in graph_snapshot().items() for check in node["checks"] if asset not in not_built
+    }
     assert checked == expected  # every declared check actually ran
-    materialized_keys = {m.asset_key.to_user_string() for r in results for m in r.get_asset_materialization_events() for m in [m.event_specific_data.materialization]}
+    materialized_keys = {
+        m.asset_key.to_user_string()
+        for r in results
+        for m in r.get_asset_materialization_events()
+        for m in [m.event_specific_data.materialization]
+    }
     assert materialized_keys == set(graph_snapshot()) - not_built
-    observations = [e.event_specific_data.asset_observation for r in results for e in r.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    observations = [
+        e.event_specific_data.asset_observation
+        for r in results
+        for e in r.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
     reasons = [o.metadata["reason"].value for o in observations if o.asset_key.to_user_string() == "tensorrt_engine"]
     assert reasons and "tensorrt" in reasons[0].lower()
 
@@ -98,11 +159,11 @@ def test_whole_graph_materializes_and_every_check_passes(materialized):
 def test_artifacts_on_disk_and_mlflow_run_recorded(materialized):
     home, results, resources, _ = materialized
     art = home / "artifacts"
+    assert (art / "val_calib_logits" / "predictions.parquet").exists()
+    assert not (art / "val_test_logits").exists() and not (art / "val_select_logits").exists()
     for source in SOURCE_NAMES:
         assert (art / "source_images" / source / "manifest.parquet").exists()
     assert (art / "phase1_checkpoint" / "model.safetensors").exists()
-    for split in ("val_select", "val_calib", "val_test"):
-        assert (art / "predictions" / split / "predictions.parquet").exists()
     client = resources["mlflow"].client()
     exp = client.get_experiment_by_name("roadwork")
     runs = {r.data.tags["roadwork.asset"]: r for r in client.search_runs([exp.experiment_id])}
@@ -116,7 +177,9 @@ def test_artifacts_on_disk_and_mlflow_run_recorded(materialized):
     assert str(champion.version) == "1" and champion.run_id == runs["deployed_model"].info.run_id
     assert "manifest.json" in {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(champion.run_id, "bundle")}
     bundle_manifest = json.loads((art / "bundle" / "manifest.json").read_text())
-    assert bundle_manifest["active_policy"] in ("thresholds", "gate", "scrc") and "model.onnx" in bundle_manifest["files"]
+    assert (
+        bundle_manifest["active_policy"] == "gate" and "model.onnx" in bundle_manifest["files"]
+    )  # the run-level override
     report = json.loads((art / "evaluation_report" / "report.json").read_text())
     assert set(report["intervals"]["mcc"]) == {"percentile", "bca"} and "pooled" in report["streetvision"]
     assert len(list((art / "triton_repository").rglob("config.pbtxt"))) == 1
@@ -124,27 +187,29 @@ def test_artifacts_on_disk_and_mlflow_run_recorded(materialized):
 
 # --- monitoring: days of traffic, the schedule, the sensor, promotion and rollback -----------
 
+
 def _day(offset: int) -> str:
     from datetime import date, timedelta
 
     from roadwork_ml.config import load_profile
 
-    return (date.fromisoformat(load_profile("tiny").monitoring.scenario.start_date) + timedelta(days=offset)).isoformat()
+    return (
+        date.fromisoformat(load_profile("tiny").monitoring.scenario.start_date) + timedelta(days=offset)
+    ).isoformat()
 
 
-def _rewrite_bundle(art: Path, degrade: bool) -> None:
+def _rewrite_bundle(store: ArtifactStore, degrade: bool) -> None:
     """Re-write the bundle from its own files: the same model (an *equivalent* bundle with a new
     manifest), or, with ``degrade``, a deliberately broken one whose head always says roadwork.
     Written like any bundle (hashes, ONNX), so only its numbers are bad."""
     import torch
     from safetensors.torch import load_file
 
-    from roadwork_ml.config import load_profile
+    from roadwork_ml.config import InferenceConfig, ModelConfig, load_profile
     from roadwork_ml.export.bundle import load_bundle, rebuild_model, write_bundle
     from roadwork_ml.export.onnx_export import export_onnx
-    from roadwork_ml.config import InferenceConfig, ModelConfig
 
-    src = art / "bundle"
+    src = store.read("bundle")
     manifest, record, policy = load_bundle(src)
     mv = rebuild_model(record, load_file(str(src / "model.safetensors")))
     if degrade:
@@ -152,13 +217,19 @@ def _rewrite_bundle(art: Path, degrade: bool) -> None:
         with torch.no_grad():
             last.weight.zero_()
             last.bias.copy_(torch.tensor([0.0, 50.0]))
-    staging = art / ".bundle.degraded"
-    write_bundle(staging, mv, ModelConfig.model_validate({**record["model"], "weights_path": None}), InferenceConfig.model_validate(record["inference"]), record["choice"], policy,
-                 profile=load_profile("tiny").model_dump(mode="json"), splits_fingerprint=manifest["splits_fingerprint"], metrics={"degraded": float(degrade)}, onnx_export=lambda m, p, s: export_onnx(m, p, s).to_dict())
-    import shutil
-
-    shutil.rmtree(src)
-    staging.rename(src)
+    with store.staging("bundle", profile=resolve_profile("tiny", ())) as out:
+        write_bundle(
+            out,
+            mv,
+            ModelConfig.model_validate({**record["model"], "weights_path": None}),
+            InferenceConfig.model_validate(record["inference"]),
+            record["choice"],
+            policy,
+            profile=load_profile("tiny").model_dump(mode="json"),
+            splits_fingerprint=manifest["splits_fingerprint"],
+            metrics={"degraded": float(degrade)},
+            onnx_export=lambda m, p, s: export_onnx(m, p, s).to_dict(),
+        )
 
 
 def _sensor(instance, resources, cursor):
@@ -170,15 +241,47 @@ def _sensor(instance, resources, cursor):
 
 
 def test_daily_schedule_asks_for_yesterday():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from roadwork_assets.monitoring import daily_drift_schedule
-
+    daily_drift_schedule = defs.resolve_schedule_def("daily_drift_schedule")
     with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 11, 20, 2, 0, tzinfo=timezone.utc))
+        ctx = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+        )
         req = daily_drift_schedule(ctx)
     assert req.partition_key == "2026-11-19" and req.run_key == "drift-2026-11-19"
     assert daily_drift_schedule.cron_schedule == "0 2 * * *" and daily_drift_schedule.execution_timezone == "UTC"
+
+
+def test_code_location_reads_its_profile_when_it_loads_not_at_import(tmp_path, monkeypatch):
+    """``-m roadwork_assets.definitions`` with ROADWORK_PROFILE=a YAML: that profile's cron and
+    partition start; importing the module reads no environment."""
+    import subprocess
+    import sys
+
+    from roadwork_assets.definitions import defs as lazy
+
+    profile = tmp_path / "ops.yaml"
+    profile.write_text(
+        "extends: tiny\nname: ops\nmonitoring: {schedule_cron: '30 5 * * *', scenario: {start_date: '2025-01-07'}}\n"
+    )
+    monkeypatch.setenv("ROADWORK_PROFILE", str(profile))
+    loaded = lazy()
+    assert loaded.resolve_schedule_def("daily_drift_schedule").cron_schedule == "30 5 * * *"
+    assert loaded.resolve_assets_def("production_traffic").partitions_def.start.date().isoformat() == "2025-01-07"
+    env = {**__import__("os").environ, "ROADWORK_PROFILE": str(tmp_path / "missing.yaml")}
+    code = "import roadwork_assets.definitions as d\ntry:\n    d.defs()\nexcept FileNotFoundError as e:\n    print('LOAD-ERROR', e)\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "LOAD-ERROR" in proc.stdout and "missing.yaml" in proc.stdout, (
+        proc.stdout + proc.stderr
+    )
 
 
 def test_days_drift_promotion_gate_and_rollback_by_the_sensor(materialized):
@@ -195,52 +298,194 @@ def test_days_drift_promotion_gate_and_rollback_by_the_sensor(materialized):
     daily = dg.AssetSelection.assets(*DAILY)
     mlflow = resources["mlflow"]
     for offset in (0, 1):
-        r = dg.materialize(everything, selection=daily, partition_key=_day(offset), resources=resources, instance=instance)
+        r = dg.materialize(
+            everything, selection=daily, partition_key=_day(offset), resources=resources, instance=instance
+        )
         assert r.success and all(e.passed for e in r.get_asset_check_evaluations())
-    log0 = read_log(art / "production" / f"day={_day(0)}" / "log.parquet")
+    log0 = read_log(art / "production_traffic" / _day(0) / "log.parquet")
     assert len(log0) == 40 and log0["model_version"].iloc[0] == "roadwork-classifier/1" and log0["image_id"].is_unique
     # a re-run of a day replaces it: no row lost or counted twice
     dg.materialize(everything, selection=daily, partition_key=_day(0), resources=resources, instance=instance)
-    again = read_log(art / "production" / f"day={_day(0)}" / "log.parquet")
+    again = read_log(art / "production_traffic" / _day(0) / "log.parquet")
     assert len(again) == 40 and set(again["image_id"]) == set(log0["image_id"])
-    reports = [json.loads((art / "drift" / f"day={_day(i)}" / "report.json").read_text()) for i in (0, 1)]
+    reports = [json.loads((art / "drift_report" / _day(i) / "report.json").read_text()) for i in (0, 1)]
     assert all(r["decision"] in ("ok", "alert", "retrain", "rollback") and r["n_rows"] == 40 for r in reports)
-    assert (art / "drift" / f"day={_day(0)}" / "evidently.html").stat().st_size > 10_000
+    assert (art / "drift_report" / _day(0) / "evidently.html").stat().st_size > 10_000
     requests, cursor = _sensor(instance, resources, None)
     assert cursor is not None
 
     # an equivalent bundle (same weights, new manifest) passes the promotion gate: difference 0
     tail = dg.AssetSelection.assets("evaluation_report", "deployed_model", "reference_profile")
-    _rewrite_bundle(art, degrade=False)
+    _rewrite_bundle(resources["store"], degrade=False)
     same = dg.materialize(everything, selection=tail, resources=resources, instance=instance)
     deployed = json.loads((art / "deployed_model" / "deployed.json").read_text())
-    assert same.success and deployed["decision"] == "promoted" and deployed["comparison"]["diff"] == 0.0, deployed["reason"]
-    assert mlflow.alias_version("roadwork-classifier", "champion") == "2" and mlflow.alias_version("roadwork-classifier", "previous_champion") == "1"
+    assert same.success and deployed["decision"] == "promoted" and deployed["comparison"]["diff"] == 0.0, deployed[
+        "reason"
+    ]
+    assert (
+        mlflow.alias_version("roadwork-classifier", "champion") == "2"
+        and mlflow.alias_version("roadwork-classifier", "previous_champion") == "1"
+    )
     # a broken bundle forced through with a margin of 2 MCC (anything goes) becomes champion
-    _rewrite_bundle(art, degrade=True)
-    forced = dg.materialize(everything, selection=tail, resources=resources, instance=instance,
-                            run_config={"ops": {"deployed_model": {"config": {"overrides": ["deploy.promotion.margin=2.0"]}}}})
-    assert forced.success and mlflow.alias_version("roadwork-classifier", "champion") == "3" and mlflow.alias_version("roadwork-classifier", "previous_champion") == "2"
+    _rewrite_bundle(resources["store"], degrade=True)
+    forced = dg.materialize(
+        everything,
+        selection=tail,
+        resources=resources,
+        instance=instance,
+        run_config={"resources": {"settings": {"config": {"overrides": ["deploy.promotion.margin=2.0"]}}}},
+    )
+    assert (
+        forced.success
+        and mlflow.alias_version("roadwork-classifier", "champion") == "3"
+        and mlflow.alias_version("roadwork-classifier", "previous_champion") == "2"
+    )
 
     r = dg.materialize(everything, selection=daily, partition_key=_day(2), resources=resources, instance=instance)
     assert r.success
-    bad_day = json.loads((art / "drift" / f"day={_day(2)}" / "report.json").read_text())
+    bad_day = json.loads((art / "drift_report" / _day(2) / "report.json").read_text())
     assert bad_day["decision"] == "rollback", bad_day["reasons"]
     requests, cursor2 = _sensor(instance, resources, cursor)
     assert [q.run_key for q in requests] == [f"rollback-{_day(2)}"] and int(cursor2) > int(cursor)
+    # the rollback run carries the profile its decision was made under (the daily runs': plain tiny)
+    decided = resolve_profile("tiny", ())
+    assert requests[0].run_config["resources"]["settings"]["config"] == {"profile": "tiny", "overrides": []}
+    assert (
+        requests[0].tags["roadwork/profile_sha256"]
+        == requests[0].tags["roadwork/decided_under_profile_sha256"]
+        == decided.sha256
+    )
     job = defs.resolve_job_def(requests[0].job_name)
-    rolled = job.execute_in_process(instance=instance, resources=resources, run_config=requests[0].run_config, tags=requests[0].tags)
+    rolled = job.execute_in_process(
+        instance=instance, resources=resources, run_config=requests[0].run_config, tags=requests[0].tags
+    )
     assert rolled.success
-    assert mlflow.alias_version("roadwork-classifier", "champion") == "2" and mlflow.alias_version("roadwork-classifier", "previous_champion") == "1"
+    deployed_manifest = json.loads((art / "deployed_model" / "MANIFEST.json").read_text())
+    assert deployed_manifest["profile"]["sha256"] == decided.sha256
+    assert (
+        mlflow.alias_version("roadwork-classifier", "champion") == "2"
+        and mlflow.alias_version("roadwork-classifier", "previous_champion") == "1"
+    )
     assert mlflow.version_tags("roadwork-classifier", "3")["roadwork.rolled_back"] == "true"
     deployed = json.loads((art / "deployed_model" / "deployed.json").read_text())
     assert deployed["decision"] == "rolled_back" and deployed["champion"] == "2"
     # the rolled-back version is never promoted again, whatever the margin
-    again = dg.materialize(everything, selection=dg.AssetSelection.assets("deployed_model"), resources=resources, instance=instance,
-                           run_config={"ops": {"deployed_model": {"config": {"overrides": ["deploy.promotion.margin=2.0"]}}}})
+    again = dg.materialize(
+        everything,
+        selection=dg.AssetSelection.assets("deployed_model"),
+        resources=resources,
+        instance=instance,
+        run_config={"resources": {"settings": {"config": {"overrides": ["deploy.promotion.margin=2.0"]}}}},
+    )
     assert again.success and json.loads((art / "deployed_model" / "deployed.json").read_text())["decision"] == "refused"
     assert mlflow.alias_version("roadwork-classifier", "champion") == "2"
     # the cursor moved past every report: nothing is requested twice
     assert _sensor(instance, resources, cursor2)[0] == []
     actions = [a["action"] for a in read_actions(resources["store"])]
-    assert "rollback_requested" in actions and "rollback" in actions and actions.index("rollback_requested") < actions.index("rollback")
+    assert (
+        "rollback_requested" in actions
+        and "rollback" in actions
+        and actions.index("rollback_requested") < actions.index("rollback")
+    )
+
+
+# --- one profile per run, declared artifact I/O, VAL_TEST readers -------------------------------
+
+
+def test_run_level_overrides_reach_the_checks_of_the_same_run(materialized):
+    """The graph ran with policy.active=gate: the bundle ships the gate policy and
+    exactly_one_policy, judging against the run's profile, passed. A check-only run with a
+    class-share tolerance override is judged against that tolerance (it fails at 1e-4)."""
+    home, results, resources, instance = materialized
+    evaluations = {
+        (e.asset_key.to_user_string(), e.check_name): e for r in results for e in r.get_asset_check_evaluations()
+    }
+    one_policy = evaluations[("bundle", "exactly_one_policy")]
+    assert one_policy.passed and one_policy.metadata["profile"].value == one_policy.metadata["policy"].value == "gate"
+    assert evaluations[("thresholds", "thresholds_meet_targets")].metadata["active_policy"].value == "gate"
+    manifest = json.loads((home / "artifacts" / "splits" / "MANIFEST.json").read_text())
+    assert (
+        manifest["profile"]["overrides"] == RUN_OVERRIDES
+        and manifest["profile"]["sha256"] == resolve_profile("tiny", tuple(RUN_OVERRIDES)).sha256
+    )
+
+    everything = [*defs.assets, *defs.asset_checks]
+    checks = dg.AssetSelection.checks_for_assets("splits")
+    outcome = {}
+    for tol in (1e-4, 0.9):
+        r = dg.materialize(
+            everything,
+            selection=checks,
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+            run_config={"resources": {"settings": {"config": {"overrides": [f"splits.class_share_tolerance={tol}"]}}}},
+        )
+        assert not r.get_asset_materialization_events()  # the checks ran alone
+        e = next(e for e in r.get_asset_check_evaluations() if e.check_name == "class_share_within_tolerance")
+        assert e.metadata["tolerance"].value == tol
+        outcome[tol] = e.passed
+    assert outcome == {1e-4: False, 0.9: True}
+
+
+def _declared_reads(key: dg.AssetKey) -> set[str]:
+    """What an asset may read: its deps, itself (its checks judge it; deployed_model refreshes
+    its own record) and the reads its metadata declares (feedback loop, optional engine)."""
+    node = defs.resolve_asset_graph().get(key)
+    meta = node.metadata or {}
+    extra = {
+        x.strip()
+        for field in ("roadwork/feedback_reads", "roadwork/optional_reads")
+        for x in str(meta.get(field, "")).split(",")
+        if x.strip()
+    }
+    return {p.to_user_string() for p in node.parent_keys} | {key.to_user_string()} | extra
+
+
+def undeclared_reads(reads_by_asset: dict[str, list[dict]]) -> dict[str, set[str]]:
+    out = {}
+    for name, reads in reads_by_asset.items():
+        extra = {r["key"] for r in reads} - _declared_reads(dg.AssetKey(name))
+        if extra:
+            out[name] = extra
+    return out
+
+
+def test_every_read_is_a_declared_dependency(materialized):
+    home, *_ = materialized
+    reads = {k.to_user_string(): _reads(home, k.to_user_string()) for k in _topological(UNPARTITIONED_TAIL)}
+    assert all(v for k, v in reads.items() if k != "tensorrt_engine")  # every built asset read through the store (no TensorRT here: the engine reads nothing)
+    assert undeclared_reads(reads) == {}
+    # the comparison can fail: phase1_checkpoint reading the bundle would be undeclared
+    assert undeclared_reads({"phase1_checkpoint": [{"key": "bundle"}]}) == {"phase1_checkpoint": {"bundle"}}
+    # splits read exactly the profile's configured source partitions
+    assert sorted(r["partition"] for r in _reads(home, "splits") if r["key"] == "source_images") == sorted(SOURCE_NAMES)
+
+
+def test_only_the_final_evaluation_reads_val_test(materialized):
+    home, *_ = materialized
+    readers = {
+        k.to_user_string()
+        for k in _topological(UNPARTITIONED_TAIL)
+        if any(r["split"] == "val_test" for r in _reads(home, k.to_user_string()))
+    }
+    assert readers == {"evaluation_report"}  # deployed_model too, but only when it compares with a champion
+    # and in the code: VAL_TEST is named only where the evaluation and the promotion comparison live
+    pkg = Path(__file__).resolve().parents[1] / "roadwork_assets"
+    naming = {p.name for p in pkg.glob("*.py") if "Split.VAL_TEST" in p.read_text()}
+    assert naming == {"evaluation.py", "deployment.py"}
+
+
+def test_splits_names_a_missing_source_partition(tmp_path):
+    from roadwork_assets.data import splits
+
+    with dg.instance_for_test() as instance:
+        r = dg.materialize(
+            [splits],
+            resources={"settings": ProfileResource.bound("tiny"), "store": ArtifactStore(root=str(tmp_path))},
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not r.success
+    err = next(e for e in r.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.to_string()
+    assert "['mapillary', 'natix', 'roadwork']" in err and "not materialized" in err

@@ -20,8 +20,8 @@ def test_corrupt_files_are_quarantined_and_the_rest_kept(tmp_path):
         result = dg.materialize(
             [source_images],
             partition_key="natix",
-            resources={"settings": ProfileResource(profile="tiny"), "store": store},
-            run_config={"ops": {"source_images": {"config": {"overrides": overrides}}}},
+            resources={"settings": ProfileResource.bound("tiny"), "store": store},
+            run_config={"resources": {"settings": {"config": {"overrides": overrides}}}},
             instance=instance,
         )
     assert result.success
@@ -30,7 +30,7 @@ def test_corrupt_files_are_quarantined_and_the_rest_kept(tmp_path):
     assert meta["quarantined"].value == len(bad) == 6
     assert meta["quarantine_reasons"].value == {r: 1 for r in bad.values()}
 
-    out = tmp_path / "artifacts" / "source_images" / "natix"
+    out = store.read("source_images", "natix")
     quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()
     got = {row["origin"].split("corrupt_folder/")[-1]: reason_code(row["reason"]) for row in quarantine}
     assert got == bad
@@ -38,3 +38,8 @@ def test_corrupt_files_are_quarantined_and_the_rest_kept(tmp_path):
     assert sorted(o.split("corrupt_folder/")[-1] for o in manifest["origin"]) == sorted(good)
     assert all((out / p).exists() for p in manifest["path"])
     assert set(manifest["label"]) == {0, 1}
+    # the manifest records the run's profile, overrides included
+    import json
+
+    recorded = json.loads((out / "MANIFEST.json").read_text())["profile"]
+    assert recorded["name"] == "tiny" and recorded["overrides"] == overrides

@@ -380,7 +380,16 @@ def split_report(
     return out
 
 
-def check_splits(
+SPLIT_RULES = ("splits_disjoint", "no_group_in_two_splits", "both_classes_in_every_split", "class_share_within_tolerance", "split_ratios", "strata_within_tolerance", "no_near_duplicates_across_splits")
+
+
+def check_splits(df: pd.DataFrame, tolerance: float, **kwargs) -> list[str]:
+    """Violations of the split contract, as readable messages (empty list = all good); the
+    arguments and rules are those of :func:`split_violations`."""
+    return [m for msgs in split_violations(df, tolerance, **kwargs).values() for m in msgs]
+
+
+def split_violations(
     df: pd.DataFrame,
     tolerance: float,
     *,
@@ -393,8 +402,8 @@ def check_splits(
     stratify_col: str | None = None,
     max_hamming: int | None = None,
     phash_col: str = "phash",
-) -> list[str]:
-    """Violations of the split contract, as readable messages (empty list = all good).
+) -> dict[str, list[str]]:
+    """Violations of the split contract by rule (:data:`SPLIT_RULES`), as readable messages.
 
     Always checked: split names are known; every ``id_col`` is in one split only; no group
     straddles splits; every split holds every label of the pool; each split's share of each
@@ -402,16 +411,18 @@ def check_splits(
     rows within ``ratio_tolerance``), ``stratify_col`` (each stratum's share per split within
     ``tolerance``), ``max_hamming`` (no pHash pair within that distance across two splits).
     """
-    problems: list[str] = []
+    found: dict[str, list[str]] = {rule: [] for rule in SPLIT_RULES}
     for c in (split_col, group_col, label_col):
         if c not in df.columns:
-            return [f"split table lacks column {c!r}"]
+            found["splits_disjoint"].append(f"split table lacks column {c!r}")
+            return found
     if len(df) == 0:
-        return ["split table is empty"]
+        found["splits_disjoint"].append("split table is empty")
+        return found
     splits = df[split_col].astype(str)
     unknown = sorted(set(splits) - set(SPLIT_NAMES))
     if unknown:
-        problems.append(f"unknown split names {unknown}; expected {list(SPLIT_NAMES)}")
+        found["splits_disjoint"].append(f"unknown split names {unknown}; expected {list(SPLIT_NAMES)}")
     present = [s for s in SPLIT_NAMES if s in set(splits)]
 
     if id_col in df.columns:
@@ -419,12 +430,12 @@ def check_splits(
         per_id = pd.DataFrame({"id": ids, "s": splits}).drop_duplicates().groupby("id")["s"].nunique()
         bad = per_id[per_id > 1]
         if len(bad):
-            problems.append(f"{len(bad)} {id_col}s are in more than one split, e.g. {bad.index[:3].tolist()}")
+            found["splits_disjoint"].append(f"{len(bad)} {id_col}s are in more than one split, e.g. {bad.index[:3].tolist()}")
         try:
             assert_disjoint({s: ids[splits == s].tolist() for s in set(splits)}, what=id_col)
         except LeakageError as exc:
             if not len(bad):
-                problems.append(str(exc))
+                found["splits_disjoint"].append(str(exc))
 
     per_group = pd.DataFrame({"g": df[group_col].astype(str), "s": splits}).drop_duplicates()
     straddle = per_group.groupby("g")["s"].nunique()
@@ -432,7 +443,7 @@ def check_splits(
     if len(straddle):
         g0 = straddle.index[0]
         where = sorted(per_group.loc[per_group["g"] == g0, "s"])
-        problems.append(f"{len(straddle)} groups straddle splits, e.g. group {g0!r} is in {where}")
+        found["no_group_in_two_splits"].append(f"{len(straddle)} groups straddle splits, e.g. group {g0!r} is in {where}")
 
     labels = df[label_col]
     pool_share = labels.value_counts(normalize=True).sort_index()
@@ -445,9 +456,9 @@ def check_splits(
             got = float(share.get(y, 0.0))
             if got == 0.0:
                 n_groups_y = df.loc[labels == y, group_col].nunique()
-                problems.append(f"split {s!r} has no rows of label {y!r} (pool share {p:.3f}, held by {n_groups_y} groups)")
+                found["both_classes_in_every_split"].append(f"split {s!r} has no rows of label {y!r} (pool share {p:.3f}, held by {n_groups_y} groups)")
             elif y in share_checked and abs(got - p) > tolerance:
-                problems.append(f"split {s!r}: share of label {y!r} is {got:.3f}, pool {p:.3f}, beyond ±{tolerance:.3f}")
+                found["class_share_within_tolerance"].append(f"split {s!r}: share of label {y!r} is {got:.3f}, pool {p:.3f}, beyond ±{tolerance:.3f}")
 
     if ratios is not None:
         n = len(df)
@@ -455,11 +466,11 @@ def check_splits(
         for s, want in ratios.items():
             got = float((splits == s).sum() / n)
             if abs(got - want / total) > ratio_tolerance:
-                problems.append(f"split {s!r} holds {got:.3f} of rows, ratio {want / total:.3f}, beyond ±{ratio_tolerance:.3f}")
+                found["split_ratios"].append(f"split {s!r} holds {got:.3f} of rows, ratio {want / total:.3f}, beyond ±{ratio_tolerance:.3f}")
 
     if stratify_col is not None:
         if stratify_col not in df.columns:
-            problems.append(f"split table lacks stratify column {stratify_col!r}")
+            found["strata_within_tolerance"].append(f"split table lacks stratify column {stratify_col!r}")
         else:
             strata = df[stratify_col].astype(str)
             pool = strata.value_counts(normalize=True)
@@ -468,11 +479,11 @@ def check_splits(
                 for k, p in pool.items():
                     got = float(share.get(k, 0.0))
                     if abs(got - p) > tolerance:
-                        problems.append(f"split {s!r}: share of {stratify_col}={k!r} is {got:.3f}, pool {p:.3f}, beyond ±{tolerance:.3f}")
+                        found["strata_within_tolerance"].append(f"split {s!r}: share of {stratify_col}={k!r} is {got:.3f}, pool {p:.3f}, beyond ±{tolerance:.3f}")
 
     if max_hamming is not None:
         if phash_col not in df.columns:
-            problems.append(f"split table lacks {phash_col!r}; cannot check near duplicates across splits")
+            found["no_near_duplicates_across_splits"].append(f"split table lacks {phash_col!r}; cannot check near duplicates across splits")
         else:
             hashes = {s: df.loc[splits == s, phash_col].to_numpy() for s in present}
             rid = {s: (df.loc[splits == s, id_col].astype(str).to_numpy() if id_col in df else None) for s in present}
@@ -484,5 +495,5 @@ def check_splits(
                         if rid[a] is not None:
                             p0 = pairs[0]
                             ex = f", e.g. {rid[a][p0[0]]!r} ~ {rid[b][p0[1]]!r} at distance {p0[2]}"
-                        problems.append(f"{len(pairs)} near-duplicate pairs (pHash distance <= {max_hamming}) across {a!r} and {b!r}{ex}")
-    return problems
+                        found["no_near_duplicates_across_splits"].append(f"{len(pairs)} near-duplicate pairs (pHash distance <= {max_hamming}) across {a!r} and {b!r}{ex}")
+    return found

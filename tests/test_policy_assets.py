@@ -1,0 +1,74 @@
+"""Policy assets alone, on a temporary instance and store, fed a fabricated VAL_CALIB
+predictions artifact: direct invocation with a built context, and dg.materialize with their
+checks under run-level overrides (the check judges with the run's profile)."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from roadwork_assets.policies import calibrator, calibrator_not_worse, thresholds, thresholds_meet_targets
+from roadwork_assets.predictions import VAL_CALIB_LOGITS
+from roadwork_assets.resources import ArtifactStore, ProfileResource, resolve_profile
+from roadwork_ml.artifacts import write_manifest
+from roadwork_ml.contracts import Split
+from roadwork_ml.models.predictions import write_predictions
+
+
+@pytest.fixture
+def store(tmp_path) -> ArtifactStore:
+    """A store holding 240 VAL_CALIB predictions of a decent, overconfident classifier."""
+    rng = np.random.default_rng(7)
+    n = 240
+    y = rng.integers(0, 2, n)
+    margin = np.where(y == 1, 1.0, -1.0) * rng.gamma(2.0, 1.5, n) + rng.normal(0, 1.5, n)
+    logits = np.stack([-margin, margin], 1) * 2.0
+    rows = pd.DataFrame({
+        "record_id": [f"r{i:04d}" for i in range(n)], "label": y, "true_label": y, "source": rng.choice(["natix", "roadwork"], n), "hour": rng.integers(0, 24, n),
+        "time_of_day": rng.choice(["day", "night"], n), "weather": rng.choice(["clear", "rain"], n), "camera_id": "c0", "sequence_id": "s0", "group_id": [f"g{i}" for i in range(n)],
+    })
+    s = ArtifactStore(root=str(tmp_path / "artifacts"))
+    with s.staging(VAL_CALIB_LOGITS, profile=resolve_profile("tiny", ())) as out:
+        write_predictions(out / "predictions.parquet", Split.VAL_CALIB, rows, logits, rng.normal(size=(n, 4)), rng.random((n, 7)), logits[:, None, :].repeat(2, 1))
+        write_manifest(out)
+    return s
+
+
+def test_thresholds_invoked_directly_with_a_built_context(store):
+    result = thresholds(dg.build_asset_context(), settings=ProfileResource.bound("tiny"), store=store)
+    meta = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+    from roadwork_assets.predictions import load_val_calib_predictions
+
+    preds = load_val_calib_predictions(store)
+    p1 = preds.probs[:, 1].tolist()
+    # independent recount at the chosen tau: an image exits when max(p, 1-p) >= tau; the FNR
+    # counts roadwork images that exit below the decision cut among the roadwork images that exit
+    exits = [max(p, 1 - p) >= meta["tau"] for p in p1]
+    pos_exit = [(p > meta["decision_cut"]) for p, e, y in zip(p1, exits, preds.labels) if e and y == 1]
+    assert meta["n_val_calib"] == 240 and 0.5 <= meta["tau"] <= 1.0
+    assert meta["coverage"] == pytest.approx(sum(exits) / len(exits), abs=1e-9)
+    assert meta["fnr_exit"] == pytest.approx(pos_exit.count(False) / len(pos_exit) if pos_exit else 0.0, abs=1e-9)
+    assert meta["profile"] == "tiny" and meta["profile_sha256"] == resolve_profile("tiny", ()).sha256
+    assert (store.read("thresholds") / "thresholds.json").exists()
+
+
+@pytest.mark.parametrize("active, severity", [("thresholds", dg.AssetCheckSeverity.ERROR), ("scrc", dg.AssetCheckSeverity.WARN)])
+def test_threshold_check_judges_with_the_runs_profile(store, active, severity):
+    """Unreachable targets (FNR ≤ 0.0001 at coverage ≥ 0.99): the check fails, as an ERROR when
+    the run's profile makes thresholds the active policy and a WARN otherwise."""
+    overrides = ["thresholds.target_fnr_exit=0.0001", "thresholds.min_coverage=0.99", f"policy.active={{thresholds: {str(active == 'thresholds').lower()}, gate: false, scrc: {str(active == 'scrc').lower()}}}"]
+    with dg.instance_for_test() as instance:
+        r = dg.materialize([thresholds, thresholds_meet_targets], resources={"settings": ProfileResource.bound("tiny"), "store": store}, instance=instance, raise_on_error=False,
+                           run_config={"resources": {"settings": {"config": {"overrides": overrides}}}})
+    (e,) = r.get_asset_check_evaluations()
+    assert not e.passed and e.severity == severity and e.metadata["active_policy"].value == active
+    assert e.metadata["target_fnr_exit"].value == 0.0001 and e.metadata["min_coverage"].value == 0.99
+
+
+def test_calibrator_and_its_check_alone(store):
+    with dg.instance_for_test() as instance:
+        r = dg.materialize([calibrator, calibrator_not_worse], resources={"settings": ProfileResource.bound("tiny"), "store": store}, instance=instance)
+    (e,) = r.get_asset_check_evaluations()
+    meta = r.asset_materializations_for_node("calibrator")[0].metadata
+    assert e.passed and meta["oof_ece_after"].value <= meta["oof_ece_before"].value + 1e-12
+    assert isinstance(meta["comparison"], dg.TableMetadataValue) and meta["n_val_calib"].value == 240
