@@ -33,6 +33,7 @@ def decision_policy_from_store(store: ArtifactStore, profile: Profile) -> Decisi
     from roadwork_ml.policy.calibration import calibrator_from_dict
     from roadwork_ml.policy.conformal import conformal_from_dict
     from roadwork_ml.policy.gate import FailureGate
+    from roadwork_ml.policy.thresholds import ExitThresholds
 
     cal = _json(store, CALIBRATOR_DIR, "calibrator.json")
     cal.pop("slice_key", None)
@@ -44,7 +45,7 @@ def decision_policy_from_store(store: ArtifactStore, profile: Profile) -> Decisi
         verify_dir(store.require(GATE_DIR))
         gate = FailureGate.load(store.path(GATE_DIR))
     params = {"thresholds": thresholds, "gate": _json(store, GATE_DIR, "gate_policy.json") if kind == "gate" else None, "scrc": suite["scrc"]}[kind]
-    return DecisionPolicy(calibrator_from_dict(cal), kind, params, thresholds["decision_cut"], conformal_from_dict(suite["lac"]), gate)
+    return DecisionPolicy(calibrator_from_dict(cal), kind, params, ExitThresholds.from_dict(thresholds).decision_cut_, conformal_from_dict(suite["lac"]), gate)
 
 
 def _headline(store: ArtifactStore, policy: DecisionPolicy) -> dict:

@@ -24,22 +24,22 @@ def thresholds(context: dg.AssetExecutionContext, config: RunOverrides, settings
     preds = load_predictions(store, Split.VAL_CALIB)
     cfg = profile.thresholds
     fitted = fit_thresholds(preds.probs[:, 1], preds.labels, preds.split, cfg.target_fnr_exit, cfg.min_coverage, cfg.grid_size)
-    if not fitted.feasible:
+    if not fitted.feasible_:
         context.log.warning(f"no exit threshold reaches FNR ≤ {cfg.target_fnr_exit} at coverage ≥ {cfg.min_coverage}; the check will fail")
     with store.staging(THRESHOLDS_DIR) as out:
         atomic_write_json(out / "thresholds.json", fitted.to_dict())
-        atomic_write_json(out / "sweep.json", fitted.sweep)
-        threshold_sweep(fitted.sweep["tau"], fitted.sweep["coverage"], fitted.sweep["fnr"], fitted.tau, cfg.target_fnr_exit, cfg.min_coverage, out / "sweep.png")
+        atomic_write_json(out / "sweep.json", fitted.sweep_)
+        threshold_sweep(fitted.sweep_["tau"], fitted.sweep_["coverage"], fitted.sweep_["fnr"], fitted.tau_, cfg.target_fnr_exit, cfg.min_coverage, out / "sweep.png")
         write_manifest(out, extra={"kind": "thresholds"})
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(store.path(THRESHOLDS_DIR, "thresholds.json"))),
-            "tau": fitted.tau,
-            "coverage": fitted.coverage,
-            "fnr_exit": fitted.fnr_exit,
-            "feasible": fitted.feasible,
-            "decision_cut": fitted.decision_cut,
-            "mcc_at_cut": fitted.mcc_at_cut,
+            "tau": fitted.tau_,
+            "coverage": fitted.coverage_,
+            "fnr_exit": fitted.fnr_exit_,
+            "feasible": fitted.feasible_,
+            "decision_cut": fitted.decision_cut_,
+            "mcc_at_cut": fitted.mcc_at_cut_,
             "n_val_calib": len(preds),
             "sweep": image_md(store.path(THRESHOLDS_DIR, "sweep.png"), "exit sweep"),
         }
@@ -54,8 +54,8 @@ def thresholds_meet_targets(store: ArtifactStore, settings: ProfileResource) -> 
     preds = load_predictions(store, Split.VAL_CALIB)
     p1 = preds.probs[:, 1].astype(np.float64)
     folded = fitted.fold(p1)
-    coverage, fnr = exit_sweep(folded, preds.labels, np.array([fitted.tau]))
-    fold_consistent = bool((((folded > 0.5) == (p1 > fitted.decision_cut))).all() and np.isfinite(folded).all() and folded.min() >= 0 and folded.max() <= 1)
+    coverage, fnr = exit_sweep(folded, preds.labels, np.array([fitted.tau_]))
+    fold_consistent = bool((((folded > 0.5) == (p1 > fitted.decision_cut_))).all() and np.isfinite(folded).all() and folded.min() >= 0 and folded.max() <= 1)
     targets_met = bool(fnr[0] <= fitted.target_fnr_exit and coverage[0] >= fitted.min_coverage)
     active = settings.load().policy.active_kind
     # The StreetVision fold ships whatever policy decides, so a broken fold always blocks; the
