@@ -89,7 +89,8 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from roadwork_ml.export.bundle import load_bundle, rebuild_model
-    from roadwork_ml.export.onnx_export import OnnxRunner, softmax64
+    from roadwork_ml.export.onnx_export import OnnxRunner
+    from roadwork_ml.numerics import softmax
     from roadwork_ml.export.quantize import quantize_int8_dynamic
     torch.set_num_threads(args.threads)
     manifest, record, _ = load_bundle(args.bundle)
@@ -128,8 +129,8 @@ def main() -> None:
     multi = {"views": full.spec.n_views, "batch": bb, "batched_img_s": _throughput(full_batched, x, bb), "loop_img_s": _throughput(full_loop, x, bb)}
     multi["batched_vs_view_loop"] = multi["batched_img_s"] / multi["loop_img_s"]
 
-    p32 = softmax64(ort_fp32.run_batched(xn, 32)["logits"])[:, 1]
-    p8 = softmax64(ort_int8.run_batched(xn, 32)["logits"])[:, 1]
+    p32 = softmax(ort_fp32.run_batched(xn, 32)["logits"])[:, 1]
+    p8 = softmax(ort_int8.run_batched(xn, 32)["logits"])[:, 1]
     acc = {"fp32_accuracy": float(((p32 > 0.5) == labels).mean()), "int8_accuracy": float(((p8 > 0.5) == labels).mean())}
     acc.update({"accuracy_delta": acc["int8_accuracy"] - acc["fp32_accuracy"], "decision_agreement": float(((p32 > 0.5) == (p8 > 0.5)).mean()), "max_prob_diff": float(np.abs(p32 - p8).max()), **{k: v for k, v in q.items() if isinstance(v, (int, float))}})
     result = {"bundle": str(args.bundle), "backbone": record["model"]["backbone"], "views_per_image": record["n_views"], "input_size": size, "images": len(x), "image_source": origin, "threads": args.threads, "throughput": rows, "multi_view": multi, "int8": acc}
