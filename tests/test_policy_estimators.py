@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from roadwork_ml.contracts import ContractError, LeakageError, Split
-from roadwork_ml.policy.estimator import PolicyEstimator, all_estimators, decode_value, encode_value, estimator_from_dict
+from roadwork_ml.policy.estimator import (
+    PolicyEstimator,
+    all_estimators,
+    decode_value,
+    encode_value,
+    estimator_from_dict,
+)
 from roadwork_ml.policy.uncertainty import FEATURE_NAMES
 
 N = 400
@@ -26,8 +32,15 @@ def _data(seed: int = 0) -> dict:
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     feats = rng.normal(size=(N, len(FEATURE_NAMES)))
     feats[:, FEATURE_NAMES.index("max_prob")] = probs.max(1)
-    return {"y": y, "logits": logits, "probs": probs, "feats": feats, "gate": rng.random(N),
-            "slices": np.array(["a", "b", "c", "d"])[np.arange(N) % 4], "wrong": (probs.argmax(1) != y).astype(int)}
+    return {
+        "y": y,
+        "logits": logits,
+        "probs": probs,
+        "feats": feats,
+        "gate": rng.random(N),
+        "slices": np.array(["a", "b", "c", "d"])[np.arange(N) % 4],
+        "wrong": (probs.argmax(1) != y).astype(int),
+    }
 
 
 def _cases(d: dict) -> dict:
@@ -37,14 +50,33 @@ def _cases(d: dict) -> dict:
         module = cls.__module__
         if module.startswith("roadwork_ml.policy.calibration"):
             kw = {"slices": d["slices"]} if cls.uses_slices else {}
-            pred = (lambda e: e.predict_proba(d["logits"], slices=d["slices"])) if cls.uses_slices else (lambda e: e.predict_proba(d["logits"]))
+            pred = (
+                (lambda e: e.predict_proba(d["logits"], slices=d["slices"]))
+                if cls.uses_slices
+                else (lambda e: e.predict_proba(d["logits"]))
+            )
             cases[kind] = (cls(), (d["logits"], d["y"]), kw, pred)
         elif kind == "scrc":
-            cases[kind] = (cls(0.2, 0.2, n_grid=8), (d["probs"], d["y"], d["gate"]), {}, lambda e: e.predict_sets(d["probs"], d["gate"]))
+            cases[kind] = (
+                cls(0.2, 0.2, n_grid=8),
+                (d["probs"], d["y"], d["gate"]),
+                {},
+                lambda e: e.predict_sets(d["probs"], d["gate"]),
+            )
         elif module.startswith("roadwork_ml.policy.conformal"):
-            cases[kind] = (cls(), (d["probs"], d["y"]), {}, lambda e: e.predict_sets(d["probs"]) if e.kind == "crc_fnr" else e.predict_sets(d["probs"], seed=3))
+            cases[kind] = (
+                cls(),
+                (d["probs"], d["y"]),
+                {},
+                lambda e: e.predict_sets(d["probs"]) if e.kind == "crc_fnr" else e.predict_sets(d["probs"], seed=3),
+            )
         elif kind == "failure_gate":
-            cases[kind] = (cls(epochs=2, batch_size=64), (d["feats"], d["wrong"]), {}, lambda e: e.predict_score(d["feats"]))
+            cases[kind] = (
+                cls(epochs=2, batch_size=64),
+                (d["feats"], d["wrong"]),
+                {},
+                lambda e: e.predict_score(d["feats"]),
+            )
         elif kind == "thresholds":
             cases[kind] = (cls(0.1, 0.2, 101), (d["probs"][:, 1], d["y"]), {}, lambda e: e.exits(d["probs"][:, 1]))
     return cases
@@ -57,9 +89,24 @@ KINDS = sorted(ESTIMATORS)
 
 def test_every_policy_estimator_is_registered_and_covered():
     # importing the policy modules registers 9 calibrators, 5 conformal methods, the gate and thresholds
-    expected = {"identity", "temperature", "classwise_temperature", "platt", "beta", "isotonic", "dirichlet",
-                "ensemble_temperature", "slice_temperature", "lac", "aps", "raps", "crc_fnr", "scrc", "failure_gate",
-                "thresholds"}
+    expected = {
+        "identity",
+        "temperature",
+        "classwise_temperature",
+        "platt",
+        "beta",
+        "isotonic",
+        "dirichlet",
+        "ensemble_temperature",
+        "slice_temperature",
+        "lac",
+        "aps",
+        "raps",
+        "crc_fnr",
+        "scrc",
+        "failure_gate",
+        "thresholds",
+    }
     assert expected <= set(ESTIMATORS)
     assert set(CASES) == set(ESTIMATORS), f"add a case for {set(ESTIMATORS) - set(CASES)}"
 

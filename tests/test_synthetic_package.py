@@ -17,18 +17,42 @@ from roadwork_ml.config import SyntheticStyle
 
 STYLES = {
     "natix": SyntheticStyle(
-        n_images=6000, positive_rate=0.30, label_noise=0.10, hard_negative_rate=0.35, jpeg_quality=(35, 70), blur_max=1.6,
-        noise_std=9.0, n_cameras=40, frames_per_sequence=(3, 8), night_rate=0.30,
+        n_images=6000,
+        positive_rate=0.30,
+        label_noise=0.10,
+        hard_negative_rate=0.35,
+        jpeg_quality=(35, 70),
+        blur_max=1.6,
+        noise_std=9.0,
+        n_cameras=40,
+        frames_per_sequence=(3, 8),
+        night_rate=0.30,
         weather_probs={"clear": 0.55, "rain": 0.2, "snow": 0.1, "fog": 0.15},
     ),
     "roadwork": SyntheticStyle(
-        n_images=4000, positive_rate=0.92, label_noise=0.05, hard_negative_rate=0.5, jpeg_quality=(85, 95), blur_max=0.4,
-        noise_std=2.0, n_cameras=12, frames_per_sequence=(4, 10), night_rate=0.15,
+        n_images=4000,
+        positive_rate=0.92,
+        label_noise=0.05,
+        hard_negative_rate=0.5,
+        jpeg_quality=(85, 95),
+        blur_max=0.4,
+        noise_std=2.0,
+        n_cameras=12,
+        frames_per_sequence=(4, 10),
+        night_rate=0.15,
         weather_probs={"clear": 0.7, "rain": 0.15, "snow": 0.05, "fog": 0.1},
     ),
     "mapillary": SyntheticStyle(
-        n_images=4000, positive_rate=0.12, label_noise=0.03, hard_negative_rate=0.45, jpeg_quality=(60, 95), blur_max=1.0,
-        noise_std=5.0, n_cameras=200, frames_per_sequence=(1, 3), night_rate=0.25,
+        n_images=4000,
+        positive_rate=0.12,
+        label_noise=0.03,
+        hard_negative_rate=0.45,
+        jpeg_quality=(60, 95),
+        blur_max=1.0,
+        noise_std=5.0,
+        n_cameras=200,
+        frames_per_sequence=(1, 3),
+        night_rate=0.25,
         weather_probs={"clear": 0.5, "rain": 0.2, "snow": 0.15, "fog": 0.15},
     ),
 }
@@ -65,8 +89,19 @@ def digests() -> dict[str, str]:
                     pixels.update(f"{im.mode}{im.size}".encode() + im.tobytes())
         for size in SIZES:
             for rec in generate_source(source, style, size, SEED, n_images=N_IMAGES):
-                fields = (rec.record_id, rec.source, rec.label, rec.hour, rec.weather, rec.camera_id, rec.sequence_id,
-                          rec.group_id, rec.true_label, rec.origin, rec.tags)
+                fields = (
+                    rec.record_id,
+                    rec.source,
+                    rec.label,
+                    rec.hour,
+                    rec.weather,
+                    rec.camera_id,
+                    rec.sequence_id,
+                    rec.group_id,
+                    rec.true_label,
+                    rec.origin,
+                    rec.tags,
+                )
                 records.update(repr(fields).encode() + rec.image_bytes)
     return {"specs": specs.hexdigest(), "pixels": pixels.hexdigest(), "records": records.hexdigest()}
 
@@ -78,8 +113,20 @@ def test_package_output_is_byte_identical_to_the_old_module() -> None:
 def test_public_api_is_unchanged() -> None:
     import roadwork_ml.data.synthetic as synthetic
 
-    for name in ("CameraSpec", "RoadSpec", "Palette", "Building", "SceneObject", "SceneSpec", "ROADWORK_KINDS",
-                 "generate_source", "make_sequence", "render_scene", "encode_jpeg", "visible_objects"):
+    for name in (
+        "CameraSpec",
+        "RoadSpec",
+        "Palette",
+        "Building",
+        "SceneObject",
+        "SceneSpec",
+        "ROADWORK_KINDS",
+        "generate_source",
+        "make_sequence",
+        "render_scene",
+        "encode_jpeg",
+        "visible_objects",
+    ):
         assert hasattr(synthetic, name), name
     assert set(synthetic.__all__) <= set(dir(synthetic))
 

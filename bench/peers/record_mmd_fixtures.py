@@ -25,8 +25,10 @@ sys.path.insert(0, str(HERE))
 from alibi_mmd import run  # noqa: E402
 
 OUT = HERE.parents[1] / "tests" / "fixtures" / "mmd_alibi.json"
-RECIPE = ("rng = np.random.default_rng(seed); x = rng.normal(size=(n_x, d)).astype(dtype); "
-          "y = (rng.normal(size=(n_y, d)) + shift).astype(dtype)")
+RECIPE = (
+    "rng = np.random.default_rng(seed); x = rng.normal(size=(n_x, d)).astype(dtype); "
+    "y = (rng.normal(size=(n_y, d)) + shift).astype(dtype)"
+)
 
 
 def inputs(seed: int, n_x: int, n_y: int, d: int, shift: float, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -51,16 +53,18 @@ def main() -> None:
         x, y = inputs(**spec)
         inferred = run(x, y, n_permutations=20, sigma=None)
         at_sigma = run(x, y, n_permutations=50, sigma=inferred["sigma"])
-        cases.append({
-            "inputs": spec,
-            "inputs_sha256": sha256_arrays(x, y),
-            "alibi_sigma_median_heuristic": inferred["sigma"],
-            "alibi_statistic_at_that_sigma": at_sigma["statistic"],
-        })
+        cases.append(
+            {
+                "inputs": spec,
+                "inputs_sha256": sha256_arrays(x, y),
+                "alibi_sigma_median_heuristic": inferred["sigma"],
+                "alibi_statistic_at_that_sigma": at_sigma["statistic"],
+            }
+        )
     doc = {
         "what": "alibi-detect MMDDrift(backend='pytorch', p_val=0.05, device='cpu') on seeded Gaussians: the bandwidth its "
-                "median heuristic infers (sigma=None, n_permutations=20) and score(y)'s statistic with sigma set to it "
-                "(n_permutations=50; the statistic does not depend on the permutations)",
+        "median heuristic infers (sigma=None, n_permutations=20) and score(y)'s statistic with sigma set to it "
+        "(n_permutations=50; the statistic does not depend on the permutations)",
         "provenance": {
             "script": "bench/peers/record_mmd_fixtures.py (run in .venv-peers, see bench/peers/requirements.txt)",
             "inputs_recipe": RECIPE,

@@ -34,7 +34,15 @@ import numpy as np
 
 from roadwork_ml.contracts import ContractError, LeakageError, Purpose, Split, require_split
 
-__all__ = ["PolicyEstimator", "NotFittedError", "ESTIMATORS", "all_estimators", "estimator_from_dict", "encode_value", "decode_value"]
+__all__ = [
+    "PolicyEstimator",
+    "NotFittedError",
+    "ESTIMATORS",
+    "all_estimators",
+    "estimator_from_dict",
+    "encode_value",
+    "decode_value",
+]
 
 E = TypeVar("E", bound="PolicyEstimator")
 
@@ -59,7 +67,9 @@ class PolicyEstimator:
         super().__init_subclass__(**kw)
         if register and cls.__dict__.get("kind"):
             if cls.kind in ESTIMATORS and ESTIMATORS[cls.kind] is not cls:
-                raise TypeError(f"estimator kind {cls.kind!r} is registered twice ({ESTIMATORS[cls.kind].__name__}, {cls.__name__})")
+                raise TypeError(
+                    f"estimator kind {cls.kind!r} is registered twice ({ESTIMATORS[cls.kind].__name__}, {cls.__name__})"
+                )
             ESTIMATORS[cls.kind] = cls
 
     # --- hyper-parameters ---------------------------------------------------------------
@@ -68,7 +78,8 @@ class PolicyEstimator:
         """Constructor arguments (the hyper-parameters), in signature order."""
         sig = inspect.signature(cls.__init__)
         return tuple(
-            n for n, p in sig.parameters.items()
+            n
+            for n, p in sig.parameters.items()
             if n != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         )
 
@@ -86,13 +97,17 @@ class PolicyEstimator:
 
     def check_fitted(self) -> None:
         if not self.is_fitted:
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(..., split='val_calib') or from_dict() first")
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted: call fit(..., split='val_calib') or from_dict() first"
+            )
 
     def check_split(self, split: Split | str | Iterable[Split | str] | None) -> None:
         """Raise :class:`LeakageError` unless ``split`` may serve :attr:`fit_purpose` (None is refused)."""
         if split is None:
-            raise LeakageError(f"{type(self).__name__}.fit: split is required (the leakage contract allows "
-                               f"{sorted(s.value for s in _allowed(self.fit_purpose))})")
+            raise LeakageError(
+                f"{type(self).__name__}.fit: split is required (the leakage contract allows "
+                f"{sorted(s.value for s in _allowed(self.fit_purpose))})"
+            )
         require_split(self.fit_purpose, split)
 
     # --- JSON ---------------------------------------------------------------------------
@@ -118,8 +133,10 @@ class PolicyEstimator:
         if d.get("kind") != cls.kind:
             raise ContractError(f"expected a {cls.kind!r} estimator, got kind={d.get('kind')!r}")
         if d.get("format_version") != cls.format_version:
-            raise ContractError(f"{cls.kind}: format_version {d.get('format_version')!r} is not supported "
-                                f"(expected {cls.format_version}); re-fit and re-save it")
+            raise ContractError(
+                f"{cls.kind}: format_version {d.get('format_version')!r} is not supported "
+                f"(expected {cls.format_version}); re-fit and re-save it"
+            )
         params, fitted = d.get("params"), d.get("fitted")
         if not isinstance(params, Mapping) or not isinstance(fitted, Mapping):
             raise ContractError(f"{cls.kind}: 'params' and 'fitted' must be JSON objects")
@@ -171,6 +188,7 @@ def estimator_from_dict(d: Mapping[str, Any], arrays: Mapping[str, np.ndarray] |
 
 
 # --- value encoding ------------------------------------------------------------------------
+
 
 def encode_value(v: Any, arrays: dict[str, np.ndarray] | None = None, path: str = "") -> Any:
     """A JSON-safe form of ``v`` that :func:`decode_value` turns back into an equal value."""

@@ -33,7 +33,9 @@ class ExitThresholds(PolicyEstimator):
 
     def __init__(self, target_fnr_exit: float = 0.05, min_coverage: float = 0.5, grid_size: int = 1001) -> None:
         if not 0.0 <= target_fnr_exit <= 1.0 or not 0.0 <= min_coverage <= 1.0:
-            raise ValueError(f"ExitThresholds: target_fnr_exit and min_coverage must lie in [0, 1], got {target_fnr_exit}, {min_coverage}")
+            raise ValueError(
+                f"ExitThresholds: target_fnr_exit and min_coverage must lie in [0, 1], got {target_fnr_exit}, {min_coverage}"
+            )
         if int(grid_size) < 2:
             raise ValueError(f"ExitThresholds: grid_size must be >= 2, got {grid_size}")
         self.target_fnr_exit = float(target_fnr_exit)
@@ -46,7 +48,9 @@ class ExitThresholds(PolicyEstimator):
         p1 = np.asarray(p1, dtype=np.float64)
         labels = np.asarray(labels).astype(np.int64)
         if p1.ndim != 1 or labels.shape != p1.shape or p1.size == 0:
-            raise ContractError(f"ExitThresholds.fit: p1 and labels must be [N] with N > 0, got {list(p1.shape)}, {list(labels.shape)}")
+            raise ContractError(
+                f"ExitThresholds.fit: p1 and labels must be [N] with N > 0, got {list(p1.shape)}, {list(labels.shape)}"
+            )
         cut, mcc = mcc_optimal_cut(p1, labels)
         taus = np.linspace(0.5, 1.0, self.grid_size)
         coverage, fnr = exit_sweep(fold_probability(p1, cut), labels, taus)
@@ -126,7 +130,13 @@ def fold_probability(p1: np.ndarray, cut: float) -> np.ndarray:
     return out.clip(0.0, 1.0)
 
 
-def fit_thresholds(p1: np.ndarray, labels: np.ndarray, split: Split | str, target_fnr_exit: float, min_coverage: float,
-                   grid_size: int = 1001) -> ExitThresholds:
+def fit_thresholds(
+    p1: np.ndarray,
+    labels: np.ndarray,
+    split: Split | str,
+    target_fnr_exit: float,
+    min_coverage: float,
+    grid_size: int = 1001,
+) -> ExitThresholds:
     """``ExitThresholds(target_fnr_exit, min_coverage, grid_size).fit(p1, labels, split=split)``."""
     return ExitThresholds(target_fnr_exit, min_coverage, grid_size).fit(p1, labels, split=split)

@@ -40,7 +40,15 @@ from __future__ import annotations
 from roadwork_ml.data.synthetic.camera import encode_jpeg, render_scene
 from roadwork_ml.data.synthetic.records import generate_source
 from roadwork_ml.data.synthetic.scene import make_sequence, visible_objects
-from roadwork_ml.data.synthetic.spec import ROADWORK_KINDS, Building, CameraSpec, Palette, RoadSpec, SceneObject, SceneSpec
+from roadwork_ml.data.synthetic.spec import (
+    ROADWORK_KINDS,
+    Building,
+    CameraSpec,
+    Palette,
+    RoadSpec,
+    SceneObject,
+    SceneSpec,
+)
 
 __all__ = [
     "CameraSpec",

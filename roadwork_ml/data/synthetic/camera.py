@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import math
 from functools import lru_cache
+
 import numpy as np
-from roadwork_ml.data.decode import encode_jpeg as _encode_jpeg
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
-from roadwork_ml.data.synthetic.spec import Color, SceneSpec, _Z_NEAR
+
+from roadwork_ml.data.decode import encode_jpeg as _encode_jpeg
+from roadwork_ml.data.synthetic.objects import _DRAW, _FLAT
+from roadwork_ml.data.synthetic.painter import _draw_buildings, _draw_ground, _draw_sky_and_background, _Painter
 from roadwork_ml.data.synthetic.randomness import _shade
 from roadwork_ml.data.synthetic.scene import _DIMS
-from roadwork_ml.data.synthetic.painter import _Painter, _draw_buildings, _draw_ground, _draw_sky_and_background
-from roadwork_ml.data.synthetic.objects import _DRAW, _FLAT
+from roadwork_ml.data.synthetic.spec import _Z_NEAR, Color, SceneSpec
 
 
 @lru_cache(maxsize=8)
@@ -64,10 +65,10 @@ def _rain_tile(S: int, variant: int) -> Image.Image:
     d = ImageDraw.Draw(mask)
     L = S * 0.06
     lw = max(1, S // 200)
-    for x, y, l in rng.random((int(T * 2.4), 3)):
+    for x, y, length in rng.random((int(T * 2.4), 3)):
         x0, y0 = x * T, y * T
-        ll = L * (0.5 + l)
-        d.line([(x0, y0), (x0 + 0.25 * ll, y0 + ll)], fill=int(90 + 100 * l), width=lw)
+        ll = L * (0.5 + length)
+        d.line([(x0, y0), (x0 + 0.25 * ll, y0 + ll)], fill=int(90 + 100 * length), width=lw)
     return mask
 
 
@@ -97,7 +98,7 @@ def _bloom(lights, S: int, scale: float) -> Image.Image | None:
     k = h / S
     layer = Image.new("RGB", (h, h), 0)
     d = ImageDraw.Draw(layer)
-    for (u, v, r, col, strength) in lights:
+    for u, v, r, col, strength in lights:
         if strength == 0:
             continue
         if strength < 0:  # pool of light on the ground: broad, weak, flattened
@@ -105,7 +106,11 @@ def _bloom(lights, S: int, scale: float) -> Image.Image | None:
         else:
             rx = ry = (r * 1.6 + 0.8) * k
             amp = min(strength, 2.5) * 0.5
-        c = (min(255, int(col[0] * amp * scale)), min(255, int(col[1] * amp * scale)), min(255, int(col[2] * amp * scale)))
+        c = (
+            min(255, int(col[0] * amp * scale)),
+            min(255, int(col[1] * amp * scale)),
+            min(255, int(col[2] * amp * scale)),
+        )
         d.ellipse([u * k - rx, v * k - ry, u * k + rx, v * k + ry], fill=c)
     layer = layer.filter(ImageFilter.BoxBlur(max(1.0, S / 70)))
     if h != S:
@@ -116,7 +121,15 @@ def _bloom(lights, S: int, scale: float) -> Image.Image | None:
 _FOG_COLOR = {"day": (198, 200, 204), "dawn": (165, 155, 150), "dusk": (150, 140, 138), "night": (45, 47, 55)}
 
 
-def _post(im: Image.Image, emit: Image.Image | None, fog: Image.Image | None, p: _Painter, spec: SceneSpec, S: int, rng: np.random.Generator) -> Image.Image:
+def _post(
+    im: Image.Image,
+    emit: Image.Image | None,
+    fog: Image.Image | None,
+    p: _Painter,
+    spec: SceneSpec,
+    S: int,
+    rng: np.random.Generator,
+) -> Image.Image:
     """Lighting, weather and camera effects, all as C-level PIL operations on uint8 images."""
     tod = spec.time_of_day
     cam = spec.camera
@@ -235,7 +248,15 @@ def render_scene(spec: SceneSpec, image_size: int, rng: np.random.Generator) -> 
         z = spec.object_z(o)
         if z < _Z_NEAR and o.kind not in _FLAT:
             continue
-        if z + (o.size if o.kind in _FLAT or o.kind in ("awning", "shop_sign") or (o.kind == "barrier" and o.variant == 1) else 0) < 0.8:
+        if (
+            z
+            + (
+                o.size
+                if o.kind in _FLAT or o.kind in ("awning", "shop_sign") or (o.kind == "barrier" and o.variant == 1)
+                else 0
+            )
+            < 0.8
+        ):
             continue
         if z > 200:
             continue
@@ -251,7 +272,13 @@ def render_scene(spec: SceneSpec, image_size: int, rng: np.random.Generator) -> 
     if cam.hood > 0:
         hy = S * (1 - cam.hood)
         p.d.chord([-0.3 * S, hy, 1.3 * S, hy + 2.2 * cam.hood * S], 180, 360, fill=cam.hood_color)
-        p.d.arc([-0.3 * S, hy, 1.3 * S, hy + 2.2 * cam.hood * S], 200, 340, fill=_shade(cam.hood_color, 1.8), width=max(1, S // 120))
+        p.d.arc(
+            [-0.3 * S, hy, 1.3 * S, hy + 2.2 * cam.hood * S],
+            200,
+            340,
+            fill=_shade(cam.hood_color, 1.8),
+            width=max(1, S // 120),
+        )
         if fog is not None:
             ImageDraw.Draw(fog).chord([-0.3 * S, hy, 1.3 * S, hy + 2.2 * cam.hood * S], 180, 360, fill=0)
     return _post(im, emit, fog, p, spec, S, rng)

@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 from roadwork_ml.config import SyntheticStyle
-from roadwork_ml.data.synthetic.spec import Building, CameraSpec, Color, Palette, RoadSpec, SceneObject, _TAG_CAMERA
-from roadwork_ml.data.synthetic.randomness import _AUTUMN, _BARRIER_RED, _CAR_COLORS, _CLOTHES, _CONE_ORANGE, _Flavour, _HIVIS, _ORANGE_THINGS, _OVERCAST, _Rand, _SKIN, _SKY, _flavour, _hsv, _int, _jit, _mix, _non_orange, _pick, _rng, _shade, _u
+from roadwork_ml.data.synthetic.randomness import (
+    _AUTUMN,
+    _BARRIER_RED,
+    _CAR_COLORS,
+    _CLOTHES,
+    _CONE_ORANGE,
+    _HIVIS,
+    _ORANGE_THINGS,
+    _OVERCAST,
+    _SKIN,
+    _SKY,
+    _Flavour,
+    _flavour,
+    _hsv,
+    _int,
+    _jit,
+    _mix,
+    _non_orange,
+    _pick,
+    _Rand,
+    _rng,
+    _shade,
+    _u,
+)
+from roadwork_ml.data.synthetic.spec import _TAG_CAMERA, Building, CameraSpec, Color, Palette, RoadSpec, SceneObject
 
 
 def _camera(source: str, style: SyntheticStyle, seed: int, idx: int) -> CameraSpec:
@@ -36,7 +59,11 @@ def _palette(rng: _Rand, fl: _Flavour, tod: str, weather: str, layout: str) -> P
     elif weather != "clear":
         top, hor = _mix(top, _OVERCAST[0], 0.5), _mix(hor, _OVERCAST[1], 0.4)
     if rng.random() < fl.diversity * 0.5:
-        top = _hsv(_u(rng, 0.55, 0.68), _u(rng, 0.2, 0.7), _u(rng, 0.4, 0.9)) if tod == "day" and weather == "clear" else top
+        top = (
+            _hsv(_u(rng, 0.55, 0.68), _u(rng, 0.2, 0.7), _u(rng, 0.4, 0.9))
+            if tod == "day" and weather == "clear"
+            else top
+        )
     top, hor = _jit(rng, top, 18), _jit(rng, hor, 18)
     g = int(_u(rng, 65, 105))
     road = (g, g, g + int(_u(rng, 0, 6)))
@@ -55,14 +82,27 @@ def _palette(rng: _Rand, fl: _Flavour, tod: str, weather: str, layout: str) -> P
             ground = _hsv(_u(rng, 0.1, 0.16), _u(rng, 0.25, 0.45), _u(rng, 0.45, 0.7))  # dry grass
     marking = _jit(rng, (235, 235, 228), 10)
     skyline = _mix(hor, (90, 100, 120), _u(rng, 0.35, 0.6))
-    return Palette(top, hor, road, sidewalk, _shade(sidewalk, 1.1), _non_orange(rng, ground), marking, skyline, rng.random() < 0.5)
+    return Palette(
+        top, hor, road, sidewalk, _shade(sidewalk, 1.1), _non_orange(rng, ground), marking, skyline, rng.random() < 0.5
+    )
 
 
 def _building_color(rng: _Rand, fl: _Flavour) -> Color:
     if rng.random() < fl.diversity:
         c = _hsv(rng.random(), _u(rng, 0.08, 0.45), _u(rng, 0.35, 0.9))
     else:
-        c = _pick(rng, ((190, 180, 160), (160, 90, 75), (140, 140, 145), (215, 210, 200), (120, 100, 85), (175, 160, 130), (95, 95, 105)))
+        c = _pick(
+            rng,
+            (
+                (190, 180, 160),
+                (160, 90, 75),
+                (140, 140, 145),
+                (215, 210, 200),
+                (120, 100, 85),
+                (175, 160, 130),
+                (95, 95, 105),
+            ),
+        )
         c = _jit(rng, c, 18)
     return _non_orange(rng, c)
 
@@ -89,9 +129,17 @@ def _road(rng: _Rand, layout: str, fl: _Flavour) -> RoadSpec:
     ego = int(_int(rng, oncoming, n))
     curv = _u(rng, -0.0022, 0.0022) if rng.random() < 0.5 + 0.3 * fl.diversity else 0.0
     return RoadSpec(
-        n_lanes=n, lane_width=lw, ego_lane=ego, n_oncoming=oncoming, curvature=curv,
-        shoulder=shoulder, sidewalk=sidewalk, verge=verge,
-        dash_period=_u(rng, 8, 13), dash_phase=_u(rng, 0, 10), centre_style=centre,
+        n_lanes=n,
+        lane_width=lw,
+        ego_lane=ego,
+        n_oncoming=oncoming,
+        curvature=curv,
+        shoulder=shoulder,
+        sidewalk=sidewalk,
+        verge=verge,
+        dash_period=_u(rng, 8, 13),
+        dash_phase=_u(rng, 0, 10),
+        centre_style=centre,
         edge_lines=layout == "highway" or rng.random() < 0.5,
         crosswalk_z=_u(rng, 12, 40) if layout == "urban" and rng.random() < 0.35 else -1.0,
         guardrail=layout == "highway" and rng.random() < 0.65,
@@ -105,7 +153,7 @@ def _buildings(rng: _Rand, layout: str, road: RoadSpec, fl: _Flavour) -> list[Bu
     for side in (-1, 1):
         if rng.random() < (0.12 if layout == "urban" else 0.2):
             continue
-        base_x = (road.width / 2 + road.shoulder + road.sidewalk + road.verge)
+        base_x = road.width / 2 + road.shoulder + road.sidewalk + road.verge
         z = _u(rng, -8, 2)
         while z < 160:
             if layout == "urban":
@@ -125,11 +173,18 @@ def _buildings(rng: _Rand, layout: str, road: RoadSpec, fl: _Flavour) -> list[Bu
             col = _building_color(rng, fl)
             out.append(
                 Building(
-                    side=side, x=x, z0=z, z1=z + w, height=h, color=col,
+                    side=side,
+                    x=x,
+                    z0=z,
+                    z1=z + w,
+                    height=h,
+                    color=col,
                     window=_pick(rng, ((55, 65, 80), (80, 95, 115), (40, 45, 55), (110, 125, 140))),
                     kind=kind,
                     roof=_pick(rng, ((120, 50, 40), (70, 70, 75), (95, 75, 60), (50, 55, 65))),
-                    floor_h=_u(rng, 2.9, 3.6), win_spacing=_u(rng, 2.2, 4.0), lit=_u(rng, 0.1, 0.6),
+                    floor_h=_u(rng, 2.9, 3.6),
+                    win_spacing=_u(rng, 2.2, 4.0),
+                    lit=_u(rng, 0.1, 0.6),
                 )
             )
             z += w + (gap if kind == "house" else 0.0)
@@ -158,9 +213,15 @@ def _scenery(rng: _Rand, layout: str, road: RoadSpec) -> list[SceneObject]:
         if kind == "bus":
             col = _pick(rng, ((200, 30, 40), (30, 90, 170), (235, 235, 235), (40, 130, 80)))
         objs.append(
-            SceneObject(kind, road.lane_center(lane) + _u(rng, -0.3, 0.3), z, color=_jit(rng, col, 10),
-                        speed=_u(rng, -2.5, -1.0) if oncoming else _u(rng, -0.3, 0.4), facing=-1 if oncoming else 1,
-                        variant=int(_int(rng, 0, 3)))
+            SceneObject(
+                kind,
+                road.lane_center(lane) + _u(rng, -0.3, 0.3),
+                z,
+                color=_jit(rng, col, 10),
+                speed=_u(rng, -2.5, -1.0) if oncoming else _u(rng, -0.3, 0.4),
+                facing=-1 if oncoming else 1,
+                variant=int(_int(rng, 0, 3)),
+            )
         )
     # parked cars
     if layout != "highway" and road.shoulder > 1.8 and rng.random() < 0.7:
@@ -169,8 +230,16 @@ def _scenery(rng: _Rand, layout: str, road: RoadSpec) -> list[SceneObject]:
                 continue
             z = _u(rng, 4, 15)
             while z < 70:
-                objs.append(SceneObject("car", side * (W2 + road.shoulder - 1.0), z, color=_jit(rng, _pick(rng, _CAR_COLORS), 12),
-                                        facing=int(_pick(rng, (1, -1))), variant=int(_int(rng, 0, 3))))
+                objs.append(
+                    SceneObject(
+                        "car",
+                        side * (W2 + road.shoulder - 1.0),
+                        z,
+                        color=_jit(rng, _pick(rng, _CAR_COLORS), 12),
+                        facing=int(_pick(rng, (1, -1))),
+                        variant=int(_int(rng, 0, 3)),
+                    )
+                )
                 z += _u(rng, 5.5, 14)
     # poles, trees, signs along the road side
     side_x = W2 + road.shoulder + (road.sidewalk * 0.25 if road.sidewalk else 0.8)
@@ -181,37 +250,92 @@ def _scenery(rng: _Rand, layout: str, road: RoadSpec) -> list[SceneObject]:
             z = _u(rng, 3, 25)
             period = _u(rng, 20, 40)
             while z < 150:
-                objs.append(SceneObject("streetlight", side * side_x, z, color=_pick(rng, ((110, 110, 115), (60, 70, 60), (150, 150, 150))), size=_u(rng, 0.85, 1.15)))
+                objs.append(
+                    SceneObject(
+                        "streetlight",
+                        side * side_x,
+                        z,
+                        color=_pick(rng, ((110, 110, 115), (60, 70, 60), (150, 150, 150))),
+                        size=_u(rng, 0.85, 1.15),
+                    )
+                )
                 z += period
         tree_p = {"urban": 0.45, "suburban": 0.85, "highway": 0.7}[layout]
         if rng.random() < tree_p:
-            tx = side * (W2 + road.shoulder + (road.sidewalk * 0.65 if road.sidewalk else 0) + road.verge * _u(rng, 0.3, 1.0) + (_u(rng, 2, 8) if layout == "highway" else 0.5))
+            tx = side * (
+                W2
+                + road.shoulder
+                + (road.sidewalk * 0.65 if road.sidewalk else 0)
+                + road.verge * _u(rng, 0.3, 1.0)
+                + (_u(rng, 2, 8) if layout == "highway" else 0.5)
+            )
             z = _u(rng, 2, 14)
             while z < 120:
                 green = _hsv(_u(rng, 0.22, 0.36), _u(rng, 0.45, 0.8), _u(rng, 0.3, 0.6))
-                objs.append(SceneObject("tree", tx + _u(rng, -0.5, 0.5), z, color=green, size=_u(rng, 0.7, 1.3), variant=int(_int(rng, 0, 3))))
+                objs.append(
+                    SceneObject(
+                        "tree",
+                        tx + _u(rng, -0.5, 0.5),
+                        z,
+                        color=green,
+                        size=_u(rng, 0.7, 1.3),
+                        variant=int(_int(rng, 0, 3)),
+                    )
+                )
                 z += _u(rng, 7, 18)
     for _ in range(int(_int(rng, 0, 4))):
         side = int(_pick(rng, (-1, 1)))
-        objs.append(SceneObject("sign_pole", side * (W2 + road.shoulder + 0.4), _u(rng, 6, 60), variant=int(_int(rng, 0, 5))))
+        objs.append(
+            SceneObject("sign_pole", side * (W2 + road.shoulder + 0.4), _u(rng, 6, 60), variant=int(_int(rng, 0, 5)))
+        )
     if road.crosswalk_z > 0:
         for side in (-1, 1):
-            objs.append(SceneObject("traffic_light", side * (W2 + road.shoulder + 0.3), road.crosswalk_z - 1.0, variant=int(_pick(rng, (0, 2))), color=(35, 35, 38)))
+            objs.append(
+                SceneObject(
+                    "traffic_light",
+                    side * (W2 + road.shoulder + 0.3),
+                    road.crosswalk_z - 1.0,
+                    variant=int(_pick(rng, (0, 2))),
+                    color=(35, 35, 38),
+                )
+            )
     if layout != "highway" and road.sidewalk > 0:
         for _ in range(int(_int(rng, 0, 6 if layout == "urban" else 3))):
             side = int(_pick(rng, (-1, 1)))
             x = side * (W2 + road.shoulder + _u(rng, 0.5, road.sidewalk - 0.3))
-            objs.append(SceneObject("person", x, _u(rng, 4, 50), color=_pick(rng, _CLOTHES), color2=_pick(rng, _SKIN),
-                                    variant=int(_int(rng, 0, 2)), speed=_u(rng, -0.2, 0.2)))
+            objs.append(
+                SceneObject(
+                    "person",
+                    x,
+                    _u(rng, 4, 50),
+                    color=_pick(rng, _CLOTHES),
+                    color2=_pick(rng, _SKIN),
+                    variant=int(_int(rng, 0, 2)),
+                    speed=_u(rng, -0.2, 0.2),
+                )
+            )
         for _ in range(int(_int(rng, 0, 3))):
             side = int(_pick(rng, (-1, 1)))
-            objs.append(SceneObject("bin", side * (W2 + road.shoulder + road.sidewalk * 0.8), _u(rng, 5, 40),
-                                    color=_pick(rng, ((40, 90, 50), (60, 60, 65), (30, 60, 120), (25, 25, 28)))))
+            objs.append(
+                SceneObject(
+                    "bin",
+                    side * (W2 + road.shoulder + road.sidewalk * 0.8),
+                    _u(rng, 5, 40),
+                    color=_pick(rng, ((40, 90, 50), (60, 60, 65), (30, 60, 120), (25, 25, 28))),
+                )
+            )
     # flat stuff: patches and manholes
     for _ in range(int(_int(rng, 0, 3))):
         lane = int(_int(rng, 0, road.n_lanes))
-        objs.append(SceneObject("patch", road.lane_center(lane) + _u(rng, -1, 1), _u(rng, 5, 50), size=_u(rng, 1.0, 3.0),
-                                color=(int(_u(rng, 45, 75)),) * 3))  # type: ignore[arg-type]
+        objs.append(
+            SceneObject(
+                "patch",
+                road.lane_center(lane) + _u(rng, -1, 1),
+                _u(rng, 5, 50),
+                size=_u(rng, 1.0, 3.0),
+                color=(int(_u(rng, 45, 75)),) * 3,
+            )
+        )  # type: ignore[arg-type]
     return objs
 
 
@@ -220,7 +344,7 @@ def _zone(rng: _Rand, layout: str, road: RoadSpec, density: float, z0: float, le
     objs: list[SceneObject] = []
     ego = road.ego_lane
     same_dir = list(range(road.n_oncoming, road.n_lanes))
-    neighbours = [l for l in (ego - 1, ego + 1) if l in same_dir]
+    neighbours = [lane for lane in (ego - 1, ego + 1) if lane in same_dir]
     pattern = _pick(rng, ("lane_closure", "shoulder", "road_closed", "work_area"), (0.42, 0.22, 0.14, 0.22))
     if pattern == "lane_closure" and not neighbours:
         pattern = "shoulder"
@@ -232,23 +356,73 @@ def _zone(rng: _Rand, layout: str, road: RoadSpec, density: float, z0: float, le
 
     def device(x: float, z: float, kind: str) -> None:
         if kind == "cone":
-            objs.append(SceneObject("cone", x, z, "roadwork", color=_jit(rng, cone_col, 8), size=_u(rng, 0.95, 1.3), variant=int(_int(rng, 0, 2))))
+            objs.append(
+                SceneObject(
+                    "cone",
+                    x,
+                    z,
+                    "roadwork",
+                    color=_jit(rng, cone_col, 8),
+                    size=_u(rng, 0.95, 1.3),
+                    variant=int(_int(rng, 0, 2)),
+                )
+            )
         elif kind == "drum":
-            objs.append(SceneObject("drum", x, z, "roadwork", color=_jit(rng, (245, 100, 20), 10), size=_u(rng, 0.95, 1.15), variant=int(_int(rng, 0, 2))))
+            objs.append(
+                SceneObject(
+                    "drum",
+                    x,
+                    z,
+                    "roadwork",
+                    color=_jit(rng, (245, 100, 20), 10),
+                    size=_u(rng, 0.95, 1.15),
+                    variant=int(_int(rng, 0, 2)),
+                )
+            )
         else:  # barrier board parallel to the road
             objs.append(SceneObject("barrier", x, z, "roadwork", color=stripe_col, size=_u(rng, 1.8, 3.0), variant=1))
 
     def worker(x: float, z: float) -> None:
-        objs.append(SceneObject("worker", x, z, "roadwork", color=_pick(rng, _HIVIS), color2=_pick(rng, _SKIN),
-                                size=_u(rng, 0.95, 1.08), variant=int(_int(rng, 0, 3)), speed=_u(rng, -0.15, 0.15)))
+        objs.append(
+            SceneObject(
+                "worker",
+                x,
+                z,
+                "roadwork",
+                color=_pick(rng, _HIVIS),
+                color2=_pick(rng, _SKIN),
+                size=_u(rng, 0.95, 1.08),
+                variant=int(_int(rng, 0, 3)),
+                speed=_u(rng, -0.15, 0.15),
+            )
+        )
 
     def truck(x: float, z: float) -> None:
-        objs.append(SceneObject("work_vehicle", x, z, "roadwork", color=_pick(rng, ((240, 190, 20), (240, 110, 20), (232, 232, 226))),
-                                color2=stripe_col, variant=int(_int(rng, 0, 2)), facing=1))
+        objs.append(
+            SceneObject(
+                "work_vehicle",
+                x,
+                z,
+                "roadwork",
+                color=_pick(rng, ((240, 190, 20), (240, 110, 20), (232, 232, 226))),
+                color2=stripe_col,
+                variant=int(_int(rng, 0, 2)),
+                facing=1,
+            )
+        )
 
     def sign(x: float, z: float, variant: int | None = None) -> None:
-        objs.append(SceneObject("work_sign", x, z, "roadwork", color=_jit(rng, (255, 135, 0), 8), size=_u(rng, 1.0, 1.35),
-                                variant=int(_int(rng, 0, 2)) if variant is None else variant))
+        objs.append(
+            SceneObject(
+                "work_sign",
+                x,
+                z,
+                "roadwork",
+                color=_jit(rng, (255, 135, 0), 8),
+                size=_u(rng, 1.0, 1.35),
+                variant=int(_int(rng, 0, 2)) if variant is None else variant,
+            )
+        )
 
     dev_kind = _pick(rng, ("cone", "drum", "panel"), (0.55, 0.3, 0.15))
     if pattern == "lane_closure":
@@ -260,7 +434,9 @@ def _zone(rng: _Rand, layout: str, road: RoadSpec, density: float, z0: float, le
         n_taper = n_of(3, 6)
         for i in range(n_taper):
             t = i / max(n_taper - 1, 1)
-            device(x_far + (x_line + side * 0.3 - x_far) * t, z0 + taper * t, "cone" if dev_kind == "panel" else dev_kind)
+            device(
+                x_far + (x_line + side * 0.3 - x_far) * t, z0 + taper * t, "cone" if dev_kind == "panel" else dev_kind
+            )
         z = z0 + taper + _u(rng, 2, 5)
         while z < z0 + length:
             device(x_line + side * 0.3, z, dev_kind)
@@ -272,7 +448,17 @@ def _zone(rng: _Rand, layout: str, road: RoadSpec, density: float, z0: float, le
             for _ in range(n_of(1, 3)):
                 worker(xc + _u(rng, -1.0, 1.0), z0 + taper + _u(rng, 0, 12))
         if rng.random() < 0.35:
-            objs.append(SceneObject("barrier", xc, z0 + taper + _u(rng, 0.5, 3), "roadwork", color=stripe_col, size=road.lane_width * 0.75, variant=int(_pick(rng, (0, 2)))))
+            objs.append(
+                SceneObject(
+                    "barrier",
+                    xc,
+                    z0 + taper + _u(rng, 0.5, 3),
+                    "roadwork",
+                    color=stripe_col,
+                    size=road.lane_width * 0.75,
+                    variant=int(_pick(rng, (0, 2))),
+                )
+            )
         if rng.random() < 0.6:
             sx = (road.edge_right + 0.6) if side > 0 else (road.lane_left(road.n_oncoming) - 0.4)
             sign(sx, max(z0 - _u(rng, 0, 4), 4.0))
@@ -292,18 +478,41 @@ def _zone(rng: _Rand, layout: str, road: RoadSpec, density: float, z0: float, le
         if rng.random() < 0.6:
             sign(road.edge_right + 0.8, max(z0 - _u(rng, 0, 5), 4.0))
         if rng.random() < 0.4:
-            objs.append(SceneObject("barrier", road.edge_right + 0.3, z0 + _u(rng, 3, 10), "roadwork", color=stripe_col, size=_u(rng, 2, 3.5), variant=1))
+            objs.append(
+                SceneObject(
+                    "barrier",
+                    road.edge_right + 0.3,
+                    z0 + _u(rng, 3, 10),
+                    "roadwork",
+                    color=stripe_col,
+                    size=_u(rng, 2, 3.5),
+                    variant=1,
+                )
+            )
     elif pattern == "road_closed":
         zb = z0 + _u(rng, 3, 9)
         x = road.lane_left(road.n_oncoming) + 0.3
         while x < road.width / 2 - 0.5:
             w = min(_u(rng, 1.6, 2.8), road.width / 2 - x)
-            objs.append(SceneObject("barrier", x + w / 2, zb + _u(rng, -0.4, 0.4), "roadwork", color=stripe_col, size=w * 0.92,
-                                    variant=int(_pick(rng, (0, 0, 2)))))
+            objs.append(
+                SceneObject(
+                    "barrier",
+                    x + w / 2,
+                    zb + _u(rng, -0.4, 0.4),
+                    "roadwork",
+                    color=stripe_col,
+                    size=w * 0.92,
+                    variant=int(_pick(rng, (0, 0, 2))),
+                )
+            )
             x += w + _u(rng, 0.1, 0.6)
         for _ in range(n_of(2, 5)):
             lane = int(_pick(rng, same_dir))
-            device(road.lane_center(lane) + _u(rng, -1.2, 1.2), z0 + _u(rng, -1.5, 2.5), "cone" if dev_kind == "panel" else dev_kind)
+            device(
+                road.lane_center(lane) + _u(rng, -1.2, 1.2),
+                z0 + _u(rng, -1.5, 2.5),
+                "cone" if dev_kind == "panel" else dev_kind,
+            )
         sign(road.lane_center(ego) + _u(rng, -0.5, 0.5), zb - 0.8, variant=1)
         if rng.random() < 0.5:
             for _ in range(n_of(1, 2)):
@@ -317,7 +526,9 @@ def _zone(rng: _Rand, layout: str, road: RoadSpec, density: float, z0: float, le
         la = _u(rng, 5, 12)
         wa = road.lane_width * 0.8
         objs.append(SceneObject("excavation", xc, za + 0.5, "roadwork", size=min(la - 1, _u(rng, 3, 6))))
-        objs.append(SceneObject("barrier", xc, za, "roadwork", color=stripe_col, size=wa, variant=int(_pick(rng, (0, 2)))))
+        objs.append(
+            SceneObject("barrier", xc, za, "roadwork", color=stripe_col, size=wa, variant=int(_pick(rng, (0, 2))))
+        )
         for sx in (-1, 1):
             objs.append(SceneObject("barrier", xc + sx * wa / 2, za, "roadwork", color=stripe_col, size=la, variant=1))
         for _ in range(n_of(1, 3)):
@@ -333,15 +544,39 @@ def _zone(rng: _Rand, layout: str, road: RoadSpec, density: float, z0: float, le
 
 def _distractor_kinds(layout: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
     if layout == "urban":
-        return (("orange_car", "orange_van", "orange_awning", "orange_shop_sign", "amber_traffic_light", "orange_jacket_person", "orange_bin", "orange_ball", "autumn_tree"),
-                (0.16, 0.1, 0.14, 0.1, 0.08, 0.14, 0.1, 0.05, 0.13))
+        return (
+            (
+                "orange_car",
+                "orange_van",
+                "orange_awning",
+                "orange_shop_sign",
+                "amber_traffic_light",
+                "orange_jacket_person",
+                "orange_bin",
+                "orange_ball",
+                "autumn_tree",
+            ),
+            (0.16, 0.1, 0.14, 0.1, 0.08, 0.14, 0.1, 0.05, 0.13),
+        )
     if layout == "suburban":
-        return (("orange_car", "orange_van", "amber_traffic_light", "orange_jacket_person", "orange_bin", "orange_ball", "autumn_tree"),
-                (0.2, 0.12, 0.06, 0.16, 0.14, 0.07, 0.25))
+        return (
+            (
+                "orange_car",
+                "orange_van",
+                "amber_traffic_light",
+                "orange_jacket_person",
+                "orange_bin",
+                "orange_ball",
+                "autumn_tree",
+            ),
+            (0.2, 0.12, 0.06, 0.16, 0.14, 0.07, 0.25),
+        )
     return (("orange_car", "orange_van", "autumn_tree"), (0.45, 0.3, 0.25))
 
 
-def _distractors(rng: _Rand, layout: str, road: RoadSpec, buildings: list[Building], kind: str, z_lo: float, z_hi: float) -> list[SceneObject]:
+def _distractors(
+    rng: _Rand, layout: str, road: RoadSpec, buildings: list[Building], kind: str, z_lo: float, z_hi: float
+) -> list[SceneObject]:
     W2 = road.width / 2
     walk = W2 + road.shoulder + max(road.sidewalk, 1.0) * 0.55
     out: list[SceneObject] = []
@@ -350,14 +585,24 @@ def _distractors(rng: _Rand, layout: str, road: RoadSpec, buildings: list[Buildi
         z = _u(rng, z_lo, z_hi)
         side = int(_pick(rng, (-1, 1)))
         if kind in ("orange_car", "orange_van"):
-            lanes = [l for l in range(road.n_lanes) if l != road.ego_lane] or [road.ego_lane]
+            lanes = [lane for lane in range(road.n_lanes) if lane != road.ego_lane] or [road.ego_lane]
             lane = int(_pick(rng, lanes))
             parked = road.shoulder > 1.8 and rng.random() < 0.4
             x = side * (W2 + road.shoulder - 1.0) if parked else road.lane_center(lane)
             onc = (not parked) and lane < road.n_oncoming
-            out.append(SceneObject("van" if kind == "orange_van" else "car", x, z, "distractor", kind, color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8),
-                                   facing=-1 if onc else int(_pick(rng, (1, -1))) if parked else 1, variant=int(_int(rng, 0, 3)),
-                                   speed=(-1.2 if onc else 0.0)))
+            out.append(
+                SceneObject(
+                    "van" if kind == "orange_van" else "car",
+                    x,
+                    z,
+                    "distractor",
+                    kind,
+                    color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8),
+                    facing=-1 if onc else int(_pick(rng, (1, -1))) if parked else 1,
+                    variant=int(_int(rng, 0, 3)),
+                    speed=(-1.2 if onc else 0.0),
+                )
+            )
         elif kind in ("orange_awning", "orange_shop_sign"):
             cands = [b for b in buildings if b.kind == "block" and b.z0 < z < b.z1 - 3]
             if not cands:
@@ -369,19 +614,80 @@ def _distractors(rng: _Rand, layout: str, road: RoadSpec, buildings: list[Buildi
             length = min(_u(rng, 3, 8), b.z1 - zz - 0.3)
             if length < 2:
                 continue
-            out.append(SceneObject("awning" if kind == "orange_awning" else "shop_sign", b.side * b.x, zz, "distractor", kind,
-                                   color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8), size=length, variant=int(_int(rng, 0, 2))))
+            out.append(
+                SceneObject(
+                    "awning" if kind == "orange_awning" else "shop_sign",
+                    b.side * b.x,
+                    zz,
+                    "distractor",
+                    kind,
+                    color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8),
+                    size=length,
+                    variant=int(_int(rng, 0, 2)),
+                )
+            )
         elif kind == "amber_traffic_light":
-            out.append(SceneObject("traffic_light", side * (W2 + road.shoulder + 0.3), z, "distractor", kind, color=_pick(rng, ((35, 35, 38), (230, 170, 20))), variant=1))
+            out.append(
+                SceneObject(
+                    "traffic_light",
+                    side * (W2 + road.shoulder + 0.3),
+                    z,
+                    "distractor",
+                    kind,
+                    color=_pick(rng, ((35, 35, 38), (230, 170, 20))),
+                    variant=1,
+                )
+            )
         elif kind == "orange_jacket_person":
-            out.append(SceneObject("person", side * walk, z, "distractor", kind, color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8), color2=_pick(rng, _SKIN),
-                                   variant=int(_int(rng, 0, 2)), size=_u(rng, 0.95, 1.08)))
+            out.append(
+                SceneObject(
+                    "person",
+                    side * walk,
+                    z,
+                    "distractor",
+                    kind,
+                    color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8),
+                    color2=_pick(rng, _SKIN),
+                    variant=int(_int(rng, 0, 2)),
+                    size=_u(rng, 0.95, 1.08),
+                )
+            )
         elif kind == "orange_bin":
             for j in range(int(_int(rng, 1, 4))):
-                out.append(SceneObject("bin", side * (walk + 0.3), z + 0.8 * j, "distractor", kind, color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8), size=_u(rng, 0.9, 1.2)))
+                out.append(
+                    SceneObject(
+                        "bin",
+                        side * (walk + 0.3),
+                        z + 0.8 * j,
+                        "distractor",
+                        kind,
+                        color=_jit(rng, _pick(rng, _ORANGE_THINGS), 8),
+                        size=_u(rng, 0.9, 1.2),
+                    )
+                )
         elif kind == "orange_ball":
-            out.append(SceneObject("ball", side * walk, z * 0.6, "distractor", kind, color=_jit(rng, (240, 120, 30), 10), size=_u(rng, 1.0, 2.5)))
+            out.append(
+                SceneObject(
+                    "ball",
+                    side * walk,
+                    z * 0.6,
+                    "distractor",
+                    kind,
+                    color=_jit(rng, (240, 120, 30), 10),
+                    size=_u(rng, 1.0, 2.5),
+                )
+            )
         elif kind == "autumn_tree":
-            out.append(SceneObject("tree", side * (W2 + road.shoulder + max(road.sidewalk * 0.65, 1.5)), z, "distractor", kind,
-                                   color=_pick(rng, _AUTUMN), size=_u(rng, 0.9, 1.3), variant=int(_int(rng, 0, 3))))
+            out.append(
+                SceneObject(
+                    "tree",
+                    side * (W2 + road.shoulder + max(road.sidewalk * 0.65, 1.5)),
+                    z,
+                    "distractor",
+                    kind,
+                    color=_pick(rng, _AUTUMN),
+                    size=_u(rng, 0.9, 1.3),
+                    variant=int(_int(rng, 0, 3)),
+                )
+            )
     return out

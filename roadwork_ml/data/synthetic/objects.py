@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from roadwork_ml.data.synthetic.spec import Color, SceneObject
-from roadwork_ml.data.synthetic.randomness import _BARRIER_RED, _WHITE, _mix, _shade
 from roadwork_ml.data.synthetic.painter import _Painter
+from roadwork_ml.data.synthetic.randomness import _BARRIER_RED, _WHITE, _mix, _shade
+from roadwork_ml.data.synthetic.spec import Color, SceneObject
 
 
 def _draw_cone(p: _Painter, o: SceneObject, z: float) -> None:
@@ -58,7 +58,9 @@ def _draw_drum(p: _Painter, o: SceneObject, z: float) -> None:
     p.fog_box([u - hw, v - h, u + hw, v], z)
 
 
-def _stripes(p: _Painter, x0: float, x1: float, y0: float, y1: float, sw: float, col: Color, base: Color, emit: int = 190) -> None:
+def _stripes(
+    p: _Painter, x0: float, x1: float, y0: float, y1: float, sw: float, col: Color, base: Color, emit: int = 190
+) -> None:
     """A horizontal board from x0..x1, y0 (top)..y1 (bottom) with diagonal stripes of width sw."""
     d = p.d
     d.rectangle([x0, y0, x1, y1], fill=base)
@@ -70,7 +72,12 @@ def _stripes(p: _Painter, x0: float, x1: float, y0: float, y1: float, sw: float,
     while x < x1:
         if i % 2 == 0:
             xa, xb = x, x + sw
-            pts = [(min(max(xa, x0), x1), y1), (min(max(xb, x0), x1), y1), (min(max(xb + skew, x0), x1), y0), (min(max(xa + skew, x0), x1), y0)]
+            pts = [
+                (min(max(xa, x0), x1), y1),
+                (min(max(xb, x0), x1), y1),
+                (min(max(xb + skew, x0), x1), y0),
+                (min(max(xa + skew, x0), x1), y0),
+            ]
             d.polygon(pts, fill=col)
         x += sw
         i += 1
@@ -91,7 +98,7 @@ def _draw_barrier(p: _Painter, o: SceneObject, z: float) -> None:
             a, b = p.P(o.x, zl, 0.0), p.P(o.x, zl, 1.05)
             s = p.f / zl
             d.rectangle([a[0] - 0.03 * s, b[1], a[0] + 0.03 * s, a[1]], fill=(60, 60, 60))
-        for (h0, h1) in ((0.6, 1.0),):
+        for h0, h1 in ((0.6, 1.0),):
             for i in range(n):
                 zz0 = za + (zb - za) * i / n
                 zz1 = za + (zb - za) * (i + 1) / n
@@ -114,7 +121,9 @@ def _draw_barrier(p: _Painter, o: SceneObject, z: float) -> None:
         for i in range(n):
             x0 = u - hw + i * bw
             c = col if i % 2 == 0 else _WHITE
-            d.polygon([(x0, v), (x0 + bw - 0.5, v), (x0 + bw - 0.12 * bw, v - 0.8 * s), (x0 + 0.12 * bw, v - 0.8 * s)], fill=c)
+            d.polygon(
+                [(x0, v), (x0 + bw - 0.5, v), (x0 + bw - 0.12 * bw, v - 0.8 * s), (x0 + 0.12 * bw, v - 0.8 * s)], fill=c
+            )
             if i % 2:
                 p.emit_rect([x0, v - 0.8 * s, x0 + bw, v], 120)
         p.fog_box([u - hw, v - 0.8 * s, u + hw, v], z)
@@ -150,10 +159,17 @@ def _draw_work_sign(p: _Painter, o: SceneObject, z: float) -> None:
         p.emit_poly(inner, 190)
         lw = max(1, int(0.05 * s))
         d.ellipse([u - 0.05 * s, cy - 0.24 * s, u + 0.05 * s, cy - 0.14 * s], fill=(20, 20, 20))
-        d.line([(u, cy - 0.14 * s), (u - 0.03 * s, cy + 0.05 * s), (u - 0.12 * s, cy + 0.22 * s)], fill=(20, 20, 20), width=lw)
+        d.line(
+            [(u, cy - 0.14 * s), (u - 0.03 * s, cy + 0.05 * s), (u - 0.12 * s, cy + 0.22 * s)],
+            fill=(20, 20, 20),
+            width=lw,
+        )
         d.line([(u - 0.03 * s, cy + 0.05 * s), (u + 0.1 * s, cy + 0.22 * s)], fill=(20, 20, 20), width=lw)
         d.line([(u - 0.02 * s, cy - 0.08 * s), (u + 0.16 * s, cy + 0.02 * s)], fill=(20, 20, 20), width=lw)
-        d.polygon([(u + 0.1 * s, cy + 0.24 * s), (u + 0.25 * s, cy + 0.24 * s), (u + 0.18 * s, cy + 0.12 * s)], fill=(20, 20, 20))
+        d.polygon(
+            [(u + 0.1 * s, cy + 0.24 * s), (u + 0.25 * s, cy + 0.24 * s), (u + 0.18 * s, cy + 0.12 * s)],
+            fill=(20, 20, 20),
+        )
         top = cy - r
     else:  # rectangular board: orange/white stripes over an orange panel with "text"
         x0, x1 = u - 0.6 * s, u + 0.6 * s
@@ -178,7 +194,9 @@ def _draw_vehicle(p: _Painter, o: SceneObject, z: float) -> None:
     u, v = p.P(o.x, z)
     d = p.d
     k = o.kind
-    w, h = {"car": (1.8, 1.45), "van": (2.0, 2.2), "truck": (2.5, 3.3), "bus": (2.55, 3.1), "work_vehicle": (2.4, 2.6)}[k]
+    w, h = {"car": (1.8, 1.45), "van": (2.0, 2.2), "truck": (2.5, 3.3), "bus": (2.55, 3.1), "work_vehicle": (2.4, 2.6)}[
+        k
+    ]
     hw = 0.5 * w * s
     col = o.color
     if h * s < 6:
@@ -188,7 +206,13 @@ def _draw_vehicle(p: _Painter, o: SceneObject, z: float) -> None:
             d.rectangle([u - hw, v - 0.3 * s, u + hw, v], fill=(25, 25, 28))
         if p.dark:
             for lx in (u - hw * 0.8, u + hw * 0.8):
-                p.glow(lx, v - 0.6 * s, max(0.1 * s, 0.6), (255, 250, 225) if o.facing < 0 else (210, 20, 25), 1.0 if o.facing < 0 else 0.6)
+                p.glow(
+                    lx,
+                    v - 0.6 * s,
+                    max(0.1 * s, 0.6),
+                    (255, 250, 225) if o.facing < 0 else (210, 20, 25),
+                    1.0 if o.facing < 0 else 0.6,
+                )
         return
     front = o.facing < 0
     p.ground_shadow(u, v, hw * 1.05, s)
@@ -199,16 +223,28 @@ def _draw_vehicle(p: _Painter, o: SceneObject, z: float) -> None:
     if k == "car":
         body_top = v - 0.85 * s
         d.rectangle([u - hw, body_top, u + hw, v - 0.18 * s], fill=col)
-        cab = [(u - hw * 0.9, body_top), (u + hw * 0.9, body_top), (u + hw * (0.72 - 0.05 * o.variant), v - h * s), (u - hw * (0.72 - 0.05 * o.variant), v - h * s)]
+        cab = [
+            (u - hw * 0.9, body_top),
+            (u + hw * 0.9, body_top),
+            (u + hw * (0.72 - 0.05 * o.variant), v - h * s),
+            (u - hw * (0.72 - 0.05 * o.variant), v - h * s),
+        ]
         d.polygon(cab, fill=col)
-        g = [(u - hw * 0.8, body_top - 0.03 * s), (u + hw * 0.8, body_top - 0.03 * s), (u + hw * 0.66, v - (h - 0.06) * s), (u - hw * 0.66, v - (h - 0.06) * s)]
+        g = [
+            (u - hw * 0.8, body_top - 0.03 * s),
+            (u + hw * 0.8, body_top - 0.03 * s),
+            (u + hw * 0.66, v - (h - 0.06) * s),
+            (u - hw * 0.66, v - (h - 0.06) * s),
+        ]
         d.polygon(g, fill=glass if not front else (60, 72, 88))
         top = v - h * s
     else:
         top = v - h * s
         d.rectangle([u - hw, top, u + hw, v - 0.2 * s], fill=col)
         if k in ("van", "bus") or front:
-            d.rectangle([u - hw * 0.85, top + 0.15 * s, u + hw * 0.85, top + (0.75 if k != "bus" else 0.9) * s], fill=glass)
+            d.rectangle(
+                [u - hw * 0.85, top + 0.15 * s, u + hw * 0.85, top + (0.75 if k != "bus" else 0.9) * s], fill=glass
+            )
         if k == "bus":
             d.rectangle([u - hw * 0.7, top + 0.04 * s, u + hw * 0.7, top + 0.12 * s], fill=(20, 20, 20))
     d.rectangle([u - hw, v - 0.3 * s, u + hw, v - 0.18 * s], fill=(35, 35, 38))  # bumper
@@ -224,7 +260,16 @@ def _draw_vehicle(p: _Painter, o: SceneObject, z: float) -> None:
     if k == "work_vehicle":
         # rear chevrons and an arrow board on the roof, amber beacons
         if not front:
-            _stripes(p, u - hw, u + hw, v - 1.3 * s, v - 0.7 * s, 0.25 * s, o.color2, (250, 220, 30) if o.color2 != _BARRIER_RED else _WHITE)
+            _stripes(
+                p,
+                u - hw,
+                u + hw,
+                v - 1.3 * s,
+                v - 0.7 * s,
+                0.25 * s,
+                o.color2,
+                (250, 220, 30) if o.color2 != _BARRIER_RED else _WHITE,
+            )
         if col == (232, 232, 226):
             d.rectangle([u - hw, top + 0.6 * s, u + hw, top + 0.8 * s], fill=(245, 110, 20))
         ab = [u - 0.85 * s, top - 1.0 * s, u + 0.85 * s, top - 0.05 * s]
@@ -233,8 +278,12 @@ def _draw_vehicle(p: _Painter, o: SceneObject, z: float) -> None:
         dr = max(0.055 * s, 0.5)
         cy = (ab[1] + ab[3]) / 2
         direction = 1 if o.variant == 0 else -1
-        pts = [(-0.6 + 0.2 * i, 0.0) for i in range(7)] + [(0.4 - 0.15 * j * 1, 0.15 * j) for j in (1, 2)] + [(0.4 - 0.15 * j, -0.15 * j) for j in (1, 2)]
-        for (dx, dy) in pts:
+        pts = (
+            [(-0.6 + 0.2 * i, 0.0) for i in range(7)]
+            + [(0.4 - 0.15 * j * 1, 0.15 * j) for j in (1, 2)]
+            + [(0.4 - 0.15 * j, -0.15 * j) for j in (1, 2)]
+        )
+        for dx, dy in pts:
             p.glow(u + direction * dx * s, cy + dy * 2.2 * s, dr, (255, 190, 40), 0.35)
         for bx in (u - hw + 0.15 * s, u + hw - 0.15 * s):
             p.glow(bx, top - 0.1 * s, max(0.1 * s, 0.7), (255, 160, 0), 1.0)
@@ -260,8 +309,14 @@ def _draw_figure(p: _Painter, o: SceneObject, z: float) -> None:
     legs = (40, 45, 70) if not worker else _pick_static((40, 45, 70), (60, 60, 64), int(o.z * 10))
     lw = 0.11 * s
     spread = 0.08 * s if o.variant == 0 else 0.16 * s
-    d.polygon([(u - 0.15 * s, v - 0.85 * s), (u - 0.02 * s, v - 0.85 * s), (u - spread + lw, v), (u - spread - lw * 0.6, v)], fill=legs)
-    d.polygon([(u + 0.02 * s, v - 0.85 * s), (u + 0.15 * s, v - 0.85 * s), (u + spread + lw * 0.6, v), (u + spread - lw, v)], fill=legs)
+    d.polygon(
+        [(u - 0.15 * s, v - 0.85 * s), (u - 0.02 * s, v - 0.85 * s), (u - spread + lw, v), (u - spread - lw * 0.6, v)],
+        fill=legs,
+    )
+    d.polygon(
+        [(u + 0.02 * s, v - 0.85 * s), (u + 0.15 * s, v - 0.85 * s), (u + spread + lw * 0.6, v), (u + spread - lw, v)],
+        fill=legs,
+    )
     torso = [u - 0.2 * s, v - 1.45 * s, u + 0.2 * s, v - 0.8 * s]
     d.rectangle(torso, fill=o.color)
     arm_col = o.color if not worker else (70, 80, 110)
@@ -269,12 +324,19 @@ def _draw_figure(p: _Painter, o: SceneObject, z: float) -> None:
     d.line([(u - 0.2 * s, v - 1.4 * s), (u - 0.3 * s, v - 0.95 * s)], fill=arm_col, width=aw)
     if worker and o.variant == 2:  # holding a stop/slow paddle
         d.line([(u + 0.2 * s, v - 1.4 * s), (u + 0.38 * s, v - 1.2 * s)], fill=arm_col, width=aw)
-        d.line([(u + 0.38 * s, v - 1.05 * s), (u + 0.38 * s, v - 1.9 * s)], fill=(60, 60, 60), width=max(1, int(0.03 * s)))
+        d.line(
+            [(u + 0.38 * s, v - 1.05 * s), (u + 0.38 * s, v - 1.9 * s)], fill=(60, 60, 60), width=max(1, int(0.03 * s))
+        )
         d.regular_polygon((u + 0.38 * s, v - 1.95 * s, max(0.17 * s, 1.0)), 8, fill=(200, 25, 30))
     elif worker and o.variant == 1:  # shovel
         d.line([(u + 0.2 * s, v - 1.4 * s), (u + 0.35 * s, v - 1.0 * s)], fill=arm_col, width=aw)
-        d.line([(u + 0.35 * s, v - 1.2 * s), (u + 0.45 * s, v - 0.05 * s)], fill=(110, 80, 50), width=max(1, int(0.04 * s)))
-        d.polygon([(u + 0.38 * s, v - 0.2 * s), (u + 0.55 * s, v - 0.2 * s), (u + 0.5 * s, v), (u + 0.4 * s, v)], fill=(90, 90, 95))
+        d.line(
+            [(u + 0.35 * s, v - 1.2 * s), (u + 0.45 * s, v - 0.05 * s)], fill=(110, 80, 50), width=max(1, int(0.04 * s))
+        )
+        d.polygon(
+            [(u + 0.38 * s, v - 0.2 * s), (u + 0.55 * s, v - 0.2 * s), (u + 0.5 * s, v), (u + 0.4 * s, v)],
+            fill=(90, 90, 95),
+        )
     else:
         d.line([(u + 0.2 * s, v - 1.4 * s), (u + 0.3 * s, v - 0.95 * s)], fill=arm_col, width=aw)
     if worker:  # reflective stripes on the vest
@@ -385,7 +447,9 @@ def _draw_sign_pole(p: _Painter, o: SceneObject, z: float) -> None:
         d.rectangle([u - r * 1.4, cy - r * 0.2, u + r * 1.2, cy + r * 0.15], fill=(235, 235, 235))
     else:  # warning triangle, red border
         d.polygon([(u, cy - r * 1.1), (u + r * 1.1, cy + r * 0.8), (u - r * 1.1, cy + r * 0.8)], fill=(200, 25, 30))
-        d.polygon([(u, cy - r * 0.6), (u + r * 0.65, cy + r * 0.55), (u - r * 0.65, cy + r * 0.55)], fill=(245, 245, 245))
+        d.polygon(
+            [(u, cy - r * 0.6), (u + r * 0.65, cy + r * 0.55), (u - r * 0.65, cy + r * 0.55)], fill=(245, 245, 245)
+        )
     p.emit_rect([u - r, cy - r, u + r, cy + r], 120)
     p.fog_box([u - r, cy - r, u + r, v], z)
 
@@ -397,7 +461,9 @@ def _draw_bin(p: _Painter, o: SceneObject, z: float) -> None:
     if s * 1.05 < 2:
         return
     p.ground_shadow(u, v, 0.35 * s, s)
-    d.polygon([(u - 0.3 * s, v - 0.95 * s), (u + 0.3 * s, v - 0.95 * s), (u + 0.26 * s, v), (u - 0.26 * s, v)], fill=o.color)
+    d.polygon(
+        [(u - 0.3 * s, v - 0.95 * s), (u + 0.3 * s, v - 0.95 * s), (u + 0.26 * s, v), (u - 0.26 * s, v)], fill=o.color
+    )
     d.rectangle([u - 0.33 * s, v - 1.05 * s, u + 0.33 * s, v - 0.95 * s], fill=_shade(o.color, 0.7))
     d.ellipse([u - 0.3 * s, v - 0.12 * s, u - 0.14 * s, v + 0.02 * s], fill=(20, 20, 20))
     p.fog_box([u - 0.33 * s, v - 1.05 * s, u + 0.33 * s, v], z)
@@ -428,7 +494,10 @@ def _draw_facade_item(p: _Painter, o: SceneObject, z: float) -> None:
             z1 = za + (zb - za) * (i + 1) / n
             pts = [p.P(x, z0, 3.3), p.P(x, z1, 3.3), p.P(x + inward * 1.3, z1, 2.5), p.P(x + inward * 1.3, z0, 2.5)]
             d.polygon(pts, fill=o.color if (i % 2 == 0) else _WHITE)
-        p.fog_poly([p.P(x, za, 3.3), p.P(x, zb, 3.3), p.P(x + inward * 1.3, zb, 2.5), p.P(x + inward * 1.3, za, 2.5)], 0.5 * (za + zb))
+        p.fog_poly(
+            [p.P(x, za, 3.3), p.P(x, zb, 3.3), p.P(x + inward * 1.3, zb, 2.5), p.P(x + inward * 1.3, za, 2.5)],
+            0.5 * (za + zb),
+        )
     else:
         pts = [p.P(x, za, 3.4), p.P(x, za, 4.3), p.P(x, zb, 4.3), p.P(x, zb, 3.4)]
         d.polygon(pts, fill=o.color)
@@ -454,7 +523,15 @@ def _draw_flat(p: _Painter, o: SceneObject, z: float) -> None:
         return
     hw = 1.4
     d.polygon([p.P(o.x - hw, za), p.P(o.x + hw, za), p.P(o.x + hw, zb), p.P(o.x - hw, zb)], fill=(95, 70, 45))
-    d.polygon([p.P(o.x - hw * 0.7, za + 0.4), p.P(o.x + hw * 0.7, za + 0.4), p.P(o.x + hw * 0.7, zb - 0.4), p.P(o.x - hw * 0.7, zb - 0.4)], fill=(55, 40, 28))
+    d.polygon(
+        [
+            p.P(o.x - hw * 0.7, za + 0.4),
+            p.P(o.x + hw * 0.7, za + 0.4),
+            p.P(o.x + hw * 0.7, zb - 0.4),
+            p.P(o.x - hw * 0.7, zb - 0.4),
+        ],
+        fill=(55, 40, 28),
+    )
     # dirt mound at the far end
     a, b = p.P(o.x - hw, zb), p.P(o.x + hw, zb)
     top = p.P(o.x, zb, 0.7)
@@ -462,10 +539,26 @@ def _draw_flat(p: _Painter, o: SceneObject, z: float) -> None:
 
 
 _DRAW = {
-    "cone": _draw_cone, "drum": _draw_drum, "barrier": _draw_barrier, "work_sign": _draw_work_sign,
-    "work_vehicle": _draw_vehicle, "car": _draw_vehicle, "van": _draw_vehicle, "truck": _draw_vehicle, "bus": _draw_vehicle,
-    "worker": _draw_figure, "person": _draw_figure, "tree": _draw_tree, "streetlight": _draw_streetlight,
-    "traffic_light": _draw_traffic_light, "sign_pole": _draw_sign_pole, "bin": _draw_bin, "ball": _draw_ball,
-    "awning": _draw_facade_item, "shop_sign": _draw_facade_item, "excavation": _draw_flat, "patch": _draw_flat,
+    "cone": _draw_cone,
+    "drum": _draw_drum,
+    "barrier": _draw_barrier,
+    "work_sign": _draw_work_sign,
+    "work_vehicle": _draw_vehicle,
+    "car": _draw_vehicle,
+    "van": _draw_vehicle,
+    "truck": _draw_vehicle,
+    "bus": _draw_vehicle,
+    "worker": _draw_figure,
+    "person": _draw_figure,
+    "tree": _draw_tree,
+    "streetlight": _draw_streetlight,
+    "traffic_light": _draw_traffic_light,
+    "sign_pole": _draw_sign_pole,
+    "bin": _draw_bin,
+    "ball": _draw_ball,
+    "awning": _draw_facade_item,
+    "shop_sign": _draw_facade_item,
+    "excavation": _draw_flat,
+    "patch": _draw_flat,
 }
 _FLAT = ("patch", "excavation")

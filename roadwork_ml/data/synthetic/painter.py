@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import zlib
+
 import numpy as np
 from PIL import Image, ImageDraw
-from roadwork_ml.data.synthetic.spec import Color, SceneSpec
+
 from roadwork_ml.data.synthetic.randomness import _mix, _shade
+from roadwork_ml.data.synthetic.spec import Color, SceneSpec
 
 
 class _Painter:
@@ -68,7 +70,9 @@ class _Painter:
 
     def ground_shadow(self, u: float, v: float, half_w: float, s: float) -> None:
         if self.shadow and half_w > 1.0:
-            self.d.ellipse([u - half_w, v - 0.05 * s - 0.5, u + half_w * 1.25, v + 0.08 * s + 0.5], fill=self.shadow_col)
+            self.d.ellipse(
+                [u - half_w, v - 0.05 * s - 0.5, u + half_w * 1.25, v + 0.08 * s + 0.5], fill=self.shadow_col
+            )
 
     shadow_col: Color = (40, 40, 42)
 
@@ -102,12 +106,12 @@ def _draw_sky_and_background(p: _Painter, spec: SceneSpec, rng: np.random.Genera
             d.ellipse([cx - w * 0.5, cy - h * 1.7, cx + w * 0.6, cy + h * 0.6], fill=c)
     col = pal.skyline
     if spec.layout == "urban":
-        for (uc, w, h) in spec.skyline:
+        for uc, w, h in spec.skyline:
             x0, x1 = (uc - w / 2) * S, (uc + w / 2) * S
             d.rectangle([x0, yh - h * S, x1, yh + 1], fill=col)
     else:
         cx = p.P(0.0, 400.0)[0] - p.cx
-        for (uc, w, h) in spec.skyline:
+        for uc, w, h in spec.skyline:
             x0, x1 = (uc - w / 2) * S + cx, (uc + w / 2) * S + cx
             d.chord([x0, yh - h * S, x1, yh + h * S], 180, 360, fill=_mix(col, pal.ground, 0.35))
 
@@ -144,7 +148,9 @@ def _draw_ground(p: _Painter, spec: SceneSpec) -> None:
             _strip(p, zs, xc + 0.08, xc + 0.2, yel)
         elif road.centre_style == "solid_white":
             _strip(p, zs, xc - 0.07, xc + 0.07, mark)
-    dash_x = [road.lane_left(i) for i in range(1, road.n_lanes) if i != road.n_oncoming or road.centre_style == "white_dashed"]
+    dash_x = [
+        road.lane_left(i) for i in range(1, road.n_lanes) if i != road.n_oncoming or road.centre_style == "white_dashed"
+    ]
     if dash_x:
         period, dash = road.dash_period, 3.0
         k0 = math.floor((1.0 + spec.advance - road.dash_phase) / period)
@@ -203,11 +209,27 @@ def _draw_buildings(p: _Painter, spec: SceneSpec) -> None:
             zz = z0
             while zz < z1:
                 zn = min(z1, zz + 6.0)
-                p.fog_poly([p.P(x, zz, 0), p.P(x, zz, b.height + (2.5 if b.kind == "house" else 0)), p.P(x, zn, b.height + (2.5 if b.kind == "house" else 0)), p.P(x, zn, 0)], 0.5 * (zz + zn))
+                p.fog_poly(
+                    [
+                        p.P(x, zz, 0),
+                        p.P(x, zz, b.height + (2.5 if b.kind == "house" else 0)),
+                        p.P(x, zn, b.height + (2.5 if b.kind == "house" else 0)),
+                        p.P(x, zn, 0),
+                    ],
+                    0.5 * (zz + zn),
+                )
                 zz = zn
         if b.kind == "house":
             roof = b.roof if not snowy else (235, 236, 240)
-            d.polygon([p.P(x, z0, b.height), p.P(x, z1, b.height), p.P(x + b.side * 3.0, z1, b.height + 2.5), p.P(x + b.side * 3.0, z0, b.height + 2.5)], fill=roof)
+            d.polygon(
+                [
+                    p.P(x, z0, b.height),
+                    p.P(x, z1, b.height),
+                    p.P(x + b.side * 3.0, z1, b.height + 2.5),
+                    p.P(x + b.side * 3.0, z0, b.height + 2.5),
+                ],
+                fill=roof,
+            )
         # windows: columns through all floors, then floor slabs cut them into panes
         zm = 0.5 * (z0 + z1)
         px_per_m = p.f / max(zm, 1.0)
@@ -223,7 +245,10 @@ def _draw_buildings(p: _Painter, spec: SceneSpec) -> None:
                 cols.append(zw)
             zw += b.win_spacing
         for zc in cols:
-            d.polygon([p.P(x, zc, ground_floor), p.P(x, zc, top), p.P(x, zc + 1.2, top), p.P(x, zc + 1.2, ground_floor)], fill=wcol)
+            d.polygon(
+                [p.P(x, zc, ground_floor), p.P(x, zc, top), p.P(x, zc + 1.2, top), p.P(x, zc + 1.2, ground_floor)],
+                fill=wcol,
+            )
         if cols and b.height > ground_floor + 1 and px_per_m * 0.9 >= 1.0:
             h = ground_floor + b.floor_h - 0.9
             while h < top:
@@ -232,7 +257,10 @@ def _draw_buildings(p: _Painter, spec: SceneSpec) -> None:
                 h += b.floor_h
         if b.kind == "block" and cols and px_per_m > 2:  # shop windows / doors on the ground floor
             for zc in cols[::2]:
-                d.polygon([p.P(x, zc, 0.3), p.P(x, zc, 2.6), p.P(x, zc + 1.8, 2.6), p.P(x, zc + 1.8, 0.3)], fill=_shade(wcol, 0.8))
+                d.polygon(
+                    [p.P(x, zc, 0.3), p.P(x, zc, 2.6), p.P(x, zc + 1.8, 2.6), p.P(x, zc + 1.8, 0.3)],
+                    fill=_shade(wcol, 0.8),
+                )
         if night and p.e is not None and cols:
             # a deterministic subset of panes is lit
             hsh = zlib.crc32(f"{b.z0:.3f}{b.height:.3f}".encode())

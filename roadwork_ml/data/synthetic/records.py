@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+
 from roadwork_ml.config import SyntheticStyle
 from roadwork_ml.data.records import ImageRecord
-from roadwork_ml.data.synthetic.spec import SceneSpec, _TAG_FRAME
+from roadwork_ml.data.synthetic.camera import encode_jpeg, render_scene
 from roadwork_ml.data.synthetic.randomness import _rng
 from roadwork_ml.data.synthetic.scene import _check_style, _max_height, make_sequence, visible_objects
-from roadwork_ml.data.synthetic.camera import encode_jpeg, render_scene
+from roadwork_ml.data.synthetic.spec import _TAG_FRAME, SceneSpec
 
 
 def _tags(spec: SceneSpec, flipped: bool, image_size: int) -> str:
@@ -36,7 +37,9 @@ def _tags(spec: SceneSpec, flipped: bool, image_size: int) -> str:
     return json.dumps(tags, sort_keys=True, separators=(",", ":"))
 
 
-def generate_source(source: str, style: SyntheticStyle, image_size: int, seed: int, n_images: int | None = None) -> Iterator[ImageRecord]:
+def generate_source(
+    source: str, style: SyntheticStyle, image_size: int, seed: int, n_images: int | None = None
+) -> Iterator[ImageRecord]:
     """Yield ``n_images`` (default ``style.n_images``) synthetic records in ``source``'s style.
 
     Records come sequence by sequence; the last sequence is cut short to hit ``n_images``

@@ -4,12 +4,45 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+
 from roadwork_ml.config import SyntheticStyle
 from roadwork_ml.data.records import WEATHERS, time_of_day
-from roadwork_ml.data.synthetic.spec import SceneObject, SceneSpec, _MIN_ORANGE_AREA, _MIN_ROADWORK_HEIGHT, _NIGHT_HOURS, _OTHER_HOURS, _TAG_SEQUENCE, _Z_NEAR
-from roadwork_ml.data.synthetic.randomness import _AUTUMN, _BARRIER_RED, _CONE_ORANGE, _HIVIS, _ORANGE_THINGS, _Rand, _SKIN, _flavour, _int, _pick, _rng, _u
-from roadwork_ml.data.synthetic.layout import _buildings, _camera, _distractor_kinds, _distractors, _palette, _road, _scenery, _skyline, _zone
+from roadwork_ml.data.synthetic.layout import (
+    _buildings,
+    _camera,
+    _distractor_kinds,
+    _distractors,
+    _palette,
+    _road,
+    _scenery,
+    _skyline,
+    _zone,
+)
 from roadwork_ml.data.synthetic.objects import _FLAT
+from roadwork_ml.data.synthetic.randomness import (
+    _AUTUMN,
+    _BARRIER_RED,
+    _CONE_ORANGE,
+    _HIVIS,
+    _ORANGE_THINGS,
+    _SKIN,
+    _flavour,
+    _int,
+    _pick,
+    _Rand,
+    _rng,
+    _u,
+)
+from roadwork_ml.data.synthetic.spec import (
+    _MIN_ORANGE_AREA,
+    _MIN_ROADWORK_HEIGHT,
+    _NIGHT_HOURS,
+    _OTHER_HOURS,
+    _TAG_SEQUENCE,
+    _Z_NEAR,
+    SceneObject,
+    SceneSpec,
+)
 
 
 def _screen_box(spec: SceneSpec, o: SceneObject, z: float) -> tuple[float, float, float, float] | None:
@@ -26,7 +59,13 @@ def _screen_box(spec: SceneSpec, o: SceneObject, z: float) -> tuple[float, float
 
     if k in ("awning", "shop_sign") or (k == "barrier" and o.variant == 1) or k in ("excavation", "patch"):
         length = o.size
-        h0, h1 = {"awning": (2.5, 3.3), "shop_sign": (3.4, 4.3), "barrier": (0.0, 1.05), "excavation": (0.0, 0.6), "patch": (0.0, 0.0)}[k]
+        h0, h1 = {
+            "awning": (2.5, 3.3),
+            "shop_sign": (3.4, 4.3),
+            "barrier": (0.0, 1.05),
+            "excavation": (0.0, 0.6),
+            "patch": (0.0, 0.0),
+        }[k]
         pts = [pt(o.x, z, h0), pt(o.x, z, h1), pt(o.x, z + length, h0), pt(o.x, z + length, h1)]
         if k == "excavation":
             pts += [pt(o.x - 1.5, z, 0), pt(o.x + 1.5, z, 0)]
@@ -44,9 +83,22 @@ def _screen_box(spec: SceneSpec, o: SceneObject, z: float) -> tuple[float, float
 
 
 _DIMS = {
-    "cone": (0.42, 0.72), "drum": (0.6, 0.95), "barrier": (2.0, 1.05), "work_sign": (0.9, 1.75), "work_vehicle": (2.4, 3.6),
-    "worker": (0.6, 1.8), "car": (1.8, 1.45), "van": (2.0, 2.2), "truck": (2.5, 3.3), "bus": (2.55, 3.1), "person": (0.55, 1.72),
-    "tree": (3.5, 6.5), "streetlight": (0.3, 8.0), "traffic_light": (0.45, 3.9), "sign_pole": (0.7, 2.7), "bin": (0.6, 1.05),
+    "cone": (0.42, 0.72),
+    "drum": (0.6, 0.95),
+    "barrier": (2.0, 1.05),
+    "work_sign": (0.9, 1.75),
+    "work_vehicle": (2.4, 3.6),
+    "worker": (0.6, 1.8),
+    "car": (1.8, 1.45),
+    "van": (2.0, 2.2),
+    "truck": (2.5, 3.3),
+    "bus": (2.55, 3.1),
+    "person": (0.55, 1.72),
+    "tree": (3.5, 6.5),
+    "streetlight": (0.3, 8.0),
+    "traffic_light": (0.45, 3.9),
+    "sign_pole": (0.7, 2.7),
+    "bin": (0.6, 1.05),
     "ball": (0.25, 0.25),
 }
 
@@ -89,7 +141,17 @@ def _max_height(visible: list[tuple[SceneObject, float]]) -> float:
 
 
 # share of an object's bounding box that is orange, for distractors
-_ORANGE_SHARE = {"car": 0.55, "van": 0.65, "person": 0.2, "bin": 0.75, "ball": 0.8, "tree": 0.45, "traffic_light": 0.01, "awning": 0.45, "shop_sign": 0.6}
+_ORANGE_SHARE = {
+    "car": 0.55,
+    "van": 0.65,
+    "person": 0.2,
+    "bin": 0.75,
+    "ball": 0.8,
+    "tree": 0.45,
+    "traffic_light": 0.01,
+    "awning": 0.45,
+    "shop_sign": 0.6,
+}
 
 
 def _fog_clear(spec: SceneSpec, z: float) -> float:
@@ -99,12 +161,19 @@ def _fog_clear(spec: SceneSpec, z: float) -> float:
 
 def _roadwork_ok(spec: SceneSpec) -> bool:
     """A clearly visible roadwork object: tall enough and not lost in fog."""
-    return any(h >= _MIN_ROADWORK_HEIGHT and _fog_clear(spec, z) >= 0.45 for o, h, _a, z in _visible(spec, "roadwork") if o.kind not in _FLAT)
+    return any(
+        h >= _MIN_ROADWORK_HEIGHT and _fog_clear(spec, z) >= 0.45
+        for o, h, _a, z in _visible(spec, "roadwork")
+        if o.kind not in _FLAT
+    )
 
 
 def _distractor_ok(spec: SceneSpec) -> bool:
     """Enough orange, non-roadwork area in view (after fog)."""
-    return any(a * _ORANGE_SHARE.get(o.kind, 0.3) * _fog_clear(spec, z) >= _MIN_ORANGE_AREA for o, _h, a, z in _visible(spec, "distractor"))
+    return any(
+        a * _ORANGE_SHARE.get(o.kind, 0.3) * _fog_clear(spec, z) >= _MIN_ORANGE_AREA
+        for o, _h, a, z in _visible(spec, "distractor")
+    )
 
 
 def _hour(rng: _Rand, night_rate: float) -> int:
@@ -121,15 +190,23 @@ def _weather(rng: _Rand, probs: dict[str, float]) -> str:
 def _check_style(source: str, style: SyntheticStyle) -> None:
     unknown = set(style.weather_probs) - set(WEATHERS)
     if unknown:
-        raise ValueError(f"synthetic style of source {source!r}: unknown weathers {sorted(unknown)} in weather_probs; use {WEATHERS}")
+        raise ValueError(
+            f"synthetic style of source {source!r}: unknown weathers {sorted(unknown)} in weather_probs; use {WEATHERS}"
+        )
     if sum(max(v, 0.0) for v in style.weather_probs.values()) <= 0:
-        raise ValueError(f"synthetic style of source {source!r}: weather_probs must have a positive entry, got {style.weather_probs}")
+        raise ValueError(
+            f"synthetic style of source {source!r}: weather_probs must have a positive entry, got {style.weather_probs}"
+        )
     lo, hi = style.frames_per_sequence
     if not 1 <= lo <= hi:
-        raise ValueError(f"synthetic style of source {source!r}: frames_per_sequence must be [lo, hi] with 1 <= lo <= hi, got {style.frames_per_sequence}")
+        raise ValueError(
+            f"synthetic style of source {source!r}: frames_per_sequence must be [lo, hi] with 1 <= lo <= hi, got {style.frames_per_sequence}"
+        )
     qlo, qhi = style.jpeg_quality
     if not 1 <= qlo <= qhi <= 100:
-        raise ValueError(f"synthetic style of source {source!r}: jpeg_quality must be [lo, hi] within 1..100, got {style.jpeg_quality}")
+        raise ValueError(
+            f"synthetic style of source {source!r}: jpeg_quality must be [lo, hi] within 1..100, got {style.jpeg_quality}"
+        )
 
 
 def make_sequence(source: str, style: SyntheticStyle, seed: int, index: int) -> list[SceneSpec]:
@@ -159,14 +236,22 @@ def make_sequence(source: str, style: SyntheticStyle, seed: int, index: int) -> 
         zone = _zone(rng, layout, road, fl.zone_density, z0, total + _u(rng, 18, 40))
         # keep traffic out of the way of the zone
         zx = [o.x for o in zone]
-        objects = [o for o in objects if not (o.kind in ("car", "van", "truck", "bus") and o.z < z0 + 45 and min(abs(o.x - x) for x in zx) < 2.0)]
+        objects = [
+            o
+            for o in objects
+            if not (o.kind in ("car", "van", "truck", "bus") and o.z < z0 + 45 and min(abs(o.x - x) for x in zx) < 2.0)
+        ]
         objects += zone
     dkinds, dprobs = _distractor_kinds(layout)
     if hard:
         for _ in range(int(_pick(rng, (1, 2, 3), (0.5, 0.35, 0.15)))):
-            objects += _distractors(rng, layout, road, buildings, str(_pick(rng, dkinds, dprobs)), 5.0 + total, 24.0 + total)
+            objects += _distractors(
+                rng, layout, road, buildings, str(_pick(rng, dkinds, dprobs)), 5.0 + total, 24.0 + total
+            )
     elif roadwork and rng.random() < 0.25:
-        objects += _distractors(rng, layout, road, buildings, str(_pick(rng, dkinds, dprobs)), 6.0 + total, 30.0 + total)
+        objects += _distractors(
+            rng, layout, road, buildings, str(_pick(rng, dkinds, dprobs)), 6.0 + total, 30.0 + total
+        )
 
     climate = dict(
         rain=_u(rng, 0.4, 1.0) if weather == "rain" else 0.0,
@@ -174,16 +259,32 @@ def make_sequence(source: str, style: SyntheticStyle, seed: int, index: int) -> 
         fog_visibility=_u(rng, 14, 55) if weather == "fog" else 0.0,
     )
     base = SceneSpec(
-        roadwork=roadwork, hard_negative=hard, hour=hour, weather=weather, layout=layout, camera=camera, road=road,
-        palette=palette, buildings=tuple(buildings), objects=tuple(objects), skyline=tuple(skyline), sequence_len=n_frames, **climate,
+        roadwork=roadwork,
+        hard_negative=hard,
+        hour=hour,
+        weather=weather,
+        layout=layout,
+        camera=camera,
+        road=road,
+        palette=palette,
+        buildings=tuple(buildings),
+        objects=tuple(objects),
+        skyline=tuple(skyline),
+        sequence_len=n_frames,
+        **climate,
     )
     frames: list[SceneSpec] = []
     extra: list[SceneObject] = []
     q_lo, q_hi = style.jpeg_quality
     for k in range(n_frames):
         spec = replace(
-            base, frame=k, advance=step * k + (_u(rng, -0.15, 0.15) if k else 0.0), lateral=_u(rng, -0.2, 0.2),
-            exposure=_u(rng, 0.9, 1.1), blur=_u(rng, 0.0, style.blur_max), noise=_u(rng, 0.0, style.noise_std),
+            base,
+            frame=k,
+            advance=step * k + (_u(rng, -0.15, 0.15) if k else 0.0),
+            lateral=_u(rng, -0.2, 0.2),
+            exposure=_u(rng, 0.9, 1.1),
+            blur=_u(rng, 0.0, style.blur_max),
+            noise=_u(rng, 0.0, style.noise_std),
             jpeg_quality=int(min(q_hi, max(q_lo, camera.jpeg_quality + int(_int(rng, -4, 5))))),
         )
         frames.append(spec)
@@ -230,18 +331,43 @@ def _anchor(rng: _Rand, spec: SceneSpec, role: str) -> SceneObject:
         if kind == "drum":
             return SceneObject("drum", x, z, "roadwork", color=(245, 100, 20), size=1.1)
         if kind == "barrier":
-            return SceneObject("barrier", x, z, "roadwork", color=_pick(rng, (_BARRIER_RED, (250, 110, 20))), size=_u(rng, 1.5, 2.5), variant=0)
+            return SceneObject(
+                "barrier",
+                x,
+                z,
+                "roadwork",
+                color=_pick(rng, (_BARRIER_RED, (250, 110, 20))),
+                size=_u(rng, 1.5, 2.5),
+                variant=0,
+            )
         if kind == "worker":
-            return SceneObject("worker", x, z, "roadwork", color=_pick(rng, _HIVIS), color2=_pick(rng, _SKIN), variant=int(_int(rng, 0, 3)))
+            return SceneObject(
+                "worker",
+                x,
+                z,
+                "roadwork",
+                color=_pick(rng, _HIVIS),
+                color2=_pick(rng, _SKIN),
+                variant=int(_int(rng, 0, 3)),
+            )
         return SceneObject("work_sign", x, z, "roadwork", color=(255, 135, 0), size=1.2, variant=int(_int(rng, 0, 2)))
     col = _pick(rng, _ORANGE_THINGS)
     if kind in ("car", "van"):
-        lanes = [l for l in range(road.n_lanes) if l != road.ego_lane] or [road.ego_lane]
+        lanes = [lane for lane in range(road.n_lanes) if lane != road.ego_lane] or [road.ego_lane]
         xl = road.lane_center(int(_pick(rng, lanes)))
         if abs(cam.focal * (xl + 0.5 * road.curvature * zf * zf - spec.camera_x) / zf) > 0.3:
             xl = x  # that lane is out of view at this depth: stay where the camera looks
         onc = xl < road.lane_left(road.n_oncoming)
-        return SceneObject(kind, xl, z, "distractor", f"orange_{kind}", color=col, variant=int(_int(rng, 0, 3)), facing=-1 if onc else 1)
+        return SceneObject(
+            kind,
+            xl,
+            z,
+            "distractor",
+            f"orange_{kind}",
+            color=col,
+            variant=int(_int(rng, 0, 3)),
+            facing=-1 if onc else 1,
+        )
     side = 1 if x >= spec.camera_x else -1
     xs = side * (road.width / 2 + road.shoulder + max(road.sidewalk, 1.0) * 0.5)
     if kind == "person":

@@ -4,9 +4,8 @@ the constants every stage shares."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from roadwork_ml.data.records import time_of_day
-
-
 
 Color = tuple[int, int, int]
 

@@ -18,12 +18,15 @@ _PROB_FLOOR = 1e-15  # NLL of a probability 0 is capped at -ln(1e-15) ≈ 34.5 n
 
 # --- input checks ------------------------------------------------------------------------
 
+
 def _as_logits(logits: Any, where: str, num_classes: int | None = None) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] < 2:
         raise ContractError(f"{where}: logits must be [N, C] with C >= 2, got shape {list(z.shape)}")
     if num_classes is not None and z.shape[1] != num_classes:
-        raise ContractError(f"{where}: this calibrator was fitted on {num_classes} classes, got logits with {z.shape[1]}")
+        raise ContractError(
+            f"{where}: this calibrator was fitted on {num_classes} classes, got logits with {z.shape[1]}"
+        )
     validate_logits(z, num_classes=z.shape[1])
     return z
 
@@ -32,9 +35,12 @@ def _as_labels(labels: Any, n: int, num_classes: int, where: str) -> np.ndarray:
     y = np.asarray(labels)
     if y.shape != (n,):
         raise ContractError(f"{where}: labels must be [{n}] to match the logits, got shape {list(y.shape)}")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise ContractError(f"{where}: labels must be integer class ids, got dtype {y.dtype} with non-integer values")
+    if (
+        y.size
+        and not np.issubdtype(y.dtype, np.integer)
+        and (not np.all(np.isfinite(y)) or not np.all(y == np.round(y)))
+    ):
+        raise ContractError(f"{where}: labels must be integer class ids, got dtype {y.dtype} with non-integer values")
     y = y.astype(np.int64)
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ContractError(f"{where}: labels must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
@@ -51,6 +57,7 @@ def _as_slices(slices: Any, n: int, where: str) -> np.ndarray:
 
 
 # --- torch optimization helper -------------------------------------------------------------
+
 
 def _lbfgs(params: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], max_iter: int = 500) -> float:
     """Minimize ``loss_fn`` over ``params`` in place with LBFGS + strong Wolfe; returns the final loss.
@@ -79,8 +86,14 @@ def _one_torch_thread() -> Iterator[None]:
 
 def _lbfgs_run(params: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], max_iter: int) -> float:
     opt = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=max_iter, max_eval=max_iter * 2, tolerance_grad=1e-10,
-        tolerance_change=1e-13, history_size=20, line_search_fn="strong_wolfe",
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=max_iter * 2,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-13,
+        history_size=20,
+        line_search_fn="strong_wolfe",
     )
     best = {"loss": math.inf, "params": [p.detach().clone() for p in params]}
 
@@ -98,7 +111,7 @@ def _lbfgs_run(params: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], 
     with torch.no_grad():
         final = float(loss_fn())
         if not math.isfinite(final) or final > best["loss"]:
-            for p, b in zip(params, best["params"]):
+            for p, b in zip(params, best["params"], strict=False):
                 p.copy_(b)
             final = best["loss"]
     return final

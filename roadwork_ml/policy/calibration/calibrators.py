@@ -24,8 +24,8 @@ from roadwork_ml.policy.calibration._fitting import (
 )
 from roadwork_ml.policy.estimator import PolicyEstimator
 
-
 # --- the base class -----------------------------------------------------------------------
+
 
 class Calibrator(PolicyEstimator):
     """Base class: validates inputs, checks the split tag, delegates to ``_fit`` / ``_predict``.
@@ -46,11 +46,15 @@ class Calibrator(PolicyEstimator):
         where = f"{type(self).__name__}.fit"
         z = _as_logits(logits, where)
         if self.binary_only and z.shape[1] != 2:
-            raise ContractError(f"{where}: {self.kind} calibrates binary classifiers only (C = 2), got C = {z.shape[1]}")
+            raise ContractError(
+                f"{where}: {self.kind} calibrates binary classifiers only (C = 2), got C = {z.shape[1]}"
+            )
         y = _as_labels(labels, z.shape[0], z.shape[1], where)
         if np.unique(y).size < 2:
-            raise ValueError(f"{where}: the calibration set holds only class {np.unique(y).tolist()} ({y.size} rows); "
-                             "calibration needs samples of at least two classes")
+            raise ValueError(
+                f"{where}: the calibration set holds only class {np.unique(y).tolist()} ({y.size} rows); "
+                "calibration needs samples of at least two classes"
+            )
         self.num_classes_ = int(z.shape[1])
         self._fit(z, y, **kw)
         return self
@@ -71,6 +75,7 @@ class Calibrator(PolicyEstimator):
 
 # --- the calibrators ------------------------------------------------------------------------
 
+
 class Identity(Calibrator):
     """``softmax(logits)``: the uncalibrated baseline. Fitting records C (and checks the split)."""
 
@@ -85,7 +90,9 @@ class Identity(Calibrator):
         return softmax(z, axis=1)
 
 
-def _fit_log_temperatures(z: np.ndarray, y: np.ndarray, n_temps: int, t_min: float, t_max: float, max_iter: int) -> np.ndarray:
+def _fit_log_temperatures(
+    z: np.ndarray, y: np.ndarray, n_temps: int, t_min: float, t_max: float, max_iter: int
+) -> np.ndarray:
     """NLL-optimal temperatures for ``softmax(z / T)`` (``n_temps`` = 1 or C), each clamped to ``[t_min, t_max]``.
 
     Optimized over log T with LBFGS. The NLL is convex in 1/T, so for one temperature clamping
@@ -101,7 +108,9 @@ def _fit_log_temperatures(z: np.ndarray, y: np.ndarray, n_temps: int, t_min: flo
         base = _t(log_t)
         free_idx = torch.as_tensor(np.flatnonzero(~fixed))
 
-        def loss() -> torch.Tensor:
+        def loss(
+            base: torch.Tensor = base, free_idx: torch.Tensor = free_idx, free: torch.Tensor = free
+        ) -> torch.Tensor:
             lt = base.index_put((free_idx,), free) if len(free_idx) else base
             return F.cross_entropy(zt * torch.exp(-lt), yt)
 
@@ -149,7 +158,9 @@ class ClasswiseTemperature(Calibrator):
         return softmax(z / self.temperatures_[None, :], axis=1)
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray, init: np.ndarray, l2: float, max_iter: int = 500) -> tuple[np.ndarray, float, float]:
+def _fit_logistic(
+    X: np.ndarray, y: np.ndarray, init: np.ndarray, l2: float, max_iter: int = 500
+) -> tuple[np.ndarray, float, float]:
     """Binary logistic regression ``sigmoid(X w + c)`` by LBFGS on mean NLL + ``l2·‖w‖²`` (c unpenalized).
 
     ``X`` may have zero columns (intercept only). Returns (w, c, objective).
@@ -317,9 +328,15 @@ class EnsembleTemperature(Calibrator):
             q = np.maximum(P @ w, _PROB_FLOOR)
             return float(-np.mean(np.log(q))), -(P / q[:, None]).mean(axis=0)
 
-        res = minimize(nll, np.array([0.8, 0.1, 0.1]), jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * 3,
-                       constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(3)}],
-                       options={"ftol": 1e-12, "maxiter": 200})
+        res = minimize(
+            nll,
+            np.array([0.8, 0.1, 0.1]),
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * 3,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(3)}],
+            options={"ftol": 1e-12, "maxiter": 200},
+        )
         w = np.clip(res.x, 0.0, None)
         self.weights_ = w / w.sum()
 
@@ -352,9 +369,9 @@ class SliceTemperature(Calibrator):
         s = _as_slices(slices, len(y), "SliceTemperature.fit")
         self.global_temperature_ = float(_fit_log_temperatures(z, y, 1, self.t_min, self.t_max, 200)[0])
         keys, counts = np.unique(s, return_counts=True)
-        self.slice_counts_ = {str(k): int(n) for k, n in zip(keys, counts)}
+        self.slice_counts_ = {str(k): int(n) for k, n in zip(keys, counts, strict=False)}
         self.temperatures_ = {}
-        for k, n in zip(keys, counts):
+        for k, n in zip(keys, counts, strict=False):
             m = s == k
             if n >= self.min_samples_per_slice and np.unique(y[m]).size >= 2:
                 self.temperatures_[str(k)] = float(_fit_log_temperatures(z[m], y[m], 1, self.t_min, self.t_max, 200)[0])
@@ -375,8 +392,17 @@ class SliceTemperature(Calibrator):
 
 CALIBRATORS: dict[str, type[Calibrator]] = {
     cls.kind: cls
-    for cls in (Identity, TemperatureScaling, ClasswiseTemperature, PlattScaling, BetaCalibration,
-                IsotonicCalibration, DirichletCalibration, EnsembleTemperature, SliceTemperature)
+    for cls in (
+        Identity,
+        TemperatureScaling,
+        ClasswiseTemperature,
+        PlattScaling,
+        BetaCalibration,
+        IsotonicCalibration,
+        DirichletCalibration,
+        EnsembleTemperature,
+        SliceTemperature,
+    )
 }
 
 

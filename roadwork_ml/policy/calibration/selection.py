@@ -12,8 +12,8 @@ from roadwork_ml.contracts import Purpose, Split, require_split
 from roadwork_ml.policy.calibration._fitting import _PROB_FLOOR, _as_labels, _as_logits, _as_slices, _jsonable
 from roadwork_ml.policy.calibration.calibrators import CALIBRATORS, Calibrator, SliceTemperature
 
-
 # --- metrics used for selection -----------------------------------------------------------
+
 
 def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood (nats) of the true class; probabilities floored at 1e-15."""
@@ -57,6 +57,7 @@ def _scores(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict[str
 
 # --- cross-fitted selection -------------------------------------------------------------
 
+
 @dataclass
 class SelectionResult:
     """What :func:`select_calibrator` found.
@@ -97,8 +98,15 @@ def _make(method: str, min_samples_per_slice: int) -> Calibrator:
     return cls(min_samples_per_slice=min_samples_per_slice) if cls is SliceTemperature else cls()
 
 
-def _fit_predict(cal: Calibrator, z_fit: np.ndarray, y_fit: np.ndarray, z_pred: np.ndarray,
-                 s_fit: np.ndarray | None, s_pred: np.ndarray | None, split: Split | str) -> np.ndarray:
+def _fit_predict(
+    cal: Calibrator,
+    z_fit: np.ndarray,
+    y_fit: np.ndarray,
+    z_pred: np.ndarray,
+    s_fit: np.ndarray | None,
+    s_pred: np.ndarray | None,
+    split: Split | str,
+) -> np.ndarray:
     if cal.uses_slices:
         cal.fit(z_fit, y_fit, split=split, slices=s_fit)
         return cal.predict_proba(z_pred, slices=s_pred)
@@ -158,8 +166,10 @@ def select_calibrator(
     if n_folds < 2:
         raise ValueError(f"select_calibrator: n_folds must be >= 2, got {n_folds}")
     if class_counts.min() < n_folds:
-        raise ValueError(f"select_calibrator: class {classes[class_counts.argmin()]} has {class_counts.min()} rows, "
-                         f"fewer than n_folds={n_folds}; lower n_folds or collect more VAL_CALIB data")
+        raise ValueError(
+            f"select_calibrator: class {classes[class_counts.argmin()]} has {class_counts.min()} rows, "
+            f"fewer than n_folds={n_folds}; lower n_folds or collect more VAL_CALIB data"
+        )
     folds = list(StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=int(seed)).split(np.zeros(len(y)), y))
 
     oof: dict[str, np.ndarray] = {}
@@ -167,8 +177,15 @@ def select_calibrator(
         probs = np.full(z.shape, np.nan)
         for fit_idx, pred_idx in folds:
             cal = _make(m, min_samples_per_slice)
-            probs[pred_idx] = _fit_predict(cal, z[fit_idx], y[fit_idx], z[pred_idx],
-                                           None if s is None else s[fit_idx], None if s is None else s[pred_idx], split)
+            probs[pred_idx] = _fit_predict(
+                cal,
+                z[fit_idx],
+                y[fit_idx],
+                z[pred_idx],
+                None if s is None else s[fit_idx],
+                None if s is None else s[pred_idx],
+                split,
+            )
         assert np.isfinite(probs).all(), f"{m}: some rows got no out-of-fold prediction"
         oof[m] = probs
 
@@ -184,5 +201,13 @@ def select_calibrator(
         final.fit(z, y, split=split, slices=s)
     else:
         final.fit(z, y, split=split)
-    return SelectionResult(method=winner, calibrator=final, table=table, uncalibrated=uncalibrated,
-                           n_folds=n_folds, seed=int(seed), n=len(y), oof_proba=oof)
+    return SelectionResult(
+        method=winner,
+        calibrator=final,
+        table=table,
+        uncalibrated=uncalibrated,
+        n_folds=n_folds,
+        seed=int(seed),
+        n=len(y),
+        oof_proba=oof,
+    )

@@ -19,6 +19,7 @@ class ConformalError(ValueError):
 
 # --- small helpers -----------------------------------------------------------------------
 
+
 def _check_alpha(alpha: float, name: str = "alpha") -> float:
     alpha = float(alpha)
     if not 0.0 < alpha < 1.0:
@@ -42,10 +43,14 @@ def _check_probs(probs: Any, name: str = "probs") -> np.ndarray:
     if not np.isfinite(p).all():
         raise ContractError(f"{name} holds non-finite values in {int((~np.isfinite(p)).any(axis=1).sum())} rows")
     if p.size and (p.min() < -1e-9 or p.max() > 1 + 1e-9):
-        raise ContractError(f"{name} must lie in [0, 1], got range [{p.min():.3g}, {p.max():.3g}]; pass softmax outputs, not logits")
+        raise ContractError(
+            f"{name} must lie in [0, 1], got range [{p.min():.3g}, {p.max():.3g}]; pass softmax outputs, not logits"
+        )
     bad = np.abs(p.sum(axis=1) - 1.0) > 1e-6
     if bad.any():
-        raise ContractError(f"{name} rows must sum to 1 (+-1e-6); {int(bad.sum())} rows do not (first: row {int(np.argmax(bad))})")
+        raise ContractError(
+            f"{name} rows must sum to 1 (+-1e-6); {int(bad.sum())} rows do not (first: row {int(np.argmax(bad))})"
+        )
     return p
 
 
@@ -77,10 +82,13 @@ def _check_u(u: Any, n: int) -> np.ndarray:
 
 def _require_fitted(obj: Any, attr: str) -> None:
     if getattr(obj, attr, None) is None:
-        raise ConformalError(f"{type(obj).__name__} is not fitted: call fit(..., split='val_calib') or from_dict() first")
+        raise ConformalError(
+            f"{type(obj).__name__} is not fitted: call fit(..., split='val_calib') or from_dict() first"
+        )
 
 
 # --- the finite-sample quantile ----------------------------------------------------------
+
 
 def conformal_rank(n: int, alpha: float) -> int:
     """``k = ceil((n + 1)(1 - alpha))``, robust to round-off (``100 * 0.9`` is 90, not 91).
@@ -117,6 +125,7 @@ def conformal_quantile(scores: Any, alpha: float, axis: int = -1) -> np.ndarray 
 
 
 # --- non-conformity scores of every class ------------------------------------------------
+
 
 def lac_class_scores(probs: np.ndarray) -> np.ndarray:
     """LAC score of each class as the label: ``1 - p_c``."""

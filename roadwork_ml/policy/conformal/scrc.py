@@ -9,11 +9,18 @@ import numpy as np
 from scipy.stats import binom
 
 from roadwork_ml.contracts import ContractError, Split
-from roadwork_ml.policy.conformal.core import ConformalError, _check_alpha, _check_eps, _check_labels, _check_probs, _require_fitted
+from roadwork_ml.policy.conformal.core import (
+    ConformalError,
+    _check_alpha,
+    _check_eps,
+    _check_labels,
+    _check_probs,
+    _require_fitted,
+)
 from roadwork_ml.policy.estimator import PolicyEstimator
 
-
 # --- selective conformal risk control: two thresholds, Learn-Then-Test -------------------
+
 
 class SCRC(PolicyEstimator):
     """Selective risk control: accept the top class only when ``gate >= lambda_gate`` AND

@@ -24,8 +24,8 @@ from roadwork_ml.policy.conformal.core import (
 )
 from roadwork_ml.policy.estimator import PolicyEstimator
 
-
 # --- prediction-set estimators -----------------------------------------------------------
+
 
 class _SetConformal(PolicyEstimator):
     """Split conformal over a class-score function; sets are ``{c : score_c <= threshold}``."""
@@ -49,6 +49,7 @@ class _SetConformal(PolicyEstimator):
     # subclasses -------------------------------------------------------------------------
     def class_scores(self, probs: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError
+
     @property
     def effective_alpha(self) -> float:
         """The level the calibration quantile is taken at (``alpha (1 - eps)`` under Huber)."""
@@ -89,7 +90,9 @@ class _SetConformal(PolicyEstimator):
         all_scores = self.class_scores(p, uu)
         true_scores = all_scores[np.arange(p.shape[0]), y]
         if self.contamination_eps > 0 and self.contamination_model == "uniform_label":
-            self.threshold_ = _plugin_uniform_label_threshold(true_scores, all_scores, self.alpha, self.contamination_eps)
+            self.threshold_ = _plugin_uniform_label_threshold(
+                true_scores, all_scores, self.alpha, self.contamination_eps
+            )
         else:
             self.threshold_ = float(conformal_quantile(true_scores, self.effective_alpha))
         self.n_calibration_ = int(p.shape[0])
@@ -107,6 +110,8 @@ class _SetConformal(PolicyEstimator):
         if not self.allow_empty and p.shape[0]:
             sets[np.arange(p.shape[0]), np.argmax(p, axis=1)] = True
         return sets
+
+
 class SplitConformalLAC(_SetConformal):
     """Split conformal with the LAC score ``1 - p_y``; sets ``{c : p_c >= 1 - threshold}``.
 
@@ -144,7 +149,9 @@ class RAPS(_SetConformal):
         contamination_eps: float = 0.0,
         contamination_model: str = "huber",
     ) -> None:
-        super().__init__(alpha, allow_empty=allow_empty, contamination_eps=contamination_eps, contamination_model=contamination_model)
+        super().__init__(
+            alpha, allow_empty=allow_empty, contamination_eps=contamination_eps, contamination_model=contamination_model
+        )
         if int(k_reg) != k_reg or k_reg < 0:
             raise ConformalError(f"k_reg must be a non-negative integer, got {k_reg}")
         if not (lambda_reg >= 0 and math.isfinite(lambda_reg)):
@@ -156,6 +163,8 @@ class RAPS(_SetConformal):
 
     def class_scores(self, probs: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:
         return raps_class_scores(probs, u if self.randomized else None, k_reg=self.k_reg, lambda_reg=self.lambda_reg)
+
+
 class APS(RAPS):
     """Adaptive prediction sets (Romano, Sesia, Candes, NeurIPS 2020): RAPS with ``lambda_reg = 0``.
 
@@ -184,7 +193,10 @@ class APS(RAPS):
             contamination_eps=contamination_eps,
             contamination_model=contamination_model,
         )
+
+
 # --- conformal risk control: false negatives ---------------------------------------------
+
 
 class ConformalRiskControl(PolicyEstimator):
     """Conformal risk control of false negatives (Angelopoulos, Bates, Fisch, Lei, Schuster 2022).
@@ -228,7 +240,9 @@ class ConformalRiskControl(PolicyEstimator):
         t = 1.0 - p[pos, self.positive_class]  # a positive row is missed iff t > lambda
         n = int(pos.sum()) if self.conditional else int(p.shape[0])
         if n == 0:
-            raise ConformalError("no calibration rows to control the risk on" + (" (no positives)" if self.conditional else ""))
+            raise ConformalError(
+                "no calibration rows to control the risk on" + (" (no positives)" if self.conditional else "")
+            )
         # (n/(n+1)) R_n + 1/(n+1) <= alpha  <=>  #misses <= alpha (n+1) - 1
         budget = self.alpha * (n + 1) - 1.0
         if budget < -1e-9:

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # --- cross-fitting ------------------------------------------------------------------------
 
+
 @dataclass
 class CrossFitResult:
     """Out-of-fold evaluation of the gate against the max-prob baseline, plus the refit gate.
@@ -56,28 +57,39 @@ class CrossFitResult:
 
     def to_dict(self) -> dict:
         """JSON-safe summary (no per-row arrays) for asset metadata and ``gate.json``."""
-        return _json_safe({
-            "n": self.n,
-            "n_wrong": self.n_wrong,
-            "error_rate": self.n_wrong / self.n if self.n else None,
-            "n_folds_requested": self.n_folds_requested,
-            "n_folds_used": self.n_folds_used,
-            "fallback": self.fallback,
-            "notes": self.notes,
-            "pooled": self.pooled,
-            "per_fold": self.per_fold,
-            "gate_beats_baseline": self.gate_beats_baseline,
-            "gate_mode": self.gate.mode_,
-        })
+        return _json_safe(
+            {
+                "n": self.n,
+                "n_wrong": self.n_wrong,
+                "error_rate": self.n_wrong / self.n if self.n else None,
+                "n_folds_requested": self.n_folds_requested,
+                "n_folds_used": self.n_folds_used,
+                "fallback": self.fallback,
+                "notes": self.notes,
+                "pooled": self.pooled,
+                "per_fold": self.per_fold,
+                "gate_beats_baseline": self.gate_beats_baseline,
+                "gate_mode": self.gate.mode_,
+            }
+        )
 
 
 def _fold_seed(seed: int, fold: int) -> int:
     return int(np.random.SeedSequence([int(seed), 7919, int(fold)]).generate_state(1)[0])
 
 
-def cross_fit_gate(features: Any, is_wrong: Any, n_folds: int = 5, seed: int = 0, config: GateConfig | None = None, *,
-                   split: Split | str | Iterable[Split | str], min_wrong_per_fold: int = 2,
-                   feature_names: Iterable[str] = FEATURE_NAMES, progress: bool = False) -> CrossFitResult:
+def cross_fit_gate(
+    features: Any,
+    is_wrong: Any,
+    n_folds: int = 5,
+    seed: int = 0,
+    config: GateConfig | None = None,
+    *,
+    split: Split | str | Iterable[Split | str],
+    min_wrong_per_fold: int = 2,
+    feature_names: Iterable[str] = FEATURE_NAMES,
+    progress: bool = False,
+) -> CrossFitResult:
     """Stratified K-fold out-of-fold gate scores vs the max-prob baseline, then refit on all rows.
 
     * Folds: ``StratifiedKFold(n_folds_used, shuffle=True, random_state=seed)``; fold ``k``'s
@@ -104,20 +116,41 @@ def cross_fit_gate(features: Any, is_wrong: Any, n_folds: int = 5, seed: int = 0
     per_class_min = max(1, int(min_wrong_per_fold))
     n_used = min(n_folds, n_wrong // per_class_min, n_right // per_class_min)
     if n_used < n_folds:
-        notes.append(f"requested {n_folds} folds but only {n_wrong} wrong / {n_right} right predictions: "
-                     f"using {n_used} folds so each test fold holds >= {per_class_min} of each")
+        notes.append(
+            f"requested {n_folds} folds but only {n_wrong} wrong / {n_right} right predictions: "
+            f"using {n_used} folds so each test fold holds >= {per_class_min} of each"
+        )
 
     if n_used < 2:
-        reason = (f"too few {'wrong' if n_wrong <= n_right else 'right'} predictions to cross-fit a gate "
-                  f"({n_wrong} wrong, {n_right} right of {n}; need >= {2 * per_class_min} of each): "
-                  "using confidence = max_prob")
+        reason = (
+            f"too few {'wrong' if n_wrong <= n_right else 'right'} predictions to cross-fit a gate "
+            f"({n_wrong} wrong, {n_right} right of {n}; need >= {2 * per_class_min} of each): "
+            "using confidence = max_prob"
+        )
         log.warning("cross_fit_gate: %s", reason)
         b_auroc, b_auprc = _safe_auc(y, baseline)
-        pooled = {"gate_auroc": b_auroc, "gate_auprc": b_auprc, "baseline_auroc": b_auroc, "baseline_auprc": b_auprc,
-                  "gate_is_baseline": True}
+        pooled = {
+            "gate_auroc": b_auroc,
+            "gate_auprc": b_auprc,
+            "baseline_auroc": b_auroc,
+            "baseline_auprc": b_auprc,
+            "gate_is_baseline": True,
+        }
         gate = FailureGate.max_prob_fallback(x, cfg, names, reason=reason)
-        result = CrossFitResult(gate, baseline.copy(), baseline.copy(), np.full(n, -1, dtype=np.int64), [], pooled,
-                                n, n_wrong, n_folds, 0, fallback=reason, notes=notes)
+        result = CrossFitResult(
+            gate,
+            baseline.copy(),
+            baseline.copy(),
+            np.full(n, -1, dtype=np.int64),
+            [],
+            pooled,
+            n,
+            n_wrong,
+            n_folds,
+            0,
+            fallback=reason,
+            notes=notes,
+        )
         gate.metrics_["cross_fit"] = result.to_dict()
         return result
 
@@ -141,8 +174,17 @@ def cross_fit_gate(features: Any, is_wrong: Any, n_folds: int = 5, seed: int = 0
         fold_ids[te] = k
         ga, gp = _safe_auc(y[te], oof[te])
         ba, bp = _safe_auc(y[te], baseline[te])
-        per_fold.append({"fold": k, "n": int(len(te)), "n_wrong": int(y[te].sum()),
-                         "gate_auroc": ga, "gate_auprc": gp, "baseline_auroc": ba, "baseline_auprc": bp})
+        per_fold.append(
+            {
+                "fold": k,
+                "n": int(len(te)),
+                "n_wrong": int(y[te].sum()),
+                "gate_auroc": ga,
+                "gate_auprc": gp,
+                "baseline_auroc": ba,
+                "baseline_auprc": bp,
+            }
+        )
 
     ga, gp = _safe_auc(y, oof)
     ba, bp = _safe_auc(y, baseline)
@@ -151,13 +193,21 @@ def cross_fit_gate(features: Any, is_wrong: Any, n_folds: int = 5, seed: int = 0
         vals = [f[key] for f in per_fold if f[key] is not None]
         return float(np.mean(vals)) if vals else None
 
-    pooled = {"gate_auroc": ga, "gate_auprc": gp, "baseline_auroc": ba, "baseline_auprc": bp,
-              "gate_auroc_fold_mean": _mean("gate_auroc"), "baseline_auroc_fold_mean": _mean("baseline_auroc"),
-              "gate_auprc_fold_mean": _mean("gate_auprc"), "baseline_auprc_fold_mean": _mean("baseline_auprc"),
-              "gate_is_baseline": False}
+    pooled = {
+        "gate_auroc": ga,
+        "gate_auprc": gp,
+        "baseline_auroc": ba,
+        "baseline_auprc": bp,
+        "gate_auroc_fold_mean": _mean("gate_auroc"),
+        "baseline_auroc_fold_mean": _mean("baseline_auroc"),
+        "gate_auprc_fold_mean": _mean("gate_auprc"),
+        "baseline_auprc_fold_mean": _mean("baseline_auprc"),
+        "gate_is_baseline": False,
+    }
 
     final = FailureGate.from_config(cfg, names).fit(x, y, split=split)
-    result = CrossFitResult(final, oof, baseline, fold_ids, per_fold, pooled, n, n_wrong, n_folds, n_used,
-                            fallback=None, notes=notes)
+    result = CrossFitResult(
+        final, oof, baseline, fold_ids, per_fold, pooled, n, n_wrong, n_folds, n_used, fallback=None, notes=notes
+    )
     final.metrics_["cross_fit"] = result.to_dict()
     return result

@@ -62,8 +62,18 @@ class FailureGate(PolicyEstimator):
         num_threads: int = 1,
         feature_names: Iterable[str] = FEATURE_NAMES,
     ) -> None:
-        cfg = GateConfig(tuple(hidden_sizes), tuple(dropouts), pos_weight, lr, weight_decay, epochs, batch_size, seed,
-                         std_floor, num_threads)  # validates
+        cfg = GateConfig(
+            tuple(hidden_sizes),
+            tuple(dropouts),
+            pos_weight,
+            lr,
+            weight_decay,
+            epochs,
+            batch_size,
+            seed,
+            std_floor,
+            num_threads,
+        )  # validates
         for k, v in cfg.to_dict().items():
             setattr(self, k, tuple(v) if isinstance(v, list) else v)
         self.feature_names = tuple(feature_names)
@@ -96,9 +106,12 @@ class FailureGate(PolicyEstimator):
             raise ValueError(f"FailureGate.fit: need at least 2 rows to train (BatchNorm), got {n}")
         n_wrong = int(y.sum())
         if n_wrong == 0 or n_wrong == n:
-            warnings.warn(f"FailureGate.fit: is_wrong has a single class ({n_wrong} wrong of {n}); "
-                          "the gate will output a near-constant score. cross_fit_gate falls back to max_prob in this case",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"FailureGate.fit: is_wrong has a single class ({n_wrong} wrong of {n}); "
+                "the gate will output a near-constant score. cross_fit_gate falls back to max_prob in this case",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self._set_standardization(x)
         xs = self._standardize(torch.from_numpy(x).float())
         yt = torch.from_numpy(y).float()
@@ -140,8 +153,13 @@ class FailureGate(PolicyEstimator):
         return self
 
     @classmethod
-    def max_prob_fallback(cls, features: Any, config: GateConfig | None = None,
-                          feature_names: Iterable[str] = FEATURE_NAMES, reason: str = "") -> FailureGate:
+    def max_prob_fallback(
+        cls,
+        features: Any,
+        config: GateConfig | None = None,
+        feature_names: Iterable[str] = FEATURE_NAMES,
+        reason: str = "",
+    ) -> FailureGate:
         """A gate with nothing learned: ``P(wrong) = 1 - max_prob``, ``confidence = max_prob``.
 
         Used when there are too few wrong predictions to train the MLP.
@@ -164,11 +182,11 @@ class FailureGate(PolicyEstimator):
     def _standardization_report(self, x: np.ndarray) -> dict:
         raw_std = x.std(axis=0)
         return {
-            "feature_mean": {k: float(v) for k, v in zip(self.feature_names, self.mean_.tolist())},
-            "feature_std": {k: float(v) for k, v in zip(self.feature_names, self.std_.tolist())},
+            "feature_mean": {k: float(v) for k, v in zip(self.feature_names, self.mean_.tolist(), strict=False)},
+            "feature_std": {k: float(v) for k, v in zip(self.feature_names, self.std_.tolist(), strict=False)},
             # constant at fit time (e.g. epistemic_feature_variance without embeddings): the gate
             # learned nothing from them, so their input is ignored (standardized value fixed at 0)
-            "constant_features": [k for k, s in zip(self.feature_names, raw_std) if s < self.std_floor],
+            "constant_features": [k for k, s in zip(self.feature_names, raw_std, strict=False) if s < self.std_floor],
         }
 
     def _standardize(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,9 +213,13 @@ class FailureGate(PolicyEstimator):
                     weights[k] = np.asarray(v).reshape(shapes[k])
             self.weights_ = weights
             try:
-                model.load_state_dict({k: torch.from_numpy(np.asarray(v).copy()) for k, v in weights.items()}, strict=True)
+                model.load_state_dict(
+                    {k: torch.from_numpy(np.asarray(v).copy()) for k, v in weights.items()}, strict=True
+                )
             except RuntimeError as exc:
-                raise ContractError(f"failure_gate: weights do not match the GateMLP its hyper-parameters describe: {exc}") from exc
+                raise ContractError(
+                    f"failure_gate: weights do not match the GateMLP its hyper-parameters describe: {exc}"
+                ) from exc
             self._model = model.eval()
         elif self.mode_ != MODE_MAX_PROB:
             raise ContractError(f"failure_gate: unknown gate mode {self.mode_!r}")
@@ -270,14 +292,16 @@ class FailureGate(PolicyEstimator):
         weights = directory / GATE_WEIGHTS_FILE
         with atomic_path(weights) as tmp:
             save_file(arrays, str(tmp), metadata={"kind": GATE_KIND, "format_version": str(self.format_version)})
-        obj.update({
-            "score_convention": {
-                "predict_score": "P(wrong): higher = the classifier's prediction is more likely wrong",
-                "confidence": "1 - P(wrong): SCRC accepts when confidence >= lambda1",
-            },
-            "weights_file": GATE_WEIGHTS_FILE,
-            "weights_sha256": sha256_file(weights),
-        })
+        obj.update(
+            {
+                "score_convention": {
+                    "predict_score": "P(wrong): higher = the classifier's prediction is more likely wrong",
+                    "confidence": "1 - P(wrong): SCRC accepts when confidence >= lambda1",
+                },
+                "weights_file": GATE_WEIGHTS_FILE,
+                "weights_sha256": sha256_file(weights),
+            }
+        )
         atomic_write_json(directory / GATE_JSON_FILE, obj)
         return obj
 
@@ -289,12 +313,16 @@ class FailureGate(PolicyEstimator):
         directory = Path(directory)
         jpath, wpath = directory / GATE_JSON_FILE, directory / GATE_WEIGHTS_FILE
         if not jpath.exists() or not wpath.exists():
-            raise FileNotFoundError(f"{directory} must hold {GATE_JSON_FILE} and {GATE_WEIGHTS_FILE} written by FailureGate.save")
+            raise FileNotFoundError(
+                f"{directory} must hold {GATE_JSON_FILE} and {GATE_WEIGHTS_FILE} written by FailureGate.save"
+            )
         obj = json.loads(jpath.read_text())
         if "weights_sha256" not in obj:
             raise ContractError(f"{jpath}: no weights_sha256; re-run the gate asset")
         digest = sha256_file(wpath)
         if digest != obj["weights_sha256"]:
-            raise IntegrityError(f"{wpath}: sha256 {digest[:12]}… does not match {jpath.name}'s {obj['weights_sha256'][:12]}…; "
-                                 "the files are from different saves or were modified — re-run the gate asset")
+            raise IntegrityError(
+                f"{wpath}: sha256 {digest[:12]}… does not match {jpath.name}'s {obj['weights_sha256'][:12]}…; "
+                "the files are from different saves or were modified — re-run the gate asset"
+            )
         return cls.from_dict(obj, arrays=load_file(str(wpath)))

@@ -46,7 +46,9 @@ class GateConfig:
         if self.num_threads < 1:
             raise ValueError(f"GateConfig: num_threads must be >= 1, got {self.num_threads}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.pos_weight <= 0 or self.std_floor <= 0:
-            raise ValueError(f"GateConfig: epochs >= 1, batch_size >= 2, lr/pos_weight/std_floor > 0 required, got {self}")
+            raise ValueError(
+                f"GateConfig: epochs >= 1, batch_size >= 2, lr/pos_weight/std_floor > 0 required, got {self}"
+            )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -55,7 +57,7 @@ class GateConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GateConfig":
+    def from_dict(cls, d: dict) -> GateConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
@@ -69,15 +71,19 @@ class GateMLP(nn.Module):
     ``forward(x [N, in]) -> logit [N]`` (logit of P(wrong)).
     """
 
-    def __init__(self, in_features: int = len(FEATURE_NAMES), hidden_sizes: Iterable[int] = (128, 64, 32),
-                 dropouts: Iterable[float] = (0.2, 0.1, 0.05)):
+    def __init__(
+        self,
+        in_features: int = len(FEATURE_NAMES),
+        hidden_sizes: Iterable[int] = (128, 64, 32),
+        dropouts: Iterable[float] = (0.2, 0.1, 0.05),
+    ):
         super().__init__()
         hidden_sizes, dropouts = list(hidden_sizes), list(dropouts)
         if len(hidden_sizes) != len(dropouts):
             raise ValueError(f"GateMLP: {len(hidden_sizes)} hidden sizes but {len(dropouts)} dropouts")
         layers: list[nn.Module] = []
         width = in_features
-        for h, d in zip(hidden_sizes, dropouts):
+        for h, d in zip(hidden_sizes, dropouts, strict=False):
             layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(d)]
             width = h
         layers.append(nn.Linear(width, 1))
@@ -90,8 +96,9 @@ class GateMLP(nn.Module):
 class _GateConfidenceModule(nn.Module):
     """Raw features ``[N, F]`` → ``confidence = 1 - P(wrong)`` ``[N]`` (float32, eval mode)."""
 
-    def __init__(self, mlp: GateMLP | None, mean: torch.Tensor, std: torch.Tensor, active: torch.Tensor,
-                 max_prob_index: int):
+    def __init__(
+        self, mlp: GateMLP | None, mean: torch.Tensor, std: torch.Tensor, active: torch.Tensor, max_prob_index: int
+    ):
         super().__init__()
         self.mlp = mlp
         self.register_buffer("mean", mean.detach().clone().float())
@@ -108,7 +115,9 @@ class _GateConfidenceModule(nn.Module):
 
 
 def _to_2d_float(features: Any, n_features: int | None, where: str) -> np.ndarray:
-    x = np.asarray(features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features, dtype=np.float64)
+    x = np.asarray(
+        features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features, dtype=np.float64
+    )
     if x.ndim != 2 or (n_features is not None and x.shape[1] != n_features):
         want = f"[N, {n_features}]" if n_features is not None else "[N, F]"
         raise ValueError(f"{where}: features must be {want}, got shape {list(x.shape)}")
