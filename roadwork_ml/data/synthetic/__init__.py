@@ -25,7 +25,7 @@ roadwork presence, and the camera moves forward a little between frames. A camer
 vignette and (for dashcams) a visible bonnet.
 
 Modules: :mod:`.spec` (the scene specification), :mod:`.randomness` (flavours, seeded
-streams, colours), :mod:`.layout` and :mod:`.scene` (scene generation), :mod:`.painter` and
+streams, colours), :mod:`.layout`, :mod:`.zones` and :mod:`.scene` (scene generation), :mod:`.painter` and
 :mod:`.objects` (painting), :mod:`.camera` (camera effects, the frame renderer, JPEG),
 :mod:`.records` (:func:`generate_source`).
 

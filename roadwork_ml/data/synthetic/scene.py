@@ -10,13 +10,10 @@ from roadwork_ml.data.records import WEATHERS, time_of_day
 from roadwork_ml.data.synthetic.layout import (
     _buildings,
     _camera,
-    _distractor_kinds,
-    _distractors,
     _palette,
     _road,
     _scenery,
     _skyline,
-    _zone,
 )
 from roadwork_ml.data.synthetic.objects import _FLAT
 from roadwork_ml.data.synthetic.randomness import (
@@ -43,6 +40,7 @@ from roadwork_ml.data.synthetic.spec import (
     SceneObject,
     SceneSpec,
 )
+from roadwork_ml.data.synthetic.zones import _distractor_kinds, _distractors, _zone
 
 
 def _screen_box(spec: SceneSpec, o: SceneObject, z: float) -> tuple[float, float, float, float] | None:
