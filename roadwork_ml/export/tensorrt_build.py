@@ -48,7 +48,7 @@ def tensorrt_available() -> tuple[bool, str]:
     try:
         import tensorrt as trt
     except ImportError:
-        return False, "tensorrt is not installed (pip install tensorrt-cu12, version 10.x, on a CUDA machine)"
+        return False, "tensorrt is not installed (on a CUDA machine: pip install -e '.[gpu]', TensorRT 10.x for CUDA 13)"
     except Exception as e:  # noqa: BLE001 - a broken install (missing libnvinfer) is "unavailable" too
         return False, f"tensorrt failed to import: {type(e).__name__}: {e}"
     version = getattr(trt, "__version__", "0")
