@@ -8,17 +8,37 @@ export MPLBACKEND := Agg
 DAGSTER := $(BIN)/dagster asset materialize -m roadwork_assets.definitions
 SOURCES := natix roadwork mapillary
 
-.PHONY: install demo test bench ui clean-demo
+.PHONY: install peers mmd-fixtures lint demo test bench ui clean-demo
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# constraints.txt holds the exact versions (pip freeze of a fresh install); pyproject.toml the ranges.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/activate
 	$(BIN)/pip install --upgrade pip setuptools wheel
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -c constraints.txt -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+
+# Peers and oracles that must not set the runtime's versions (alibi-detect 0.13 needs numpy < 2)
+# get their own venv; the tests use their recorded values (tests/fixtures/), never the package.
+PEERS_VENV ?= .venv-peers
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --upgrade pip
+	$(PEERS_VENV)/bin/pip install -r bench/peers/requirements.txt
+	touch $@
+
+peers: $(PEERS_VENV)/.installed
+
+# Re-record the alibi-detect reference values the MMD test compares against.
+mmd-fixtures: peers
+	$(PEERS_VENV)/bin/python bench/peers/record_mmd_fixtures.py
+
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 # The README's build sequence: each source partition, then every unpartitioned asset downstream
 # (the daily drift partitions cannot share a CLI run with them), then simulated production days.
@@ -40,9 +60,9 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
-bench: install
+bench: install peers
 	$(BIN)/python bench/bench_synthetic.py
-	$(BIN)/python bench/bench_mmd.py
+	$(BIN)/python bench/bench_mmd.py --peers-python $(PEERS_VENV)/bin/python
 	$(BIN)/python bench/bench_inference.py
 
 ui: install

@@ -122,7 +122,8 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from roadwork_ml.export.bundle import load_bundle, rebuild_model
-    from roadwork_ml.export.onnx_export import OnnxRunner, softmax64
+    from roadwork_ml.export.onnx_export import OnnxRunner
+    from roadwork_ml.numerics import softmax
     from roadwork_ml.export.quantize import quantize_int8_dynamic
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-int8-"))
@@ -175,8 +176,8 @@ def main() -> None:
     multi["batched_vs_view_loop"] = multi["batched_img_s"] / multi["loop_img_s"]
     multi["chunked_vs_view_loop"] = multi["chunked_img_s"] / multi["loop_img_s"]
 
-    p32 = softmax64(ort_fp32.run_batched(xn, 32)["logits"])[:, 1]
-    p8 = softmax64(ort_int8.run_batched(xn, 32)["logits"])[:, 1]
+    p32 = softmax(ort_fp32.run_batched(xn, 32)["logits"])[:, 1]
+    p8 = softmax(ort_int8.run_batched(xn, 32)["logits"])[:, 1]
     acc = {"fp32_accuracy": float(((p32 > 0.5) == labels).mean()), "int8_accuracy": float(((p8 > 0.5) == labels).mean())}
     acc["keep"] = all(r["int8_vs_fp32_ort"] > 1.0 for r in rows)  # only where INT8 is faster at every batch size
     acc.update({"accuracy_delta": acc["int8_accuracy"] - acc["fp32_accuracy"], "decision_agreement": float(((p32 > 0.5) == (p8 > 0.5)).mean()), "max_prob_diff": float(np.abs(p32 - p8).max()), **{k: v for k, v in q.items() if isinstance(v, (int, float))}})

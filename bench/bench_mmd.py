@@ -3,7 +3,8 @@
 Same data for both: ``n`` reference vs ``n`` current rows of ``d``-dim float32 Gaussians,
 the current one shifted by ``shift`` in every dimension. Same bandwidth: the median
 heuristic of the reference (alibi's convention), computed once and passed to both.
-alibi-detect 0.13 ``MMDDrift(backend="pytorch", n_permutations=P, sigma=...)`` is timed
+alibi-detect 0.13 ``MMDDrift(backend="pytorch", n_permutations=P, sigma=...)`` runs in its own
+venv (``make peers``: it needs numpy < 2) through ``bench/peers/alibi_mmd.py`` and is timed there,
 from construction (it builds the reference kernel there) through ``score``; ours is one
 ``mmd_permutation_test`` call (kernel build + P permutations), once per dtype.
 
@@ -17,10 +18,13 @@ the result: the machine may be shared.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -35,13 +39,20 @@ from roadwork_ml.artifacts import atomic_write_json  # noqa: E402
 from roadwork_ml.monitoring.drift_stats import median_heuristic_sigma, mmd_permutation_test  # noqa: E402
 
 
-def _alibi(x: np.ndarray, y: np.ndarray, sigma: float, n_perm: int, device: str) -> tuple[float, float, float]:
-    from alibi_detect.cd import MMDDrift
-
-    t0 = time.perf_counter()
-    det = MMDDrift(x, backend="pytorch", p_val=0.05, n_permutations=n_perm, sigma=np.array([sigma], dtype=x.dtype), device=device)
-    p, stat, _ = det.score(y)
-    return time.perf_counter() - t0, float(stat), float(p)
+def _alibi(x: np.ndarray, y: np.ndarray, sigma: float, n_perm: int, device: str, peers_python: str) -> tuple[float, float, float]:
+    """alibi-detect in its own venv (it needs numpy < 2): bench/peers/alibi_mmd.py on the same arrays."""
+    if not Path(peers_python).exists():
+        sys.exit(f"{peers_python} not found: build the peers venv first (make peers)")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", x)
+        np.save(Path(tmp) / "y.npy", y)
+        out = subprocess.run(
+            [peers_python, str(ROOT / "bench" / "peers" / "alibi_mmd.py"), "--x", str(Path(tmp) / "x.npy"),
+             "--y", str(Path(tmp) / "y.npy"), "--permutations", str(n_perm), "--sigma", repr(sigma), "--device", device],
+            check=True, capture_output=True, text=True, timeout=3600,
+        )
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return r["seconds"], r["statistic"], r["p_value"]
 
 
 def _ours(x: np.ndarray, y: np.ndarray, sigma: float, n_perm: int, device: str, dtype: torch.dtype, chunk: int) -> tuple[float, float, float]:
@@ -64,6 +75,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mmd.json"))
+    ap.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"),
+                    help="python of the venv that has alibi-detect (make peers)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -76,7 +89,7 @@ def main() -> None:
     t_sigma = time.perf_counter() - t0
 
     rows = []
-    t_alibi, s_alibi, p_alibi = _alibi(x, y, sigma, args.permutations, args.device)
+    t_alibi, s_alibi, p_alibi = _alibi(x, y, sigma, args.permutations, args.device, args.peers_python)
     rows.append({"impl": "alibi-detect 0.13 (pytorch, float32)", "seconds": t_alibi, "statistic": s_alibi, "p_value": p_alibi})
     for dtype in (torch.float32, torch.float64):
         t, s, p = _ours(x, y, sigma, args.permutations, args.device, dtype, args.chunk)

@@ -1,7 +1,7 @@
 """GPU inference throughput of the served multi-view model: PyTorch eager (fp32, bf16 autocast),
 ONNX Runtime CUDA EP, TensorRT FP16 — and whether the engine agrees with the ONNX model.
 
-For a CUDA machine with TensorRT 10 (``pip install tensorrt-cu12``). Without either it prints
+For a CUDA machine with TensorRT 10 (``pip install -e '.[gpu]'``). Without either it prints
 why and exits 0 having measured nothing.
 
     python bench/gpu_tensorrt.py                                # demo-sized resnet10t, random init

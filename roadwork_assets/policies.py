@@ -34,18 +34,18 @@ def thresholds(
     fitted = fit_thresholds(
         preds.probs[:, 1], preds.labels, preds.split, cfg.target_fnr_exit, cfg.min_coverage, cfg.grid_size
     )
-    if not fitted.feasible:
+    if not fitted.feasible_:
         context.log.warning(
             f"no exit threshold reaches FNR ≤ {cfg.target_fnr_exit} at coverage ≥ {cfg.min_coverage}; the check will fail"
         )
     with store.staging(THRESHOLDS, profile=resolved) as out:
         atomic_write_json(out / "thresholds.json", fitted.to_dict())
-        atomic_write_json(out / "sweep.json", fitted.sweep)
+        atomic_write_json(out / "sweep.json", fitted.sweep_)
         threshold_sweep(
-            fitted.sweep["tau"],
-            fitted.sweep["coverage"],
-            fitted.sweep["fnr"],
-            fitted.tau,
+            fitted.sweep_["tau"],
+            fitted.sweep_["coverage"],
+            fitted.sweep_["fnr"],
+            fitted.tau_,
             cfg.target_fnr_exit,
             cfg.min_coverage,
             out / "sweep.png",
@@ -54,12 +54,12 @@ def thresholds(
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(store.location(THRESHOLDS) / "thresholds.json")),
-            "tau": fitted.tau,
-            "coverage": fitted.coverage,
-            "fnr_exit": fitted.fnr_exit,
-            "feasible": fitted.feasible,
-            "decision_cut": fitted.decision_cut,
-            "mcc_at_cut": fitted.mcc_at_cut,
+            "tau": fitted.tau_,
+            "coverage": fitted.coverage_,
+            "fnr_exit": fitted.fnr_exit_,
+            "feasible": fitted.feasible_,
+            "decision_cut": fitted.decision_cut_,
+            "mcc_at_cut": fitted.mcc_at_cut_,
             "n_val_calib": len(preds),
             "sweep": image_md(store.location(THRESHOLDS) / "sweep.png", "exit sweep"),
             **profile_md(resolved),
@@ -77,9 +77,9 @@ def thresholds_meet_targets(store: ArtifactStore, settings: ProfileResource) -> 
     preds = load_val_calib_predictions(store)
     p1 = preds.probs[:, 1].astype(np.float64)
     folded = fitted.fold(p1)
-    coverage, fnr = exit_sweep(folded, preds.labels, np.array([fitted.tau]))
+    coverage, fnr = exit_sweep(folded, preds.labels, np.array([fitted.tau_]))
     fold_consistent = bool(
-        ((folded > 0.5) == (p1 > fitted.decision_cut)).all()
+        ((folded > 0.5) == (p1 > fitted.decision_cut_)).all()
         and np.isfinite(folded).all()
         and folded.min() >= 0
         and folded.max() <= 1
@@ -396,7 +396,7 @@ def load_decision_policy(store: ArtifactStore, profile: Profile) -> DecisionPoli
         calibrator_from_dict(cal),
         kind,
         params,
-        fitted_thresholds["decision_cut"],
+        ExitThresholds.from_dict(fitted_thresholds).decision_cut_,
         conformal_from_dict(suite["lac"]),
         failure_gate,
     )

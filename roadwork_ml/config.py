@@ -20,15 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from roadwork_ml.strict_model import StrictModel as _Strict
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = "demo"
 SOURCE_NAMES = ("natix", "roadwork", "mapillary")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 SourceKind = Literal["synthetic", "image_folder", "manifest", "natix_parquet", "roadwork_coco", "mapillary_vistas"]

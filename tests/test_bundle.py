@@ -21,7 +21,7 @@ from roadwork_ml.models.inference import multiview_model
 from roadwork_ml.policy.calibration import TemperatureScaling
 from roadwork_ml.policy.conformal import SCRC, SplitConformalLAC
 from roadwork_ml.policy.decision import DecisionPolicy
-from roadwork_ml.policy.gate import FailureGate, GateConfig
+from roadwork_ml.policy.gate import FailureGate
 from roadwork_ml.policy.thresholds import fit_thresholds
 from tests.fixtures_data import jpeg_bytes, png_bytes, truncated_jpeg
 
@@ -40,10 +40,10 @@ def _policy(kind: str, rng: np.random.Generator) -> DecisionPolicy:
     if kind == "thresholds":
         params = th.to_dict()
     else:
-        gate = FailureGate(GateConfig(epochs=2, batch_size=64)).fit(feats, (probs.argmax(1) != y).astype(int), split=Split.VAL_CALIB)
+        gate = FailureGate(epochs=2, batch_size=64).fit(feats, (probs.argmax(1) != y).astype(int), split=Split.VAL_CALIB)
         conf = gate.confidence(feats)
         params = {"kind": "gate", "cut": float(np.quantile(conf, 0.2))} if kind == "gate" else SCRC(0.3, 0.2, n_grid=10).fit(probs, y, conf, split=Split.VAL_CALIB).to_dict()
-    return DecisionPolicy(cal, kind, params, th.decision_cut, lac, gate)
+    return DecisionPolicy(cal, kind, params, th.decision_cut_, lac, gate)
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def miscalibrated(n: int, k: float, bias: float, seed: int) -> tuple[np.ndarray,
 
 
 def fit_any(cal: Calibrator, z: np.ndarray, y: np.ndarray, slices=None) -> Calibrator:
-    return cal.fit(z, y, slices=slices) if cal.uses_slices else cal.fit(z, y)
+    return cal.fit(z, y, slices=slices, split="val_calib") if cal.uses_slices else cal.fit(z, y, split="val_calib")
 
 
 def predict_any(cal: Calibrator, z: np.ndarray, slices=None) -> np.ndarray:
@@ -121,7 +121,7 @@ def test_calibrator_reduces_ece_and_nll_on_held_out_half(kind, regime, regimes):
 def test_temperature_recovers_the_true_temperature():
     for k in (3.0, 0.3):
         z, y = miscalibrated(20000, k, bias=0.0, seed=7)
-        t = TemperatureScaling().fit(z, y).temperature
+        t = TemperatureScaling().fit(z, y, split="val_calib").temperature_
         assert abs(t - k) <= 0.1 * k, f"fitted T={t:.4f}, true {k}"
 
 
@@ -134,21 +134,21 @@ def test_temperature_matches_an_independent_optimizer():
         return float(np.mean(lse - lz[np.arange(len(y)), y]))
 
     ref = minimize_scalar(objective, bounds=(math.log(0.1), math.log(10.0)), method="bounded", options={"xatol": 1e-10})
-    ts = TemperatureScaling().fit(z, y)
-    ours = objective(math.log(ts.temperature))
+    ts = TemperatureScaling().fit(z, y, split="val_calib")
+    ours = objective(math.log(ts.temperature_))
     assert abs(ours - ref.fun) < 1e-4 and ours <= ref.fun + 1e-9, (ours, ref.fun)
-    assert abs(ts.temperature - math.exp(ref.x)) < 1e-3 * math.exp(ref.x)
+    assert abs(ts.temperature_ - math.exp(ref.x)) < 1e-3 * math.exp(ref.x)
     assert abs(nll(ts.predict_proba(z), y) - ours) < 1e-9
 
 
 def test_temperature_clamps_to_bounds():
     z, y = miscalibrated(2000, 50.0, bias=0.0, seed=4)  # true T = 50 > 10
-    assert TemperatureScaling().fit(z, y).temperature == 10.0
-    assert TemperatureScaling(t_max=20.0).fit(z, y).temperature == 20.0
+    assert TemperatureScaling().fit(z, y, split="val_calib").temperature_ == 10.0
+    assert TemperatureScaling(t_max=20.0).fit(z, y, split="val_calib").temperature_ == 20.0
     z, y = miscalibrated(2000, 0.02, bias=0.0, seed=4)  # true T = 0.02 < 0.1
-    assert TemperatureScaling().fit(z, y).temperature == pytest.approx(0.1)
-    cw = cal_mod.ClasswiseTemperature().fit(np.stack([np.zeros(2000), z[:, 1] - z[:, 0]], 1), y)
-    assert np.all((cw.temperatures >= 0.1) & (cw.temperatures <= 10.0))
+    assert TemperatureScaling().fit(z, y, split="val_calib").temperature_ == pytest.approx(0.1)
+    cw = cal_mod.ClasswiseTemperature().fit(np.stack([np.zeros(2000), z[:, 1] - z[:, 0]], 1), y, split="val_calib")
+    assert np.all((cw.temperatures_ >= 0.1) & (cw.temperatures_ <= 10.0))
 
 
 # --- serialization ---------------------------------------------------------------------------
@@ -169,13 +169,15 @@ def test_to_dict_from_dict_round_trip_is_exact(kind, regimes):
 
 
 def test_from_dict_rejects_wrong_or_unknown_kinds():
-    d = TemperatureScaling().fit(*miscalibrated(500, 2.0, 0.0, seed=0)).to_dict()
-    with pytest.raises(ContractError, match="expected a 'beta' policy"):
+    d = TemperatureScaling().fit(*miscalibrated(500, 2.0, 0.0, seed=0), split="val_calib").to_dict()
+    with pytest.raises(ContractError, match="expected a 'beta' estimator"):
         BetaCalibration.from_dict(d)
     with pytest.raises(ContractError, match="unknown calibrator kind"):
         calibrator_from_dict({**d, "kind": "pickle"})
-    with pytest.raises(ContractError, match="missing"):
-        calibrator_from_dict({k: v for k, v in d.items() if k != "temperature"})
+    with pytest.raises(ContractError, match="'fitted' is empty"):
+        calibrator_from_dict({**d, "fitted": {}})
+    with pytest.raises(ContractError, match="unknown hyper-parameters"):
+        calibrator_from_dict({**d, "params": {**d["params"], "pickle": 1}})
 
 
 # --- beta: a, b >= 0 -----------------------------------------------------------------------
@@ -200,8 +202,8 @@ def test_beta_coefficients_are_nonnegative_and_optimal(true_abc):
     z, y = _beta_data(*true_abc, n=4000, seed=11)
     X = np.stack([np.log(softmax_np(z)[:, 1]), -np.log(softmax_np(z)[:, 0])], axis=1)
     unconstrained = LogisticRegression(C=1e8, max_iter=5000).fit(X, y).coef_[0]
-    beta = BetaCalibration().fit(z, y)
-    assert beta.a >= 0.0 and beta.b >= 0.0, (beta.a, beta.b)
+    beta = BetaCalibration().fit(z, y, split="val_calib")
+    assert beta.a_ >= 0.0 and beta.b_ >= 0.0, (beta.a_, beta.b_)
     if min(true_abc[:2]) < 0:
         assert unconstrained.min() < 0, "this case should push an unconstrained fit negative"
     # independent constrained solver on the same objective: L-BFGS-B with bounds
@@ -211,14 +213,14 @@ def test_beta_coefficients_are_nonnegative_and_optimal(true_abc):
          for x0 in (np.array([1.0, 1.0, 0.0]), np.array([0.0, 0.0, 0.0]))),
         key=lambda r: r.fun,
     )
-    ours = _beta_objective(np.array([beta.a, beta.b, beta.c]), X, y, beta.l2)
+    ours = _beta_objective(np.array([beta.a_, beta.b_, beta.c_]), X, y, beta.l2)
     assert ours <= ref.fun + 1e-7, (ours, ref.fun)
 
 
 def test_beta_with_anti_informative_scores_falls_back_to_the_base_rate():
     z, y = miscalibrated(4000, 1.0, 0.0, seed=5)
-    beta = BetaCalibration().fit(z, 1 - y)  # flipped labels: both coefficients want to be negative
-    assert beta.a == 0.0 and beta.b == 0.0
+    beta = BetaCalibration().fit(z, 1 - y, split="val_calib")  # flipped labels: both coefficients want to be negative
+    assert beta.a_ == 0.0 and beta.b_ == 0.0
     p1 = beta.predict_proba(z)[:, 1]
     np.testing.assert_allclose(p1, np.mean(1 - y), atol=1e-6)
 
@@ -227,13 +229,13 @@ def test_beta_with_anti_informative_scores_falls_back_to_the_base_rate():
 
 def test_isotonic_is_monotone_and_matches_sklearn(regimes):
     z, y = regimes["under_confident"]
-    iso = IsotonicCalibration().fit(z, y)
+    iso = IsotonicCalibration().fit(z, y, split="val_calib")
     grid = np.linspace(-20, 20, 4001)
     zg = np.stack([-grid / 2, grid / 2], axis=1)
     p1 = iso.predict_proba(zg)[:, 1]
     assert np.all(np.diff(p1) >= 0)
     assert p1.min() >= 1e-6 and p1.max() <= 1 - 1e-6
-    exact = IsotonicCalibration(eps=0.0).fit(z, y)
+    exact = IsotonicCalibration(eps=0.0).fit(z, y, split="val_calib")
     ref = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(softmax_np(z)[:, 1], y)
     np.testing.assert_allclose(exact.predict_proba(zg)[:, 1], ref.predict(softmax_np(zg)[:, 1]), rtol=0, atol=1e-12)
 
@@ -246,11 +248,11 @@ def test_slice_temperature_falls_back_to_the_global_temperature():
     zs, ys = miscalibrated(60, 0.2, 0.0, seed=23)  # a small slice: 60 < 100 rows
     z, y = np.concatenate([za, zb, zs]), np.concatenate([ya, yb, ys])
     s = np.array(["a"] * 3000 + ["b"] * 3000 + ["small"] * 60)
-    cal = SliceTemperature(min_samples_per_slice=100).fit(z, y, slices=s)
-    assert set(cal.temperatures) == {"a", "b"} and cal.slice_counts["small"] == 60
-    assert abs(cal.temperatures["a"] - 3.0) < 0.3 and abs(cal.temperatures["b"] - 0.5) < 0.05
-    global_ts = TemperatureScaling().fit(z, y)
-    assert cal.global_temperature == global_ts.temperature
+    cal = SliceTemperature(min_samples_per_slice=100).fit(z, y, slices=s, split="val_calib")
+    assert set(cal.temperatures_) == {"a", "b"} and cal.slice_counts_["small"] == 60
+    assert abs(cal.temperatures_["a"] - 3.0) < 0.3 and abs(cal.temperatures_["b"] - 0.5) < 0.05
+    global_ts = TemperatureScaling().fit(z, y, split="val_calib")
+    assert cal.global_temperature_ == global_ts.temperature_
     small = s == "small"
     p = cal.predict_proba(z, slices=s)
     assert np.max(np.abs(p[small] - global_ts.predict_proba(z[small]))) == 0.0
@@ -259,7 +261,7 @@ def test_slice_temperature_falls_back_to_the_global_temperature():
     assert np.max(np.abs(unseen - global_ts.predict_proba(za[:10]))) == 0.0
     assert np.max(np.abs(cal.predict_proba(za[:10]) - global_ts.predict_proba(za[:10]))) == 0.0  # slices=None
     with pytest.raises(ValueError, match="slices"):
-        SliceTemperature().fit(z, y)
+        SliceTemperature().fit(z, y, split="val_calib")
 
 
 # --- selection --------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ def test_select_prefers_temperature_over_identity_and_refits_on_all_rows():
     assert rows["temperature"]["oof_nll"] < rows["identity"]["oof_nll"] - 0.1
     assert rows["temperature"]["oof_ece"] < 0.3 * rows["identity"]["oof_ece"]
     assert res.uncalibrated == rows["identity"]
-    assert res.calibrator.temperature == TemperatureScaling().fit(z, y).temperature  # refit on everything
+    assert res.calibrator.temperature_ == TemperatureScaling().fit(z, y, split="val_calib").temperature_  # refit on everything
     json.dumps(res.to_dict())
 
 
@@ -320,27 +322,27 @@ def test_oof_probabilities_come_from_calibrators_that_never_saw_the_row():
     res = select_calibrator(z, y, ["temperature"], n_folds=4, seed=9, split="val_calib")
     folds = StratifiedKFold(n_splits=4, shuffle=True, random_state=9).split(z, y)
     for fit_idx, pred_idx in folds:
-        p = TemperatureScaling().fit(z[fit_idx], y[fit_idx]).predict_proba(z[pred_idx])
+        p = TemperatureScaling().fit(z[fit_idx], y[fit_idx], split="val_calib").predict_proba(z[pred_idx])
         assert np.max(np.abs(res.oof_proba["temperature"][pred_idx] - p)) == 0.0
 
 
-class _Memorizer(Calibrator):
+class _Memorizer(Calibrator, register=False):
     """Looks up each row's label if it saw that exact logit row; 0.5 otherwise. Perfect in-sample."""
 
     kind = "memorize"
 
     def _fit(self, z, y):
-        self.table = {tuple(r): int(t) for r, t in zip(z, y)}
+        self.table_ = {tuple(r): int(t) for r, t in zip(z, y)}
 
     def _predict(self, z):
-        p1 = np.array([{1: 1 - 1e-9, 0: 1e-9}.get(self.table.get(tuple(r)), 0.5) for r in z])
+        p1 = np.array([{1: 1 - 1e-9, 0: 1e-9}.get(self.table_.get(tuple(r)), 0.5) for r in z])
         return np.stack([1 - p1, p1], axis=1)
 
 
 def test_a_memorizing_calibrator_cannot_win(monkeypatch):
     monkeypatch.setitem(CALIBRATORS, "memorize", _Memorizer)
     z, y = miscalibrated(2000, 3.0, 0.0, seed=51)
-    assert nll(_Memorizer().fit(z, y).predict_proba(z), y) < 1e-8  # in-sample it looks perfect
+    assert nll(_Memorizer().fit(z, y, split="val_calib").predict_proba(z), y) < 1e-8  # in-sample it looks perfect
     res = select_calibrator(z, y, ["memorize", "temperature"], split="val_calib")
     rows = {r["method"]: r for r in res.table}
     assert rows["memorize"]["oof_nll"] == pytest.approx(LN2, abs=1e-12)  # never saw any row it scored
@@ -351,7 +353,7 @@ def test_isotonic_cannot_profit_from_fitting_pure_noise():
     rng = np.random.default_rng(61)
     m = rng.normal(0.0, 1.0, 500)
     z, y = np.stack([np.zeros_like(m), m], axis=1), rng.integers(0, 2, 500)  # labels independent of logits
-    in_sample = nll(IsotonicCalibration().fit(z, y).predict_proba(z), y)
+    in_sample = nll(IsotonicCalibration().fit(z, y, split="val_calib").predict_proba(z), y)
     res = select_calibrator(z, y, ["isotonic", "temperature"], split="val_calib")
     rows = {r["method"]: r for r in res.table}
     assert in_sample < LN2 - 0.003, "isotonic should overfit noise in-sample (measured ln2 - 0.0059)"
@@ -368,7 +370,7 @@ def test_multiclass_calibrators_and_binary_only_refusals():
     y = np.array([rng.choice(3, p=row) for row in softmax_np(true)])
     z = 2.5 * true
     for kind in ("temperature", "classwise_temperature", "dirichlet", "ensemble_temperature", "identity"):
-        cal = CALIBRATORS[kind]().fit(z[:1500], y[:1500])
+        cal = CALIBRATORS[kind]().fit(z[:1500], y[:1500], split="val_calib")
         p = cal.predict_proba(z[1500:])
         assert p.shape == (1500, 3)
         np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-12)
@@ -376,7 +378,7 @@ def test_multiclass_calibrators_and_binary_only_refusals():
             assert nll(p, y[1500:]) < nll(softmax_np(z[1500:]), y[1500:]) - 0.05, kind
     for kind in ("platt", "beta", "isotonic"):
         with pytest.raises(ContractError, match="binary"):
-            CALIBRATORS[kind]().fit(z, y)
+            CALIBRATORS[kind]().fit(z, y, split="val_calib")
 
 
 def test_errors_say_what_is_wrong():
@@ -384,16 +386,16 @@ def test_errors_say_what_is_wrong():
     with pytest.raises(RuntimeError, match="not fitted"):
         TemperatureScaling().predict_proba(z)
     with pytest.raises(ValueError, match="only class"):
-        TemperatureScaling().fit(z, np.zeros(300, dtype=int))
+        TemperatureScaling().fit(z, np.zeros(300, dtype=int), split="val_calib")
     with pytest.raises(ContractError, match="fitted on 2 classes"):
-        TemperatureScaling().fit(z, y).predict_proba(np.zeros((3, 3)))
+        TemperatureScaling().fit(z, y, split="val_calib").predict_proba(np.zeros((3, 3)))
     with pytest.raises(ContractError, match="non-finite"):
-        TemperatureScaling().fit(np.where(np.arange(600).reshape(300, 2) == 5, np.nan, z), y)
+        TemperatureScaling().fit(np.where(np.arange(600).reshape(300, 2) == 5, np.nan, z), y, split="val_calib")
     with pytest.raises(ValueError, match="unknown calibration method"):
         select_calibrator(z, y, ["temprature"], split="val_calib")
     with pytest.raises(ValueError, match="needs slices"):
         select_calibrator(z, y, ["slice_temperature"], split="val_calib")
-    np.testing.assert_allclose(Identity().predict_proba(z), softmax_np(z), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(Identity().fit(z, None, split="val_calib").predict_proba(z), softmax_np(z), rtol=0, atol=1e-15)
 
 
 # --- reliability diagram ---------------------------------------------------------------------

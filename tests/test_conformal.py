@@ -363,7 +363,7 @@ def test_scrc_sets_and_edge_cases():
     y_bad = 1 - probs.argmax(1)  # every prediction wrong
     none = SCRC(0.05, 0.1).fit(probs, y_bad, gate, split="val_calib")
     assert not none.certified_ and not none.accept(probs, gate).any()
-    assert json.loads(json.dumps(none.to_dict(), allow_nan=False))["lambda_gate"] == "inf"
+    assert json.loads(json.dumps(none.to_dict(), allow_nan=False))["fitted"]["lambda_gate_"] == {"__float__": "inf"}
 
 
 # --- contamination -----------------------------------------------------------------------

@@ -17,7 +17,6 @@ from roadwork_ml.config import DecodeConfig
 from roadwork_ml.data.decode import (
     DecodeError,
     IngestedRecord,
-    hamming,
     ingest,
     normalize_for_store,
     phash64,
@@ -27,6 +26,7 @@ from roadwork_ml.data.decode import (
     to_manifest_table,
     to_rgb,
 )
+from roadwork_ml.data.dedup import hamming
 from roadwork_ml.data.readers import read_image_folder
 from roadwork_ml.data.records import MANIFEST_SCHEMA, ImageRecord, Quarantined
 from fixtures_data import (  # tests/ is on sys.path: pytest prepends the dir of an __init__-less test module

@@ -1,11 +1,11 @@
-"""Drift statistics: PSI (ours and evidently's), KS (scipy), MMD (alibi-detect), embedding shift, PCA."""
+"""Drift statistics: PSI (ours and evidently's), KS (scipy), MMD (alibi-detect, recorded fixture), embedding shift, PCA."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
 import math
-import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -117,33 +117,57 @@ def test_ks_equals_scipy_and_hand_statistic(sizes):
 # ------------------------------------------------------------------------------------ MMD
 
 
-@pytest.fixture(scope="module")
-def alibi_mmd():
-    logging.getLogger("alibi_detect").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from alibi_detect.cd import MMDDrift
-    return MMDDrift
+FIXTURE = Path(__file__).parent / "fixtures" / "mmd_alibi.json"
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_mmd_statistic_equals_alibi(alibi_mmd, dtype):
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(300, 16)).astype(dtype)
-    y = (rng.normal(size=(200, 16)) + 0.15).astype(dtype)
-    sigma = median_heuristic_sigma(x, dtype=torch.float64 if dtype == np.float64 else torch.float32)
+def _fixture_inputs(seed: int, n_x: int, n_y: int, d: int, shift: float, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The recorded cases' inputs, by the recipe stored in the fixture's provenance."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_x, d)).astype(dtype)
+    y = (rng.normal(size=(n_y, d)) + shift).astype(dtype)
+    return x, y
+
+
+def _sha256_arrays(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(f"{a.dtype.str}{a.shape}".encode() + np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mmd_statistic_equals_alibi(dtype):
+    """alibi-detect 0.13 is the oracle, recorded in its own venv (bench/peers/record_mmd_fixtures.py)
+    because it pins numpy < 2: its median-heuristic bandwidth and its statistic at that bandwidth."""
+    doc = json.loads(FIXTURE.read_text())
+    assert doc["provenance"]["versions"]["alibi_detect"] == "0.13.0"
+    case = next(c for c in doc["cases"] if c["inputs"]["dtype"] == dtype)
+    x, y = _fixture_inputs(**case["inputs"])
+    assert _sha256_arrays(x, y) == case["inputs_sha256"], "numpy's Generator no longer reproduces the recorded inputs"
+    sigma = median_heuristic_sigma(x, dtype=torch.float64 if dtype == "float64" else torch.float32)
     # alibi's own median heuristic (sigma=None) lands on the same bandwidth
-    det_inferred = alibi_mmd(x, backend="pytorch", p_val=0.05, n_permutations=20, device="cpu")
-    assert float(det_inferred._detector.kernel.sigma) == pytest.approx(sigma, rel=1e-6)
-    det = alibi_mmd(x, backend="pytorch", p_val=0.05, n_permutations=50, sigma=np.array([sigma], dtype=dtype), device="cpu")
-    _, stat_alibi, _ = det.score(y)
-    ours = mmd_permutation_test(x, y, n_permutations=50, sigma=sigma, device="cpu")
+    assert case["alibi_sigma_median_heuristic"] == pytest.approx(sigma, rel=1e-6)
+    stat_alibi = case["alibi_statistic_at_that_sigma"]
+    ours = mmd_permutation_test(x, y, n_permutations=50, sigma=case["alibi_sigma_median_heuristic"], device="cpu")
     assert abs(ours.statistic - stat_alibi) <= 1e-6
-    if dtype == np.float64:  # same float64 arithmetic: agreement to rounding
+    if dtype == "float64":  # same float64 arithmetic: agreement to rounding
         assert abs(ours.statistic - stat_alibi) <= 1e-12
+    # a naive variant fails the comparison: the biased (V-statistic) estimator
+    assert abs(_biased_mmd2(x, y, case["alibi_sigma_median_heuristic"]) - stat_alibi) > 1e-3
     # the float32 kernel (float64 reductions) gives the float64 answer to ~1e-10
-    ours32 = mmd_permutation_test(x, y, n_permutations=50, sigma=sigma, device="cpu", dtype=torch.float32)
+    ours32 = mmd_permutation_test(x, y, n_permutations=50, sigma=case["alibi_sigma_median_heuristic"], device="cpu", dtype=torch.float32)
     assert abs(ours32.statistic - ours.statistic) <= 1e-8
+
+
+def _biased_mmd2(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
+    """MMD² with the diagonal kept (biased V-statistic): what a naive implementation computes."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+
+    def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return np.exp(-d2 / (2 * sigma**2))
+
+    return float(k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean())
 
 
 def test_mmd_null_and_pvalue_definition():

@@ -175,7 +175,7 @@ def test_natix_parquet_reader(tmp_path, image_as, layout):
     assert (r1.label, r1.hour, r1.weather) == (1, 23, "rain")
     assert r1.group_id == r2.group_id == "natix:pittsburgh/seq5"  # one drive, one group
     assert (r3.label, r3.hour, r3.weather) == (0, 19, "snow")
-    assert r3.group_id == r6.group_id == "natix:pittsburgh:4044_-8000"  # city + GPS cell
+    assert r3.group_id == r6.group_id == "natix:pittsburgh:gps:0.01:4044:-8000"  # city + GPS cell
     assert (r6.hour, r6.weather) == (12, "unknown")  # "['Day'" parsed best effort; "[]" → unknown
     r8 = by_id["natix:test:8"]
     assert (r8.hour, r8.weather, r8.group_id) == (7, "fog", "natix:vid77")

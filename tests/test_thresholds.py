@@ -29,21 +29,21 @@ def test_sweep_matches_brute_force_and_choice_is_optimal(seed):
         bc, bf = _brute_fnr_coverage(p, y, t)
         assert c == pytest.approx(bc, abs=1e-12) and f == pytest.approx(bf, abs=1e-12)
     fitted = fit_thresholds(p, y, Split.VAL_CALIB, target_fnr_exit=0.05, min_coverage=0.3, grid_size=1001)
-    assert fitted.feasible
+    assert fitted.feasible_
     folded = fitted.fold(p)  # exits decide with the deployed (folded) cut
-    c, f = _brute_fnr_coverage(folded, y, fitted.tau)
-    assert f <= 0.05 and c >= 0.3 and c == pytest.approx(fitted.coverage)
+    c, f = _brute_fnr_coverage(folded, y, fitted.tau_)
+    assert f <= 0.05 and c >= 0.3 and c == pytest.approx(fitted.coverage_)
     assert fitted.exits(p).mean() == pytest.approx(c)
     # no feasible τ on the grid has higher coverage
     grid = np.linspace(0.5, 1, 1001)
     gc, gf = exit_sweep(folded, y, grid)
-    assert gc[(gf <= 0.05) & (gc >= 0.3)].max() == pytest.approx(fitted.coverage)
+    assert gc[(gf <= 0.05) & (gc >= 0.3)].max() == pytest.approx(fitted.coverage_)
 
 
 def test_infeasible_targets_are_reported_not_hidden():
     p, y = _scores(500, 0, shift=0.2)  # nearly random scores
     fitted = fit_thresholds(p, y, Split.VAL_CALIB, target_fnr_exit=0.001, min_coverage=0.99)
-    assert not fitted.feasible
+    assert not fitted.feasible_
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -73,5 +73,5 @@ def test_leakage_and_serialization():
         fit_thresholds(p, y, Split.VAL_TEST, 0.05, 0.5)
     fitted = fit_thresholds(p, y, "val_calib", 0.05, 0.5)
     again = ExitThresholds.from_dict(fitted.to_dict())
-    assert again.tau == fitted.tau and again.decision_cut == fitted.decision_cut
+    assert again.tau_ == fitted.tau_ and again.decision_cut_ == fitted.decision_cut_
     assert (again.fold(p) == fitted.fold(p)).all()

@@ -231,10 +231,13 @@ def fit_for_store(img: Image.Image, cfg: DecodeConfig) -> Image.Image:
     return img
 
 
-def encode_jpeg(img: Image.Image, quality: int) -> bytes:
+def encode_jpeg(img: Image.Image, quality: int, subsampling: int | None = None) -> bytes:
+    """JPEG bytes of ``img`` at ``quality`` (1-95); ``subsampling`` 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0,
+    None = the encoder's default. The one JPEG encoder of roadwork_ml (ingest, synthetic scenes)."""
     buf = io.BytesIO()
+    kw = {} if subsampling is None else {"subsampling": int(subsampling)}
     try:
-        img.save(buf, format="JPEG", quality=quality)
+        img.save(buf, format="JPEG", quality=int(quality), **kw)
     except Exception as exc:  # noqa: BLE001
         raise DecodeError("encode_failed", f"{type(exc).__name__}: {exc}") from None
     return buf.getvalue()
@@ -254,11 +257,6 @@ def phash64(img: Image.Image) -> int:
     """
     bits = imagehash.phash(img, hash_size=8).hash.flatten()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
-
-
-def hamming(a: int, b: int) -> int:
-    """Number of differing bits between two 64-bit hashes."""
-    return (int(a) ^ int(b)).bit_count()
 
 
 # ---------------------------------------------------------------------------------------

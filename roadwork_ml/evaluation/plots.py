@@ -1,29 +1,23 @@
-"""Plots as PNG files (matplotlib, Agg backend): training curves and threshold sweeps."""
+"""Plots as PNG files (matplotlib Agg, no pyplot state, written atomically): training curves, threshold sweeps."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from roadwork_ml.evaluation.figures import new_figure, save_figure
 
 
 def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def training_curves(step_losses: Sequence[float], epochs: Sequence[int], val_mcc: Sequence[float], val_auroc: Sequence[float], path: str | Path) -> Path:
     """Left: train loss per step (with a moving average). Right: VAL_SELECT MCC / AUROC per epoch."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = new_figure((9, 3.2))
+    a, b = fig.subplots(1, 2)
     losses = np.asarray(step_losses, dtype=float)
     a.plot(losses, lw=0.6, alpha=0.4, label="step")
     if len(losses) >= 10:
@@ -40,7 +34,8 @@ def training_curves(step_losses: Sequence[float], epochs: Sequence[int], val_mcc
 
 def threshold_sweep(taus: Sequence[float], coverage: Sequence[float], fnr: Sequence[float], chosen_tau: float, target_fnr: float, min_coverage: float, path: str | Path) -> Path:
     """Coverage and FNR-among-exited against the exit threshold τ, with targets and the choice."""
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig = new_figure((6, 3.4))
+    ax = fig.subplots()
     ax.plot(taus, coverage, label="coverage (exited share)")
     ax.plot(taus, fnr, label="FNR among exited")
     ax.axhline(target_fnr, ls=":", c="C1", label=f"target FNR {target_fnr:g}")
@@ -54,7 +49,8 @@ def threshold_sweep(taus: Sequence[float], coverage: Sequence[float], fnr: Seque
 def thumbnail_grid(images: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, cols: int = 8) -> Path:
     """A grid of ``[H, W, 3]`` uint8 images with captions."""
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.45))
+    fig = new_figure((cols * 1.3, rows * 1.45))
+    axes = fig.subplots(rows, cols)
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, img, cap in zip(np.atleast_1d(axes).ravel(), images, captions):

@@ -8,40 +8,25 @@ The reliability diagram lives in :func:`roadwork_ml.policy.calibration.reliabili
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from roadwork_ml.evaluation import metrics as M
+from roadwork_ml.evaluation.figures import new_figure, save_figure
 
 __all__ = ["confidence_histogram", "risk_coverage_plot", "slice_heatmap"]
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
+    return new_figure(figsize)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=90)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def _pair(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:

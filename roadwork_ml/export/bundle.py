@@ -32,7 +32,9 @@ from roadwork_ml.models.multiview import MultiViewClassifier
 from roadwork_ml.models.inference import view_spec
 from roadwork_ml.policy.decision import DecisionPolicy
 
-SCHEMA_VERSION = 1
+# 2: calibrator.json, policy.json (thresholds, scrc), prediction_sets.json and gate.json use the one
+# estimator layout {kind, format_version, params, fitted} (roadwork_ml.policy.estimator)
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 ONNX = "model.onnx"

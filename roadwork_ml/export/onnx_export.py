@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from roadwork_ml.numerics import softmax
 import torch
 
 from roadwork_ml.artifacts import atomic_path, sha256_file
@@ -283,13 +285,6 @@ class ParityReport:
         return asdict(self)
 
 
-def softmax64(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis in float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
-
-
 def decisions(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """``[N, C]`` probabilities → ``[N]`` int decisions: class 1 above ``threshold`` for C = 2, argmax otherwise."""
     return (probs[:, 1] > threshold).astype(np.int64) if probs.shape[1] == 2 else probs.argmax(1)
@@ -324,11 +319,11 @@ def onnx_parity(mv: torch.nn.Module, onnx_path: str | Path, images: torch.Tensor
         mv.train(was_training)
     ref = [np.concatenate([p[k] for p in torch_parts]) for k in range(3)]
     got = [np.concatenate([p[k] for p in ort_parts]) for k in range(3)]
-    p_ref, p_got = softmax64(ref[0]), softmax64(got[0])
+    p_ref, p_got = softmax(ref[0]), softmax(got[0])
     return ParityReport(
         n=len(x),
         max_prob_diff=float(np.abs(p_ref - p_got).max()),
-        max_view_prob_diff=float(np.abs(softmax64(ref[1]) - softmax64(got[1])).max()),
+        max_view_prob_diff=float(np.abs(softmax(ref[1]) - softmax(got[1])).max()),
         max_view_logit_diff=float(np.abs(ref[1] - got[1]).max()),
         max_embedding_diff=float(np.abs(ref[2] - got[2]).max()),
         decision_agreement=float((decisions(p_ref) == decisions(p_got)).mean()),

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from roadwork_ml.artifacts import atomic_write_bytes
-from roadwork_ml.export.onnx_export import INPUT_NAME, OUTPUT_NAMES, decisions, onnx_signature, softmax64
+from roadwork_ml.export.onnx_export import INPUT_NAME, OUTPUT_NAMES, decisions, onnx_signature
+from roadwork_ml.numerics import softmax
 
 MIN_TENSORRT_MAJOR = 10
 
@@ -47,7 +48,7 @@ def tensorrt_available() -> tuple[bool, str]:
     try:
         import tensorrt as trt
     except ImportError:
-        return False, "tensorrt is not installed (pip install tensorrt-cu12, version 10.x, on a CUDA machine)"
+        return False, "tensorrt is not installed (on a CUDA machine: pip install -e '.[gpu]', TensorRT 10.x for CUDA 13)"
     except Exception as e:  # noqa: BLE001 - a broken install (missing libnvinfer) is "unavailable" too
         return False, f"tensorrt failed to import: {type(e).__name__}: {e}"
     version = getattr(trt, "__version__", "0")
@@ -270,13 +271,13 @@ def engine_agreement(onnx_runner: _Runner, trt_runner: _Runner, images: np.ndarr
         got_parts.append(trt_runner.run(x[i : i + batch_size]))
     ref = {k: np.concatenate([p[k] for p in ref_parts]) for k in OUTPUT_NAMES[:2]}
     got = {k: np.concatenate([p[k] for p in got_parts]) for k in OUTPUT_NAMES[:2]}
-    p_ref, p_got = softmax64(ref["logits"]), softmax64(got["logits"])
+    p_ref, p_got = softmax(ref["logits"]), softmax(got["logits"])
     diff = np.abs(p_ref - p_got)
     report: dict[str, Any] = {
         "n": int(len(x)),
         "max_prob_diff": float(diff.max()),
         "mean_prob_diff": float(diff.mean()),
-        "max_view_prob_diff": float(np.abs(softmax64(ref["view_logits"]) - softmax64(got["view_logits"])).max()),
+        "max_view_prob_diff": float(np.abs(softmax(ref["view_logits"]) - softmax(got["view_logits"])).max()),
         "decision_agreement": float((decisions(p_ref) == decisions(p_got)).mean()),
         "tolerance": tolerance,
         "max_prob_diff_allowed": max_prob_diff,

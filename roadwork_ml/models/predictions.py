@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from roadwork_ml.numerics import softmax
 import pyarrow.parquet as pq
 
 from roadwork_ml.artifacts import atomic_path
@@ -40,12 +42,6 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.record_ids)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _fixed_list(arr: np.ndarray) -> pa.Array:

@@ -13,15 +13,14 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from roadwork_ml.data.records import WEATHERS
+from roadwork_ml.strict_model import StrictModel as _Strict
 
 __all__ = ["DriftRules", "NewCamera", "ScenarioPhase", "DriftScenario", "MonitoringConfig"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DriftRules(_Strict):

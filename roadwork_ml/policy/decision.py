@@ -27,7 +27,7 @@ from roadwork_ml.policy.conformal import conformal_from_dict
 from roadwork_ml.policy.gate import FailureGate
 from roadwork_ml.policy.selection import PolicyKind
 from roadwork_ml.policy.thresholds import ExitThresholds, fold_probability
-from roadwork_ml.policy.uncertainty import softmax
+from roadwork_ml.numerics import softmax
 
 DECISIONS = ("no_roadwork", "roadwork", "defer")
 CALIBRATOR_FILE = "calibrator.json"

@@ -12,45 +12,73 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 
-from roadwork_ml.contracts import Purpose, Split, require_split, validate_policy_json
+from roadwork_ml.contracts import ContractError, Split
+from roadwork_ml.policy.estimator import PolicyEstimator
 
 _EPS = 1e-6
 
 
-@dataclass
-class ExitThresholds:
-    tau: float
-    coverage: float
-    fnr_exit: float
-    feasible: bool
-    decision_cut: float
-    mcc_at_cut: float
-    target_fnr_exit: float
-    min_coverage: float
-    sweep: dict = field(default_factory=dict, repr=False)  # tau, coverage, fnr arrays (lists)
+class ExitThresholds(PolicyEstimator):
+    """The exit threshold τ and the decision cut t*, fitted on VAL_CALIB probabilities.
 
-    def to_dict(self, with_sweep: bool = False) -> dict:
-        d = asdict(self)
-        if not with_sweep:
-            d.pop("sweep")
-        return {"kind": "thresholds", **d}
+    Hyper-parameters: ``target_fnr_exit`` (max FN / (TP + FN) among exited samples),
+    ``min_coverage`` (min exited share), ``grid_size`` (τ grid on [0.5, 1]).
+    Fitted: ``tau_``, ``coverage_``, ``fnr_exit_``, ``feasible_``, ``decision_cut_``,
+    ``mcc_at_cut_`` and ``sweep_`` (``{"tau", "coverage", "fnr"}`` lists over the grid).
+    """
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ExitThresholds":
-        validate_policy_json(d, "thresholds", ["tau", "decision_cut"])
-        return cls(**{k: v for k, v in d.items() if k != "kind"})
+    kind = "thresholds"
+
+    def __init__(self, target_fnr_exit: float = 0.05, min_coverage: float = 0.5, grid_size: int = 1001) -> None:
+        if not 0.0 <= target_fnr_exit <= 1.0 or not 0.0 <= min_coverage <= 1.0:
+            raise ValueError(
+                f"ExitThresholds: target_fnr_exit and min_coverage must lie in [0, 1], got {target_fnr_exit}, {min_coverage}"
+            )
+        if int(grid_size) < 2:
+            raise ValueError(f"ExitThresholds: grid_size must be >= 2, got {grid_size}")
+        self.target_fnr_exit = float(target_fnr_exit)
+        self.min_coverage = float(min_coverage)
+        self.grid_size = int(grid_size)
+
+    def fit(self, p1: np.ndarray, labels: np.ndarray, *, split: Split | str) -> ExitThresholds:
+        """Fit both thresholds on VAL_CALIB probabilities ``p1`` ``[N]`` with labels ``[N]``."""
+        self.check_split(split)
+        p1 = np.asarray(p1, dtype=np.float64)
+        labels = np.asarray(labels).astype(np.int64)
+        if p1.ndim != 1 or labels.shape != p1.shape or p1.size == 0:
+            raise ContractError(
+                f"ExitThresholds.fit: p1 and labels must be [N] with N > 0, got {list(p1.shape)}, {list(labels.shape)}"
+            )
+        cut, mcc = mcc_optimal_cut(p1, labels)
+        taus = np.linspace(0.5, 1.0, self.grid_size)
+        coverage, fnr = exit_sweep(fold_probability(p1, cut), labels, taus)
+        ok = (fnr <= self.target_fnr_exit) & (coverage >= self.min_coverage)
+        feasible = bool(ok.any())
+        # Highest coverage among feasible τ; ties → the smallest such τ (coverage is non-increasing in τ).
+        if feasible:
+            k = int(np.flatnonzero(ok)[0])
+        else:  # report the best compromise: lowest FNR among τ that keep the minimum coverage
+            candidates = np.flatnonzero(coverage >= self.min_coverage)
+            k = int(candidates[np.argmin(fnr[candidates])]) if len(candidates) else 0
+        self.tau_ = float(taus[k])
+        self.coverage_ = float(coverage[k])
+        self.fnr_exit_ = float(fnr[k])
+        self.feasible_ = feasible
+        self.decision_cut_ = cut
+        self.mcc_at_cut_ = mcc
+        self.sweep_ = {"tau": taus.tolist(), "coverage": coverage.tolist(), "fnr": fnr.tolist()}
+        return self
 
     def exits(self, p1: np.ndarray) -> np.ndarray:
         """Boolean ``[N]``: which samples leave the cascade at this stage."""
         f = self.fold(p1)
-        return np.maximum(f, 1 - f) >= self.tau
+        return np.maximum(f, 1 - f) >= self.tau_
 
     def fold(self, p1: np.ndarray) -> np.ndarray:
-        return fold_probability(p1, self.decision_cut)
+        self.check_fitted()
+        return fold_probability(p1, self.decision_cut_)
 
 
 def exit_sweep(p1: np.ndarray, labels: np.ndarray, taus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,30 +130,13 @@ def fold_probability(p1: np.ndarray, cut: float) -> np.ndarray:
     return out.clip(0.0, 1.0)
 
 
-def fit_thresholds(p1: np.ndarray, labels: np.ndarray, split: Split | str, target_fnr_exit: float, min_coverage: float, grid_size: int = 1001) -> ExitThresholds:
-    """Fit both thresholds on VAL_CALIB probabilities ``p1`` ``[N]`` with labels ``[N]``."""
-    require_split(Purpose.FIT_POLICY, split)
-    p1 = np.asarray(p1, dtype=np.float64)
-    labels = np.asarray(labels).astype(np.int64)
-    cut, mcc = mcc_optimal_cut(p1, labels)
-    taus = np.linspace(0.5, 1.0, grid_size)
-    coverage, fnr = exit_sweep(fold_probability(p1, cut), labels, taus)
-    ok = (fnr <= target_fnr_exit) & (coverage >= min_coverage)
-    feasible = bool(ok.any())
-    # Highest coverage among feasible τ; ties → the smallest such τ (coverage is non-increasing in τ).
-    if feasible:
-        k = int(np.flatnonzero(ok)[0])
-    else:  # report the best compromise: lowest FNR among τ that keep the minimum coverage
-        candidates = np.flatnonzero(coverage >= min_coverage)
-        k = int(candidates[np.argmin(fnr[candidates])]) if len(candidates) else 0
-    return ExitThresholds(
-        tau=float(taus[k]),
-        coverage=float(coverage[k]),
-        fnr_exit=float(fnr[k]),
-        feasible=feasible,
-        decision_cut=cut,
-        mcc_at_cut=mcc,
-        target_fnr_exit=target_fnr_exit,
-        min_coverage=min_coverage,
-        sweep={"tau": taus.tolist(), "coverage": coverage.tolist(), "fnr": fnr.tolist()},
-    )
+def fit_thresholds(
+    p1: np.ndarray,
+    labels: np.ndarray,
+    split: Split | str,
+    target_fnr_exit: float,
+    min_coverage: float,
+    grid_size: int = 1001,
+) -> ExitThresholds:
+    """``ExitThresholds(target_fnr_exit, min_coverage, grid_size).fit(p1, labels, split=split)``."""
+    return ExitThresholds(target_fnr_exit, min_coverage, grid_size).fit(p1, labels, split=split)

@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from roadwork_ml.numerics import softmax
+
 __all__ = [
     "FEATURE_NAMES",
     "FEATURE_INDEX",
@@ -53,7 +55,6 @@ __all__ = [
     "uncertainty_features_torch",
     "features_from_logits",
     "features_from_logits_torch",
-    "softmax",
 ]
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -180,14 +181,6 @@ def uncertainty_features(view_probs: np.ndarray, view_embeddings: np.ndarray | N
 
     out = np.stack([max_prob, cross_view_variance, entropy, max_minus_mean, crop_disagreement, epistemic, aleatoric], axis=1)
     return out.astype(np.float64, copy=False)
-
-
-def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax in float64."""
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=axis, keepdims=True)
-    ex = np.exp(x)
-    return ex / ex.sum(axis=axis, keepdims=True)
 
 
 def features_from_logits(view_logits: Any, view_embeddings: Any = None) -> Any:

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from roadwork_ml.config import SourceConfig
 from roadwork_ml.data.records import UNKNOWN, ImageRecord, Quarantined
+from roadwork_ml.data.splitting import gps_cell
 
 SPLIT_ORDER = {"train": 0, "validation": 1, "val": 1, "test": 2}
 BATCH_SIZE = 32  # rows per Arrow batch: each row carries a full-size image (~1 MB)
@@ -163,11 +164,6 @@ def parse_gps(value: object) -> tuple[float, float] | None:
     if abs(lat) > 90 or abs(lon) > 180 or (lat == 0.0 and lon == 0.0):
         return None
     return lat, lon
-
-
-def gps_cell(lat: float, lon: float, cell_deg: float) -> str:
-    """Grid cell id of a coordinate: frames within one cell share a split group."""
-    return f"{math.floor(lat / cell_deg)}_{math.floor(lon / cell_deg)}"
 
 
 def nested_get(row: dict, parent: str, child: str) -> Any:
