@@ -56,7 +56,7 @@ def test_round_trip(tmp_path):
     assert path == tmp_path / "day=2026-03-01" / "log.parquet"
     table = pq.read_table(path)
     assert table.schema.equals(log_schema(6), check_metadata=False)
-    assert table.schema.metadata[b"roadwork.schema"] == b"inference_log/1"
+    assert table.schema.metadata[b"roadwork.schema"] == b"inference_log/2"
     back = read_log(path)
     assert list(back.columns) == log_columns()
     assert str(back["timestamp"].dtype) == "datetime64[ns, UTC]" or str(back["timestamp"].dtype).endswith(", UTC]")
