@@ -26,8 +26,9 @@ ECDFs up to ``max_ks_points`` distinct pooled values, else a pooled-quantile gri
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,8 +87,14 @@ class FamilyResult:
         return any(t["rejected"] for t in self.tests.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tests": self.tests, "alpha": self.alpha, "n_permutations": self.n_permutations, "seed": self.seed,
-                "groups": self.groups, "any_rejected": self.any_rejected}
+        return {
+            "tests": self.tests,
+            "alpha": self.alpha,
+            "n_permutations": self.n_permutations,
+            "seed": self.seed,
+            "groups": self.groups,
+            "any_rejected": self.any_rejected,
+        }
 
 
 def subsample_groups(groups: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
@@ -141,10 +148,14 @@ def drift_family(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    ref_all = np.concatenate([np.asarray(reference.groups, dtype=object)]
-                             + ([np.asarray(reference.embedding_groups, dtype=object)] if reference.embedding_groups is not None else []))
-    day_all = np.concatenate([np.asarray(day.groups, dtype=object)]
-                             + ([np.asarray(day.embedding_groups, dtype=object)] if day.embedding_groups is not None else []))
+    ref_all = np.concatenate(
+        [np.asarray(reference.groups, dtype=object)]
+        + ([np.asarray(reference.embedding_groups, dtype=object)] if reference.embedding_groups is not None else [])
+    )
+    day_all = np.concatenate(
+        [np.asarray(day.groups, dtype=object)]
+        + ([np.asarray(day.embedding_groups, dtype=object)] if day.embedding_groups is not None else [])
+    )
     rc, dc, g_ref, g_day = encode_groups(ref_all, day_all)
     n_r, n_d = len(reference.values), len(day.values)
     ref_codes, day_codes = rc[:n_r], dc[:n_d]
@@ -158,7 +169,7 @@ def drift_family(
         e_codes = np.concatenate([rc[n_r:], dc[n_d:]])
         kernel = mmd_group_kernel(e_codes, np.concatenate([reference.embeddings, day.embeddings]), sigma, g)
         t, p = _run(lambda v: mmd_stat(kernel, v), perms, max_cells)
-        raw["mmd"] = {"kind": "mmd", "column": "embedding", "statistic": t, "p_value": p, "rows": int(len(e_codes))}
+        raw["mmd"] = {"kind": "mmd", "column": "embedding", "statistic": t, "p_value": p, "rows": len(e_codes)}
     for j, col in enumerate(columns):
         x = pooled[:, j]
         if "ks" in tests:
@@ -173,7 +184,9 @@ def drift_family(
             raw[f"psi:{col}"] = {"kind": "psi", "column": col, "statistic": t, "p_value": p}
     if "category" in tests:
         for name in sorted(set(reference.categories) & set(day.categories)):
-            cats = np.concatenate([np.asarray(reference.categories[name]).astype(str), np.asarray(day.categories[name]).astype(str)])
+            cats = np.concatenate(
+                [np.asarray(reference.categories[name]).astype(str), np.asarray(day.categories[name]).astype(str)]
+            )
             idx, uniq = pd.factorize(pd.Series(cats))
             if len(uniq) < 2:
                 continue
@@ -188,21 +201,40 @@ def drift_family(
         lr = lr & keep
     if lr.sum() >= min_labels and ld.sum() >= min_labels:
         lab = np.concatenate([lr, ld])
-        y = np.concatenate([np.asarray(reference.labels, dtype=np.float64), np.asarray(day.labels, dtype=np.float64)])[lab]
+        y = np.concatenate([np.asarray(reference.labels, dtype=np.float64), np.asarray(day.labels, dtype=np.float64)])[
+            lab
+        ]
         p1 = pooled[lab, 0]
         lc = codes[lab]
         if "accuracy_drop" in tests:
             sums = accuracy_sums(lc, ((p1 > 0.5).astype(np.float64) == y).astype(np.float64), g)
             t, p = _run(lambda v: accuracy_drop_stat(sums, v), perms, max_cells)
-            raw["accuracy_drop"] = {"kind": "accuracy_drop", "column": "label", "statistic": t, "p_value": p, "rows": int(lab.sum())}
+            raw["accuracy_drop"] = {
+                "kind": "accuracy_drop",
+                "column": "label",
+                "statistic": t,
+                "p_value": p,
+                "rows": int(lab.sum()),
+            }
         if "ece_increase" in tests:
             esums = ece_sums(lc, p1, y, g)
             t, p = _run(lambda v: ece_increase_stat(esums, v), perms, max_cells)
-            raw["ece_increase"] = {"kind": "ece_increase", "column": "label", "statistic": t, "p_value": p, "rows": int(lab.sum())}
+            raw["ece_increase"] = {
+                "kind": "ece_increase",
+                "column": "label",
+                "statistic": t,
+                "p_value": p,
+                "rows": int(lab.sum()),
+            }
 
     adjusted = holm({k: v["p_value"] for k, v in raw.items()}) if raw else {}
     for k, v in raw.items():
         v["p_holm"] = adjusted[k]
         v["rejected"] = bool(adjusted[k] <= alpha)
-    return FamilyResult(tests=raw, alpha=float(alpha), n_permutations=int(n_permutations), seed=int(seed),
-                        groups={"reference": int(g_ref), "day": int(g_day)})
+    return FamilyResult(
+        tests=raw,
+        alpha=float(alpha),
+        n_permutations=int(n_permutations),
+        seed=int(seed),
+        groups={"reference": int(g_ref), "day": int(g_day)},
+    )

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,23 +47,23 @@ from roadwork_ml.monitoring.drift_stats import PSI_EPS
 
 __all__ = [
     "GROUPING_KINDS",
-    "day_seed",
-    "grouping_key",
     "GroupPermutations",
+    "accuracy_drop_stat",
+    "accuracy_sums",
+    "day_seed",
     "draw_group_permutations",
-    "permutation_p",
-    "group_sums",
+    "ece_increase_stat",
+    "ece_sums",
+    "grid_index",
     "group_counts",
+    "group_sums",
+    "grouping_key",
+    "holm",
+    "ks_stat",
     "mmd_group_kernel",
     "mmd_stat",
-    "grid_index",
-    "ks_stat",
+    "permutation_p",
     "psi_stat",
-    "accuracy_sums",
-    "accuracy_drop_stat",
-    "ece_sums",
-    "ece_increase_stat",
-    "holm",
 ]
 
 GROUPING_KINDS = ("sequence", "camera_window", "circular_block", "row")
@@ -102,7 +103,9 @@ def grouping_key(df: pd.DataFrame, seed: int = 0, window_minutes: float = 10.0) 
     else:
         fallback, kind = np.array([f"block:{b}" for b in circular_blocks(n, seed)], dtype=object), "circular_block"
     if known.any():
-        return np.where(known, ("seq:" + df["sequence_id"].astype(str)).to_numpy(dtype=object), fallback), f"sequence+{kind}"
+        return np.where(
+            known, ("seq:" + df["sequence_id"].astype(str)).to_numpy(dtype=object), fallback
+        ), f"sequence+{kind}"
     return fallback, kind
 
 
@@ -142,7 +145,9 @@ class GroupPermutations:
 def draw_group_permutations(n_ref_groups: int, n_day_groups: int, n_permutations: int, seed: int) -> GroupPermutations:
     """``n_permutations`` uniform relabellings of the pooled groups (first ``n_ref_groups`` = reference)."""
     if n_ref_groups < 1 or n_day_groups < 1:
-        raise ValueError(f"both samples need at least one group, got {n_ref_groups} reference and {n_day_groups} day groups")
+        raise ValueError(
+            f"both samples need at least one group, got {n_ref_groups} reference and {n_day_groups} day groups"
+        )
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
     g = n_ref_groups + n_day_groups
@@ -180,7 +185,9 @@ def permutation_p(observed: float, null: np.ndarray) -> float:
 def group_sums(codes: np.ndarray, x: np.ndarray, n_groups: int) -> np.ndarray:
     """``S`` [G, k]: column sums of ``x`` [N, k] (or [N]) per group code in ``codes`` [N]."""
     x2 = np.asarray(x, dtype=np.float64).reshape(len(codes), -1)
-    a = sparse.csr_matrix((np.ones(len(codes)), (np.asarray(codes), np.arange(len(codes)))), shape=(n_groups, len(codes)))
+    a = sparse.csr_matrix(
+        (np.ones(len(codes)), (np.asarray(codes), np.arange(len(codes)))), shape=(n_groups, len(codes))
+    )
     return np.asarray(a @ x2)
 
 
@@ -195,7 +202,9 @@ def _split(v: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return r, s.sum(axis=0)[None, :] - r
 
 
-def mmd_group_kernel(codes: np.ndarray, z: np.ndarray, sigma: float, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def mmd_group_kernel(
+    codes: np.ndarray, z: np.ndarray, sigma: float, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Group-aggregated RBF kernel of rows ``z`` [N, D]: ``K_G = A K Aᵀ`` [G, G] (diagonal of K
     zeroed), ``s_G = A K 1`` [G], row counts ``n_G`` [G] and ``T = 1ᵀ K 1``; ``A`` [G, N] is the
     group membership and ``k(a, b) = exp(-||a - b||² / (2σ²))``."""

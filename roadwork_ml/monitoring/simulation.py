@@ -26,7 +26,17 @@ import pandas as pd
 
 from roadwork_ml.monitoring.drift_family import DriftSample
 
-__all__ = ["DayConfig", "STABLE", "WINTER", "CONCEPT", "as_sample", "simulate_frame", "simulate_day", "simulate_reference", "MODEL_COLUMNS_SIM"]
+__all__ = [
+    "CONCEPT",
+    "MODEL_COLUMNS_SIM",
+    "STABLE",
+    "WINTER",
+    "DayConfig",
+    "as_sample",
+    "simulate_day",
+    "simulate_frame",
+    "simulate_reference",
+]
 
 MODEL_COLUMNS_SIM = ("prob", "entropy", "margin", "f_view", "f_tta", "f_seq1", "f_seq2", "f_noise")
 _DIM = 16
@@ -77,21 +87,23 @@ def simulate_frame(n: int, config: DayConfig, rng: np.random.Generator, prefix: 
     p_true = 1.0 / (1.0 + np.exp(-logit / config.concept_temperature))
     y = (rng.random(n) < p_true).astype(np.int64)
     eps = 1e-12
-    df = pd.DataFrame({
-        "sequence_id": [f"{prefix}:seq{k}" for k in seq],
-        "time_of_day": np.where(night, "night", "day"),
-        "source": src_s[seq],
-        "prob": p,
-        "entropy": -(p * np.log(p + eps) + (1 - p) * np.log(1 - p + eps)),
-        "margin": np.abs(2 * p - 1),
-        "f_view": np.abs(0.3 + 0.3 * night + 0.2 * eff_s[seq, 0] + 0.1 * rng.normal(size=n)),
-        "f_tta": np.abs(0.2 * eff_s[seq, 1] + 0.1 * rng.normal(size=n)),
-        "f_seq1": eff_s[seq, 2] + 0.3 * rng.normal(size=n),
-        "f_seq2": 0.5 * eff_s[seq, 0] - 0.5 * eff_s[seq, 2] + 0.3 * rng.normal(size=n),
-        "f_noise": rng.normal(size=n),
-        "y": y,
-        "p_true": p_true,
-    })
+    df = pd.DataFrame(
+        {
+            "sequence_id": [f"{prefix}:seq{k}" for k in seq],
+            "time_of_day": np.where(night, "night", "day"),
+            "source": src_s[seq],
+            "prob": p,
+            "entropy": -(p * np.log(p + eps) + (1 - p) * np.log(1 - p + eps)),
+            "margin": np.abs(2 * p - 1),
+            "f_view": np.abs(0.3 + 0.3 * night + 0.2 * eff_s[seq, 0] + 0.1 * rng.normal(size=n)),
+            "f_tta": np.abs(0.2 * eff_s[seq, 1] + 0.1 * rng.normal(size=n)),
+            "f_seq1": eff_s[seq, 2] + 0.3 * rng.normal(size=n),
+            "f_seq2": 0.5 * eff_s[seq, 0] - 0.5 * eff_s[seq, 2] + 0.3 * rng.normal(size=n),
+            "f_noise": rng.normal(size=n),
+            "y": y,
+            "p_true": p_true,
+        }
+    )
     df["embedding"] = list(emb.astype(np.float32))
     df["label"] = np.where(rng.random(n) < config.label_fraction, y, -1)
     return df
@@ -103,9 +115,14 @@ def as_sample(df: pd.DataFrame, embedding_rows: np.ndarray | None = None, iid: b
     groups = np.arange(len(df)).astype(str) if iid else df["sequence_id"].to_numpy(dtype=object)
     rows = np.arange(len(df)) if embedding_rows is None else embedding_rows
     emb = np.stack(df["embedding"].to_numpy())[rows]
-    return DriftSample(values=df[list(MODEL_COLUMNS_SIM)].to_numpy(dtype=np.float64), groups=groups, embeddings=emb,
-                       embedding_groups=groups[rows], categories={"time_of_day": df["time_of_day"].to_numpy(), "source": df["source"].to_numpy()},
-                       labels=df["label"].to_numpy(dtype=np.float64))
+    return DriftSample(
+        values=df[list(MODEL_COLUMNS_SIM)].to_numpy(dtype=np.float64),
+        groups=groups,
+        embeddings=emb,
+        embedding_groups=groups[rows],
+        categories={"time_of_day": df["time_of_day"].to_numpy(), "source": df["source"].to_numpy()},
+        labels=df["label"].to_numpy(dtype=np.float64),
+    )
 
 
 def simulate_reference(n: int = 1200, seed: int = 0, label_fraction: float = 1.0) -> pd.DataFrame:
