@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from roadwork_ml.artifacts import atomic_write_bytes, atomic_write_json
+from roadwork_ml.monitoring.cbpe import cbpe, cbpe_reliability
 from roadwork_ml.monitoring.drift_family import DriftSample, FamilyResult, drift_family, subsample_groups
 from roadwork_ml.monitoring.drift_stats import bin_shares, embedding_shift, ks, psi, psi_from_shares
 from roadwork_ml.monitoring.group_tests import circular_blocks, day_seed, grouping_key
@@ -284,6 +285,10 @@ def drift_report(
 
     estimated = estimate_accuracy(cur_values[:, 0]).to_dict()
     estimated["reference_accuracy"] = reference.estimated_accuracy
+    # CBPE (accuracy, F1, MCC + sampling interval); its reliability flag is reported, not a rule:
+    # it is a test outside the Holm family (the family's ECE-increase test carries the decision).
+    est = cbpe(cur_values[:, 0], n_draws=200, seed=rseed)
+    estimated["cbpe"] = cbpe_reliability(est, cur_values[:, 0], labels, min_labels=rules.min_labels_for_accuracy, seed=rseed).to_dict()
     lab = labelled_performance(cur_values[:, 0], labels)
     labelled = None if lab is None else {**lab.to_dict(), "enough": lab.n >= rules.min_labels_for_accuracy}
     if labelled is not None:
