@@ -49,7 +49,8 @@ def main(out):
                 for m in ("accuracy", "f1", "true_positive", "false_positive", "false_negative", "true_negative")
             }
         )
-    json.dump({"nannyml": nml.__version__, "chunk": chunk, "probs": p_a.tolist(), "estimates": rows}, open(out, "w"))
+    with open(out, "w") as fh:
+        json.dump({"nannyml": nml.__version__, "chunk": chunk, "probs": p_a.tolist(), "estimates": rows}, fh)
     print(rows)
 
 

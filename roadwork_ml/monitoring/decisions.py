@@ -34,16 +34,17 @@ descriptive i.i.d. KS flags and labelled accuracy; they do not change the decisi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from roadwork_ml.artifacts import atomic_write_bytes, atomic_write_json
 from roadwork_ml.monitoring.cbpe import cbpe, cbpe_reliability
-from roadwork_ml.monitoring.drift_family import DriftSample, FamilyResult, drift_family, subsample_groups
+from roadwork_ml.monitoring.drift_family import DriftSample, drift_family, subsample_groups
 from roadwork_ml.monitoring.drift_stats import bin_shares, embedding_shift, ks, psi, psi_from_shares
 from roadwork_ml.monitoring.group_tests import circular_blocks, day_seed, grouping_key
 from roadwork_ml.monitoring.inference_log import embedding_matrix
@@ -51,7 +52,7 @@ from roadwork_ml.monitoring.performance import estimate_accuracy, labelled_perfo
 from roadwork_ml.monitoring.reference import MODEL_COLUMNS, ReferenceProfile
 from roadwork_ml.monitoring.settings import DriftRules
 
-__all__ = ["DECISION_LEVELS", "DriftReport", "drift_report", "decide", "reference_frame", "evidently_html"]
+__all__ = ["DECISION_LEVELS", "DriftReport", "decide", "drift_report", "evidently_html", "reference_frame"]
 
 DECISION_LEVELS = ("ok", "alert", "retrain", "rollback")
 _SEVERITY = {name: i for i, name in enumerate(DECISION_LEVELS)}
@@ -140,7 +141,7 @@ def decide(columns: dict[str, dict[str, Any]], categories: dict[str, dict[str, A
     A missing ``*_p_holm`` counts as not significant.
     """
     a = rules.family_alpha
-    sig = lambda d, k: d.get(k) is not None and d[k] <= a  # noqa: E731
+    sig = lambda d, k: d.get(k) is not None and d[k] <= a
     reasons: list[dict[str, Any]] = []
     for col, s in columns.items():
         if sig(s, "psi_p_holm"):
@@ -280,7 +281,7 @@ def drift_report(
     mmd = None
     if "mmd" in t:
         mmd = {"statistic": t["mmd"]["statistic"], "p_value": t["mmd"]["p_value"], "p_holm": t["mmd"]["p_holm"], "sigma": reference.mmd_sigma,
-               "n_permutations": rules.permutations, "rows": int(len(mmd_rows))}
+               "n_permutations": rules.permutations, "rows": len(mmd_rows)}
     shift = embedding_shift(reference.embeddings, emb).to_dict()
 
     estimated = estimate_accuracy(cur_values[:, 0]).to_dict()
