@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
-from typing import Iterable
 
 import numpy as np
 
@@ -34,6 +34,9 @@ class Purpose(str, Enum):
     FIT_POLICY = "fit_policy"  # calibrators, thresholds, gate, conformal
     FINAL_EVALUATION = "final_evaluation"  # the report; nothing is tuned on it
     MONITOR_REFERENCE = "monitor_reference"  # reference distributions for drift
+    # a rolling drift reference from accepted production traffic only (no dataset split may serve it;
+    # its own leakage rules: roadwork_ml.monitoring.rolling_reference)
+    MONITOR_ROLLING_REFERENCE = "monitor_rolling_reference"
 
 
 ALLOWED_SPLITS: dict[Purpose, frozenset[Split]] = {
@@ -42,6 +45,7 @@ ALLOWED_SPLITS: dict[Purpose, frozenset[Split]] = {
     Purpose.FIT_POLICY: frozenset({Split.VAL_CALIB}),
     Purpose.FINAL_EVALUATION: frozenset({Split.VAL_TEST}),
     Purpose.MONITOR_REFERENCE: frozenset({Split.VAL_CALIB}),
+    Purpose.MONITOR_ROLLING_REFERENCE: frozenset(),
 }
 
 
