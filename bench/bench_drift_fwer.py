@@ -121,8 +121,11 @@ def main() -> None:
                 old_counts[k] = old_counts.get(k, 0) + int(v)
             for k, v in new_family(rs, edges, sigma, day, d, args.permutations).items():
                 new_counts[k] = new_counts.get(k, 0) + int(v)
-        rate = lambda c: {k: v / n_days for k, v in c.items()}
-        out[phase] = {"old": rate(old_counts), "new": rate(new_counts), "seconds": time.perf_counter() - t0}
+        out[phase] = {
+            "old": {k: v / n_days for k, v in old_counts.items()},
+            "new": {k: v / n_days for k, v in new_counts.items()},
+            "seconds": time.perf_counter() - t0,
+        }
     se = math.sqrt(ALPHA * (1 - ALPHA) / args.days)
     out["monte_carlo_se_at_alpha"] = se
     atomic_write_json(ROOT / "bench" / "results" / "drift_fwer.json", out)

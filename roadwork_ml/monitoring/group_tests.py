@@ -152,9 +152,10 @@ def draw_group_permutations(n_ref_groups: int, n_day_groups: int, n_permutations
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
     g = n_ref_groups + n_day_groups
     rng = np.random.default_rng(seed)
-    order = rng.random((n_permutations, g)).argsort(axis=1)
+    # a uniformly random subset of n_ref_groups per draw: the smallest n_ref_groups of G uniforms
+    chosen = rng.random((n_permutations, g)).argpartition(n_ref_groups - 1, axis=1)[:, :n_ref_groups]
     ref_side = np.zeros((n_permutations, g), dtype=bool)
-    np.put_along_axis(ref_side, order[:, :n_ref_groups], True, axis=1)
+    np.put_along_axis(ref_side, chosen, True, axis=1)
     return GroupPermutations(n_ref_groups, n_day_groups, ref_side, int(seed))
 
 
@@ -204,24 +205,29 @@ def _split(v: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def mmd_group_kernel(
     codes: np.ndarray, z: np.ndarray, sigma: float, n_groups: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Group-aggregated RBF kernel of rows ``z`` [N, D]: ``K_G = A K Aᵀ`` [G, G] (diagonal of K
-    zeroed), ``s_G = A K 1`` [G], row counts ``n_G`` [G] and ``T = 1ᵀ K 1``; ``A`` [G, N] is the
-    group membership and ``k(a, b) = exp(-||a - b||² / (2σ²))``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+    """Group-aggregated RBF kernel of rows ``z`` [N, D] over the groups that have rows (``active``
+    [G_a] group codes): ``K_G = A K Aᵀ`` [G_a, G_a] (diagonal of K zeroed), ``s_G = A K 1`` [G_a],
+    row counts ``n_G`` [G_a] and ``T = 1ᵀ K 1``; ``A`` [G_a, N] is the group membership and
+    ``k(a, b) = exp(-||a - b||² / (2σ²))``. ``n_groups`` is the size of the full code space."""
     z = np.asarray(z, dtype=np.float64)
+    active, local = np.unique(np.asarray(codes), return_inverse=True)
+    if active.size and active[-1] >= n_groups:
+        raise ValueError(f"group code {active[-1]} outside 0..{n_groups - 1}")
     sq = (z * z).sum(axis=1)
     k = np.exp(-np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0) / (2.0 * sigma * sigma))
     np.fill_diagonal(k, 0.0)
-    kg = group_sums(codes, group_sums(codes, k, n_groups).T, n_groups)  # A (A K)ᵀ = A K Aᵀ (K symmetric)
+    kg = group_sums(local, group_sums(local, k, len(active)).T, len(active))  # A (A K)ᵀ = A K Aᵀ (K symmetric)
     s = kg.sum(axis=1)
-    n_g = np.bincount(codes, minlength=n_groups).astype(np.float64)
-    return kg, s, n_g, float(s.sum())
+    n_g = np.bincount(local, minlength=len(active)).astype(np.float64)
+    return kg, s, n_g, float(s.sum()), active
 
 
-def mmd_stat(kernel: tuple[np.ndarray, np.ndarray, np.ndarray, float], v: np.ndarray) -> np.ndarray:
+def mmd_stat(kernel: tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray], v: np.ndarray) -> np.ndarray:
     """Unbiased MMD² [B] of the splits ``v`` [B, G] (``Σ_XX = vᵀK_Gv``, ``Σ_YY = T - 2vᵀs_G + vᵀK_Gv``,
-    ``Σ_XY = vᵀs_G - vᵀK_Gv``; the side sizes ``vᵀn_G`` vary because groups do)."""
-    kg, s, n_g, total = kernel
+    ``Σ_XY = vᵀs_G - vᵀK_Gv`` over the kernel's active groups; side sizes vary because groups do)."""
+    kg, s, n_g, total, active = kernel
+    v = v[:, active]
     n = n_g.sum()
     nx = v @ n_g
     ny = n - nx
