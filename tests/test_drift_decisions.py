@@ -235,6 +235,8 @@ def test_reference_save_load_verified(tmp_path, reference):
     assert np.array_equal(back.values, reference.values) and np.array_equal(back.embeddings, reference.embeddings)
     assert back.meta.equals(reference.meta)
     assert back.mmd_sigma == reference.mmd_sigma and back.category_shares == reference.category_shares
+    assert back.group_kind == "sequence" and list(back.groups) == list(reference.groups)  # the reference keeps its grouping key
+    assert list(back.embedding_groups) == list(reference.embedding_groups) and np.array_equal(back.labels, reference.labels)
     # same report from the loaded profile
     log = as_log(simulate(200, seed=9))
     assert drift_report(back, log, RULES, seed=1).to_dict() == drift_report(reference, log, RULES, seed=1).to_dict()
