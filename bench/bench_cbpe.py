@@ -22,11 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from roadwork_ml.artifacts import atomic_write_json  # noqa: E402
-from roadwork_ml.monitoring.cbpe import cbpe, cbpe_reliability, realised_metrics  # noqa: E402
-from roadwork_ml.monitoring.simulation import CONCEPT, STABLE, WINTER, simulate_day  # noqa: E402
+from roadwork_ml.artifacts import atomic_write_json
+from roadwork_ml.monitoring.cbpe import cbpe, cbpe_reliability, realised_metrics
+from roadwork_ml.monitoring.simulation import CONCEPT, STABLE, WINTER, simulate_day
 
 
 def measure(config, n_days: int, n: int) -> dict[str, float]:
