@@ -37,8 +37,8 @@ def measure(config, n_days: int, n: int) -> dict[str, float]:
         p, y, pt = day["prob"].to_numpy(), day["y"].to_numpy(), day["p_true"].to_numpy()
         est = cbpe(p, n_draws=200, seed=d)
         truth = realised_metrics(p, y)
-        for m in err:
-            err[m].append(abs(est.estimate[m] - truth[m]))
+        for m, values in err.items():
+            values.append(abs(est.estimate[m] - truth[m]))
         expected_acc = float(np.mean(np.where(p > 0.5, pt, 1 - pt)))
         err_expected.append(abs(est.estimate["accuracy"] - expected_acc))
         covered += est.interval["accuracy"][0] <= truth["accuracy"] <= est.interval["accuracy"][1]
