@@ -4,7 +4,8 @@
    sequences, :func:`~roadwork_ml.monitoring.drift_family.subsample_groups`): detection rate
    over ``--power-days`` days with a small embedding shift, at the level of the first Holm step
    (alpha / 21 tests). ``max_mmd_rows`` is the smallest m whose power is within 0.05 of the
-   largest m's: more rows buy no detection, only an (S_ref + m)² kernel.
+   largest m's: more rows buy no detection, only an (S_ref + m)² kernel (if even the largest m
+   detects under half the days the curve is uninformative and the largest m is kept).
 2. **Timing**: :func:`~roadwork_ml.monitoring.decisions.drift_report` (every test of the day:
    the 21-test family with B = 999 permutations, CBPE, slices) on one 100,000-row day (sequences
    of 3-8 frames, 10 % labelled) against a production-sized reference (5000 rows, 2000
@@ -144,7 +145,8 @@ def main() -> None:
     curve = power_curve(ref, args.sizes, args.power_days, args.shift, rows=max(args.sizes) * 2)
     t_curve = time.perf_counter() - t0
     best = curve[max(args.sizes)]
-    max_mmd_rows = min(m for m in args.sizes if curve[m] >= best - 0.05)
+    # an uninformative curve (nothing detects the shift) says nothing about size: keep the largest
+    max_mmd_rows = min(m for m in args.sizes if curve[m] >= best - 0.05) if best >= 0.5 else max(args.sizes)
     print(
         f"power curve (shift {args.shift}, {args.power_days} days, level alpha/21): "
         + ", ".join(f"m={m}: {p:.2f}" for m, p in curve.items())
