@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from roadwork_ml.artifacts import atomic_write_json
-from roadwork_ml.monitoring.drift_family import drift_family
+from roadwork_ml.monitoring.drift_family import drift_family, subsample_groups
 from roadwork_ml.monitoring.drift_stats import (
     bin_shares,
     ks,
@@ -99,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
 
     ref = simulate_reference(1200, seed=1)
-    emb_rows = np.sort(np.random.default_rng(0).choice(len(ref), 500, replace=False))
+    emb_rows = subsample_groups(ref["sequence_id"].to_numpy(dtype=object), 500, seed=0)  # whole sequences, as the reference keeps them
     vals = ref[list(MODEL_COLUMNS_SIM)].to_numpy()
     edges = {c: quantile_edges(vals[:, j], 10) for j, c in enumerate(MODEL_COLUMNS_SIM)}
     sigma = median_heuristic_sigma(np.stack(ref["embedding"].to_numpy())[emb_rows].astype(np.float64))

@@ -51,7 +51,7 @@ BOUND = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / N_STABLE)  # Monte-Carlo err
 @pytest.fixture(scope="module")
 def setup():
     ref = simulate_reference(900, seed=1)
-    emb_rows = np.sort(np.random.default_rng(0).choice(len(ref), 400, replace=False))
+    emb_rows = subsample_groups(ref["sequence_id"].to_numpy(dtype=object), 400, seed=0)  # whole sequences, as the reference keeps them
     vals = ref[list(MODEL_COLUMNS_SIM)].to_numpy()
     edges = {c: quantile_edges(vals[:, j], 10) for j, c in enumerate(MODEL_COLUMNS_SIM)}
     sigma = median_heuristic_sigma(np.stack(ref["embedding"].to_numpy())[emb_rows].astype(np.float64))

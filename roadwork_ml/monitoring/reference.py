@@ -6,9 +6,9 @@ the 7 uncertainty features, PCA-projected embeddings, slice metadata). It stores
 * per monitored column (``prob`` + :data:`~roadwork_ml.policy.uncertainty.FEATURE_NAMES`):
   the interior quantile bin edges and the reference share of each bin, computed on the
   *full* reference (quantile PSI needs nothing else);
-* a seeded subsample of at most ``max_samples`` reference rows (values ``[S, 8]`` and their
+* a seeded subsample of whole groups, at most ``max_samples`` reference rows (values ``[S, 8]`` and their
   slice metadata) for KS, evidently-mode PSI and per-slice statistics;
-* a seeded subsample of at most ``mmd_samples`` embeddings ``[S_mmd, k]`` and the RBF
+* a seeded subsample of whole groups, at most ``mmd_samples`` embeddings ``[S_mmd, k]`` and the RBF
   bandwidth of the MMD test (median heuristic on that subsample, fixed so every day is
   tested with the same kernel — alibi's ``configure_kernel_from_x_ref``);
 * the share of each category of the slice columns (``time_of_day``, ``weather``, ``source``);
@@ -38,6 +38,7 @@ from safetensors.numpy import load_file, save_file
 
 from roadwork_ml.artifacts import atomic_path, atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.monitoring.drift_stats import bin_shares, median_heuristic_sigma, quantile_edges
+from roadwork_ml.monitoring.drift_family import subsample_groups
 from roadwork_ml.monitoring.group_tests import grouping_key
 from roadwork_ml.monitoring.performance import estimate_accuracy
 from roadwork_ml.monitoring.projection import PCAProjection
@@ -49,10 +50,6 @@ MODEL_COLUMNS: tuple[str, ...] = ("prob", *FEATURE_NAMES)
 SLICE_COLUMNS: tuple[str, ...] = ("time_of_day", "weather", "source")
 SCHEMA = "reference_profile/2"
 _READABLE = ("reference_profile/1", SCHEMA)  # /1 lacks groups and labels: read with groups None
-
-
-def _subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    return np.arange(n) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
 
 
 @dataclass
@@ -130,8 +127,10 @@ class ReferenceProfile:
         edges = {c: quantile_edges(values[:, j], bins) for j, c in enumerate(MODEL_COLUMNS)}
         shares = {c: bin_shares(values[:, j], edges[c]) for j, c in enumerate(MODEL_COLUMNS)}
         rng = np.random.default_rng(seed)
-        idx = _subsample(n, max_samples, rng)
-        idx_mmd = _subsample(n, mmd_samples, rng)
+        # whole groups: a reference of thinned sequences (1 frame of each) is not exchangeable with a
+        # day of whole sequences, and the group-permutation null would be too narrow (false alarms)
+        idx = subsample_groups(group_arr, max_samples, int(rng.integers(1 << 31)))
+        idx_mmd = subsample_groups(group_arr, mmd_samples, int(rng.integers(1 << 31)))
         emb = np.ascontiguousarray(e[idx_mmd])
         sigma = median_heuristic_sigma(emb.astype(np.float64)) if len(emb) >= 2 else 1.0
         cat = {}
