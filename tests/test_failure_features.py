@@ -94,3 +94,37 @@ def test_gate_with_distance_features_beats_max_prob_only_when_softmax_is_blind(o
     else:  # nothing beyond the softmax to find: no significant gain (the comparison can fail)
         assert not (cmp["excludes_zero"] and cmp["interval"][0] > 0), cmp
         assert abs(cmp["difference"]) < 0.03
+
+
+def test_feature_blocks_and_candidate_sets():
+    from roadwork_ml.policy.failure_features import candidate_sets, failure_feature_blocks
+
+    rng = np.random.default_rng(3)
+    x, y = _train(rng, 200)
+    dist = TrainDistanceFeatures(n_neighbors=5).fit(x, y)
+    n = 12
+    blocks = failure_feature_blocks(
+        rng.random((n, 7)),
+        rng.uniform(0.5, 1, n),
+        rng.normal(size=(n, D)),
+        rng.integers(0, 2, n),
+        dist,
+        tta_probs1=rng.random((n, 3)),
+        images=rng.integers(0, 256, (n, 3, 16, 16)).astype(np.uint8),
+    )
+    sets = candidate_sets(blocks)
+    assert set(sets) == {
+        "max_prob",
+        "softmax",
+        "softmax+distance",
+        "softmax+distance+quality",
+        "softmax+distance+views",
+        "all",
+    }
+    assert sets["all"].shape == (n, 7 + 4 + 1 + 3) and sets["max_prob"].shape == (n, 1)
+    no_extras = candidate_sets(
+        failure_feature_blocks(
+            rng.random((n, 7)), rng.uniform(0.5, 1, n), rng.normal(size=(n, D)), np.zeros(n, int), dist
+        )
+    )
+    assert set(no_extras) == {"max_prob", "softmax", "softmax+distance"}  # single view, no images: those sets drop out

@@ -41,11 +41,15 @@ from roadwork_ml.evaluation import metrics
 from roadwork_ml.evaluation.bootstrap import paired_bootstrap
 
 __all__ = [
+    "CANDIDATE_SETS",
     "DISTANCE_FEATURES",
     "GateCrossFit",
     "TrainDistanceFeatures",
+    "candidate_sets",
     "compare_with_max_prob",
     "cross_fit_gate",
+    "failure_feature_blocks",
+    "feature_sets",
     "image_quality",
     "tta_variance",
     "view_disagreement",
@@ -245,6 +249,55 @@ def compare_with_max_prob(
         "level": level,
         "n_resamples": n_resamples,
     }
+
+
+CANDIDATE_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("max_prob", ("max_prob",)),
+    ("softmax", ("softmax",)),
+    ("softmax+distance", ("softmax", "distance")),
+    ("softmax+distance+quality", ("softmax", "distance", "quality")),
+    ("softmax+distance+views", ("softmax", "distance", "views")),
+    ("all", ("softmax", "distance", "views", "quality")),
+)
+
+
+def failure_feature_blocks(
+    softmax_features: Any,
+    max_prob: Any,
+    embeddings: Any,
+    predicted: Any,
+    distance: TrainDistanceFeatures,
+    view_probs1: Any = None,
+    tta_probs1: Any = None,
+    images: Any = None,
+) -> dict[str, np.ndarray]:
+    """The named feature blocks of N VAL_CALIB (or served) images, for :data:`CANDIDATE_SETS`.
+
+    ``softmax_features`` [N, 7] (the uncertainty features), ``max_prob`` [N], ``embeddings`` [N, D]
+    and ``predicted`` [N] classes, ``distance`` fitted on TRAIN embeddings only; optional
+    ``view_probs1`` [N, V >= 2], ``tta_probs1`` [N, T >= 2], ``images`` uint8 [N, 3, H, W]. A block whose
+    inputs are absent is left out (and so are the sets that need it).
+    """
+    blocks = {
+        "max_prob": np.asarray(max_prob, dtype=np.float64)[:, None],
+        "softmax": np.asarray(softmax_features, dtype=np.float64),
+        "distance": distance.transform(embeddings, predicted),
+    }
+    views = []
+    if view_probs1 is not None and np.asarray(view_probs1).shape[1] >= 2:
+        views.append(view_disagreement(view_probs1))
+    if tta_probs1 is not None:
+        views.append(tta_variance(tta_probs1))
+    if views:
+        blocks["views"] = np.column_stack(views)
+    if images is not None:
+        blocks["quality"] = image_quality(images)
+    return blocks
+
+
+def candidate_sets(blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:data:`CANDIDATE_SETS` whose blocks all exist, stacked [N, k]."""
+    return feature_sets(blocks, [(name, need) for name, need in CANDIDATE_SETS if all(b in blocks for b in need)])
 
 
 def feature_sets(
