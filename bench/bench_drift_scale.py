@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--power-days", type=int, default=20)
     ap.add_argument(
-        "--shift", type=float, default=0.12, help="embedding mean shift of the power days (reference-std units, 2 axes)"
+        "--shift", type=float, default=1.0, help="embedding mean shift of the power days (reference-std units, 2 axes)"
     )
     ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000, 4000])
     args = ap.parse_args()

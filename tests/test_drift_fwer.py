@@ -51,7 +51,9 @@ BOUND = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / N_STABLE)  # Monte-Carlo err
 @pytest.fixture(scope="module")
 def setup():
     ref = simulate_reference(900, seed=1)
-    emb_rows = subsample_groups(ref["sequence_id"].to_numpy(dtype=object), 400, seed=0)  # whole sequences, as the reference keeps them
+    emb_rows = subsample_groups(
+        ref["sequence_id"].to_numpy(dtype=object), 400, seed=0
+    )  # whole sequences, as the reference keeps them
     vals = ref[list(MODEL_COLUMNS_SIM)].to_numpy()
     edges = {c: quantile_edges(vals[:, j], 10) for j, c in enumerate(MODEL_COLUMNS_SIM)}
     sigma = median_heuristic_sigma(np.stack(ref["embedding"].to_numpy())[emb_rows].astype(np.float64))
@@ -133,11 +135,25 @@ def test_observed_statistics_match_scipy_alibi_and_psi():
     idx, t = grid_index(pooled)
     ks_obs = ks_stat(np.cumsum(group_counts(codes, idx, gr + gd, t), axis=1), v0)[0]
     assert ks_obs == pytest.approx(stats.ks_2samp(x[:, 0], y[:, 0]).statistic, abs=1e-6)
-    # MMD: the unbiased statistic of the alibi-identical implementation
+    # MMD: one row per group = the unbiased statistic of the alibi-identical implementation ...
     sigma = 1.3
-    kern = mmd_group_kernel(np.concatenate([rc, dc]), np.concatenate([x, y]), sigma, gr + gd)
+    z = np.concatenate([x, y])
+    single = np.arange(200)
+    kern = mmd_group_kernel(single, z, sigma, 200)
     ref_mmd = mmd_permutation_test(x, y, n_permutations=19, sigma=sigma, device="cpu")
-    assert mmd_stat(kern, v0)[0] == pytest.approx(ref_mmd.statistic, rel=1e-9, abs=1e-12)
+    side = (single < 120).astype(float)[None, :]
+    assert mmd_stat(kern, side)[0] == pytest.approx(ref_mmd.statistic, rel=1e-9, abs=1e-12)
+    # ... and with sequences, kernel means over pairs from different groups only (brute force)
+    g = np.concatenate([rc, dc])
+    k = np.exp(-((z[:, None, :] - z[None, :, :]) ** 2).sum(-1) / (2 * sigma**2))
+    other = g[:, None] != g[None, :]
+    rx = np.arange(200) < 120
+    by_hand = (
+        k[np.ix_(rx, rx)][other[np.ix_(rx, rx)]].mean()
+        + k[np.ix_(~rx, ~rx)][other[np.ix_(~rx, ~rx)]].mean()
+        - 2 * k[np.ix_(rx, ~rx)].mean()
+    )
+    assert mmd_stat(mmd_group_kernel(g, z, sigma, gr + gd), v0)[0] == pytest.approx(by_hand, rel=1e-9)
     # PSI: the same as psi_from_shares on the two samples' shares
     edges = quantile_edges(x[:, 1], 10)
     counts = group_counts(

@@ -207,35 +207,43 @@ def mmd_group_kernel(
     codes: np.ndarray, z: np.ndarray, sigma: float, n_groups: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
     """Group-aggregated RBF kernel of rows ``z`` [N, D] over the groups that have rows (``active``
-    [G_a] group codes): ``K_G = A K Aᵀ`` [G_a, G_a] (diagonal of K zeroed), ``s_G = A K 1`` [G_a],
-    row counts ``n_G`` [G_a] and ``T = 1ᵀ K 1``; ``A`` [G_a, N] is the group membership and
-    ``k(a, b) = exp(-||a - b||² / (2σ²))``. ``n_groups`` is the size of the full code space."""
+    [G_a] group codes): ``K_G = A K Aᵀ`` [G_a, G_a] with its diagonal (all pairs *within* a group)
+    zeroed, ``s_G = K_G 1`` [G_a], row counts ``n_G`` [G_a] and ``T = 1ᵀ K_G 1``; ``A`` [G_a, N] is
+    the group membership and ``k(a, b) = exp(-||a - b||² / (2σ²))``. ``n_groups`` is the size of
+    the full code space.
+
+    Pairs within a sequence are left out: frames of one drive are near-duplicates, so those pairs
+    carry no information about the two distributions and, being a large share of the kernel mass,
+    drown the between-sequence signal. With one row per group this is the usual unbiased MMD²."""
     z = np.asarray(z, dtype=np.float64)
     active, local = np.unique(np.asarray(codes), return_inverse=True)
     if active.size and active[-1] >= n_groups:
         raise ValueError(f"group code {active[-1]} outside 0..{n_groups - 1}")
     sq = (z * z).sum(axis=1)
     k = np.exp(-np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0) / (2.0 * sigma * sigma))
-    np.fill_diagonal(k, 0.0)
     kg = group_sums(local, group_sums(local, k, len(active)).T, len(active))  # A (A K)ᵀ = A K Aᵀ (K symmetric)
+    np.fill_diagonal(kg, 0.0)
     s = kg.sum(axis=1)
     n_g = np.bincount(local, minlength=len(active)).astype(np.float64)
     return kg, s, n_g, float(s.sum()), active
 
 
 def mmd_stat(kernel: tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray], v: np.ndarray) -> np.ndarray:
-    """Unbiased MMD² [B] of the splits ``v`` [B, G] (``Σ_XX = vᵀK_Gv``, ``Σ_YY = T - 2vᵀs_G + vᵀK_Gv``,
-    ``Σ_XY = vᵀs_G - vᵀK_Gv`` over the kernel's active groups; side sizes vary because groups do)."""
+    """Between-group unbiased MMD² [B] of the splits ``v`` [B, G]: kernel means over pairs of rows
+    from *different* groups, ``Σ_XX = vᵀK_Gv`` over ``n_x² - Σ_{g∈X} n_g²`` pairs, ``Σ_YY = T - 2vᵀs_G
+    + vᵀK_Gv`` over ``n_y² - Σ_{g∈Y} n_g²``, ``Σ_XY = vᵀs_G - vᵀK_Gv`` over ``n_x n_y`` (ordered pairs)."""
     kg, s, n_g, total, active = kernel
     v = v[:, active]
-    n = n_g.sum()
+    n, n2 = n_g.sum(), (n_g**2).sum()
     nx = v @ n_g
     ny = n - nx
+    sx2 = v @ (n_g**2)
+    px, py = nx * nx - sx2, ny * ny - (n2 - sx2)
     q = ((v @ kg) * v).sum(axis=1)
     r = v @ s
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = q / (nx * (nx - 1)) + (total - 2 * r + q) / (ny * (ny - 1)) - 2.0 * (r - q) / (nx * ny)
-    return np.where((nx >= 2) & (ny >= 2), out, -np.inf)
+        out = q / px + (total - 2 * r + q) / py - 2.0 * (r - q) / (nx * ny)
+    return np.where((px > 0) & (py > 0), out, -np.inf)
 
 
 def grid_index(values: np.ndarray, max_points: int = 512) -> tuple[np.ndarray, int]:
