@@ -178,6 +178,7 @@ def production_traffic(
             hours=[r.hour for r in kept],
             weathers=[r.weather for r in kept],
             labels=labels,
+            sequence_ids=[r.sequence_id for r in kept],
         )
         images_kept = int(labelled.sum())
     validate_log(df)
@@ -290,10 +291,10 @@ def drift_report(
             "labelled_accuracy": float(lab.get("accuracy", float("nan"))) if lab else float("nan"),
             "labelled_ece": float(lab.get("ece", float("nan"))) if lab else float("nan"),
             "max_psi": max((float(s.get("psi", 0.0)) for s in report.columns.values()), default=0.0),
-            "min_ks_p_bonferroni": min(
-                (float(s.get("ks_p_bonferroni", 1.0)) for s in report.columns.values()), default=1.0
-            ),
+            "min_ks_p_holm": min((float(s.get("ks_p_holm", 1.0)) for s in report.columns.values()), default=1.0),
             "mmd_p_value": float((report.mmd or {}).get("p_value", float("nan"))),
+            "mmd_p_holm": float((report.mmd or {}).get("p_holm", float("nan"))),
+            "grouping": str((report.family or {}).get("grouping")),
             "columns": table(cols),
             "slices": table([{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in report.slices])
             if report.slices
@@ -326,12 +327,12 @@ def drift_statistics_valid(
     verify_dir(d)
     r = json.loads((d / "report.json").read_text())
     psis = [s["psi"] for s in r["columns"].values()]
-    ps = [s[k] for s in r["columns"].values() for k in ("ks_p", "ks_p_bonferroni") if k in s and s[k] is not None]
+    ps = [s[k] for s in r["columns"].values() for k in ("ks_p", "ks_p_holm", "psi_p", "psi_p_holm") if k in s and s[k] is not None]
     if r.get("mmd"):
-        ps.append(r["mmd"]["p_value"])
+        ps += [r["mmd"]["p_value"], r["mmd"]["p_holm"]]
     well_formed = all(np.isfinite(psis)) and min(psis) >= 0 and all(0 <= p <= 1 for p in ps)
     rules = settings.load().monitoring.rules
-    decision, _ = decide(r["columns"], r["categories"], (r.get("mmd") or {}).get("p_value"), r.get("labelled"), rules)
+    decision, _ = decide(r["columns"], r["categories"], r.get("mmd"), r.get("labelled"), rules)
     return dg.AssetCheckResult(
         passed=bool(well_formed and decision == r["decision"]),
         metadata={"decision": r["decision"], "recomputed": decision, "well_formed": bool(well_formed)},

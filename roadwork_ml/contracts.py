@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
-from typing import Iterable
 
 import numpy as np
 
@@ -35,6 +35,9 @@ class Purpose(str, Enum):
     FINAL_EVALUATION = "final_evaluation"  # the report; nothing is tuned on it
     MONITOR_REFERENCE = "monitor_reference"  # reference distributions for drift
     SELF_SUPERVISED = "self_supervised"  # label-free pre-training (ExPLoRA) on images only
+    # a rolling drift reference from accepted production traffic only (no dataset split may serve it;
+    # its own leakage rules: roadwork_ml.monitoring.rolling_reference)
+    MONITOR_ROLLING_REFERENCE = "monitor_rolling_reference"
 
 
 # Logged production images carry no split: they are no split's members, so they may feed
@@ -51,6 +54,7 @@ ALLOWED_SPLITS: dict[Purpose, frozenset[Split]] = {
     # TRAIN images with their labels ignored; never a validation split, whose images would
     # then have shaped the backbone that is selected, calibrated and evaluated on them
     Purpose.SELF_SUPERVISED: frozenset({Split.TRAIN}),
+    Purpose.MONITOR_ROLLING_REFERENCE: frozenset(),
 }
 TRAFFIC_PURPOSES: frozenset[Purpose] = frozenset({Purpose.SELF_SUPERVISED})
 

@@ -20,7 +20,8 @@ from roadwork_ml.monitoring.settings import DriftRules
 from roadwork_ml.policy.uncertainty import uncertainty_features
 
 RULES = DriftRules(
-    psi_alert=0.2, psi_retrain=0.3, ks_alpha=0.05, mmd_alpha=0.05, mmd_permutations=100, accuracy_retrain=0.80,
+    psi_alert=0.2, psi_retrain=0.3, family_alpha=0.05, permutations=499, group_window_minutes=10, ece_increase_retrain=0.05,
+    accuracy_drop_alert=0.05, reference_mode="fixed", rolling_days=7, accuracy_retrain=0.80,
     accuracy_rollback=0.75, min_labels_for_accuracy=50, min_slice_rows=30, psi_bins=10, psi_mode="quantile",
 )
 EMB_DIM = 8
@@ -63,13 +64,13 @@ def as_log(sim: dict, day: str = "2026-03-01") -> pd.DataFrame:
         model_version="v1", probs=sim["prob"],
         decisions=np.where(sim["prob"] > 0.5, "roadwork", "no_roadwork").tolist(), features=sim["features"],
         embeddings=sim["emb"], hours=sim["hours"], times_of_day=sim["tod"].tolist(), weathers=sim["weather"].tolist(),
-        labels=sim["labels"],
+        labels=sim["labels"], sequence_ids=[f"{day}:seq{i}" for i in range(n)],  # i.i.d. images: one per sequence
     )
 
 
 def make_reference(n: int = 500, seed: int = 12345) -> ReferenceProfile:
     sim = simulate(n, seed)
-    meta = pd.DataFrame({"time_of_day": sim["tod"], "weather": sim["weather"], "source": sim["source"]})
+    meta = pd.DataFrame({"time_of_day": sim["tod"], "weather": sim["weather"], "source": sim["source"], "sequence_id": [f"ref{i}" for i in range(n)]})
     return ReferenceProfile.build(sim["prob"], sim["features"], sim["emb"], meta, bins=10, seed=0, labels=sim["y"])
 
 
@@ -80,10 +81,10 @@ def reference() -> ReferenceProfile:
 
 def _families(report) -> dict[str, bool]:
     return {
-        "psi": any(s["psi"] > RULES.psi_alert for s in report.columns.values()),
-        "ks": any(s["ks_p_bonferroni"] < RULES.ks_alpha for s in report.columns.values()),
-        "mmd": report.mmd["p_value"] < RULES.mmd_alpha,
-        "category_psi": any(s["psi"] > RULES.psi_alert for s in report.categories.values()),
+        "psi": any(s["psi"] > RULES.psi_alert and s["psi_p_holm"] <= RULES.family_alpha for s in report.columns.values()),
+        "ks": any(s["ks_p_holm"] <= RULES.family_alpha for s in report.columns.values()),
+        "mmd": report.mmd["p_holm"] <= RULES.family_alpha,
+        "category_psi": any(s["psi"] > RULES.psi_alert and s["p_holm"] <= RULES.family_alpha for s in report.categories.values()),
         "any": report.decision != "ok",
     }
 
@@ -120,7 +121,8 @@ def test_false_alarm_rate_on_stable_days(reference):
     rates = stable_day_alarms(reference, n_days=n_days)
     bound = alpha + 3 * math.sqrt(alpha * (1 - alpha) / n_days)  # 0.142
     assert rates["psi"] <= bound, rates
-    assert rates["ks"] <= bound, rates  # Bonferroni over 8 columns: family-wise <= alpha
+    assert rates["ks"] <= bound, rates
+    assert rates["any"] <= bound, rates  # Holm over the whole family: the decision's family-wise rate
     assert rates["mmd"] <= bound, rates
     assert rates["category_psi"] <= bound, rates
 
@@ -134,7 +136,7 @@ def test_shift_report_names_its_reasons(reference):
     report = drift_report(reference, as_log(simulate(200, seed=77, night_rate=0.7)), RULES, seed=0, day="2026-03-05")
     assert report.decision in ("alert", "retrain")
     rules = {r["rule"] for r in report.reasons}
-    assert rules & {"psi_alert", "psi_retrain", "ks_alpha", "mmd_alpha"}
+    assert rules & {"psi_alert", "psi_retrain", "ks", "mmd"}
     assert report.categories["time_of_day"]["psi"] > RULES.psi_alert
     for r in report.reasons:
         assert set(r) == {"level", "rule", "column", "value", "threshold", "message"}
@@ -181,22 +183,44 @@ def test_too_few_labels_do_not_trigger_accuracy_rules(reference):
 
 def test_mmd_sees_a_bounded_seeded_subsample(reference):
     log = as_log(simulate(400, seed=21))
-    a = drift_report(reference, log, RULES, seed=3, max_mmd_rows=150)
-    b = drift_report(reference, log, RULES, seed=3, max_mmd_rows=150)
-    assert a.mmd["rows"] == 150 and a.mmd == b.mmd
+    a = drift_report(reference, log, RULES, seed=3, max_mmd_rows=150, day="2026-03-01")
+    b = drift_report(reference, log, RULES, seed=3, max_mmd_rows=150, day="2026-03-01")
+    assert 0 < a.mmd["rows"] <= 150 and a.mmd == b.mmd  # whole groups, so at most 150
     assert drift_report(reference, log, RULES, seed=3).mmd["rows"] == 400
 
 
+def test_permutations_are_drawn_afresh_per_day(reference):
+    log = as_log(simulate(200, seed=22))
+    a = drift_report(reference, log, RULES, seed=3, day="2026-03-01")
+    b = drift_report(reference, log, RULES, seed=3, day="2026-03-02")
+    assert a.family["seed"] != b.family["seed"]
+    assert a.mmd["statistic"] == b.mmd["statistic"]  # same data, same statistic ...
+    assert [t["p_value"] for t in a.family["tests"].values()] != [t["p_value"] for t in b.family["tests"].values()]  # ... other nulls
+
+
 def test_decide_most_severe_wins():
-    cols = {c: {"psi": 0.0, "ks_statistic": 0.0, "ks_p": 1.0, "ks_p_bonferroni": 1.0} for c in MODEL_COLUMNS}
-    assert decide(cols, {}, 0.5, None, RULES) == ("ok", [])
+    cols = {c: {"psi": 0.0, "ks_statistic": 0.0, "psi_p_holm": 1.0, "ks_p_holm": 1.0} for c in MODEL_COLUMNS}
+    assert decide(cols, {}, {"p_holm": 0.5}, None, RULES) == ("ok", [])
     cols["entropy"]["psi"] = 0.25
-    assert decide(cols, {}, 0.5, None, RULES)[0] == "alert"
-    cols["prob"]["psi"] = 0.35
-    decision, reasons = decide(cols, {}, 0.01, {"accuracy": 0.7, "n": 60}, RULES)
+    assert decide(cols, {}, {"p_holm": 0.5}, None, RULES)[0] == "ok"  # large PSI, not significant: no alarm
+    cols["entropy"]["psi_p_holm"] = 0.01
+    assert decide(cols, {}, {"p_holm": 0.5}, None, RULES)[0] == "alert"
+    cols["prob"].update(psi=0.35, psi_p_holm=0.002)
+    decision, reasons = decide(cols, {}, {"p_holm": 0.01}, {"accuracy": 0.7, "n": 60}, RULES)
     assert decision == "rollback"
-    assert [r["rule"] for r in reasons] == ["psi_retrain", "psi_alert", "mmd_alpha", "accuracy_rollback"]
+    assert [r["rule"] for r in reasons] == ["psi_retrain", "psi_alert", "mmd", "accuracy_rollback"]
     assert reasons[0]["value"] == 0.35 and reasons[0]["column"] == "prob"
+
+
+def test_labelled_drift_rules():
+    cols = {c: {"psi": 0.0, "ks_statistic": 0.0, "psi_p_holm": 1.0, "ks_p_holm": 1.0} for c in MODEL_COLUMNS}
+    lab = {"accuracy": 0.85, "n": 100, "ece": 0.12, "ece_increase": 0.07, "ece_increase_p_holm": 0.01,
+           "accuracy_drop": 0.08, "accuracy_drop_p_holm": 0.02}
+    decision, reasons = decide(cols, {}, None, lab, RULES)
+    assert decision == "retrain" and [r["rule"] for r in reasons] == ["ece_increase", "accuracy_drop"]
+    # below the effect thresholds, or not significant: nothing
+    assert decide(cols, {}, None, {**lab, "ece_increase": 0.04, "accuracy_drop": 0.04}, RULES)[0] == "ok"
+    assert decide(cols, {}, None, {**lab, "ece_increase_p_holm": 0.2, "accuracy_drop_p_holm": 0.3}, RULES)[0] == "ok"
 
 
 # ------------------------------------------------------------------------------------ reference profile
@@ -211,6 +235,8 @@ def test_reference_save_load_verified(tmp_path, reference):
     assert np.array_equal(back.values, reference.values) and np.array_equal(back.embeddings, reference.embeddings)
     assert back.meta.equals(reference.meta)
     assert back.mmd_sigma == reference.mmd_sigma and back.category_shares == reference.category_shares
+    assert back.group_kind == "sequence" and list(back.groups) == list(reference.groups)  # the reference keeps its grouping key
+    assert list(back.embedding_groups) == list(reference.embedding_groups) and np.array_equal(back.labels, reference.labels)
     # same report from the loaded profile
     log = as_log(simulate(200, seed=9))
     assert drift_report(back, log, RULES, seed=1).to_dict() == drift_report(reference, log, RULES, seed=1).to_dict()
@@ -229,8 +255,11 @@ def test_reference_is_bounded_and_seeded():
     meta = pd.DataFrame({"time_of_day": sim["tod"], "weather": sim["weather"], "source": sim["source"]})
     a = ReferenceProfile.build(sim["prob"], sim["features"], sim["emb"], meta, max_samples=800, mmd_samples=300, seed=3)
     b = ReferenceProfile.build(sim["prob"], sim["features"], sim["emb"], meta, max_samples=800, mmd_samples=300, seed=3)
-    assert a.values.shape == (800, 8) and a.embeddings.shape == (300, EMB_DIM) and a.n_reference == 3000
+    # whole circular blocks of ceil(sqrt(3000)) = 55 rows: at most 800 / 300 rows, less than one block short
+    assert 800 - 55 < a.values.shape[0] <= 800 and 300 - 55 < a.embeddings.shape[0] <= 300 and a.n_reference == 3000
+    assert a.values.shape[1] == 8 and a.embeddings.shape[1] == EMB_DIM
     assert np.array_equal(a.values, b.values) and a.mmd_sigma == b.mmd_sigma
+    assert a.group_kind == "circular_block" and len(a.groups) == len(a.values) and len(a.embedding_groups) == len(a.embeddings)
     assert np.allclose(a.shares["prob"], 0.1, atol=0.002)  # deciles of the full reference
     with pytest.raises(ValueError, match="features must be"):
         ReferenceProfile.build(sim["prob"], sim["features"][:, :6], sim["emb"], meta)

@@ -56,7 +56,7 @@ def test_round_trip(tmp_path):
     assert path == tmp_path / "day=2026-03-01" / "log.parquet"
     table = pq.read_table(path)
     assert table.schema.equals(log_schema(6), check_metadata=False)
-    assert table.schema.metadata[b"roadwork.schema"] == b"inference_log/1"
+    assert table.schema.metadata[b"roadwork.schema"] == b"inference_log/2"
     back = read_log(path)
     assert list(back.columns) == log_columns()
     assert str(back["timestamp"].dtype) == "datetime64[ns, UTC]" or str(back["timestamp"].dtype).endswith(", UTC]")
@@ -156,3 +156,26 @@ def test_read_rejects_foreign_parquet(tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(p)
     with pytest.raises(LogValidationError, match="not a roadwork inference log"):
         read_log(p)
+
+
+def test_sequence_ids_round_trip_and_version_1_files_still_read(tmp_path):
+
+
+    df = make_day(n=12)
+    df["sequence_id"] = pd.array([f"seq{i // 4}" if i < 8 else None for i in range(12)], dtype="string")
+    back = read_log(write_log(tmp_path / "a.parquet", df))
+    assert back["sequence_id"].tolist()[:8] == [f"seq{i // 4}" for i in range(8)] and back["sequence_id"].isna().sum() == 4
+    # a frame built before the column existed is written with nulls
+    old_frame = make_day(n=5).drop(columns="sequence_id")
+    assert read_log(write_log(tmp_path / "b.parquet", old_frame))["sequence_id"].isna().all()
+    # an inference_log/1 file (no sequence_id column, old schema tag) still reads
+    table = pq.read_table(tmp_path / "b.parquet").drop_columns(["sequence_id"])
+    meta = dict(table.schema.metadata)
+    meta[b"roadwork.schema"] = b"inference_log/1"
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "v1.parquet")
+    v1 = read_log(tmp_path / "v1.parquet")
+    assert list(v1.columns) == log_columns() and v1["sequence_id"].isna().all()
+    with pytest.raises(LogValidationError, match="sequence_ids must have"):
+        build_log([pd.Timestamp("2026-03-01", tz="UTC")], ["a"], ["s"], ["c"], "m", [0.5], ["defer"], np.zeros((1, 7)), np.zeros((1, 2)), [1],
+                  ["day"], ["clear"], sequence_ids=["x", "y"])
+

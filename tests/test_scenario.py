@@ -78,8 +78,8 @@ def test_demo_block_validates_and_strictness(config):
     with pytest.raises(ValidationError, match="psi_alertt"):
         DriftRules.model_validate({**raw["rules"], "psi_alertt": 0.1})
     missing = dict(raw["rules"])
-    missing.pop("ks_alpha")
-    with pytest.raises(ValidationError, match="ks_alpha"):
+    missing.pop("family_alpha")
+    with pytest.raises(ValidationError, match="family_alpha"):
         DriftRules.model_validate(missing)  # no defaults: the profile must say it
     with pytest.raises(ValidationError, match="psi_retrain"):
         DriftRules.model_validate({**raw["rules"], "psi_retrain": 0.1})

@@ -1,50 +1,58 @@
 """One day's drift report and the decision it implies: ok, alert, retrain or rollback.
 
-:func:`drift_report` compares a day of the inference log with the :class:`ReferenceProfile`:
+:func:`drift_report` compares a day of the inference log with the :class:`ReferenceProfile`
+through one family of *group-permutation* tests (:mod:`.drift_family`): whole sequences
+(the grouping key, :func:`.group_tests.grouping_key`) of the reference and of the day are
+permuted together, B = ``rules.permutations`` times, with permutations drawn afresh for
+each day from :func:`.group_tests.day_seed` (reproducible, never one fixed set). The family:
 
-* per model column (``prob`` + the 7 uncertainty features): PSI (``rules.psi_mode``) and a
-  two-sample KS test. The 8 KS p-values are Bonferroni-corrected (``p_adj = min(1, 8 p)``),
-  so the probability that *any* column alarms on a stable day is at most ``ks_alpha``;
-* per slice column (``time_of_day``, ``weather``, ``source``): PSI of the category shares
-  (a category unseen in the reference counts with share 1e-4 there);
-* MMD permutation test on the PCA embeddings (fixed reference bandwidth) and the mean
-  embedding shift;
-* label-free estimated accuracy; labelled accuracy + ECE when ``min_labels_for_accuracy``
-  labels have arrived;
-* the same statistics per slice value with at least ``min_slice_rows`` rows today (values
-  unseen in the reference sample are marked ``new``). Slice statistics are *reported*, with
-  flags from the Bonferroni KS and labelled accuracy, but do not change the decision: with
-  ~10 slices × 8 columns a per-slice rule would multiply the false alarms, and a shift big
-  enough to matter moves the global statistics too.
+* per model column (``prob`` + the 7 uncertainty features): PSI and KS (block-permutation
+  KS: the KS distance, its null from permuting sequences);
+* per slice column (``time_of_day``, ``weather``, ``source``): PSI of the category shares;
+* MMD² on the PCA embeddings (fixed reference bandwidth; whole day sequences subsampled to
+  ``max_mmd_rows``);
+* with ``min_labels_for_accuracy`` labelled rows on both sides: the relative accuracy drop
+  and the ECE increase against the reference's labelled rows.
 
-Rules (most severe wins; every triggered rule is listed in ``reasons`` with its value):
+Holm's correction over *all* of them gives ``p_holm``; a test is significant when
+``p_holm <= family_alpha``, so a stable day raises anything with probability <= family_alpha
+(the family-wise error of the decision). Effect-size rules fire only with significance:
 
 ==========  ======================================================================
-alert       PSI > psi_alert (model or slice column), or any Bonferroni KS p < ks_alpha,
-            or MMD p < mmd_alpha
-retrain     PSI of a model column > psi_retrain, or labelled accuracy < accuracy_retrain
+alert       significant KS or MMD; significant PSI > psi_alert (model or slice column);
+            significant relative labelled-accuracy drop > accuracy_drop_alert
+retrain     significant PSI of a model column > psi_retrain; significant ECE increase >
+            ece_increase_retrain; labelled accuracy < accuracy_retrain
 rollback    labelled accuracy < accuracy_rollback
 ==========  ======================================================================
+
+The absolute accuracy floors are policy limits, not tests against the reference, and stay
+outside the family. Slice statistics (per time of day, weather, source) are *reported* with
+descriptive i.i.d. KS flags and labelled accuracy; they do not change the decision.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from roadwork_ml.artifacts import atomic_write_bytes, atomic_write_json
-from roadwork_ml.monitoring.drift_stats import bin_shares, embedding_shift, ks, mmd_permutation_test, psi, psi_from_shares
+from roadwork_ml.monitoring.cbpe import cbpe, cbpe_reliability
+from roadwork_ml.monitoring.drift_family import DriftSample, drift_family, subsample_groups
+from roadwork_ml.monitoring.drift_stats import bin_shares, embedding_shift, ks, psi, psi_from_shares
+from roadwork_ml.monitoring.group_tests import circular_blocks, day_seed, grouping_key
 from roadwork_ml.monitoring.inference_log import embedding_matrix
 from roadwork_ml.monitoring.performance import estimate_accuracy, labelled_performance
 from roadwork_ml.monitoring.reference import MODEL_COLUMNS, ReferenceProfile
 from roadwork_ml.monitoring.settings import DriftRules
 
-__all__ = ["DECISION_LEVELS", "DriftReport", "drift_report", "decide", "reference_frame", "evidently_html"]
+__all__ = ["DECISION_LEVELS", "DriftReport", "decide", "drift_report", "evidently_html", "reference_frame"]
 
 DECISION_LEVELS = ("ok", "alert", "retrain", "rollback")
 _SEVERITY = {name: i for i, name in enumerate(DECISION_LEVELS)}
@@ -68,6 +76,7 @@ class DriftReport:
     reasons: list[dict[str, Any]]
     rules: dict[str, Any]
     skipped_slices: list[dict[str, Any]] = field(default_factory=list)
+    family: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))
@@ -95,7 +104,8 @@ def _labels(log_df: pd.DataFrame) -> np.ndarray:
 
 
 def _column_stats(ref_values: np.ndarray, cur_values: np.ndarray, rules: DriftRules, reference: ReferenceProfile | None) -> dict[str, dict[str, float]]:
-    """PSI + KS per model column; ``reference`` given = use its full-reference quantile bins."""
+    """PSI + i.i.d. KS per model column (descriptive; the decision uses :func:`drift_family`);
+    ``reference`` given = use its full-reference quantile bins."""
     out: dict[str, dict[str, float]] = {}
     for j, col in enumerate(MODEL_COLUMNS):
         r, c = ref_values[:, j], cur_values[:, j]
@@ -121,24 +131,32 @@ def _reason(level: str, rule: str, value: float, threshold: float, message: str,
     return {"level": level, "rule": rule, "column": column, "value": float(value), "threshold": float(threshold), "message": message}
 
 
-def decide(columns: dict[str, dict[str, float]], categories: dict[str, dict[str, Any]], mmd_p: float | None,
+def decide(columns: dict[str, dict[str, Any]], categories: dict[str, dict[str, Any]], mmd: dict[str, Any] | None,
            labelled: dict[str, Any] | None, rules: DriftRules) -> tuple[str, list[dict[str, Any]]]:
-    """Apply the rules of the module table; return (decision, reasons)."""
+    """Apply the rules of the module table; return (decision, reasons).
+
+    ``columns[col]``: ``psi``, ``psi_p_holm``, ``ks_statistic``, ``ks_p_holm``; ``categories[col]``:
+    ``psi``, ``p_holm``; ``mmd``: ``p_value``, ``p_holm``; ``labelled``: ``accuracy``, ``n`` and, when
+    tested, ``accuracy_drop`` / ``accuracy_drop_p_holm`` / ``ece_increase`` / ``ece_increase_p_holm``.
+    A missing ``*_p_holm`` counts as not significant.
+    """
+    a = rules.family_alpha
+    sig = lambda d, k: d.get(k) is not None and d[k] <= a
     reasons: list[dict[str, Any]] = []
     for col, s in columns.items():
-        if s["psi"] > rules.psi_retrain:
-            reasons.append(_reason("retrain", "psi_retrain", s["psi"], rules.psi_retrain, f"PSI of {col} {s['psi']:.3f} > {rules.psi_retrain}", col))
-        elif s["psi"] > rules.psi_alert:
-            reasons.append(_reason("alert", "psi_alert", s["psi"], rules.psi_alert, f"PSI of {col} {s['psi']:.3f} > {rules.psi_alert}", col))
-        if s["ks_p_bonferroni"] < rules.ks_alpha:
-            reasons.append(_reason("alert", "ks_alpha", s["ks_p_bonferroni"], rules.ks_alpha,
-                                   f"KS of {col}: Bonferroni p {s['ks_p_bonferroni']:.2e} < {rules.ks_alpha} (D = {s['ks_statistic']:.3f})", col))
+        if sig(s, "psi_p_holm"):
+            if s["psi"] > rules.psi_retrain:
+                reasons.append(_reason("retrain", "psi_retrain", s["psi"], rules.psi_retrain, f"PSI of {col} {s['psi']:.3f} > {rules.psi_retrain} (Holm p {s['psi_p_holm']:.4f})", col))
+            elif s["psi"] > rules.psi_alert:
+                reasons.append(_reason("alert", "psi_alert", s["psi"], rules.psi_alert, f"PSI of {col} {s['psi']:.3f} > {rules.psi_alert} (Holm p {s['psi_p_holm']:.4f})", col))
+        if sig(s, "ks_p_holm"):
+            reasons.append(_reason("alert", "ks", s["ks_p_holm"], a, f"KS of {col}: Holm p {s['ks_p_holm']:.4f} <= {a} (D = {s['ks_statistic']:.3f}, sequences permuted)", col))
     for col, s in categories.items():
-        if s["psi"] > rules.psi_alert:
+        if s["psi"] > rules.psi_alert and sig(s, "p_holm"):
             new = f"; new: {s['new']}" if s["new"] else ""
-            reasons.append(_reason("alert", "psi_alert", s["psi"], rules.psi_alert, f"PSI of {col} shares {s['psi']:.3f} > {rules.psi_alert}{new}", col))
-    if mmd_p is not None and mmd_p < rules.mmd_alpha:
-        reasons.append(_reason("alert", "mmd_alpha", mmd_p, rules.mmd_alpha, f"MMD on embeddings: p {mmd_p:.4f} < {rules.mmd_alpha}", "embedding"))
+            reasons.append(_reason("alert", "psi_alert", s["psi"], rules.psi_alert, f"PSI of {col} shares {s['psi']:.3f} > {rules.psi_alert} (Holm p {s['p_holm']:.4f}){new}", col))
+    if mmd is not None and sig(mmd, "p_holm"):
+        reasons.append(_reason("alert", "mmd", mmd["p_holm"], a, f"MMD on embeddings: Holm p {mmd['p_holm']:.4f} <= {a} (sequences permuted)", "embedding"))
     if labelled is not None and labelled["n"] >= rules.min_labels_for_accuracy:
         acc = labelled["accuracy"]
         if acc < rules.accuracy_rollback:
@@ -147,6 +165,12 @@ def decide(columns: dict[str, dict[str, float]], categories: dict[str, dict[str,
         elif acc < rules.accuracy_retrain:
             reasons.append(_reason("retrain", "accuracy_retrain", acc, rules.accuracy_retrain,
                                    f"labelled accuracy {acc:.3f} < {rules.accuracy_retrain} (n = {labelled['n']})", "label"))
+        if labelled.get("ece_increase") is not None and labelled["ece_increase"] > rules.ece_increase_retrain and sig(labelled, "ece_increase_p_holm"):
+            reasons.append(_reason("retrain", "ece_increase", labelled["ece_increase"], rules.ece_increase_retrain,
+                                   f"labelled ECE {labelled['ece']:.3f} is {labelled['ece_increase']:.3f} above the reference's (> {rules.ece_increase_retrain}, Holm p {labelled['ece_increase_p_holm']:.4f})", "label"))
+        if labelled.get("accuracy_drop") is not None and labelled["accuracy_drop"] > rules.accuracy_drop_alert and sig(labelled, "accuracy_drop_p_holm"):
+            reasons.append(_reason("alert", "accuracy_drop", labelled["accuracy_drop"], rules.accuracy_drop_alert,
+                                   f"labelled accuracy {acc:.3f} is {100 * labelled['accuracy_drop']:.1f} % below the reference's (> {100 * rules.accuracy_drop_alert:.0f} %, Holm p {labelled['accuracy_drop_p_holm']:.4f})", "label"))
     decision = max((r["level"] for r in reasons), key=_SEVERITY.__getitem__, default="ok")
     return decision, reasons
 
@@ -175,7 +199,7 @@ def _slice_stats(reference: ReferenceProfile, cur_values: np.ndarray, labels: np
             flags = []
             if ref_m.sum() >= rules.min_slice_rows:
                 entry["columns"] = _column_stats(reference.values[ref_m], cur_values[m], rules, None)
-                flags += [f"ks:{c}" for c, s in entry["columns"].items() if s["ks_p_bonferroni"] < rules.ks_alpha]
+                flags += [f"ks:{c}" for c, s in entry["columns"].items() if s["ks_p_bonferroni"] < rules.family_alpha]
             else:
                 entry["columns"] = None
             if entry["labelled"] is not None:
@@ -186,6 +210,19 @@ def _slice_stats(reference: ReferenceProfile, cur_values: np.ndarray, labels: np
             entry["flags"] = flags
             rows.append(entry)
     return rows, skipped
+
+
+def reference_sample(reference: ReferenceProfile, slice_columns: Sequence[str]) -> DriftSample:
+    """The reference side of the family; a profile without groups (reference_profile/1) gets
+    circular blocks of its kept rows (the rows were kept in their original order)."""
+    groups = reference.groups if reference.groups is not None else circular_blocks(len(reference.values), reference.seed).astype(str)
+    emb_groups = reference.embedding_groups
+    if emb_groups is None:
+        emb_groups = ("emb-" + pd.Series(circular_blocks(len(reference.embeddings), reference.seed)).astype(str)).to_numpy(dtype=object)
+    cats = {c: reference.meta[c].astype(str).to_numpy() for c in slice_columns if c in reference.meta.columns}
+    return DriftSample(values=reference.values, groups=np.asarray(groups, dtype=object), embeddings=np.asarray(reference.embeddings, dtype=np.float64),
+                       embedding_groups=np.asarray(emb_groups, dtype=object), categories=cats,
+                       labels=None if reference.labels is None else reference.labels.astype(np.float64))
 
 
 def drift_report(
@@ -200,11 +237,12 @@ def drift_report(
 ) -> DriftReport:
     """Compare ``log_df`` (one day of :mod:`.inference_log` rows, or any window) with ``reference``.
 
-    ``seed`` drives the MMD permutations and, on days with more than ``max_mmd_rows`` rows,
-    the seeded subsample of current embeddings the MMD test sees (its kernel is
-    ``(S_mmd + rows)²`` entries); same seed, same report. ``device``: torch device of the
-    MMD test (None = CUDA when available).
+    The permutations are seeded by :func:`day_seed` ``(seed, day)``: same day, same report;
+    another day, other permutations. On days with more than ``max_mmd_rows`` rows the MMD
+    sees a seeded subsample of whole day sequences (its kernel is ``(S_mmd + rows)²`` entries).
+    ``device`` is accepted for compatibility and unused (the family runs on group sums in numpy).
     """
+    del device
     missing = [c for c in (*MODEL_COLUMNS, "embedding", "label", *slice_columns) if c not in log_df.columns]
     if missing:
         raise ValueError(f"log_df lacks columns {missing}")
@@ -215,31 +253,60 @@ def drift_report(
     if not np.isfinite(cur_values).all():
         raise ValueError("log_df holds non-finite probabilities or features; validate it with inference_log.validate_log")
     labels = _labels(log_df)
-
-    columns = _column_stats(reference.values, cur_values, rules, reference)
-    categories = {c: _category_psi(reference.category_shares[c], log_df[c]) for c in slice_columns if c in reference.category_shares}
+    rseed = day_seed(day, seed)
+    groups, group_kind = grouping_key(log_df.reset_index(drop=True), seed=rseed, window_minutes=rules.group_window_minutes)
 
     emb = embedding_matrix(log_df)
     if emb.shape[1] != reference.embeddings.shape[1]:
         raise ValueError(f"log embeddings are {emb.shape[1]}-d, the reference's are {reference.embeddings.shape[1]}-d: "
                          "project with the reference's PCAProjection")
-    emb_mmd = emb if len(emb) <= max_mmd_rows else emb[np.sort(np.random.default_rng(seed).choice(len(emb), max_mmd_rows, replace=False))]
-    mmd = mmd_permutation_test(reference.embeddings, emb_mmd, n_permutations=rules.mmd_permutations, sigma=reference.mmd_sigma,
-                               seed=seed, device=device).to_dict()
-    mmd["rows"] = int(len(emb_mmd))
+    mmd_rows = subsample_groups(groups, max_mmd_rows, rseed)
+    present = [c for c in slice_columns if c in reference.category_shares]
+    day_sample = DriftSample(values=cur_values, groups=groups, embeddings=emb[mmd_rows].astype(np.float64), embedding_groups=groups[mmd_rows],
+                             categories={c: log_df[c].astype(str).to_numpy() for c in present}, labels=labels)
+    fam = drift_family(reference_sample(reference, present), day_sample, MODEL_COLUMNS, reference.edges, reference.mmd_sigma,
+                       rules.permutations, rseed, rules.family_alpha, min_labels=rules.min_labels_for_accuracy)
+    t = fam.tests
+
+    columns = _column_stats(reference.values, cur_values, rules, reference)
+    for col, s in columns.items():
+        s.pop("ks_p_bonferroni")
+        s["ks_p_iid"] = s.pop("ks_p")  # scipy's i.i.d. p, descriptive only: rows of a sequence are not independent
+        s.update({"ks_p": t[f"ks:{col}"]["p_value"], "ks_p_holm": t[f"ks:{col}"]["p_holm"],
+                  "psi_p": t[f"psi:{col}"]["p_value"], "psi_p_holm": t[f"psi:{col}"]["p_holm"]})
+    categories = {c: _category_psi(reference.category_shares[c], log_df[c]) for c in present}
+    for c, s in categories.items():
+        test = t.get(f"psi:{c}")
+        s["p"], s["p_holm"] = (test["p_value"], test["p_holm"]) if test else (None, None)
+    mmd = None
+    if "mmd" in t:
+        mmd = {"statistic": t["mmd"]["statistic"], "p_value": t["mmd"]["p_value"], "p_holm": t["mmd"]["p_holm"], "sigma": reference.mmd_sigma,
+               "n_permutations": rules.permutations, "rows": len(mmd_rows)}
     shift = embedding_shift(reference.embeddings, emb).to_dict()
 
     estimated = estimate_accuracy(cur_values[:, 0]).to_dict()
     estimated["reference_accuracy"] = reference.estimated_accuracy
+    # CBPE (accuracy, F1, MCC + sampling interval); its reliability flag is reported, not a rule:
+    # it is a test outside the Holm family (the family's ECE-increase test carries the decision).
+    est = cbpe(cur_values[:, 0], n_draws=200, seed=rseed)
+    estimated["cbpe"] = cbpe_reliability(est, cur_values[:, 0], labels, min_labels=rules.min_labels_for_accuracy, seed=rseed).to_dict()
     lab = labelled_performance(cur_values[:, 0], labels)
     labelled = None if lab is None else {**lab.to_dict(), "enough": lab.n >= rules.min_labels_for_accuracy}
+    if labelled is not None:
+        ref_lab = None if reference.labels is None else labelled_performance(reference.values[:, 0], reference.labels.astype(np.float64))
+        labelled["reference_accuracy"] = None if ref_lab is None else ref_lab.accuracy
+        labelled["reference_ece"] = None if ref_lab is None else ref_lab.ece
+        for k in ("accuracy_drop", "ece_increase"):
+            labelled[k] = t[k]["statistic"] if k in t else None
+            labelled[f"{k}_p_holm"] = t[k]["p_holm"] if k in t else None
 
     slices, skipped = _slice_stats(reference, cur_values, labels, log_df, rules, slice_columns)
-    decision, reasons = decide(columns, categories, mmd["p_value"], labelled, rules)
+    decision, reasons = decide(columns, categories, mmd, labelled, rules)
+    family = {**fam.to_dict(), "grouping": {"day": group_kind, "reference": reference.group_kind or "circular_block"}}
     return DriftReport(
         day=day, n_rows=n, n_labelled=0 if lab is None else lab.n, columns=columns, categories=categories, mmd=mmd,
         embedding_shift=shift, estimated=estimated, labelled=labelled, slices=slices, decision=decision, reasons=reasons,
-        rules=rules.model_dump(), skipped_slices=skipped,
+        rules=rules.model_dump(), skipped_slices=skipped, family=family,
     )
 
 

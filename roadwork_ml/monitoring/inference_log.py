@@ -21,7 +21,12 @@ embedding                   fixed_size_list<float32>[k]          PCA-projected e
 hour                        int8, not null                       0..23, -1 unknown
 time_of_day, weather        string, not null                     slice metadata (records.time_of_day, WEATHERS)
 label                       int8, nullable                       0 / 1 once the label arrives, else null
+sequence_id                 string, nullable                     drive / burst the frame belongs to (grouping key
+                                                                 of the drift tests); null = unknown
 ==========================  ===================================  =============================================
+
+Schema ``inference_log/2`` added ``sequence_id``; files of ``inference_log/1`` still read
+(their ``sequence_id`` is null) and a frame without the column is written with nulls.
 
 In pandas (what :func:`read_log` returns and :func:`write_log` takes) ``timestamp`` is
 ``datetime64[ns, UTC]``, ``label`` is nullable ``Int8`` (``-1`` is accepted on write and
@@ -63,7 +68,8 @@ __all__ = [
 ]
 
 DECISIONS = ("roadwork", "no_roadwork", "defer")
-LOG_SCHEMA_NAME = "inference_log/1"
+LOG_SCHEMA_NAME = "inference_log/2"
+_READABLE_SCHEMAS = ("inference_log/1", LOG_SCHEMA_NAME)
 _STRING_COLUMNS = ("image_id", "source", "camera_id", "model_version", "decision", "time_of_day", "weather")
 
 
@@ -74,7 +80,7 @@ class LogValidationError(ValueError):
 def log_columns() -> list[str]:
     """Column names in schema order."""
     return (["timestamp", "image_id", "source", "camera_id", "model_version", "prob", "decision"] + list(FEATURE_NAMES)
-            + ["embedding", "hour", "time_of_day", "weather", "label"])
+            + ["embedding", "hour", "time_of_day", "weather", "label", "sequence_id"])
 
 
 def log_schema(embedding_dim: int) -> pa.Schema:
@@ -95,6 +101,7 @@ def log_schema(embedding_dim: int) -> pa.Schema:
         pa.field("time_of_day", pa.string(), nullable=False),
         pa.field("weather", pa.string(), nullable=False),
         pa.field("label", pa.int8(), nullable=True),
+        pa.field("sequence_id", pa.string(), nullable=True),
     ]
     return pa.schema(fields, metadata={"roadwork.schema": LOG_SCHEMA_NAME, "roadwork.embedding_dim": str(embedding_dim)})
 
@@ -113,9 +120,10 @@ def build_log(
     times_of_day: Sequence[str],
     weathers: Sequence[str],
     labels: Any = None,
+    sequence_ids: Sequence[str | None] | None = None,
 ) -> pd.DataFrame:
     """Assemble a log frame from arrays: ``probs`` [N], ``features`` [N, 7], ``embeddings`` [N, k];
-    ``labels`` [N] with -1 for "not yet" (or None = no labels)."""
+    ``labels`` [N] with -1 for "not yet" (or None = no labels); ``sequence_ids`` [N] (None = unknown)."""
     feats = np.asarray(features, dtype=np.float64)
     emb = np.asarray(embeddings, dtype=np.float32)
     n = len(image_ids)
@@ -136,6 +144,9 @@ def build_log(
     df["weather"] = list(weathers)
     lab = np.full(n, -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
     df["label"] = _nullable_labels(lab.astype(np.float64))
+    if sequence_ids is not None and len(sequence_ids) != n:
+        raise LogValidationError(f"sequence_ids must have {n} entries, got {len(sequence_ids)}")
+    df["sequence_id"] = pd.array([None] * n if sequence_ids is None else [None if v is None else str(v) for v in sequence_ids], dtype="string")
     return df
 
 
@@ -163,6 +174,8 @@ def _label_array(col: pd.Series) -> pa.Array:
 
 def _to_table(df: pd.DataFrame) -> pa.Table:
     """Validate ``df`` and convert it to an arrow table of :func:`log_schema`."""
+    if "sequence_id" not in df.columns:  # frames built before inference_log/2
+        df = df.assign(sequence_id=pd.array([None] * len(df), dtype="string"))
     missing = [c for c in log_columns() if c not in df.columns]
     extra = [c for c in df.columns if c not in log_columns()]
     if missing or extra:
@@ -226,6 +239,7 @@ def _to_table(df: pd.DataFrame) -> pa.Table:
         "time_of_day": pa.array(df["time_of_day"].astype(str).to_numpy(), type=pa.string()),
         "weather": pa.array(df["weather"].astype(str).to_numpy(), type=pa.string()),
         "label": _label_array(df["label"]),
+        "sequence_id": pa.array(pd.Series(df["sequence_id"], dtype="string").to_numpy(dtype=object, na_value=None), type=pa.string()),
     }
     return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
 
@@ -247,9 +261,11 @@ def read_log(path: str | Path) -> pd.DataFrame:
     """Read and re-validate one day's log; see module notes for the pandas dtypes."""
     table = pq.read_table(path)
     meta = table.schema.metadata or {}
-    if meta.get(b"roadwork.schema") != LOG_SCHEMA_NAME.encode():
+    if meta.get(b"roadwork.schema", b"").decode() not in _READABLE_SCHEMAS:
         raise LogValidationError(f"{path} is not a roadwork inference log (schema {meta.get(b'roadwork.schema')!r})")
     k = int(meta[b"roadwork.embedding_dim"])
+    if "sequence_id" not in table.column_names:  # inference_log/1
+        table = table.append_column(pa.field("sequence_id", pa.string(), nullable=True), pa.nulls(table.num_rows, pa.string()))
     try:
         validate_table(table, log_schema(k))
     except ValueError as err:
@@ -259,6 +275,7 @@ def read_log(path: str | Path) -> pd.DataFrame:
     df = table.drop_columns(["embedding", "label"]).to_pandas()
     df.insert(log_columns().index("embedding"), "embedding", list(emb))
     df["label"] = pd.array(table.column("label").to_pandas(), dtype="Int8")
+    df["sequence_id"] = pd.array(table.column("sequence_id").to_pylist(), dtype="string")
     df["hour"] = df["hour"].astype(np.int64)
     df["timestamp"] = _utc(df["timestamp"])
     return df[log_columns()]

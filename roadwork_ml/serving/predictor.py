@@ -148,11 +148,11 @@ class BundlePredictor:
 
     # -- the monitoring inference log --------------------------------------------------------
     def inference_log(self, outputs: Outputs, image_ids: list[str], projection, *, model_version: str | None = None, timestamps=None,
-                      sources=None, camera_ids=None, hours=None, weathers=None, labels=None):
+                      sources=None, camera_ids=None, hours=None, weathers=None, labels=None, sequence_ids=None):
         """Rows of the monitoring inference log (:mod:`roadwork_ml.monitoring.inference_log`) for
         ``outputs``: calibrated probability, decision, the 7 features, the embedding through
         ``projection`` (the reference profile's PCA) and slice metadata; unknown metadata is
-        "unknown" / -1, timestamps default to now (UTC), labels to "not yet" (-1)."""
+        "unknown" / -1, timestamps default to now (UTC), labels to "not yet" (-1), sequence ids to null."""
         from datetime import datetime, timezone
 
         from roadwork_ml.data.records import UNKNOWN, time_of_day
@@ -165,6 +165,7 @@ class BundlePredictor:
             [UNKNOWN] * n if sources is None else sources, [UNKNOWN] * n if camera_ids is None else camera_ids,
             model_version or self.model_version, outputs.decisions.calibrated[:, 1], list(outputs.decisions.decision), outputs.features,
             projection.transform(outputs.embeddings), hours, [time_of_day(h) for h in hours], [UNKNOWN] * n if weathers is None else weathers, labels=labels,
+            sequence_ids=sequence_ids,
         )
 
     # -- files -----------------------------------------------------------------------------
