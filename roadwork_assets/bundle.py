@@ -11,6 +11,7 @@ from roadwork_assets.loaders import AGGREGATOR_DIR, SPLITS_DIR, load_predictions
 from roadwork_assets.metadata import table_md
 from roadwork_assets.policies import CALIBRATOR_DIR, GATE_DIR, SCRC_DIR, THRESHOLDS_DIR
 from roadwork_assets.resources import ArtifactStore, ProfileResource, RunOverrides
+from roadwork_assets.run_tags import GPU_OP_TAGS
 from roadwork_ml.artifacts import IntegrityError, verify_dir
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Split
@@ -168,7 +169,7 @@ def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.Asset
     return dg.AssetCheckResult(passed=bool(prob_diff <= 1e-4 and sv_ok and agree >= 0.99), metadata={"images": n, "max_calibrated_prob_diff": prob_diff, "max_feature_diff": feat_diff, "decision_agreement": agree, "streetvision_valid": sv_ok, "decisions": json.dumps({k: int((out.decisions.decision == k).sum()) for k in ("roadwork", "no_roadwork", "defer")})})
 
 
-@dg.asset(deps=[bundle], group_name="export", kinds={"tensorrt"}, output_required=False)
+@dg.asset(deps=[bundle], group_name="export", kinds={"tensorrt"}, output_required=False, op_tags=GPU_OP_TAGS)
 def tensorrt_engine(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore):
     """FP16 TensorRT engine from the bundle's ONNX, refused when its decisions disagree with
     ONNX Runtime beyond the profile's tolerance. Without TensorRT or CUDA nothing is written,

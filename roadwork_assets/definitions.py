@@ -5,6 +5,16 @@ import dagster as dg
 
 from roadwork_assets import aggregation, bundle, data, deployment, evaluation, monitoring, policies, predictions, training
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
+from roadwork_assets.run_tags import TRAINING_RUN_TAGS
+
+# The build after the source partitions: everything unpartitioned from the splits on. It trains,
+# so it carries the training run class that the production instance runs one at a time.
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets("splits").downstream() - dg.AssetSelection.assets(monitoring.production_traffic, monitoring.drift_report),
+    tags=TRAINING_RUN_TAGS,
+    description="splits, phase-1 training, policies, bundle, evaluation and deployment (the unpartitioned graph)",
+)
 
 defs = dg.Definitions(
     assets=[
@@ -50,7 +60,7 @@ defs = dg.Definitions(
         monitoring.traffic_log_valid,
         monitoring.drift_statistics_valid,
     ],
-    jobs=[monitoring.daily_drift_job, monitoring.retrain_job, monitoring.rollback_job],
+    jobs=[training_job, monitoring.daily_drift_job, monitoring.retrain_job, monitoring.rollback_job],
     schedules=[monitoring.daily_drift_schedule],
     sensors=[monitoring.drift_action_sensor],
     resources={"settings": ProfileResource(), "store": ArtifactStore(), "mlflow": MlflowTracking()},

@@ -14,7 +14,9 @@ from roadwork_assets.audit import record_action
 from roadwork_assets.deployment import DEPLOYED_DIR
 from roadwork_assets.loaders import load_split_tensors, load_splits, split_rows
 from roadwork_assets.metadata import table_md
+from roadwork_assets.executors import retrain_executor
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, RunOverrides
+from roadwork_assets.run_tags import DRIFT_RUN_TAGS, ROLLBACK_RUN_TAGS, TRAINING_RUN_TAGS
 from roadwork_ml.artifacts import atomic_write_bytes, verify_dir, write_manifest
 from roadwork_ml.config import load_profile
 from roadwork_ml.contracts import Purpose, Split, require_split
@@ -252,16 +254,19 @@ def drift_statistics_valid(context: dg.AssetCheckExecutionContext, store: Artifa
 
 # --- jobs, schedule, sensor ------------------------------------------------------------------
 
-daily_drift_job = dg.define_asset_job("daily_drift_job", selection=dg.AssetSelection.assets(production_traffic, drift_report), partitions_def=daily, description="a day of traffic through the champion, then its drift report")
+daily_drift_job = dg.define_asset_job("daily_drift_job", selection=dg.AssetSelection.assets(production_traffic, drift_report), partitions_def=daily, tags=DRIFT_RUN_TAGS, description="a day of traffic through the champion, then its drift report")
 retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.assets("phase1_checkpoint").downstream() - dg.AssetSelection.assets(production_traffic, drift_report),
+    tags=TRAINING_RUN_TAGS,
+    executor_def=retrain_executor(),
     description="retrain with the labelled production images added to TRAIN, then rebuild, re-evaluate and (if the promotion gate agrees) redeploy",
 )
 rollback_job = dg.define_asset_job(
     "rollback_job",
     selection=dg.AssetSelection.assets("deployed_model", reference_profile),
     config={"ops": {"deployed_model": {"config": {"mode": "rollback"}}}},
+    tags=ROLLBACK_RUN_TAGS,
     description="move the champion alias back to the previous version, redeploy it and rebuild the reference profile",
 )
 

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from roadwork_assets.loaders import CHECKPOINT_DIR, load_split_tensors, load_splits, split_rows
 from roadwork_assets.metadata import flatten, image_md, table_md
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, RunOverrides
+from roadwork_assets.run_tags import GPU_OP_TAGS
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
 from roadwork_ml.evaluation.plots import training_curves
@@ -68,6 +69,7 @@ def _deployed_classifier_state(store: ArtifactStore) -> dict:
     deps=["splits"],
     group_name="training",
     kinds={"pytorch", "mlflow"},
+    op_tags=GPU_OP_TAGS,
 )
 def phase1_checkpoint(context: dg.AssetExecutionContext, config: TrainRunConfig, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking) -> dg.MaterializeResult:
     """Train the timm backbone + head (AdamW, warmup + cosine, early stopping on VAL_SELECT MCC).
