@@ -13,8 +13,8 @@ import torch
 from roadwork_assets.audit import record_action
 from roadwork_assets.deployment import DEPLOYED_DIR
 from roadwork_assets.loaders import load_split_tensors, load_splits, split_rows
-from roadwork_assets.metadata import table_md
 from roadwork_assets.executors import retrain_executor
+from roadwork_assets.metadata import table_md
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, RunOverrides
 from roadwork_assets.run_tags import DRIFT_RUN_TAGS, ROLLBACK_RUN_TAGS, TRAINING_RUN_TAGS
 from roadwork_ml.artifacts import atomic_write_bytes, verify_dir, write_manifest

@@ -15,9 +15,7 @@ RUN_CLASS_TAG = "roadwork/run-class"
 TRAINING = "training"
 PARTITION_TAG = "dagster/partition"  # set by Dagster on every partitioned run
 MAX_RETRIES_TAG = "dagster/max_retries"
-MAX_RUNTIME_TAG = (
-    "dagster/max_runtime"  # seconds; run monitoring fails a STARTED run older than this
-)
+MAX_RUNTIME_TAG = "dagster/max_runtime"  # seconds; run monitoring fails a STARTED run older than this
 
 TRAINING_RUN_TAGS: dict[str, str] = {RUN_CLASS_TAG: TRAINING}
 # Drift and rollback runs are idempotent (each replaces its artifact whole), so a crashed run

@@ -34,11 +34,7 @@ LOCATION_COLUMNS = (
 def tracking_uri(home: Path, configured: str | None = None) -> str:
     """The tracking/registry URI: ``configured``, else $MLFLOW_TRACKING_URI, else the embedded
     ``sqlite:///<home>/mlflow.db``."""
-    return (
-        configured
-        or os.environ.get(TRACKING_URI_ENV)
-        or f"sqlite:///{Path(home) / 'mlflow.db'}"
-    )
+    return configured or os.environ.get(TRACKING_URI_ENV) or f"sqlite:///{Path(home) / 'mlflow.db'}"
 
 
 def artifact_root(home: Path, configured: str | None = None) -> str:
@@ -76,9 +72,7 @@ def rebase_locations(db_uri: str, old_root: Path, new_root: Path) -> int:
             inspector = sa.inspect(conn)
             tables = set(inspector.get_table_names())
             for table, column in LOCATION_COLUMNS:
-                if table not in tables or column not in {
-                    c["name"] for c in inspector.get_columns(table)
-                }:
+                if table not in tables or column not in {c["name"] for c in inspector.get_columns(table)}:
                     continue
                 for old, new in pairs:
                     # prefix match only, followed by '/' or end, so /a/home never matches /a/home2
@@ -107,9 +101,7 @@ def open_local_store(home: Path) -> int:
     home = Path(home).resolve()
     marker = home / ROOT_MARKER
     db = home / "mlflow.db"
-    if (
-        not marker.exists()
-    ):  # first use (a store from before the marker is taken as written here)
+    if not marker.exists():  # first use (a store from before the marker is taken as written here)
         _write_marker(marker, home)
         return 0
     recorded = Path(json.loads(marker.read_text())["root"])

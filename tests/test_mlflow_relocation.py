@@ -68,9 +68,7 @@ def test_instance_moved_or_restored_keeps_its_mlflow_store(tmp_path, monkeypatch
     assert mlflow_store.open_local_store(new) == 0
     with mlflow.run("relocation", "r2") as run2:
         run2.log_metrics({"mcc": 0.6})
-    assert (
-        mlflow.client().get_run(run2.run_id).info.artifact_uri.startswith(new.as_uri())
-    )
+    assert mlflow.client().get_run(run2.run_id).info.artifact_uri.startswith(new.as_uri())
 
 
 def test_rebase_matches_whole_path_components(tmp_path):
@@ -86,10 +84,7 @@ def test_rebase_matches_whole_path_components(tmp_path):
                 ("s3://bucket/a/home",),
             ],
         )
-    assert (
-        mlflow_store.rebase_locations(f"sqlite:///{db}", Path("/a/home"), Path("/b/h"))
-        == 2
-    )
+    assert mlflow_store.rebase_locations(f"sqlite:///{db}", Path("/a/home"), Path("/b/h")) == 2
     with sqlite3.connect(db) as conn:
         got = [r[0] for r in conn.execute("SELECT artifact_location FROM experiments")]
     assert got == [
