@@ -129,17 +129,19 @@ class Platform:
         """Environment of every service (and of any client that opens this instance)."""
         pw, port = self.password(), self.ports.postgres
         env = dict(os.environ)
-        env.update({
-            "DAGSTER_HOME": str(self.home),
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PORT": str(port),
-            "DAGSTER_PG_USER": PG_SUPERUSER,
-            "DAGSTER_PG_PASSWORD": pw,
-            "DAGSTER_PG_DB": DAGSTER_DB,
-            "MLFLOW_TRACKING_URI": f"postgresql+psycopg2://{PG_SUPERUSER}:{pw}@127.0.0.1:{port}/{MLFLOW_DB}",
-            "ROADWORK_MLFLOW_ARTIFACT_ROOT": str(self.home / "mlartifacts"),
-            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-        })
+        env.update(
+            {
+                "DAGSTER_HOME": str(self.home),
+                "DAGSTER_PG_HOST": "127.0.0.1",
+                "DAGSTER_PG_PORT": str(port),
+                "DAGSTER_PG_USER": PG_SUPERUSER,
+                "DAGSTER_PG_PASSWORD": pw,
+                "DAGSTER_PG_DB": DAGSTER_DB,
+                "MLFLOW_TRACKING_URI": f"postgresql+psycopg2://{PG_SUPERUSER}:{pw}@127.0.0.1:{port}/{MLFLOW_DB}",
+                "ROADWORK_MLFLOW_ARTIFACT_ROOT": str(self.home / "mlartifacts"),
+                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+            }
+        )
         return env
 
     # -- PostgreSQL -------------------------------------------------------------------------
@@ -153,7 +155,9 @@ class Platform:
                 return name
             except KeyError:
                 continue
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "roadwork-pg"], check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "roadwork-pg"], check=True
+        )
         return "roadwork-pg"
 
     def _pg(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -167,12 +171,16 @@ class Platform:
         for d in [self.home, *self.home.parents]:
             st = d.stat()
             if not (st.st_mode & 0o001 or st.st_uid == uid):
-                raise PermissionError(f"postgres runs as '{user}' and cannot enter {d} (mode {oct(st.st_mode & 0o777)}): "
-                                      f"put the instance elsewhere or `chmod o+x {d}`")
+                raise PermissionError(
+                    f"postgres runs as '{user}' and cannot enter {d} (mode {oct(st.st_mode & 0o777)}): "
+                    f"put the instance elsewhere or `chmod o+x {d}`"
+                )
 
     def _init_postgres(self) -> None:
         if not (PG_BIN / "initdb").exists():
-            raise FileNotFoundError(f"{PG_BIN}/initdb not found: install Debian's postgresql-15 (apt-get install postgresql-15)")
+            raise FileNotFoundError(
+                f"{PG_BIN}/initdb not found: install Debian's postgresql-15 (apt-get install postgresql-15)"
+            )
         self.state.pg_user = self._pg_user()
         if (self.pgdata / "PG_VERSION").exists():
             return
@@ -185,7 +193,18 @@ class Platform:
             for p in (self.pgdata, pwfile, pwfile.parent):
                 os.chown(p, ent.pw_uid, ent.pw_gid)
         try:
-            self._pg("initdb", "-D", str(self.pgdata), "-U", PG_SUPERUSER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C")
+            self._pg(
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                PG_SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            )
         finally:
             pwfile.unlink(missing_ok=True)
             if self.state.pg_user:
@@ -194,7 +213,9 @@ class Platform:
     def _write_pg_conf(self) -> None:
         conf = self.pgdata / "postgresql.auto.conf"
         # ALTER SYSTEM's file; rewritten at every start so the port follows the state
-        conf.write_text(f"listen_addresses = '127.0.0.1'\nport = {self.ports.postgres}\nunix_socket_directories = ''\nmax_connections = 200\n")
+        conf.write_text(
+            f"listen_addresses = '127.0.0.1'\nport = {self.ports.postgres}\nunix_socket_directories = ''\nmax_connections = 200\n"
+        )
         if self.state.pg_user:
             ent = pwd.getpwnam(self.state.pg_user)
             os.chown(conf, ent.pw_uid, ent.pw_gid)
@@ -213,12 +234,21 @@ class Platform:
             self._pg("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast", "stop", check=False)
 
     def postgres_running(self) -> bool:
-        return self.pgdata.exists() and self._pg("pg_ctl", "-D", str(self.pgdata), "status", check=False).returncode == 0
+        return (
+            self.pgdata.exists() and self._pg("pg_ctl", "-D", str(self.pgdata), "status", check=False).returncode == 0
+        )
 
     def _connect(self, db: str = "postgres"):
         import psycopg2
 
-        return psycopg2.connect(host="127.0.0.1", port=self.ports.postgres, user=PG_SUPERUSER, password=self.password(), dbname=db, connect_timeout=10)
+        return psycopg2.connect(
+            host="127.0.0.1",
+            port=self.ports.postgres,
+            user=PG_SUPERUSER,
+            password=self.password(),
+            dbname=db,
+            connect_timeout=10,
+        )
 
     def _create_databases(self) -> None:
         conn = self._connect()
@@ -234,30 +264,74 @@ class Platform:
     def _write_instance_files(self) -> None:
         shutil.copyfile(DEPLOY_INSTANCE_YAML, self.home / "dagster.yaml")
         (self.home / "workspace.yaml").write_text(
-            f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {self.ports.grpc}\n      location_name: {LOCATION}\n")
+            f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {self.ports.grpc}\n      location_name: {LOCATION}\n"
+        )
         for d in ("artifacts", "mlartifacts"):
             (self.home / d).mkdir(exist_ok=True)
 
     def _migrate(self) -> None:
         """Create the Dagster and MLflow schemas once, before several processes race to."""
-        code = ("import dagster as dg, mlflow, os; dg.DagsterInstance.get().get_runs(limit=1); "
-                "mlflow.MlflowClient(os.environ['MLFLOW_TRACKING_URI']).search_experiments(max_results=1)")
-        subprocess.run([sys.executable, "-c", code], env=self.env(), check=True, capture_output=True, text=True, timeout=300, cwd=REPO)
+        code = (
+            "import dagster as dg, mlflow, os; dg.DagsterInstance.get().get_runs(limit=1); "
+            "mlflow.MlflowClient(os.environ['MLFLOW_TRACKING_URI']).search_experiments(max_results=1)"
+        )
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+        )
 
     # -- Dagster services -------------------------------------------------------------------
     def _command(self, name: str) -> list[str]:
         ws = str(self.home / "workspace.yaml")
         if name == "code_server":
-            return [sys.executable, "-m", "dagster", "code-server", "start", "-m", "roadwork_assets.definitions", "-h", "127.0.0.1", "-p", str(self.ports.grpc), "--location-name", LOCATION]
+            return [
+                sys.executable,
+                "-m",
+                "dagster",
+                "code-server",
+                "start",
+                "-m",
+                "roadwork_assets.definitions",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.ports.grpc),
+                "--location-name",
+                LOCATION,
+            ]
         if name == "daemon":
             return [sys.executable, "-m", "dagster._daemon", "run", "-w", ws]
         port = self.ports.webserver if name == "webserver" else self.ports.webserver_ro
-        return [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-w", ws, *(["--read-only"] if name == "webserver_ro" else [])]
+        return [
+            sys.executable,
+            "-m",
+            "dagster_webserver",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            ws,
+            *(["--read-only"] if name == "webserver_ro" else []),
+        ]
 
     def start_service(self, name: str) -> int:
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(self._command(name), env=self.env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                self._command(name),
+                env=self.env(),
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.state.pids[name] = proc.pid
         self._save_state()
         _wait(lambda: self._ready(name, proc), START_TIMEOUT_S, f"{name} (log: {self.logs / (name + '.log')})")
@@ -286,7 +360,15 @@ class Platform:
     def daemon_healthy(self) -> bool:
         """The daemon's heartbeats in the instance are fresh (what the UI's daemon page shows)."""
         code = "import dagster as dg; from dagster._daemon.controller import all_daemons_healthy; print(all_daemons_healthy(dg.DagsterInstance.get(), heartbeat_tolerance_seconds=60))"
-        out = subprocess.run([sys.executable, "-c", code], env=self.env(), capture_output=True, text=True, timeout=120, cwd=REPO)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+            check=False,
+        )
         return out.stdout.strip().endswith("True")
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
@@ -358,7 +440,11 @@ class Platform:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="local production mode of the roadwork platform")
     parser.add_argument("command", choices=("up", "down", "status"))
-    parser.add_argument("--home", default=os.environ.get("ROADWORK_PLATFORM_HOME", str(REPO / "platform_home")), help="instance directory")
+    parser.add_argument(
+        "--home",
+        default=os.environ.get("ROADWORK_PLATFORM_HOME", str(REPO / "platform_home")),
+        help="instance directory",
+    )
     args = parser.parse_args(argv)
     platform = Platform(args.home)
     if args.command == "up":
@@ -369,7 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in status.items():
         print(f"{k:<14} {v}")
     if args.command == "up":
-        print(f"\nDAGSTER_HOME={platform.home}; logs in {platform.logs}; stop with: python -m roadwork_assets.platform down --home {platform.home}")
+        print(
+            f"\nDAGSTER_HOME={platform.home}; logs in {platform.logs}; stop with: python -m roadwork_assets.platform down --home {platform.home}"
+        )
     return 0 if args.command != "status" or all("stopped" not in v for v in status.values()) else 3
 
 
