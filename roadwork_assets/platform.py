@@ -229,6 +229,11 @@ class Platform:
             os.chown(log, ent.pw_uid, ent.pw_gid)
         self._pg("pg_ctl", "-D", str(self.pgdata), "-l", str(log), "-w", "-t", "60", "start")
 
+    def restart_postgres(self) -> None:
+        """Fast shutdown (every connection dropped mid-transaction), then start again."""
+        self.stop_postgres()
+        self.start_postgres()
+
     def stop_postgres(self) -> None:
         if (self.pgdata / "postmaster.pid").exists():
             self._pg("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast", "stop", check=False)
@@ -334,6 +339,7 @@ class Platform:
             )
         self.state.pids[name] = proc.pid
         self._save_state()
+        self._started_at = time.time()
         _wait(lambda: self._ready(name, proc), START_TIMEOUT_S, f"{name} (log: {self.logs / (name + '.log')})")
         return proc.pid
 
@@ -349,7 +355,7 @@ class Platform:
             except Exception:  # noqa: BLE001 - not listening yet
                 return False
         if name == "daemon":
-            return self.daemon_healthy()
+            return self.daemon_healthy(since=self._started_at)
         url = self.url(read_only=name == "webserver_ro") + "/server_info"
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
@@ -357,9 +363,14 @@ class Platform:
         except OSError:
             return False
 
-    def daemon_healthy(self) -> bool:
-        """The daemon's heartbeats in the instance are fresh (what the UI's daemon page shows)."""
-        code = "import dagster as dg; from dagster._daemon.controller import all_daemons_healthy; print(all_daemons_healthy(dg.DagsterInstance.get(), heartbeat_tolerance_seconds=60))"
+    def daemon_healthy(self, since: float = 0.0) -> bool:
+        """Every daemon has a fresh heartbeat (what the UI's daemon page shows), newer than ``since``
+        (so a restarted daemon is not taken for the one it replaces)."""
+        code = (
+            "import dagster as dg; from dagster._daemon.controller import all_daemons_healthy; i = dg.DagsterInstance.get(); "
+            "hb = i.get_daemon_heartbeats(); "
+            f"print(bool(hb) and min(h.timestamp for h in hb.values()) > {since} and all_daemons_healthy(i, heartbeat_tolerance_seconds=60))"
+        )
         out = subprocess.run(
             [sys.executable, "-c", code],
             env=self.env(),
