@@ -328,6 +328,8 @@ HELM_DOCUMENTED_KEYS = {
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.maxConcurrentRuns",
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.dequeueIntervalSeconds",
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits",
+    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.dequeueUseThreads",
+    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.dequeueNumWorkers",
     "dagsterDaemon.runMonitoring.enabled",
     "dagsterDaemon.runMonitoring.startTimeoutSeconds",
     "dagsterDaemon.runMonitoring.pollIntervalSeconds",
