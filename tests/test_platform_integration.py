@@ -93,11 +93,21 @@ def _record(run_id: str):
 
 
 def _wait_done(client: DagsterGraphQLClient, run_ids: list[str], timeout_s: float) -> dict[str, str]:
+    errors: list[str] = []
+
     def done():
-        st = {r: client.get_run_status(r).value for r in run_ids}
+        try:
+            st = {r: client.get_run_status(r).value for r in run_ids}
+        except DagsterGraphQLClientError as exc:  # a request that met the Postgres restart; the next one reconnects
+            errors.append(str(exc)[:200])
+            assert len(errors) <= 10, f"the webserver keeps failing: {errors[-1]}"
+            return None
         return st if set(st.values()) <= TERMINAL else None
 
-    return _wait(done, timeout_s, f"runs {run_ids} to finish", poll_s=3)
+    out = _wait(done, timeout_s, f"runs {run_ids} to finish", poll_s=3)
+    if errors:
+        print(f"{len(errors)} transient GraphQL error(s) while polling {run_ids}")
+    return out
 
 
 def _cli(p: Platform, *args: str) -> str:
@@ -161,13 +171,15 @@ def test_daemon_fires_the_schedule_and_its_sensor_launches_retrain(platform):
         return runs[0] if runs else None
 
     run = _wait(scheduled_run, 150, "the daemon to fire daily_drift_schedule")
+    # the test cron fires every minute for the same day: one tick is what this test needs
+    _cli(platform, "schedule", "stop", "daily_drift_schedule")
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     assert run.tags["dagster/partition"] == yesterday and run.tags["dagster/run_key"] == f"drift-{yesterday}"
     client = _client(platform)
     assert _wait_done(client, [run.run_id], 300)[run.run_id] == "SUCCESS"
     mats = instance.fetch_materializations(dg.AssetKey("drift_report"), limit=10).records
-    assert [m.asset_materialization.partition for m in mats] == [yesterday]
-    assert mats[0].asset_materialization.metadata["decision"].value == "retrain"
+    assert mats and {m.asset_materialization.partition for m in mats} == {yesterday}
+    assert {m.asset_materialization.metadata["decision"].value for m in mats} == {"retrain"}
 
     def retrain_run():
         runs = instance.get_runs(filters=dg.RunsFilter(job_name="retrain_job"))
