@@ -8,7 +8,7 @@ export MPLBACKEND := Agg
 DAGSTER := $(BIN)/dagster asset materialize -m roadwork_assets.definitions
 SOURCES := natix roadwork mapillary
 
-.PHONY: install peers mmd-fixtures lint demo test bench ui clean-demo
+.PHONY: install peers mmd-fixtures lint demo test bench ui clean-demo serve-platform stop-platform platform-status
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -70,3 +70,16 @@ ui: install
 
 clean-demo:
 	find $(DAGSTER_HOME) -mindepth 1 -maxdepth 1 ! -name dagster.yaml -exec rm -rf {} +
+
+# Local production mode (deploy/README.md): PostgreSQL 15, the gRPC code server, dagster-daemon,
+# the webserver (:3000) and a read-only one (:3001), all on 127.0.0.1, state under platform_home/.
+PLATFORM_HOME ?= $(CURDIR)/platform_home
+
+serve-platform: install
+	DAGSTER_HOME=$(PLATFORM_HOME) $(BIN)/python -m roadwork_assets.platform up --home $(PLATFORM_HOME)
+
+stop-platform:
+	$(BIN)/python -m roadwork_assets.platform down --home $(PLATFORM_HOME)
+
+platform-status:
+	$(BIN)/python -m roadwork_assets.platform status --home $(PLATFORM_HOME)

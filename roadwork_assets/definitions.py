@@ -20,6 +20,17 @@ from roadwork_assets import (
     training,
 )
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source, resolve_profile
+from roadwork_assets.run_tags import TRAINING_RUN_TAGS
+
+# The build after the source partitions: everything unpartitioned from the splits on. It trains,
+# so it carries the training run class that the production instance runs one at a time.
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets("splits").downstream()
+    - dg.AssetSelection.assets(monitoring.PRODUCTION_TRAFFIC, monitoring.DRIFT_REPORT),
+    tags=TRAINING_RUN_TAGS,
+    description="splits, phase-1 training, policies, bundle, evaluation and deployment (the unpartitioned graph)",
+)
 
 ASSETS = [
     data.source_images,
@@ -76,7 +87,7 @@ def build_definitions(
     return dg.Definitions(
         assets=[*ASSETS, *mon.assets],
         asset_checks=CHECKS,
-        jobs=[*mon.jobs, monitoring.retrain_job, monitoring.rollback_job],
+        jobs=[training_job, *mon.jobs, monitoring.retrain_job, monitoring.rollback_job],
         schedules=mon.schedules,
         sensors=[monitoring.drift_action_sensor],
         resources={

@@ -19,6 +19,8 @@ from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_sp
 from roadwork_assets.deployment import DEPLOYED_MODEL, load_deployed
 from roadwork_assets.metadata import profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
+from roadwork_assets.executors import retrain_executor
+from roadwork_assets.run_tags import DRIFT_RUN_TAGS, ROLLBACK_RUN_TAGS, TRAINING_RUN_TAGS
 from roadwork_ml.artifacts import atomic_write_bytes, verify_dir, write_manifest
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Purpose, Split, require_split
@@ -367,6 +369,8 @@ retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.assets("phase1_checkpoint").downstream()
     - dg.AssetSelection.assets(PRODUCTION_TRAFFIC, DRIFT_REPORT),
+    tags=TRAINING_RUN_TAGS,
+    executor_def=retrain_executor(),
     description="retrain with the labelled production images added to TRAIN, then rebuild, re-evaluate and (if the promotion gate agrees) redeploy",
 )
 ROLLBACK_OPS = {"deployed_model": {"config": {"mode": "rollback"}}}
@@ -374,6 +378,7 @@ rollback_job = dg.define_asset_job(
     "rollback_job",
     selection=dg.AssetSelection.assets("deployed_model", reference_profile),
     config={"ops": ROLLBACK_OPS},
+    tags=ROLLBACK_RUN_TAGS,
     description="move the champion alias back to the previous version, redeploy it and rebuild the reference profile",
 )
 
@@ -410,6 +415,7 @@ def build_monitoring(profile: Profile) -> MonitoringDefinitions:
         "daily_drift_job",
         selection=dg.AssetSelection.assets(PRODUCTION_TRAFFIC, DRIFT_REPORT),
         partitions_def=daily,
+        tags=DRIFT_RUN_TAGS,
         description="a day of traffic through the champion, then its drift report",
     )
 

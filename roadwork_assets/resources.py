@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from roadwork_ml.artifacts import MANIFEST_NAME, atomic_write_json
+from roadwork_ml import mlflow_store
 from roadwork_ml.config import Profile, load_profile
 
 
@@ -318,30 +319,35 @@ class MlflowTracking(dg.ConfigurableResource):
     """Thin wrapper over ``mlflow.MlflowClient``. Default store: SQLite under $DAGSTER_HOME."""
 
     tracking_uri: str | None = Field(
-        default=None, description="MLflow tracking URI; default sqlite:///$DAGSTER_HOME/mlflow.db"
+        default=None,
+        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///$DAGSTER_HOME/mlflow.db",
     )
     artifact_root: str | None = Field(
-        default=None, description="where new experiments store artifacts; default $DAGSTER_HOME/mlartifacts"
+        default=None,
+        description="where new experiments store artifacts; default $ROADWORK_MLFLOW_ARTIFACT_ROOT, else $DAGSTER_HOME/mlartifacts",
     )
 
     def uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{dagster_home() / 'mlflow.db'}"
+        return mlflow_store.tracking_uri(dagster_home(), self.tracking_uri)
 
     def client(self):
         from mlflow import MlflowClient
 
-        dagster_home().mkdir(parents=True, exist_ok=True)
-        return MlflowClient(tracking_uri=self.uri(), registry_uri=self.uri())
+        home = dagster_home()
+        home.mkdir(parents=True, exist_ok=True)
+        uri = self.uri()
+        if mlflow_store.is_embedded(uri, home):
+            mlflow_store.open_local_store(home)  # follows the instance after a move or restore
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def experiment_id(self, name: str) -> str:
         client = self.client()
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        location = (
-            Path(self.artifact_root).expanduser().resolve() if self.artifact_root else dagster_home() / "mlartifacts"
+        return client.create_experiment(
+            name, artifact_location=mlflow_store.artifact_root(dagster_home(), self.artifact_root)
         )
-        return client.create_experiment(name, artifact_location=location.as_uri())
 
     @contextmanager
     def run(self, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator["TrackedRun"]:

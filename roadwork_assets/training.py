@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
 from roadwork_assets.metadata import flatten, image_md, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
+from roadwork_assets.run_tags import GPU_OP_TAGS
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
 from roadwork_ml.evaluation.plots import training_curves
@@ -40,6 +41,7 @@ class TrainRunConfig(dg.Config):
     # a retrain closes the loop production -> training; the graph has no cycles, so these reads
     # are declared here (the declared-I/O test holds every asset to deps + these)
     metadata={"roadwork/feedback_reads": "production_traffic, deployed_model"},
+    op_tags=GPU_OP_TAGS,
 )
 def phase1_checkpoint(
     context: dg.AssetExecutionContext,
