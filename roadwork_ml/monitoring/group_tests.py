@@ -42,7 +42,7 @@ import pandas as pd
 from scipy import sparse
 
 from roadwork_ml.data.records import UNKNOWN
-from roadwork_ml.evaluation.metrics import _bin_index
+from roadwork_ml.evaluation.metrics.calibration import _bin_index
 from roadwork_ml.monitoring.drift_stats import PSI_EPS
 
 __all__ = [
