@@ -2,6 +2,7 @@
 
     roadwork predict --bundle DIR PATH... [--format jsonl|csv] [--out FILE]
     roadwork export-hf --bundle DIR OUT [--model-name NAME] [--submitted-by WHO]
+    roadwork serve [--bundle DIR] [--host H] [--port P] [--model-name NAME]   (see roadwork serve -h)
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ def _write_rows(records: list[dict], fmt: str, out: TextIO, writer) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from roadwork_ml.serving.predictor import BundlePredictor
 
-    predictor = BundlePredictor(args.bundle, backend=args.backend, threads=args.threads)
+    if args.backend == "tensorrt" or args.engine:
+        from roadwork_ml.serving.server.command import check_backend
+
+        check_backend(args.backend, args.engine, from_registry=False)
+    predictor = BundlePredictor(args.bundle, backend=args.backend, threads=args.threads, engine=args.engine)
     projection = None
     if args.log_dir:
         from roadwork_ml.monitoring.reference import ReferenceProfile
@@ -85,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--out", help="output file (default: stdout)")
     p.add_argument("--errors", help="also write the unreadable files as JSON lines here")
-    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch", "tensorrt"), default="auto")
+    p.add_argument("--engine", help="TensorRT engine built from the bundle's model.onnx (with --backend tensorrt)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--strict", action="store_true", help="exit 1 when any file could not be read")
@@ -101,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--submitted-by", default="roadwork")
     e.add_argument("--version", default=None, help="default: the bundle's roadwork version + weights hash")
     e.set_defaults(func=cmd_export_hf)
+    from roadwork_ml.serving.server import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
