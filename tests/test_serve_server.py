@@ -97,9 +97,8 @@ def _metrics(server) -> str:
 def _sample(text: str, name: str, **labels) -> float:
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
+        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
     return total
 
 
@@ -391,14 +390,16 @@ def _prom_query(port: int, expr: str) -> dict:
 )
 def test_alert_rules_pass_promtool_check_and_unit_tests():
     check = subprocess.run(
-        ["promtool", "check", "rules", str(DEPLOY / "prometheus" / "roadwork-alerts.yml")],
+        check=False,
+        args=["promtool", "check", "rules", str(DEPLOY / "prometheus" / "roadwork-alerts.yml")],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert check.returncode == 0 and "SUCCESS: 5 rules found" in check.stdout, check.stdout + check.stderr
     unit = subprocess.run(
-        ["promtool", "test", "rules", "roadwork-alerts.test.yml"],
+        check=False,
+        args=["promtool", "test", "rules", "roadwork-alerts.test.yml"],
         cwd=DEPLOY / "prometheus",
         capture_output=True,
         text=True,
@@ -519,7 +520,8 @@ def test_tensorrt_backend_is_refused_clearly_without_tensorrt_or_cuda(bundle, tm
         ["predict", "--bundle", str(bundle), "--backend", "tensorrt", "--engine", str(engine), str(tmp_path)],
     ):
         r = subprocess.run(
-            [sys.executable, "-m", "roadwork_ml.serving.cli", *cmd],
+            check=False,
+            args=[sys.executable, "-m", "roadwork_ml.serving.cli", *cmd],
             capture_output=True,
             text=True,
             timeout=120,
@@ -531,7 +533,17 @@ def test_tensorrt_backend_is_refused_clearly_without_tensorrt_or_cuda(bundle, tm
             "cannot build or run a TensorRT engine" in r.stderr and reason in r.stderr and "Traceback" not in r.stderr
         )
     r = subprocess.run(
-        [sys.executable, "-m", "roadwork_ml.serving.cli", "serve", "--bundle", str(bundle), "--backend", "tensorrt"],
+        check=False,
+        args=[
+            sys.executable,
+            "-m",
+            "roadwork_ml.serving.cli",
+            "serve",
+            "--bundle",
+            str(bundle),
+            "--backend",
+            "tensorrt",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -540,7 +552,8 @@ def test_tensorrt_backend_is_refused_clearly_without_tensorrt_or_cuda(bundle, tm
     )
     assert r.returncode == 2 and "needs --engine PATH" in r.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "roadwork_ml.serving.cli", "serve", "--bundle", str(bundle), "--profile", "tiny"],
+        check=False,
+        args=[sys.executable, "-m", "roadwork_ml.serving.cli", "serve", "--bundle", str(bundle), "--profile", "tiny"],
         capture_output=True,
         text=True,
         timeout=120,
