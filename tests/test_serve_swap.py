@@ -5,6 +5,7 @@ champion is refused (hashes verified) while the old one keeps serving."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import threading
@@ -118,7 +119,7 @@ def test_champion_moves_under_load_with_zero_failures_and_one_version_change(reg
         assert failures == []
         for s in seen:
             versions = [v for _, v in s]
-            changes = sum(a != b for a, b in zip(versions, versions[1:]))
+            changes = sum(a != b for a, b in itertools.pairwise(versions))
             assert versions[0] == f"{MODEL}/{v1}" and versions[-1] == f"{MODEL}/{v2}" and changes == 1, versions
         metrics = requests.get(f"http://{server.url}/metrics", headers=auth_headers(), timeout=10).text
         assert "roadwork_model_swaps_total 1.0" in metrics and "roadwork_model_swap_failures_total 1.0" in metrics
