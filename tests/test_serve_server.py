@@ -162,6 +162,9 @@ def test_tritonclient_metadata_and_answers_equal_the_offline_predictor(server, b
     )
     np.testing.assert_allclose(res2.as_numpy("probability"), ref.decisions.calibrated[:, 1], atol=1e-5)
     np.testing.assert_allclose(res2.as_numpy("logits"), ref.logits, atol=1e-4)
+    # tritonclient's gzip request compression
+    res_gz = _infer_bytes(client, blobs, outputs=["probability"], request_compression_algorithm="gzip")
+    np.testing.assert_allclose(res_gz.as_numpy("probability"), ref.decisions.calibrated[:, 1], atol=1e-5)
     # default outputs (none named): everything but the features, in binary
     res3 = _infer_bytes(client, blobs[:1])
     assert {o["name"] for o in res3.get_response()["outputs"]} == {
@@ -238,6 +241,16 @@ def test_413_415_and_400_answers_are_json_without_stack_traces(server):
 
     r = requests.post(_url(server, "/v2/models/roadwork/infer"), data=chunks(), headers=auth_headers(), timeout=30)
     assert r.status_code == 413, r.text
+    import gzip
+
+    bomb = gzip.compress(b" " * (3 * MAX_BYTES))  # small on the wire, three times the limit inflated
+    r = requests.post(
+        _url(server, "/v2/models/roadwork/infer"),
+        data=bomb,
+        headers={**auth_headers(), "Content-Encoding": "gzip"},
+        timeout=30,
+    )
+    assert r.status_code == 413 and "inflates past" in r.json()["error"]
     r = requests.post(
         _url(server, "/v2/models/roadwork/infer"),
         data=b"hello",

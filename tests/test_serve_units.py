@@ -237,7 +237,12 @@ def test_log_writer_rotates_days_and_a_clean_close_loses_no_row(tmp_path):
     w.put(_batch(["a0-0", "a0-1"], [d1] * 2))  # the same images again: replaced, not counted twice
     w.put(_batch([f"b{j}" for j in range(4)], [d2] * 4))  # day 2 begins: day 1 is rotated
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not day_path(tmp_path, d1.date()).exists():
+    parts1 = day_path(tmp_path, d1.date()).parent / PARTS
+
+    def rotated() -> bool:  # the rewrite lands first, then the parts are deleted
+        return day_path(tmp_path, d1.date()).exists() and not list(parts1.glob("*.parquet"))
+
+    while time.monotonic() < deadline and not rotated():
         time.sleep(0.05)
     assert day_path(tmp_path, d1.date()).exists() and not list(
         (day_path(tmp_path, d1.date()).parent / PARTS).glob("*.parquet")
@@ -265,3 +270,47 @@ def test_a_crash_between_rewrite_and_part_deletion_does_not_duplicate_rows(tmp_p
     w = InferenceLogWriter(tmp_path)
     w.close()
     assert len(read_log(final)) == 6 and not part.exists()
+
+
+def test_compressed_bodies_inflate_within_the_limit_only():
+    import gzip
+    import zlib
+
+    from roadwork_ml.serving.server.protocol import DecompressedTooLarge, decompress
+
+    body = b'{"inputs": []}' * 10
+    assert decompress(gzip.compress(body), "gzip", 1000) == body
+    assert decompress(zlib.compress(body), "deflate", 1000) == body
+    bomb = gzip.compress(b"\0" * 10_000_000)  # ~10 KB that inflate to 10 MB
+    with pytest.raises(DecompressedTooLarge, match="limit of 1000000"):
+        decompress(bomb, "gzip", 1_000_000)
+    with pytest.raises(ProtocolError, match="not supported"):
+        decompress(body, "br", 1000)
+    with pytest.raises(ProtocolError, match="not valid gzip"):
+        decompress(b"not gzip", "gzip", 1000)
+
+
+def test_batcher_never_mixes_shapes_and_does_not_wait_behind_another_shape():
+    async def main():
+        seen: list[tuple] = []
+
+        def run(_i, x):
+            seen.append(x.shape)
+            return x[:, 0, 0, 0]
+
+        b = DynamicBatcher(run, lambda out, a, c: out[a:c], 8, (), 2_000_000)  # a 2 s delay
+        b.start()
+        t0 = time.perf_counter()
+        small = [
+            asyncio.ensure_future(b.submit(np.zeros((1, 3, 2, 2), np.float32), time.perf_counter() + 10))
+            for _ in range(2)
+        ]
+        large = asyncio.ensure_future(b.submit(np.zeros((1, 3, 4, 4), np.float32), time.perf_counter() + 10))
+        first = await asyncio.gather(*small)
+        took = time.perf_counter() - t0
+        await b.close()  # closing sends the rest without waiting
+        await large
+        return seen, first, took
+
+    seen, first, took = asyncio.run(main())
+    assert seen == [(2, 3, 2, 2), (1, 3, 4, 4)] and took < 1.0 and {r.batch_size for r in first} == {2}

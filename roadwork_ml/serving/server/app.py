@@ -48,6 +48,7 @@ from roadwork_ml.serving.server.logwriter import InferenceLogWriter, LogBatch, u
 from roadwork_ml.serving.server.metrics import ServerMetrics
 from roadwork_ml.serving.server.protocol import (
     HEADER_LENGTH,
+    DecompressedTooLarge,
     ProtocolError,
     decompress,
     encode_infer_response,
@@ -180,7 +181,14 @@ def create_app(
     state: dict[str, Any] = {"ready": False}
 
     def run_batch(instance: int, images: np.ndarray):
-        return holder.model.run(instance, images)  # the model current *now*: a swap never changes a running batch
+        model = holder.model  # the model current *now*: a swap never changes a running batch
+        if images.shape[-1] != model.input_size:  # decoded for a champion of another input size just before a swap
+            import torch
+
+            images = torch.nn.functional.interpolate(
+                torch.from_numpy(images), size=(model.input_size,) * 2, mode="bilinear", antialias=True
+            ).numpy()
+        return model.run(instance, images)
 
     def on_batch(size: int, seconds: float) -> None:
         metrics.batch_size.observe(size)
@@ -455,7 +463,12 @@ def create_app(
                 415,
                 f"content type {ctype!r} is not accepted here: send application/json (with the binary tensor extension's Inference-Header-Content-Length for binary data)",
             )
-        body = decompress(await request.body(), request.headers.get("content-encoding"))
+        try:
+            body = decompress(await request.body(), request.headers.get("content-encoding"), options.max_request_bytes)
+        except DecompressedTooLarge as exc:
+            raise ClientError(413, str(exc)) from None
+        except ProtocolError as exc:
+            raise ClientError(400, str(exc)) from None
         try:
             req = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
         except ProtocolError as exc:

@@ -9,6 +9,9 @@ the batch stays ≤ ``max_batch_size``, and
 * otherwise waits until the oldest request has been queued ``max_queue_delay_us`` µs (new
   arrivals re-run the walk), then sends everything it accumulated.
 
+Only requests whose images have the head request's shape are batched together (Triton's
+rule for differing shapes), so a champion of another input size never mixes into a batch.
+
 With ``max_queue_delay_us`` 0 it never waits. A request whose deadline passes while queued
 is dropped with :class:`RequestTimeout`; one with more images than ``max_batch_size`` is
 refused (Triton refuses it too). Batches execute in a thread pool of ``instances`` threads
@@ -82,7 +85,7 @@ def plan_batch(
         count += 1
         if total in pref:
             best_preferred = count
-    if total == max_batch_size:
+    if total == max_batch_size or count < len(sizes):
         return count
     if best_preferred:
         return best_preferred
@@ -161,13 +164,17 @@ class DynamicBatcher:
                 await self._wake.wait()
                 continue
             waited = now - self._queue[0].enqueued
+            shape = self._queue[0].images.shape[1:]
+            same = []  # like Triton, only requests of the head's shape batch together
+            for p in self._queue:
+                if p.images.shape[1:] != shape:
+                    break
+                same.append(p.size)
             n = plan_batch(
-                [p.size for p in self._queue],
-                waited,
-                self.max_batch_size,
-                self.preferred_batch_sizes,
-                0.0 if self._closed else delay,
+                same, waited, self.max_batch_size, self.preferred_batch_sizes, 0.0 if self._closed else delay
             )
+            if n == 0 and len(same) < len(self._queue):
+                n = len(same)  # the next request has another shape and cannot join: send now
             if n == 0:
                 self._wake.clear()
                 try:

@@ -11,7 +11,6 @@ the request asked for binary outputs (request parameter ``binary_data_output`` o
 
 from __future__ import annotations
 
-import gzip
 import json
 import struct
 import zlib
@@ -68,19 +67,28 @@ class InferRequest:
         return bool(self.parameters.get("binary_data_output", False))
 
 
-def decompress(body: bytes, content_encoding: str | None) -> bytes:
-    """Undo ``Content-Encoding: gzip | deflate`` (tritonclient's request compression)."""
+class DecompressedTooLarge(ValueError):
+    """A compressed body inflates past the size limit (answered with 413)."""
+
+
+def decompress(body: bytes, content_encoding: str | None, limit: int | None = None) -> bytes:
+    """Undo ``Content-Encoding: gzip | deflate`` (tritonclient's request compression); the
+    inflated body may not exceed ``limit`` bytes (a compression bomb gets 413, not the RAM)."""
     enc = (content_encoding or "identity").strip().lower()
-    try:
-        if enc == "gzip":
-            return gzip.decompress(body)
-        if enc == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError) as exc:
-        raise ProtocolError(f"request body is not valid {enc} data: {exc}") from None
-    if enc != "identity":
+    if enc == "identity":
+        return body
+    if enc not in ("gzip", "deflate"):
         raise ProtocolError(f"Content-Encoding {enc!r} is not supported (gzip, deflate, identity)")
-    return body
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS if enc == "gzip" else zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, (limit + 1) if limit else 0)
+    except zlib.error as exc:
+        raise ProtocolError(f"request body is not valid {enc} data: {exc}") from None
+    if limit and len(out) > limit:
+        raise DecompressedTooLarge(f"the {enc} request body inflates past the server's limit of {limit} bytes")
+    if not d.eof:
+        raise ProtocolError(f"request body is truncated {enc} data")
+    return out
 
 
 def deserialize_bytes(buf: bytes, count: int) -> list[bytes]:
