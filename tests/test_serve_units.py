@@ -4,6 +4,7 @@ parser, Triton's dynamic-batching policy, the bearer token, and the inference-lo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -314,3 +315,50 @@ def test_batcher_never_mixes_shapes_and_does_not_wait_behind_another_shape():
 
     seen, first, took = asyncio.run(main())
     assert seen == [(2, 3, 2, 2), (1, 3, 4, 4)] and took < 1.0 and {r.batch_size for r in first} == {2}
+
+
+# -- champion sources and the holder ----------------------------------------------------------
+def _fake_bundle(d, weights_sha: str):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"sha256": weights_sha}}}))
+    return d
+
+
+def test_watched_bundle_swaps_on_a_new_manifest_and_a_failed_load_keeps_the_old_model(tmp_path):
+    from roadwork_ml.serving.server.swap import FixedBundle, ModelHolder
+
+    src = _fake_bundle(tmp_path / "deployed", "a" * 64)
+    loaded, swaps, failures = [], [], []
+
+    def load(path, cand):
+        if (path / "poison").exists():
+            raise ValueError("cannot load")
+        loaded.append(cand.version)
+        return SimpleNamespace(version=cand.version, log_version=cand.log_version, path=path)
+
+    holder = ModelHolder(
+        FixedBundle(src, watch=True),
+        load,
+        tmp_path / "cache",
+        on_swap=lambda new, old: swaps.append((new.version, getattr(old, "version", None))),
+        on_failure=lambda cand, reason: failures.append(reason),
+    )
+    holder.load_initial()
+    assert holder.model.version == "a" * 12 and not holder.check_once()  # nothing moved
+    _fake_bundle(src, "b" * 64)
+    assert holder.check_once() and holder.model.version == "b" * 12
+    assert swaps == [("a" * 12, None), ("b" * 12, "a" * 12)]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [holder.model.path.name]  # the old copy is gone
+    (src / "poison").write_text("x")
+    _fake_bundle(src, "c" * 64)
+    assert not holder.check_once() and holder.model.version == "b" * 12 and failures == ["ValueError: cannot load"]
+    assert not holder.check_once() and len(failures) == 1  # a refused candidate is not retried until the source moves
+    (src / "poison").unlink()
+    _fake_bundle(src, "d" * 64)
+    assert holder.check_once() and holder.model.version == "d" * 12
+    holder.stop()
+    # an unwatched bundle is loaded once and never re-read
+    fixed = FixedBundle(_fake_bundle(tmp_path / "fixed", "e" * 64))
+    first = fixed.current()
+    _fake_bundle(tmp_path / "fixed", "f" * 64)
+    assert fixed.current() == first
