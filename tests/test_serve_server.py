@@ -272,6 +272,35 @@ def test_413_415_and_400_answers_are_json_without_stack_traces(server):
         )
         assert r.status_code == 400 and set(r.json()) == {"error"}
         assert "Traceback" not in r.text and 'File "' not in r.text
+    for fields, message in (
+        ({"hour": "noon"}, "hour must be an integer"),
+        ({"hour": "25"}, "0..23"),
+        ({"timestamp": "yesterday"}, "not ISO 8601"),
+        ({"timestamp": "2026-11-02T10:00:00"}, "no UTC offset"),
+    ):
+        r = requests.post(
+            _url(server, "/predict"),
+            files=[("file", ("a.jpg", _images(1)[0]))],
+            data=fields,
+            headers=auth_headers(),
+            timeout=30,
+        )
+        assert r.status_code == 400 and message in r.json()["error"], (fields, r.text)
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "images", "datatype": "FP32", "shape": [2, 3, 48, 48], "data": [0.5] * (2 * 3 * 48 * 48)}
+            ],
+            "parameters": {"image_id": "same-for-all"},
+        }
+    )
+    r = requests.post(
+        _url(server, "/v2/models/roadwork/infer"),
+        data=body,
+        headers={**auth_headers(), "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 400 and "one id per image" in r.json()["error"]
     r = requests.get(_url(server, "/v2/models/other"), headers=auth_headers(), timeout=10)
     assert r.status_code == 404 and "unknown model" in r.json()["error"]
 

@@ -356,9 +356,14 @@ def create_app(
         )
 
     def _metadata(values: dict[str, Any], n: int) -> dict[str, list]:
+        if n > 1 and values.get("image_id") is not None and not isinstance(values["image_id"], list):
+            raise ClientError(400, "image_id names one image: send it as a BYTES [N] input, one id per image")
         meta = {k: _meta_from(values, n, k, None) for k in META_TEXT}
-        meta["hour"] = _meta_from(values, n, "hour", -1)
-        if any(not -1 <= int(h) <= 23 for h in meta["hour"]):
+        try:
+            meta["hour"] = [int(h) for h in _meta_from(values, n, "hour", -1)]
+        except (TypeError, ValueError):
+            raise ClientError(400, "hour must be an integer 0..23 (or -1 for unknown)") from None
+        if any(not -1 <= h <= 23 for h in meta["hour"]):
             raise ClientError(400, "hour must be 0..23 (or -1 for unknown)")
         meta["timestamp"] = _timestamps(meta["timestamp"], n)
         return meta
