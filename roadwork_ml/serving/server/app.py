@@ -27,7 +27,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -44,8 +43,8 @@ from roadwork_ml.serving.server.batching import (
     RequestTimeout,
     ShuttingDown,
 )
-from roadwork_ml.serving.server.logwriter import InferenceLogWriter, LogBatch, utc_now
-from roadwork_ml.serving.server.metrics import ServerMetrics
+from roadwork_ml.serving.server.logwriter import InferenceLogWriter, LogBatch
+from roadwork_ml.serving.server.metrics import ObserveRequests, ServerMetrics
 from roadwork_ml.serving.server.protocol import (
     HEADER_LENGTH,
     DecompressedTooLarge,
@@ -54,10 +53,10 @@ from roadwork_ml.serving.server.protocol import (
     encode_infer_response,
     parse_infer_request,
 )
+from roadwork_ml.serving.server.schema import META_TEXT, ClientError, Scored, fill_rows, model_metadata, parse_metadata
 from roadwork_ml.serving.server.swap import ModelHolder
 
 log = logging.getLogger("roadwork.serve")
-META_TEXT = ("image_id", "source", "camera_id", "weather", "timestamp")
 INFER_CONTENT_TYPES = ("", "application/json", "application/octet-stream")
 
 
@@ -78,93 +77,8 @@ class ServerOptions:
     warm_up_sizes: tuple[int, ...] = field(default=(1,))
 
 
-class ClientError(Exception):
-    """Answered with ``status`` and ``message`` (4xx)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-@dataclass
-class Scored:
-    """Per-image results of one request; ``errors[i]`` is "" for a scored image."""
-
-    n: int
-    errors: list[str]
-    outputs: Any  # BatchOutputs of the good images, or None
-    good: np.ndarray  # indices of the good images
-
-
-def _endpoint(path: str) -> str:
-    if path.endswith("/infer"):
-        return "infer"
-    if path == "/predict":
-        return "predict"
-    if path.startswith("/v2/health"):
-        return "health"
-    if path == "/metrics":
-        return "metrics"
-    return "metadata" if path.startswith("/v2") else "other"
-
-
-class _Observe:
-    """Outermost ASGI layer: latency and status of every request (401 and 413 included)."""
-
-    def __init__(self, app, metrics: ServerMetrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        t0 = time.perf_counter()
-        status = 500
-        endpoint = _endpoint(scope["path"])
-
-        async def send_status(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.in_flight.dec()
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - t0)
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def _meta_from(values: dict[str, Any], n: int, key: str, default):
-    v = values.get(key)
-    if v is None:
-        return [default] * n
-    if isinstance(v, list):
-        if len(v) != n:
-            raise ClientError(400, f"{key} has {len(v)} values for {n} images")
-        return v
-    return [v] * n
-
-
-def _timestamps(raw: list, n: int) -> list[datetime]:
-    out = []
-    for t in raw:
-        if t is None:
-            out.append(utc_now())
-            continue
-        try:
-            ts = datetime.fromisoformat(t.decode() if isinstance(t, bytes) else str(t))
-        except ValueError:
-            raise ClientError(400, f"timestamp {t!r} is not ISO 8601") from None
-        if ts.tzinfo is None:
-            raise ClientError(400, f"timestamp {t!r} has no UTC offset")
-        out.append(ts)
-    return out
 
 
 def create_app(
@@ -355,24 +269,6 @@ def create_app(
             )
         )
 
-    def _metadata(values: dict[str, Any], n: int) -> dict[str, list]:
-        if n > 1 and values.get("image_id") is not None and not isinstance(values["image_id"], list):
-            raise ClientError(400, "image_id names one image: send it as a BYTES [N] input, one id per image")
-        meta = {k: _meta_from(values, n, k, None) for k in META_TEXT}
-        try:
-            meta["hour"] = [int(h) for h in _meta_from(values, n, "hour", -1)]
-        except (TypeError, ValueError):
-            raise ClientError(400, "hour must be an integer 0..23 (or -1 for unknown)") from None
-        if any(not -1 <= h <= 23 for h in meta["hour"]):
-            raise ClientError(400, "hour must be 0..23 (or -1 for unknown)")
-        meta["timestamp"] = _timestamps(meta["timestamp"], n)
-        return meta
-
-    def _full(scored: Scored, values: np.ndarray, fill) -> np.ndarray:
-        out = np.full((scored.n, *values.shape[1:]), fill, dtype=values.dtype)
-        out[scored.good] = values
-        return out
-
     # -- KServe v2 -------------------------------------------------------------------------
     @app.get("/v2/health/live")
     async def live():
@@ -392,36 +288,10 @@ def create_app(
             "extensions": ["binary_tensor_data", "model_configuration"],
         }
 
-    def _model_metadata(model) -> dict:
-        s = model.input_size
-        inputs = [
-            {"name": "image_bytes", "datatype": "BYTES", "shape": [-1]},
-            {"name": "images", "datatype": "FP32", "shape": [-1, 3, s, s]},
-        ]
-        inputs += [{"name": k, "datatype": "BYTES", "shape": [-1]} for k in META_TEXT] + [
-            {"name": "hour", "datatype": "INT32", "shape": [-1]}
-        ]
-        outputs = [{"name": k, "datatype": "FP32", "shape": [-1]} for k in ("probability", "streetvision_probability")]
-        outputs += [
-            {"name": k, "datatype": "BYTES", "shape": [-1]}
-            for k in ("decision", "prediction_set", "model_version", "error")
-        ]
-        outputs += [
-            {"name": "logits", "datatype": "FP32", "shape": [-1, model.num_classes]},
-            {"name": "features", "datatype": "FP32", "shape": [-1, len(FEATURE_NAMES)]},
-        ]
-        return {
-            "name": options.model_name,
-            "versions": [model.version],
-            "platform": f"roadwork_bundle_{model.backend}",
-            "inputs": inputs,
-            "outputs": outputs,
-        }
-
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
-    async def model_metadata(name: str, version: str | None = None):
-        return _model_metadata(_check_model(name, version))
+    async def get_model_metadata(name: str, version: str | None = None):
+        return model_metadata(_check_model(name, version), options.model_name)
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
@@ -433,7 +303,7 @@ def create_app(
     @app.get("/v2/models/{name}/versions/{version}/config")
     async def model_config(name: str, version: str | None = None):
         model = _check_model(name, version)
-        md = _model_metadata(model)
+        md = model_metadata(model, options.model_name)
         tensor = lambda t: {
             "name": t["name"],
             "data_type": f"TYPE_{'STRING' if t['datatype'] == 'BYTES' else t['datatype']}",
@@ -513,26 +383,26 @@ def create_app(
         for k in ("hour", *META_TEXT):
             if k in req.inputs:
                 values[k] = list(req.inputs[k].data.reshape(-1))
-        meta = _metadata(values, n)
+        meta = parse_metadata(values, n)
         scored = await _score(model, blobs, tensor, deadline)
         _log(scored, meta, blobs, tensor)
         o = scored.outputs
         version_name = o.model.version
         outs = {
-            "probability": ("FP32", _full(scored, o.probability, np.nan)),
-            "streetvision_probability": ("FP32", _full(scored, o.streetvision, np.nan)),
-            "decision": ("BYTES", _full(scored, o.decision, "error")),
+            "probability": ("FP32", fill_rows(scored, o.probability, np.nan)),
+            "streetvision_probability": ("FP32", fill_rows(scored, o.streetvision, np.nan)),
+            "decision": ("BYTES", fill_rows(scored, o.decision, "error")),
             "prediction_set": (
                 "BYTES",
-                _full(scored, np.array(o.prediction_set_names(), dtype=object), ""),
+                fill_rows(scored, np.array(o.prediction_set_names(), dtype=object), ""),
             ),
             "model_version": (
                 "BYTES",
                 np.array([o.model.log_version] * scored.n, dtype=object),
             ),
             "error": ("BYTES", np.array(scored.errors, dtype=object)),
-            "logits": ("FP32", _full(scored, o.logits, np.nan)),
-            "features": ("FP32", _full(scored, o.features, np.nan)),
+            "logits": ("FP32", fill_rows(scored, o.logits, np.nan)),
+            "features": ("FP32", fill_rows(scored, o.features, np.nan)),
         }
         wanted = [x["name"] for x in req.outputs] if req.outputs else [k for k in outs if k != "features"]
         if set(wanted) - set(outs):
@@ -569,7 +439,7 @@ def create_app(
             )
         fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
         values = {k: fields[k] for k in ("hour", *META_TEXT) if k in fields and k != "image_id"}
-        meta = _metadata(values, len(files))
+        meta = parse_metadata(values, len(files))
         scored = await _score(model, [b for _, b in files], None, t0 + options.request_timeout_s)
         _log(scored, meta, [b for _, b in files], None)
         with_features = request.query_params.get("features", "").lower() in (
@@ -622,4 +492,4 @@ def create_app(
 
     app.state.metrics = metrics
     app.state.holder = holder
-    return _Observe(BearerAuth(BodyLimit(app, options.max_request_bytes), options.token), metrics)
+    return ObserveRequests(BearerAuth(BodyLimit(app, options.max_request_bytes), options.token), metrics)

@@ -130,3 +130,44 @@ class ServerMetrics:
             self.decisions.labels(str(d)).inc()
         for p in outputs.probability:
             self.probability.observe(float(p))
+
+
+def endpoint_of(path: str) -> str:
+    """The ``endpoint`` label of a request path."""
+    if path.endswith("/infer"):
+        return "infer"
+    if path == "/predict":
+        return "predict"
+    if path.startswith("/v2/health"):
+        return "health"
+    if path == "/metrics":
+        return "metrics"
+    return "metadata" if path.startswith("/v2") else "other"
+
+
+class ObserveRequests:
+    """Outermost ASGI layer: latency and status of every request (401 and 413 included)."""
+
+    def __init__(self, app, metrics: ServerMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = 500
+        endpoint = endpoint_of(scope["path"])
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - t0)
