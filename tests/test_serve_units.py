@@ -257,6 +257,20 @@ def test_log_writer_rotates_days_and_a_clean_close_loses_no_row(tmp_path):
     assert not list(tmp_path.rglob(f"{PARTS}/*.parquet"))
 
 
+def test_the_same_image_twice_in_one_flush_is_logged_once(tmp_path):
+    from roadwork_ml.monitoring.inference_log import day_path, read_log
+    from roadwork_ml.serving.server.logwriter import InferenceLogWriter
+
+    ts = datetime(2026, 11, 4, 9, 0, tzinfo=UTC)
+    w = InferenceLogWriter(tmp_path, flush_rows=100, flush_seconds=60)
+    w.put(_batch(["same", "other"], [ts] * 2))
+    w.put(_batch(["same"], [ts + timedelta(minutes=1)]))
+    w.close()
+    log = read_log(day_path(tmp_path, ts.date()))
+    assert sorted(log["image_id"]) == ["other", "same"] and w.errors == 0
+    assert log.set_index("image_id").loc["same", "timestamp"] == ts + timedelta(minutes=1)  # the later row wins
+
+
 def test_a_crash_between_rewrite_and_part_deletion_does_not_duplicate_rows(tmp_path):
     from roadwork_ml.monitoring.inference_log import day_path, read_log, write_log
     from roadwork_ml.serving.server.logwriter import PARTS, InferenceLogWriter, to_frame

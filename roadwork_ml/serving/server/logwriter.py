@@ -148,6 +148,9 @@ class InferenceLogWriter:
             return
         rows = pd.concat(frames, ignore_index=True)
         for day, part in rows.groupby(rows["timestamp"].dt.date):
+            part = part.drop_duplicates(
+                "image_id", keep="last"
+            )  # the same image twice: the later row wins, as in the day's log
             self._seq += 1
             path = day_path(self.root, day).parent / PARTS / f"{time.time_ns():020d}-{self._seq:06d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
