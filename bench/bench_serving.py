@@ -196,10 +196,12 @@ def main() -> int:
             s1, n1 = server_batches(server.url)
             lv["mean_server_batch"] = (s1 - s0) / max(n1 - n0, 1)
             lv["ratio_to_offline_decode_plus_predict"] = lv["throughput_img_s"] / ceiling["decode_plus_predict_img_s"]
+            lv["server_rss_mb_after"] = rss_mb(server.proc.pid)
             levels.append(lv)
             print(
                 f"c={c:3d}: {lv['throughput_img_s']:7.1f} img/s ({lv['ratio_to_offline_decode_plus_predict']:.2f}x offline), p50 {lv['p50_ms']:.1f} ms, p95 {lv['p95_ms']:.1f} ms, "
-                f"p99 {lv['p99_ms']:.1f} ms, errors {lv['errors']}, mean batch {lv['mean_server_batch']:.1f}, {lv['requests']} requests",
+                f"p99 {lv['p99_ms']:.1f} ms, errors {lv['errors']}, mean batch {lv['mean_server_batch']:.1f}, {lv['requests']} requests, "
+                f"server RSS {lv['server_rss_mb_after']:.0f} MB",
                 flush=True,
             )
         rss_after = rss_mb(server.proc.pid)

@@ -159,7 +159,8 @@ def build_server(args: argparse.Namespace):
             args.registered_model or profile.deploy.registered_model,
             args.alias,
         )
-    warm = tuple(sorted({1, max(tc.preferred_batch_sizes or [tc.max_batch_size])}))
+    # up to max_batch_size: ONNX Runtime's arena reaches its steady size before the first request
+    warm = tuple(sorted({1, *tc.preferred_batch_sizes, tc.max_batch_size}))
 
     def load(bundle: Path, cand: Candidate) -> ServedModel:
         model = ServedModel(
