@@ -461,6 +461,22 @@ class DeployConfig(_Strict):
     promotion: PromotionConfig
 
 
+class ServingConfig(_Strict):
+    """The online model server (``roadwork serve``). Its dynamic batching reads
+    ``export.triton`` (max_batch_size, preferred_batch_sizes, max_queue_delay_us), so this
+    server and a Triton serving the generated model repository batch alike."""
+
+    intra_op_threads: int = Field(ge=0, description="ONNX Runtime intra-op threads per model instance (torch threads for the torch backend); 0 = library default")
+    instances: int = Field(ge=1, description="model instances executing batches concurrently (Triton's instance_group count)")
+    decode_threads: int = Field(ge=1, description="threads decoding images off the event loop")
+    request_timeout_s: float = Field(gt=0, description="a request not answered within this many seconds gets 504")
+    max_request_bytes: int = Field(gt=0, description="larger request bodies get 413")
+    log_flush_rows: int = Field(ge=1, description="the inference log is written when this many rows are buffered ...")
+    log_flush_seconds: float = Field(gt=0, description="... or when the oldest buffered row is this old")
+    log_compact_seconds: float = Field(gt=0, description="the current day's parts are merged into its log.parquet this often (past days at rotation)")
+    champion_poll_seconds: float = Field(gt=0, description="how often the registry alias (or a watched bundle) is checked for a new champion")
+
+
 class Profile(_Strict):
     name: str
     data: DataConfig
@@ -477,6 +493,7 @@ class Profile(_Strict):
     deploy: DeployConfig
     monitoring: MonitoringConfig
     hpo: HpoConfig = Field(default_factory=HpoConfig)
+    serving: ServingConfig
 
     @model_validator(mode="after")
     def _one_freeze_switch(self) -> "Profile":

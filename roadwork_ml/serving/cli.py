@@ -3,6 +3,7 @@
     roadwork predict --bundle DIR PATH... [--format jsonl|csv] [--out FILE]
     roadwork export-hf --bundle DIR OUT [--model-name NAME] [--submitted-by WHO]
     roadwork check-profile NAME|PATH [--set section.key=value ...]
+    roadwork serve [--bundle DIR] [--host H] [--port P] [--model-name NAME]   (see roadwork serve -h)
 
 Every error is reported on stderr as ``roadwork <command>: error: ...`` (no traceback), exit status 2.
 """
@@ -96,7 +97,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from roadwork_ml.serving.inputs import escape_path, scan_inputs
     from roadwork_ml.serving.predictor import BundlePredictor
 
-    predictor = BundlePredictor(args.bundle, backend=args.backend, threads=args.threads)
+    if args.backend == "tensorrt" or args.engine:
+        from roadwork_ml.serving.server.command import check_backend
+
+        check_backend(args.backend, args.engine, from_registry=False)
+    predictor = BundlePredictor(args.bundle, backend=args.backend, threads=args.threads, engine=args.engine)
     projection = None
     if args.log_dir:
         from roadwork_ml.monitoring.reference import ReferenceProfile
@@ -170,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--out", help="output file, UTF-8, written when the run ends (default: stdout)")
     p.add_argument("--errors", help="also write the files that could not be read as JSON lines (image, image_path_b64, reason) here")
-    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch", "tensorrt"), default="auto")
+    p.add_argument("--engine", help="TensorRT engine built from the bundle's model.onnx (with --backend tensorrt)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--strict", action="store_true", help="exit 1 when any file could not be read")
@@ -192,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("profile", help="a shipped profile name (demo, production, tiny) or a YAML path")
     c.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override, as the Dagster launchpad does (repeatable)")
     c.set_defaults(func=cmd_check_profile)
+    from roadwork_ml.serving.server import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
