@@ -22,7 +22,7 @@ from roadwork_assets.audit import record_action
 from roadwork_assets.bundle import BUNDLE, load_bundle_dir
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
 from roadwork_assets.evaluation import EVALUATION_REPORT, load_evaluation
-from roadwork_assets.metadata import flatten, profile_md
+from roadwork_assets.metadata import flatten, humane, profile_md
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, ResolvedProfile
 from roadwork_ml.artifacts import atomic_write_json, sha256_file, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
@@ -168,11 +168,13 @@ def _sync(
         _deploy_copy(store, src, record, resolved)
     record_action(store, f"deploy_{config.mode}", run_id=context.run_id, **record)
     return dg.MaterializeResult(
-        metadata={
-            **{k: str(v) for k, v in record.items()},
-            "path": dg.MetadataValue.path(str(store.location(DEPLOYED_MODEL) / "bundle")),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                **{k: str(v) for k, v in record.items()},
+                "path": dg.MetadataValue.path(str(store.location(DEPLOYED_MODEL) / "bundle")),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -270,7 +272,7 @@ def deployed_model(
                 "p_value": comparison.p_value,
             }
         )
-    return dg.MaterializeResult(metadata=meta)
+    return dg.MaterializeResult(metadata=humane(meta))
 
 
 def load_deployed(store: ArtifactStore) -> tuple[Path, dict]:
@@ -304,12 +306,14 @@ def deployed_is_champion(
     name = settings.load().deploy.registered_model
     champion = mlflow.alias_version(name, "champion")
     if champion is None:
-        return dg.AssetCheckResult(passed=False, metadata={"error": "no champion alias"})
+        return dg.AssetCheckResult(passed=False, metadata=humane({"error": "no champion alias"}))
     expected = mlflow.version_tags(name, champion).get(TAG_MANIFEST)
     deployed = sha256_file(bundle_dir / "manifest.json")
     return dg.AssetCheckResult(
         passed=bool(expected == deployed),
-        metadata={"champion": champion, "champion_manifest": str(expected)[:16], "deployed_manifest": deployed[:16]},
+        metadata=humane(
+            {"champion": champion, "champion_manifest": str(expected)[:16], "deployed_manifest": deployed[:16]}
+        ),
     )
 
 

@@ -17,7 +17,7 @@ import torch
 from roadwork_assets.audit import record_action
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
 from roadwork_assets.deployment import DEPLOYED_MODEL, load_deployed
-from roadwork_assets.metadata import profile_md, table
+from roadwork_assets.metadata import humane, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_ml.artifacts import atomic_write_bytes, verify_dir, write_manifest
 from roadwork_ml.config import Profile
@@ -84,16 +84,20 @@ def reference_profile(
         )
         ref.save(out_dir)  # hashes every file of the directory, champion.json included
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(REFERENCE_PROFILE))),
-            "champion": str(deployed.get("champion")),
-            "n_reference": len(rows),
-            "embedding_dim": projection.dim,
-            "estimated_accuracy": float(ref.estimated_accuracy),
-            "labelled_accuracy": float(ref.labelled_accuracy) if ref.labelled_accuracy is not None else float("nan"),
-            "mmd_sigma": float(ref.mmd_sigma),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(REFERENCE_PROFILE))),
+                "champion": str(deployed.get("champion")),
+                "n_reference": len(rows),
+                "embedding_dim": projection.dim,
+                "estimated_accuracy": float(ref.estimated_accuracy),
+                "labelled_accuracy": float(ref.labelled_accuracy)
+                if ref.labelled_accuracy is not None
+                else float("nan"),
+                "mmd_sigma": float(ref.mmd_sigma),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -110,12 +114,14 @@ def reference_reloads(store: ArtifactStore) -> dg.AssetCheckResult:
     same = mine["bundle_manifest_sha256"] == deployed.get("bundle_manifest_sha256")
     return dg.AssetCheckResult(
         passed=bool(edges_ok and shares_ok and same),
-        metadata={
-            "edges_increasing": edges_ok,
-            "shares_sum_to_1": shares_ok,
-            "matches_deployed_champion": same,
-            "n_reference": int(ref.n_reference),
-        },
+        metadata=humane(
+            {
+                "edges_increasing": edges_ok,
+                "shares_sum_to_1": shares_ok,
+                "matches_deployed_champion": same,
+                "n_reference": int(ref.n_reference),
+            }
+        ),
     )
 
 
@@ -194,19 +200,21 @@ def production_traffic(
     n_lab = int((df["label"].fillna(-1).astype(int) >= 0).sum())
     decisions = df["decision"].value_counts().to_dict()
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(PRODUCTION_TRAFFIC, part) / "log.parquet")),
-            "rows": len(df),
-            "labelled": n_lab,
-            "images_kept_for_training": images_kept,
-            "quarantined": len(quarantined),
-            "model_version": str(df["model_version"].iloc[0]),
-            "decisions": table([{"decision": str(k), "images": int(v)} for k, v in decisions.items()]),
-            "night_share": float((df["time_of_day"] == "night").mean()),
-            "snow_share": float((df["weather"] == "snow").mean()),
-            "mean_probability": float(df["prob"].mean()),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(PRODUCTION_TRAFFIC, part) / "log.parquet")),
+                "rows": len(df),
+                "labelled": n_lab,
+                "images_kept_for_training": images_kept,
+                "quarantined": len(quarantined),
+                "model_version": str(df["model_version"].iloc[0]),
+                "decisions": table([{"decision": str(k), "images": int(v)} for k, v in decisions.items()]),
+                "night_share": float((df["time_of_day"] == "night").mean()),
+                "snow_share": float((df["weather"] == "snow").mean()),
+                "mean_probability": float(df["prob"].mean()),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -219,7 +227,7 @@ def traffic_log_valid(context: dg.AssetCheckExecutionContext, store: ArtifactSto
     from roadwork_ml.monitoring.inference_log import read_log, validate_log
 
     if not context.has_partition_key:
-        return dg.AssetCheckResult(passed=False, metadata={"error": "run this check with a partition"})
+        return dg.AssetCheckResult(passed=False, metadata=humane({"error": "run this check with a partition"}))
     d = store.read(PRODUCTION_TRAFFIC, context.partition_key)
     verify_dir(d)
     df = read_log(d / "log.parquet")
@@ -230,12 +238,14 @@ def traffic_log_valid(context: dg.AssetCheckExecutionContext, store: ArtifactSto
     passed = df["image_id"].is_unique and days <= {context.partition_key} and images <= labelled
     return dg.AssetCheckResult(
         passed=bool(passed),
-        metadata={
-            "rows": len(df),
-            "unique_ids": bool(df["image_id"].is_unique),
-            "days_in_log": ", ".join(sorted(days)),
-            "kept_images": len(images),
-        },
+        metadata=humane(
+            {
+                "rows": len(df),
+                "unique_ids": bool(df["image_id"].is_unique),
+                "days_in_log": ", ".join(sorted(days)),
+                "kept_images": len(images),
+            }
+        ),
     )
 
 
@@ -281,27 +291,31 @@ def drift_report(
     ]
     lab = report.labelled or {}
     return dg.MaterializeResult(
-        metadata={
-            "decision": report.decision,
-            "reasons": table(report.reasons) if report.reasons else "none",
-            "rows": report.n_rows,
-            "labelled_rows": report.n_labelled,
-            "estimated_accuracy": float(report.estimated.get("accuracy", float("nan"))),
-            "labelled_accuracy": float(lab.get("accuracy", float("nan"))) if lab else float("nan"),
-            "labelled_ece": float(lab.get("ece", float("nan"))) if lab else float("nan"),
-            "max_psi": max((float(s.get("psi", 0.0)) for s in report.columns.values()), default=0.0),
-            "min_ks_p_bonferroni": min(
-                (float(s.get("ks_p_bonferroni", 1.0)) for s in report.columns.values()), default=1.0
-            ),
-            "mmd_p_value": float((report.mmd or {}).get("p_value", float("nan"))),
-            "columns": table(cols),
-            "slices": table([{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in report.slices])
-            if report.slices
-            else "none",
-            "evidently_html": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "evidently.html")),
-            "report": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "report.json")),
-            **profile_md(resolved),  # the sensor launches a retrain under the profile this decision was made with
-        }
+        metadata=humane(
+            {
+                "decision": report.decision,
+                "reasons": table(report.reasons) if report.reasons else "none",
+                "rows": report.n_rows,
+                "labelled_rows": report.n_labelled,
+                "estimated_accuracy": float(report.estimated.get("accuracy", float("nan"))),
+                "labelled_accuracy": float(lab.get("accuracy", float("nan"))) if lab else float("nan"),
+                "labelled_ece": float(lab.get("ece", float("nan"))) if lab else float("nan"),
+                "max_psi": max((float(s.get("psi", 0.0)) for s in report.columns.values()), default=0.0),
+                "min_ks_p_bonferroni": min(
+                    (float(s.get("ks_p_bonferroni", 1.0)) for s in report.columns.values()), default=1.0
+                ),
+                "mmd_p_value": float((report.mmd or {}).get("p_value", float("nan"))),
+                "columns": table(cols),
+                "slices": table(
+                    [{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in report.slices]
+                )
+                if report.slices
+                else "none",
+                "evidently_html": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "evidently.html")),
+                "report": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "report.json")),
+                **profile_md(resolved),  # the sensor launches a retrain under the profile this decision was made with
+            }
+        )
     )
 
 
@@ -334,7 +348,7 @@ def drift_statistics_valid(
     decision, _ = decide(r["columns"], r["categories"], (r.get("mmd") or {}).get("p_value"), r.get("labelled"), rules)
     return dg.AssetCheckResult(
         passed=bool(well_formed and decision == r["decision"]),
-        metadata={"decision": r["decision"], "recomputed": decision, "well_formed": bool(well_formed)},
+        metadata=humane({"decision": r["decision"], "recomputed": decision, "well_formed": bool(well_formed)}),
     )
 
 
