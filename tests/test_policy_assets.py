@@ -81,3 +81,52 @@ def test_calibrator_and_its_check_alone(store):
     meta = r.asset_materializations_for_node("calibrator")[0].metadata
     assert e.passed and meta["oof_ece_after"].value <= meta["oof_ece_before"].value + 1e-12
     assert isinstance(meta["comparison"], dg.TableMetadataValue) and meta["n_val_calib"].value == 240
+
+
+# issue 16 item 7: what a person sees in the UI — no "106.0000" counts, no 16-digit floats, no "0.0000"
+_BAD_NUMBER = __import__("re").compile(r"\b\d+\.0000\b|\d\.\d{9,}|^0\.0+$")
+
+
+def _shown(value) -> list[str]:
+    """Every text the UI renders for one metadata value (a table: every cell)."""
+    if isinstance(value, dg.TableMetadataValue):
+        return [str(v) for r in value.records for v in r.data.values()]
+    if isinstance(value, (dg.MarkdownMetadataValue, dg.JsonMetadataValue, dg.PathMetadataValue)):
+        return []
+    return [str(getattr(value, "value", value))]
+
+
+def test_policy_asset_metadata_reads_as_a_person_expects(store):
+    r = dg.materialize(
+        [thresholds, calibrator],
+        resources={"settings": ProfileResource.bound("tiny"), "store": store},
+        raise_on_error=True,
+    )
+    shown = {
+        (node, k): text
+        for node in ("thresholds", "calibrator")
+        for k, v in r.asset_materializations_for_node(node)[0].metadata.items()
+        for text in _shown(v)
+    }
+    assert len(shown) > 15
+    bad = {k: t for k, t in shown.items() if _BAD_NUMBER.search(t)}
+    assert not bad, bad
+    meta = r.asset_materializations_for_node("calibrator")[0].metadata
+    assert isinstance(meta["n_val_calib"], dg.IntMetadataValue)
+    comparison = meta["comparison"]
+    types = {c.name: c.type for c in comparison.schema.columns}
+    assert types["method"] == "string" and "float" in types.values()
+    # the naive rendering this replaces fails the same scan
+    assert _BAD_NUMBER.search(str(0.12307692307692308)) and _BAD_NUMBER.search(f"{106:.4f}")
+
+
+def test_number_rules():
+    from roadwork_assets.metadata import humane, table
+
+    m = humane({"n_rows": 106.0, "mcc": 0.123456789, "p_value": 3.1e-9, "lr": 3e-5, "x": None, "ok": True})
+    assert m["n_rows"].value == 106 and isinstance(m["n_rows"], dg.IntMetadataValue)
+    assert m["mcc"].value == 0.1235 and m["p_value"].value == "3.1e-09" and m["lr"].value == "3e-05"
+    assert m["x"] == "—" and m["ok"] is True
+    t = table([{"fold": 0.0, "n": 106.0, "errors": 9.0, "p_value": 1e-7, "mcc": None}])
+    assert t.records[0].data == {"fold": 0, "n": 106, "errors": 9, "p_value": "1.0e-07", "mcc": "—"}
+    assert [c.type for c in t.schema.columns][:3] == ["int", "int", "int"]
