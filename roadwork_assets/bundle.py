@@ -9,12 +9,12 @@ import torch
 
 from roadwork_assets.aggregation import VIEW_AGGREGATOR, load_aggregator, load_served_model
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
-from roadwork_assets.metadata import humane, profile_md, table
+from roadwork_assets.metadata import humane, identity_md, profile_md, table
 from roadwork_assets.policies import CALIBRATOR, GATE, SCRC, THRESHOLDS, load_decision_policy
 from roadwork_assets.predictions import VAL_CALIB_LOGITS, load_val_calib_predictions
-from roadwork_assets.resources import ArtifactStore, ProfileResource
+from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_assets.training import PHASE1
-from roadwork_ml.artifacts import IntegrityError, verify_dir
+from roadwork_ml.artifacts import IntegrityError, sha256_file, verify_dir
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Split
 from roadwork_ml.policy.decision import DecisionPolicy
@@ -62,7 +62,9 @@ def _parity_images(store: ArtifactStore, profile: Profile) -> torch.Tensor:
     group_name="export",
     kinds={"onnx", "safetensors"},
 )
-def bundle(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def bundle(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking
+) -> dg.MaterializeResult:
     """The deployable bundle: manifest (hashes, profile, splits fingerprint, active policy,
     headline metrics), model.safetensors, model.onnx (the whole batched multi-view graph),
     calibrator, the one active policy, the StreetVision fold, prediction sets, config."""
@@ -116,6 +118,12 @@ def bundle(context: dg.AssetExecutionContext, settings: ProfileResource, store: 
                     ]
                 ),
                 "headline": table([{"metric": k, "value": float(v)} for k, v in headline.items()]),
+                **identity_md(
+                    mlflow,
+                    profile.deploy.registered_model,
+                    sha256_file(directory / "manifest.json"),
+                    when="materialization",
+                ),
                 **{k: float(v) for k, v in headline.items()},
                 **profile_md(resolved),
             }

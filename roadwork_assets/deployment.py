@@ -22,11 +22,13 @@ from roadwork_assets.audit import record_action
 from roadwork_assets.bundle import BUNDLE, load_bundle_dir
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
 from roadwork_assets.evaluation import EVALUATION_REPORT, load_evaluation
-from roadwork_assets.metadata import flatten, humane, profile_md
+from roadwork_assets.metadata import flatten, humane, identity_md, profile_md
+from roadwork_assets.policies import CALIBRATOR
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, ResolvedProfile
 from roadwork_ml.artifacts import atomic_write_json, sha256_file, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
 from roadwork_ml.evaluation.champion import TAG_PREVIOUS, TAG_ROLLED_BACK, plan_promotion, plan_rollback
+from roadwork_ml.evaluation.display import format_float
 
 DEPLOYED_MODEL = "deployed_model"
 TAG_MANIFEST = "roadwork.bundle_manifest_sha256"
@@ -96,6 +98,28 @@ def _register(
     )
 
 
+def observe_status(context, mlflow: MlflowTracking, name: str, content_hash: str, assets: tuple[str, ...]) -> None:
+    """Record on each of ``assets`` (the pages of the model-derived assets) an observation with
+    the registry status of the model ``content_hash`` *now*, so a page whose latest
+    materialization is a refused or rolled-back model says so, not only the deployed_model page."""
+    md = identity_md(mlflow, name, content_hash, when=f"run {context.run_id[:8]} of deployed_model")
+    for key in assets:
+        context.log_event(dg.AssetObservation(asset_key=key, metadata=humane(md)))
+
+
+def _champion_recorded_metric(mlflow: MlflowTracking, name: str, champion: str | None, metric: str) -> str:
+    """The champion's VAL_TEST ``metric`` exactly as its MLflow version run recorded it."""
+    if champion is None:
+        return ""
+    value = mlflow.version_metric(name, champion, f"val_test_{metric}")
+    if value is None:
+        return ""
+    return (
+        f"; champion v{champion} val_test_{metric} as recorded in MLflow: {format_float(value)}"
+        f" (the comparison re-scores it on today's VAL_TEST through the StreetVision output)"
+    )
+
+
 def _deploy_copy(store: ArtifactStore, source_bundle: Path, record: dict, resolved: ResolvedProfile) -> Path:
     from roadwork_ml.export.bundle import verify_bundle
 
@@ -150,7 +174,10 @@ def _sync(
             if tags.get("roadwork/action") == "rollback"
             else "rollback requested by hand"
         )
-        rollback_champion(store, mlflow, name, reason=why, run_id=context.run_id)
+        rolled = rollback_champion(store, mlflow, name, reason=why, run_id=context.run_id)
+        demoted = mlflow.version_tags(name, rolled["from_version"]).get(TAG_MANIFEST)
+        if demoted:
+            observe_status(context, mlflow, name, demoted, (BUNDLE, EVALUATION_REPORT))
     champion = mlflow.alias_version(name, "champion")
     if champion is None:
         raise dg.Failure(description=f"no 'champion' alias on registered model {name!r}: nothing to deploy")
@@ -225,13 +252,16 @@ def deployed_model(
             mlflow.set_alias(name, alias, plan.aliases[alias])
 
     comparison = plan.comparison
+    reason = plan.reason + (
+        _champion_recorded_metric(mlflow, name, champion, profile.deploy.promotion.metric) if comparison else ""
+    )
     record = {
         "registered_model": name,
         "version": version,
         "champion": plan.champion,
         "previous_champion": plan.previous_champion,
         "decision": plan.decision,
-        "reason": plan.reason,
+        "reason": reason,
         "bundle_manifest_sha256": manifest_sha,
         "reused_registration": reused,
         "comparison": comparison.to_dict() if comparison is not None else None,
@@ -249,10 +279,16 @@ def deployed_model(
         run_id=context.run_id,
         **{k: v for k, v in record.items() if k != "comparison"},
     )
-    context.log.info(f"deployed_model: {plan.decision} — {plan.reason}")
+    context.log.info(f"deployed_model: {plan.decision} — {reason}")
+    # the judged bundle's pages (bundle, its evaluation, its calibrator) get its new status
+    observe_status(context, mlflow, name, manifest_sha, (BUNDLE, EVALUATION_REPORT, CALIBRATOR))
+    deployed_sha = json.loads((store.read(DEPLOYED_MODEL) / "deployed.json").read_text())["bundle_manifest_sha256"]
     meta = {
         "decision": plan.decision,
-        "reason": plan.reason,
+        "reason": reason,
+        "judged": identity_md(mlflow, name, manifest_sha)["model"],
+        "judged_status": identity_md(mlflow, name, manifest_sha, when="materialization")["model_status"],
+        **identity_md(mlflow, name, deployed_sha, when="materialization"),
         "registered_model": name,
         "version": version,
         "champion": str(plan.champion),

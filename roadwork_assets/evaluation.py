@@ -9,7 +9,7 @@ import numpy as np
 
 from roadwork_assets.bundle import BUNDLE, load_bundle_dir
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
-from roadwork_assets.metadata import humane, image_md, profile_md, table
+from roadwork_assets.metadata import humane, identity_md, image_md, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_ml.artifacts import atomic_write_json, sha256_file, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
@@ -87,6 +87,7 @@ def evaluation_report(
             {
                 "path": dg.MetadataValue.path(str(store.location(EVALUATION_REPORT) / "report.json")),
                 "n_val_test": len(y),
+                **identity_md(mlflow, profile.deploy.registered_model, bundle_sha, when="materialization"),
                 "summary": table(tables["summary"]),
                 "worst_slice": f"{worst.get('family')}={worst.get('slice')}: accuracy {worst.get('value', float('nan')):.3f} (n={worst.get('n')})",
                 "slices": table(tables["slices"]),

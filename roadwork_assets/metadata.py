@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from roadwork_assets.resources import ResolvedProfile
+from roadwork_assets.resources import MlflowTracking, ResolvedProfile
 from roadwork_ml.evaluation import display
 
 
@@ -90,6 +90,24 @@ def _plain(v: Any) -> Any:
     if isinstance(v, np.floating):
         return float(v)
     return v
+
+
+def identity_md(mlflow: MlflowTracking, registered_model: str, content_hash: str, *, when: str = "") -> dict[str, Any]:
+    """The model one asset belongs to, the same identity the CLI prints (registry version +
+    bundle manifest sha256), and its status in the registry at ``when`` (e.g. "materialization"):
+    champion, challenger, rolled back, previous champion, superseded or not registered."""
+    known = mlflow.identity(registered_model, content_hash)
+    ident, status = known["identity"], known["status"]
+    note = {
+        "champion": "this is the deployed model",
+        "not registered": "not judged by deployed_model yet: not deployed",
+    }.get(status, "NOT the deployed model (see deployed_model)")
+    return {
+        "model": ident.label,
+        "model_version": ident.version or display.MISSING,
+        "model_sha256": content_hash,
+        "model_status": dg.MetadataValue.md(f"**{status}**{' at ' + when if when else ''}: {note}"),
+    }
 
 
 def profile_md(resolved: ResolvedProfile) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileReso
 from roadwork_ml.artifacts import atomic_write_bytes, verify_dir, write_manifest
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Purpose, Split, require_split
+from roadwork_ml.export.identity import identity_from_record
 
 REFERENCE_PROFILE = "reference_profile"
 PRODUCTION_TRAFFIC = "production_traffic"
@@ -88,6 +89,10 @@ def reference_profile(
             {
                 "path": dg.MetadataValue.path(str(store.location(REFERENCE_PROFILE))),
                 "champion": str(deployed.get("champion")),
+                # the deployed copy's record names its registry version: the same identity the CLI prints
+                "model": identity_from_record(str(deployed.get("bundle_manifest_sha256")), deployed).label,
+                "model_sha256": str(deployed.get("bundle_manifest_sha256")),
+                "model_status": "champion at materialization (profile of the deployed model)",
                 "n_reference": len(rows),
                 "embedding_dim": projection.dim,
                 "estimated_accuracy": float(ref.estimated_accuracy),
