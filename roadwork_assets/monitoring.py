@@ -23,6 +23,7 @@ from roadwork_ml.artifacts import atomic_write_bytes, verify_dir, write_manifest
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Purpose, Split, require_split
 from roadwork_ml.export.identity import identity_from_record
+from roadwork_ml.monitoring.explain import SLICE_COLUMNS_ORDER, accuracy_rule_note, slice_table
 
 REFERENCE_PROFILE = "reference_profile"
 PRODUCTION_TRAFFIC = "production_traffic"
@@ -255,7 +256,7 @@ def traffic_log_valid(context: dg.AssetCheckExecutionContext, store: ArtifactSto
 
 
 def drift_report(
-    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:
     """PSI, KS (Bonferroni across columns), MMD on embeddings, embedding shift, the label-free
     accuracy estimate and, where labels arrived, accuracy and ECE — overall and per slice —
@@ -295,6 +296,8 @@ def drift_report(
         for c, s in report.columns.items()
     ]
     lab = report.labelled or {}
+    saved = store.read(DRIFT_REPORT, part)
+    evidently_uri = _log_drift_to_mlflow(context, mlflow, resolved, part, saved, report.decision)
     return dg.MaterializeResult(
         metadata=humane(
             {
@@ -302,6 +305,10 @@ def drift_report(
                 "reasons": table(report.reasons) if report.reasons else "none",
                 "rows": report.n_rows,
                 "labelled_rows": report.n_labelled,
+                "accuracy_rule": accuracy_rule_note(
+                    report.n_labelled, mon.rules.min_labels_for_accuracy, report.labelled
+                ),
+                "labels_needed": max(0, mon.rules.min_labels_for_accuracy - report.n_labelled),
                 "estimated_accuracy": float(report.estimated.get("accuracy", float("nan"))),
                 "labelled_accuracy": float(lab.get("accuracy", float("nan"))) if lab else float("nan"),
                 "labelled_ece": float(lab.get("ece", float("nan"))) if lab else float("nan"),
@@ -312,16 +319,36 @@ def drift_report(
                 "mmd_p_value": float((report.mmd or {}).get("p_value", float("nan"))),
                 "columns": table(cols),
                 "slices": table(
-                    [{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in report.slices]
+                    slice_table(report.slices, df, mon.rules.min_labels_for_accuracy), columns=SLICE_COLUMNS_ORDER
                 )
                 if report.slices
                 else "none",
                 "evidently_html": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "evidently.html")),
+                "evidently_mlflow": dg.MetadataValue.url(evidently_uri),
                 "report": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "report.json")),
                 **profile_md(resolved),  # the sensor launches a retrain under the profile this decision was made with
             }
         )
     )
+
+
+def _log_drift_to_mlflow(context, mlflow: MlflowTracking, resolved, day: str, saved, decision: str) -> str:
+    """Log the day's report.json and evidently HTML to MLflow (run ``drift-<day>``, artifact
+    folder ``drift_report``) so the UI can reach them; returns the HTML's artifact URI."""
+    with mlflow.run(
+        resolved.profile.tracking.experiment,
+        run_name=f"drift-{day}",
+        tags={
+            "dagster.run_id": context.run_id,
+            "roadwork.asset": DRIFT_REPORT,
+            "roadwork.drift_day": day,
+            "roadwork.drift_decision": decision,
+            "roadwork.profile_sha256": resolved.sha256,
+        },
+    ) as tracked:
+        tracked.log_artifacts(saved, DRIFT_REPORT)
+        run = tracked.client.get_run(tracked.run_id)
+    return f"{run.info.artifact_uri}/{DRIFT_REPORT}/evidently.html"
 
 
 def _current_frame(df):
