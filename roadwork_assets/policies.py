@@ -189,6 +189,9 @@ def calibrator(
             {
                 "path": dg.MetadataValue.path(str(d / "calibrator.json")),
                 "method": result.method,
+                # a calibrator belongs to the next bundle; deployed_model records that bundle's
+                # registry status here (an observation) once it has judged it
+                "model_status": "candidate: part of the next bundle, not deployed until deployed_model promotes it",
                 "oof_ece_before": float(result.uncalibrated["oof_ece"]),
                 "oof_ece_after": float(chosen["oof_ece"]),
                 "oof_nll_before": float(result.uncalibrated["oof_nll"]),

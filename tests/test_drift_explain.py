@@ -58,3 +58,50 @@ def test_a_log_without_labels_counts_zero():
         ]["labels_needed"]
         == 50
     )
+
+
+def test_drift_report_asset_explains_itself_and_logs_the_html_to_mlflow(tmp_path, reference):
+    """The real drift_report asset on a real store and a real MLflow (sqlite), fed a fabricated
+    reference profile and one day of traffic with too few labels for the accuracy rule."""
+    import json
+    from urllib.parse import urlparse
+
+    import dagster as dg
+
+    from roadwork_assets.metadata import display
+    from roadwork_assets.monitoring import PRODUCTION_TRAFFIC, REFERENCE_PROFILE, build_monitoring
+    from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, resolve_profile
+    from roadwork_ml.artifacts import write_manifest
+    from roadwork_ml.monitoring.inference_log import write_log
+
+    resolved = resolve_profile("tiny", ())
+    day = resolved.profile.monitoring.scenario.start_date
+    day = day if isinstance(day, str) else day.isoformat()
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    with store.staging(REFERENCE_PROFILE, profile=resolved) as out:
+        (out / "champion.json").write_text(json.dumps({"champion": "1", "bundle_manifest_sha256": "0" * 64}))
+        reference.save(out)
+    n_labels = resolved.profile.monitoring.rules.min_labels_for_accuracy - 7
+    log = as_log(_with_accuracy(simulate(300, seed=5), 0.9, n_labels=n_labels), day=day)
+    with store.staging(PRODUCTION_TRAFFIC, day, profile=resolved) as out:
+        write_log(out / "log.parquet", log)
+        write_manifest(out)
+    mlflow = MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "art"))
+    mon = build_monitoring(resolved.profile)
+    drift = next(a for a in mon.assets if a.key == dg.AssetKey("drift_report"))
+    r = dg.materialize(
+        [drift],
+        partition_key=day,
+        resources={"settings": ProfileResource.bound("tiny"), "store": store, "mlflow": mlflow},
+    )
+    meta = r.asset_materializations_for_node("drift_report")[0].metadata
+    need = resolved.profile.monitoring.rules.min_labels_for_accuracy
+    assert meta["labelled_rows"].value == n_labels and meta["labels_needed"].value == 7
+    assert meta["accuracy_rule"].value == f"not applied: {n_labels} labelled rows today, the rule needs {need} (7 more)"
+    slices = meta["slices"]
+    assert sum(rec.data["labelled_rows"] for rec in slices.records if rec.data["slice"] == "source") == n_labels
+    uri = meta["evidently_mlflow"].value
+    html = urlparse(uri).path
+    assert uri.startswith("file://") and html.endswith("drift_report/evidently.html")
+    assert open(html, "rb").read() == (store.read("drift_report", day) / "evidently.html").read_bytes()
+    assert display.MISSING in {rec.data["labelled_accuracy"] for rec in slices.records}
