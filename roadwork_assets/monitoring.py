@@ -297,7 +297,7 @@ def drift_report(
     ]
     lab = report.labelled or {}
     saved = store.read(DRIFT_REPORT, part)
-    evidently_uri = _log_drift_to_mlflow(context, mlflow, resolved, part, saved, report.decision)
+    evidently_uri, mlflow_run = _log_drift_to_mlflow(context, mlflow, resolved, part, saved, report.decision)
     return dg.MaterializeResult(
         metadata=humane(
             {
@@ -325,6 +325,7 @@ def drift_report(
                 else "none",
                 "evidently_html": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "evidently.html")),
                 "evidently_mlflow": dg.MetadataValue.url(evidently_uri),
+                "mlflow_run": f"{mlflow_run} (experiment {resolved.profile.tracking.experiment}, run drift-{part}, artifacts drift_report/)",
                 "report": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "report.json")),
                 **profile_md(resolved),  # the sensor launches a retrain under the profile this decision was made with
             }
@@ -332,9 +333,9 @@ def drift_report(
     )
 
 
-def _log_drift_to_mlflow(context, mlflow: MlflowTracking, resolved, day: str, saved, decision: str) -> str:
+def _log_drift_to_mlflow(context, mlflow: MlflowTracking, resolved, day: str, saved, decision: str) -> tuple[str, str]:
     """Log the day's report.json and evidently HTML to MLflow (run ``drift-<day>``, artifact
-    folder ``drift_report``) so the UI can reach them; returns the HTML's artifact URI."""
+    folder ``drift_report``) so the UI can reach them; returns (the HTML's artifact URI, run id)."""
     with mlflow.run(
         resolved.profile.tracking.experiment,
         run_name=f"drift-{day}",
@@ -348,7 +349,7 @@ def _log_drift_to_mlflow(context, mlflow: MlflowTracking, resolved, day: str, sa
     ) as tracked:
         tracked.log_artifacts(saved, DRIFT_REPORT)
         run = tracked.client.get_run(tracked.run_id)
-    return f"{run.info.artifact_uri}/{DRIFT_REPORT}/evidently.html"
+    return f"{run.info.artifact_uri}/{DRIFT_REPORT}/evidently.html", tracked.run_id
 
 
 def _current_frame(df):

@@ -104,4 +104,6 @@ def test_drift_report_asset_explains_itself_and_logs_the_html_to_mlflow(tmp_path
     html = urlparse(uri).path
     assert uri.startswith("file://") and html.endswith("drift_report/evidently.html")
     assert open(html, "rb").read() == (store.read("drift_report", day) / "evidently.html").read_bytes()
+    run_id = meta["mlflow_run"].value.split()[0]
+    assert mlflow.client().get_run(run_id).data.tags["roadwork.drift_day"] == day
     assert display.MISSING in {rec.data["labelled_accuracy"] for rec in slices.records}
