@@ -103,7 +103,12 @@ def test_drift_report_asset_explains_itself_and_logs_the_html_to_mlflow(tmp_path
     uri = meta["evidently_mlflow"].value
     html = urlparse(uri).path
     assert uri.startswith("file://") and html.endswith("drift_report/evidently.html")
-    assert open(html, "rb").read() == (store.read("drift_report", day) / "evidently.html").read_bytes()
+    from pathlib import Path
+
+    assert Path(html).read_bytes() == (store.read("drift_report", day) / "evidently.html").read_bytes()
+    from tests.metadata_scan import bad_numbers
+
+    assert not bad_numbers(meta), bad_numbers(meta)
     run_id = meta["mlflow_run"].value.split()[0]
     assert mlflow.client().get_run(run_id).data.tags["roadwork.drift_day"] == day
     assert display.MISSING in {rec.data["labelled_accuracy"] for rec in slices.records}

@@ -23,13 +23,31 @@ def store(tmp_path) -> ArtifactStore:
     y = rng.integers(0, 2, n)
     margin = np.where(y == 1, 1.0, -1.0) * rng.gamma(2.0, 1.5, n) + rng.normal(0, 1.5, n)
     logits = np.stack([-margin, margin], 1) * 2.0
-    rows = pd.DataFrame({
-        "record_id": [f"r{i:04d}" for i in range(n)], "label": y, "true_label": y, "source": rng.choice(["natix", "roadwork"], n), "hour": rng.integers(0, 24, n),
-        "time_of_day": rng.choice(["day", "night"], n), "weather": rng.choice(["clear", "rain"], n), "camera_id": "c0", "sequence_id": "s0", "group_id": [f"g{i}" for i in range(n)],
-    })
+    rows = pd.DataFrame(
+        {
+            "record_id": [f"r{i:04d}" for i in range(n)],
+            "label": y,
+            "true_label": y,
+            "source": rng.choice(["natix", "roadwork"], n),
+            "hour": rng.integers(0, 24, n),
+            "time_of_day": rng.choice(["day", "night"], n),
+            "weather": rng.choice(["clear", "rain"], n),
+            "camera_id": "c0",
+            "sequence_id": "s0",
+            "group_id": [f"g{i}" for i in range(n)],
+        }
+    )
     s = ArtifactStore(root=str(tmp_path / "artifacts"))
     with s.staging(VAL_CALIB_LOGITS, profile=resolve_profile("tiny", ())) as out:
-        write_predictions(out / "predictions.parquet", Split.VAL_CALIB, rows, logits, rng.normal(size=(n, 4)), rng.random((n, 7)), logits[:, None, :].repeat(2, 1))
+        write_predictions(
+            out / "predictions.parquet",
+            Split.VAL_CALIB,
+            rows,
+            logits,
+            rng.normal(size=(n, 4)),
+            rng.random((n, 7)),
+            logits[:, None, :].repeat(2, 1),
+        )
         write_manifest(out)
     return s
 
@@ -53,7 +71,9 @@ def test_thresholds_invoked_directly_with_a_built_context(store):
     exits = [max(p, 1 - p) >= tau for p in p1]
     pos_exit = [(p > cut) for p, e, y in zip(p1, exits, preds.labels) if e and y == 1]
     assert meta["n_val_calib"] == 240 and isinstance(meta["n_val_calib"], int) and 0.5 <= meta["tau"] <= 1.0
-    assert meta["tau"] == pytest.approx(tau, rel=5e-4) and meta["decision_cut"] == pytest.approx(cut, rel=5e-4, abs=1e-12)
+    assert meta["tau"] == pytest.approx(tau, rel=5e-4) and meta["decision_cut"] == pytest.approx(
+        cut, rel=5e-4, abs=1e-12
+    )
     assert meta["coverage"] == pytest.approx(sum(exits) / len(exits), rel=5e-4)
     fnr = pos_exit.count(False) / len(pos_exit) if pos_exit else 0.0
     assert meta["fnr_exit"] == pytest.approx(fnr, rel=5e-4, abs=1e-12)
@@ -61,14 +81,25 @@ def test_thresholds_invoked_directly_with_a_built_context(store):
     assert (store.read("thresholds") / "thresholds.json").exists()
 
 
-@pytest.mark.parametrize("active, severity", [("thresholds", dg.AssetCheckSeverity.ERROR), ("scrc", dg.AssetCheckSeverity.WARN)])
+@pytest.mark.parametrize(
+    "active, severity", [("thresholds", dg.AssetCheckSeverity.ERROR), ("scrc", dg.AssetCheckSeverity.WARN)]
+)
 def test_threshold_check_judges_with_the_runs_profile(store, active, severity):
     """Unreachable targets (FNR ≤ 0.0001 at coverage ≥ 0.99): the check fails, as an ERROR when
     the run's profile makes thresholds the active policy and a WARN otherwise."""
-    overrides = ["thresholds.target_fnr_exit=0.0001", "thresholds.min_coverage=0.99", f"policy.active={{thresholds: {str(active == 'thresholds').lower()}, gate: false, scrc: {str(active == 'scrc').lower()}}}"]
+    overrides = [
+        "thresholds.target_fnr_exit=0.0001",
+        "thresholds.min_coverage=0.99",
+        f"policy.active={{thresholds: {str(active == 'thresholds').lower()}, gate: false, scrc: {str(active == 'scrc').lower()}}}",
+    ]
     with dg.instance_for_test() as instance:
-        r = dg.materialize([thresholds, thresholds_meet_targets], resources={"settings": ProfileResource.bound("tiny"), "store": store}, instance=instance, raise_on_error=False,
-                           run_config={"resources": {"settings": {"config": {"overrides": overrides}}}})
+        r = dg.materialize(
+            [thresholds, thresholds_meet_targets],
+            resources={"settings": ProfileResource.bound("tiny"), "store": store},
+            instance=instance,
+            raise_on_error=False,
+            run_config={"resources": {"settings": {"config": {"overrides": overrides}}}},
+        )
     (e,) = r.get_asset_check_evaluations()
     assert not e.passed and e.severity == severity and e.metadata["active_policy"].value == active
     assert e.metadata["target_fnr_exit"].value == 0.0001 and e.metadata["min_coverage"].value == 0.99
@@ -76,7 +107,11 @@ def test_threshold_check_judges_with_the_runs_profile(store, active, severity):
 
 def test_calibrator_and_its_check_alone(store):
     with dg.instance_for_test() as instance:
-        r = dg.materialize([calibrator, calibrator_not_worse], resources={"settings": ProfileResource.bound("tiny"), "store": store}, instance=instance)
+        r = dg.materialize(
+            [calibrator, calibrator_not_worse],
+            resources={"settings": ProfileResource.bound("tiny"), "store": store},
+            instance=instance,
+        )
     (e,) = r.get_asset_check_evaluations()
     meta = r.asset_materializations_for_node("calibrator")[0].metadata
     assert e.passed and meta["oof_ece_after"].value <= meta["oof_ece_before"].value + 1e-12
@@ -84,40 +119,28 @@ def test_calibrator_and_its_check_alone(store):
 
 
 # issue 16 item 7: what a person sees in the UI — no "106.0000" counts, no 16-digit floats, no "0.0000"
-_BAD_NUMBER = __import__("re").compile(r"\b\d+\.0000\b|\d\.\d{9,}|^0\.0+$")
-
-
-def _shown(value) -> list[str]:
-    """Every text the UI renders for one metadata value (a table: every cell)."""
-    if isinstance(value, dg.TableMetadataValue):
-        return [str(v) for r in value.records for v in r.data.values()]
-    if isinstance(value, (dg.MarkdownMetadataValue, dg.JsonMetadataValue, dg.PathMetadataValue)):
-        return []
-    return [str(getattr(value, "value", value))]
-
-
 def test_policy_asset_metadata_reads_as_a_person_expects(store):
     r = dg.materialize(
         [thresholds, calibrator],
         resources={"settings": ProfileResource.bound("tiny"), "store": store},
         raise_on_error=True,
     )
-    shown = {
-        (node, k): text
-        for node in ("thresholds", "calibrator")
-        for k, v in r.asset_materializations_for_node(node)[0].metadata.items()
-        for text in _shown(v)
-    }
-    assert len(shown) > 15
-    bad = {k: t for k, t in shown.items() if _BAD_NUMBER.search(t)}
-    assert not bad, bad
+    from tests.metadata_scan import BAD_NUMBER, bad_numbers, shown
+
+    for node in ("thresholds", "calibrator"):
+        metadata = r.asset_materializations_for_node(node)[0].metadata
+        assert sum(len(shown(v)) for v in metadata.values()) > 8
+        assert not bad_numbers(metadata), (node, bad_numbers(metadata))
+    for e in r.get_asset_check_evaluations():
+        assert not bad_numbers(e.metadata), (e.check_name, bad_numbers(e.metadata))
     meta = r.asset_materializations_for_node("calibrator")[0].metadata
     assert isinstance(meta["n_val_calib"], dg.IntMetadataValue)
     comparison = meta["comparison"]
     types = {c.name: c.type for c in comparison.schema.columns}
     assert types["method"] == "string" and "float" in types.values()
     # the naive rendering this replaces fails the same scan
-    assert _BAD_NUMBER.search(str(0.12307692307692308)) and _BAD_NUMBER.search(f"{106:.4f}")
+    assert BAD_NUMBER.search(str(0.12307692307692308)) and BAD_NUMBER.search(f"{106:.4f}")
+    assert BAD_NUMBER.search(f"{3e-6:.4f}") and BAD_NUMBER.search(str(float("nan")))
 
 
 def test_number_rules():
