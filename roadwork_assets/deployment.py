@@ -124,6 +124,15 @@ def _deploy_copy(store: ArtifactStore, source_bundle: Path, record: dict, resolv
     from roadwork_ml.export.bundle import verify_bundle
 
     verify_bundle(source_bundle)
+    # the record names the bundle it sits beside (what the CLI and reference_profile identify);
+    # a refused candidate deployed around the champion's copy is kept as judged_manifest_sha256
+    deployed_hash = sha256_file(source_bundle / "manifest.json")
+    if record.get("bundle_manifest_sha256", deployed_hash) != deployed_hash:
+        record = {
+            **record,
+            "judged_manifest_sha256": record["bundle_manifest_sha256"],
+            "bundle_manifest_sha256": deployed_hash,
+        }
     with store.staging(DEPLOYED_MODEL, profile=resolved) as out:
         shutil.copytree(source_bundle, out / "bundle")
         atomic_write_json(out / "deployed.json", record)
