@@ -55,9 +55,9 @@ def store(tmp_path) -> ArtifactStore:
 def test_thresholds_invoked_directly_with_a_built_context(store):
     result = thresholds(dg.build_asset_context(), settings=ProfileResource.bound("tiny"), store=store)
     meta = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
-    from roadwork_assets.predictions import load_val_calib_predictions
-
     import json
+
+    from roadwork_assets.predictions import load_val_calib_predictions
 
     preds = load_val_calib_predictions(store)
     p1 = preds.probs[:, 1].tolist()

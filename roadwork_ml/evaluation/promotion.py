@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roadwork_ml.evaluation.display import format_pvalue
-
 from roadwork_ml.evaluation.bootstrap import PairedComparison, paired_bootstrap
+from roadwork_ml.evaluation.display import format_pvalue
 
 
 @dataclass
