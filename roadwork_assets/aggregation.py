@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
-from roadwork_assets.metadata import profile_md, table
+from roadwork_assets.metadata import humane, profile_md, table
 from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_assets.training import PHASE1, load_phase1
 from roadwork_ml.artifacts import verify_dir, write_manifest
@@ -74,20 +74,22 @@ def view_aggregator(
         )
         write_manifest(out, extra={"kind": VIEW_AGGREGATOR})
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(VIEW_AGGREGATOR))),
-            "chosen": sel.chosen.name,
-            "chosen_val_select_mcc": sel.chosen.mcc,
-            "single_view_best": f"{sel.best[False].name}: MCC {sel.best[False].mcc:.3f}",
-            "multi_view_best": f"{sel.best[True].name}: MCC {sel.best[True].mcc:.3f}",
-            "single_view_mcc": sel.best[False].mcc,
-            "multi_view_mcc": sel.best[True].mcc,
-            "views_served": sel.choice["n_views"],
-            "candidates": table(rows),
-            "n_train_images": len(train_rows),
-            "n_val_select": len(val_rows),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(VIEW_AGGREGATOR))),
+                "chosen": sel.chosen.name,
+                "chosen_val_select_mcc": sel.chosen.mcc,
+                "single_view_best": f"{sel.best[False].name}: MCC {sel.best[False].mcc:.3f}",
+                "multi_view_best": f"{sel.best[True].name}: MCC {sel.best[True].mcc:.3f}",
+                "single_view_mcc": sel.best[False].mcc,
+                "multi_view_mcc": sel.best[True].mcc,
+                "views_served": sel.choice["n_views"],
+                "candidates": table(rows),
+                "n_train_images": len(train_rows),
+                "n_val_select": len(val_rows),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -120,13 +122,15 @@ def aggregator_choice_reproduces(store: ArtifactStore, settings: ProfileResource
     )
     return dg.AssetCheckResult(
         passed=r["reproduces"],
-        metadata={
-            "recorded_mcc": choice["val_select_mcc"],
-            "remeasured_mcc": r["measured_mcc"],
-            "best_allowed": r["best_allowed"],
-            "chosen": choice["candidate"],
-            "views_cached": int(arrays["view_probs"].shape[1]),
-        },
+        metadata=humane(
+            {
+                "recorded_mcc": choice["val_select_mcc"],
+                "remeasured_mcc": r["measured_mcc"],
+                "best_allowed": r["best_allowed"],
+                "chosen": choice["candidate"],
+                "views_cached": int(arrays["view_probs"].shape[1]),
+            }
+        ),
     )
 
 

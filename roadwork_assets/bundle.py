@@ -9,13 +9,13 @@ import torch
 
 from roadwork_assets.aggregation import VIEW_AGGREGATOR, load_aggregator, load_served_model
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
-from roadwork_assets.metadata import profile_md, table
+from roadwork_assets.metadata import humane, identity_md, profile_md, table
 from roadwork_assets.policies import CALIBRATOR, GATE, SCRC, THRESHOLDS, load_decision_policy
 from roadwork_assets.predictions import VAL_CALIB_LOGITS, load_val_calib_predictions
-from roadwork_assets.resources import ArtifactStore, ProfileResource
+from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_assets.training import PHASE1
 from roadwork_assets.run_tags import GPU_OP_TAGS
-from roadwork_ml.artifacts import IntegrityError, verify_dir
+from roadwork_ml.artifacts import IntegrityError, sha256_file, verify_dir
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Split
 from roadwork_ml.policy.decision import DecisionPolicy
@@ -63,7 +63,9 @@ def _parity_images(store: ArtifactStore, profile: Profile) -> torch.Tensor:
     group_name="export",
     kinds={"onnx", "safetensors"},
 )
-def bundle(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
+def bundle(
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking
+) -> dg.MaterializeResult:
     """The deployable bundle: manifest (hashes, profile, splits fingerprint, active policy,
     headline metrics), model.safetensors, model.onnx (the whole batched multi-view graph),
     calibrator, the one active policy, the StreetVision fold, prediction sets, config."""
@@ -102,23 +104,31 @@ def bundle(context: dg.AssetExecutionContext, settings: ProfileResource, store: 
     )
     context.log.info(f"bundle written: {len(manifest['files'])} files, ONNX parity max |Δp| {parity.max_prob_diff:.2e}")
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(directory)),
-            "active_policy": manifest["active_policy"],
-            "views_per_image": manifest["n_views"],
-            "input_size": manifest["input_size"],
-            "onnx_max_prob_diff": parity.max_prob_diff,
-            "onnx_decision_agreement": parity.decision_agreement,
-            "files": table(
-                [
-                    {"file": k, "bytes": v["size"], "sha256": v["sha256"][:16] + "…"}
-                    for k, v in manifest["files"].items()
-                ]
-            ),
-            "headline": table([{"metric": k, "value": float(v)} for k, v in headline.items()]),
-            **{k: float(v) for k, v in headline.items()},
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(directory)),
+                "active_policy": manifest["active_policy"],
+                "views_per_image": manifest["n_views"],
+                "input_size": manifest["input_size"],
+                "onnx_max_prob_diff": parity.max_prob_diff,
+                "onnx_decision_agreement": parity.decision_agreement,
+                "files": table(
+                    [
+                        {"file": k, "bytes": v["size"], "sha256": v["sha256"][:16] + "…"}
+                        for k, v in manifest["files"].items()
+                    ]
+                ),
+                "headline": table([{"metric": k, "value": float(v)} for k, v in headline.items()]),
+                **identity_md(
+                    mlflow,
+                    profile.deploy.registered_model,
+                    sha256_file(directory / "manifest.json"),
+                    when="materialization",
+                ),
+                **{k: float(v) for k, v in headline.items()},
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -134,13 +144,15 @@ def bundle_hashes_verify(store: ArtifactStore) -> dg.AssetCheckResult:
     try:
         manifest = verify_bundle(store.read(BUNDLE))
     except IntegrityError as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
+        return dg.AssetCheckResult(passed=False, metadata=humane({"error": str(exc)}))
     return dg.AssetCheckResult(
         passed=True,
-        metadata={
-            "files_verified": len(manifest["files"]),
-            "bytes": sum(v["size"] for v in manifest["files"].values()),
-        },
+        metadata=humane(
+            {
+                "files_verified": len(manifest["files"]),
+                "bytes": sum(v["size"] for v in manifest["files"].values()),
+            }
+        ),
     )
 
 
@@ -166,13 +178,15 @@ def bundle_exactly_one_policy(store: ArtifactStore, settings: ProfileResource) -
     )
     return dg.AssetCheckResult(
         passed=bool(passed),
-        metadata={
-            "policy": str(policy.get("kind")),
-            "manifest": manifest["active_policy"],
-            "profile": expected,
-            "stray_policy_files": ", ".join(stray) or "none",
-            "gate_files_consistent": gate_ok,
-        },
+        metadata=humane(
+            {
+                "policy": str(policy.get("kind")),
+                "manifest": manifest["active_policy"],
+                "profile": expected,
+                "stray_policy_files": ", ".join(stray) or "none",
+                "gate_files_consistent": gate_ok,
+            }
+        ),
     )
 
 
@@ -197,13 +211,15 @@ def bundle_onnx_matches_pytorch(store: ArtifactStore, settings: ProfileResource)
     tol = profile.export.parity_tolerance
     return dg.AssetCheckResult(
         passed=bool(parity.max_prob_diff <= tol),
-        metadata={
-            "max_prob_diff": parity.max_prob_diff,
-            "tolerance": tol,
-            "decision_agreement": parity.decision_agreement,
-            "max_embedding_diff": parity.max_embedding_diff,
-            "images": parity.n,
-        },
+        metadata=humane(
+            {
+                "max_prob_diff": parity.max_prob_diff,
+                "tolerance": tol,
+                "decision_agreement": parity.decision_agreement,
+                "max_embedding_diff": parity.max_embedding_diff,
+                "images": parity.n,
+            }
+        ),
     )
 
 
@@ -230,19 +246,21 @@ def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.Asset
     agree = float((out.decisions.decision == ref.decision).mean())
     return dg.AssetCheckResult(
         passed=bool(prob_diff <= 1e-4 and sv_ok and agree >= 0.99),
-        metadata={
-            "images": n,
-            "max_calibrated_prob_diff": prob_diff,
-            "max_feature_diff": feat_diff,
-            "decision_agreement": agree,
-            "streetvision_valid": sv_ok,
-            "decisions": table(
-                [
-                    {"decision": k, "images": int((out.decisions.decision == k).sum())}
-                    for k in ("roadwork", "no_roadwork", "defer")
-                ]
-            ),
-        },
+        metadata=humane(
+            {
+                "images": n,
+                "max_calibrated_prob_diff": prob_diff,
+                "max_feature_diff": feat_diff,
+                "decision_agreement": agree,
+                "streetvision_valid": sv_ok,
+                "decisions": table(
+                    [
+                        {"decision": k, "images": int((out.decisions.decision == k).sum())}
+                        for k in ("roadwork", "no_roadwork", "defer")
+                    ]
+                ),
+            }
+        ),
     )
 
 
@@ -302,11 +320,13 @@ def tensorrt_engine(context: dg.AssetExecutionContext, settings: ProfileResource
         )
         write_manifest(out, extra={"kind": "tensorrt_engine"})
     yield dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(ENGINE) / "model.plan")),
-            **{k: v for k, v in agreement.items() if isinstance(v, (int, float))},
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(ENGINE) / "model.plan")),
+                **{k: v for k, v in agreement.items() if isinstance(v, (int, float))},
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -364,15 +384,17 @@ def triton_repository(
         )
     context.log.info(engine_note)
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(TRITON))),
-            "models": ", ".join(models),
-            "tensorrt": engine_note,
-            "active_policy": manifest["active_policy"],
-            "config": dg.MetadataValue.md("```\n" + first_config + "\n```"),
-            "info": dg.MetadataValue.json(json.loads(json.dumps(info, default=str))),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(TRITON))),
+                "models": ", ".join(models),
+                "tensorrt": engine_note,
+                "active_policy": manifest["active_policy"],
+                "config": dg.MetadataValue.md("```\n" + first_config + "\n```"),
+                "info": dg.MetadataValue.json(json.loads(json.dumps(info, default=str))),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -405,7 +427,7 @@ def triton_configs_parse(store: ArtifactStore) -> dg.AssetCheckResult:
             results.append({"model": cfg.parent.name, "error": str(exc)[:300], "ok": False})
     return dg.AssetCheckResult(
         passed=bool(results) and all(r["ok"] for r in results),
-        metadata={"configs": table(results) if results else "none found"},
+        metadata=humane({"configs": table(results) if results else "none found"}),
     )
 
 
@@ -422,7 +444,9 @@ def engine_agrees_with_onnx(store: ArtifactStore, settings: ProfileResource) -> 
 
     ok, reason = tensorrt_available()
     if not ok:
-        return dg.AssetCheckResult(passed=False, metadata={"reason": f"cannot re-run the engine here: {reason}"})
+        return dg.AssetCheckResult(
+            passed=False, metadata=humane({"reason": f"cannot re-run the engine here: {reason}"})
+        )
     profile = settings.load()
     t = profile.export.tensorrt
     d = store.read(ENGINE)
@@ -445,8 +469,10 @@ def engine_agrees_with_onnx(store: ArtifactStore, settings: ProfileResource) -> 
     )
     return dg.AssetCheckResult(
         passed=bool(passed),
-        metadata={
-            "built_from_this_onnx": same,
-            **{k: float(v) for k, v in agreement.items() if isinstance(v, (int, float))},
-        },
+        metadata=humane(
+            {
+                "built_from_this_onnx": same,
+                **{k: float(v) for k, v in agreement.items() if isinstance(v, (int, float))},
+            }
+        ),
     )

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from roadwork_assets.metadata import image_md, profile_md, table
+from roadwork_assets.metadata import humane, image_md, profile_md, table
 from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_ml.artifacts import (
     IntegrityError,
@@ -120,7 +120,7 @@ def source_images(
     thumbs_png = store.location(SOURCE_IMAGES, name) / "thumbnails.png"
     if thumbs_png.exists():
         metadata["thumbnails"] = image_md(thumbs_png, "thumbnails")
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=humane(metadata))
 
 
 def _label_shares(df: pd.DataFrame, column: str) -> list[dict]:
@@ -156,7 +156,7 @@ def manifest_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore)
         ]
         rows.append({"source": name, "rows": table_.num_rows, "hash_mismatches": len(bad)})
     passed = bool(rows) and all(r["hash_mismatches"] == 0 for r in rows)
-    return dg.AssetCheckResult(passed=passed, metadata={"sources": table(rows) if rows else "none"})
+    return dg.AssetCheckResult(passed=passed, metadata=humane({"sources": table(rows) if rows else "none"}))
 
 
 SPLIT_CHECKS = (
@@ -230,20 +230,22 @@ def splits(context: dg.AssetExecutionContext, settings: ProfileResource, store: 
         for s in Split
     ]
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(SPLITS) / "splits.parquet")),
-            "fingerprint": manifest["fingerprint"],
-            "pool": len(pool),
-            "kept": len(out_df),
-            "exact_duplicates_removed": int(kinds.get("exact", 0)),
-            "near_duplicates_removed": int(kinds.get("near", 0)),
-            "fusion": scfg.fusion,
-            "fusion_report": dg.MetadataValue.json(fusion_report),
-            "splits": table(rows),
-            "pool_positive_share": float(out_df["label"].mean()),
-            "sources": ", ".join(sorted(profile.data.sources)),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(SPLITS) / "splits.parquet")),
+                "fingerprint": manifest["fingerprint"],
+                "pool": len(pool),
+                "kept": len(out_df),
+                "exact_duplicates_removed": int(kinds.get("exact", 0)),
+                "near_duplicates_removed": int(kinds.get("near", 0)),
+                "fusion": scfg.fusion,
+                "fusion_report": dg.MetadataValue.json(fusion_report),
+                "splits": table(rows),
+                "pool_positive_share": float(out_df["label"].mean()),
+                "sources": ", ".join(sorted(profile.data.sources)),
+                **profile_md(resolved),
+            }
+        )
     )
 
 

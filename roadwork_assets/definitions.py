@@ -20,6 +20,7 @@ from roadwork_assets import (
     training,
 )
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source, resolve_profile
+from roadwork_ml.config import load_profile_or_explain
 from roadwork_assets.run_tags import TRAINING_RUN_TAGS
 
 # The build after the source partitions: everything unpartitioned from the splits on. It trains,
@@ -82,6 +83,7 @@ def build_definitions(
     None = $ROADWORK_PROFILE at call time, else demo). Runs see that profile through the
     ``settings`` resource; a launch can override it (``resources.settings.config``)."""
     source = profile_source(profile)
+    load_profile_or_explain(source)  # a bad profile's one clear message heads the load error
     resolved = resolve_profile(source, ())
     mon = monitoring.build_monitoring(resolved.profile)
     return dg.Definitions(

@@ -22,11 +22,13 @@ from roadwork_assets.audit import record_action
 from roadwork_assets.bundle import BUNDLE, load_bundle_dir
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
 from roadwork_assets.evaluation import EVALUATION_REPORT, load_evaluation
-from roadwork_assets.metadata import flatten, profile_md
+from roadwork_assets.metadata import flatten, humane, identity_md, profile_md
+from roadwork_assets.policies import CALIBRATOR
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, ResolvedProfile
 from roadwork_ml.artifacts import atomic_write_json, sha256_file, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
 from roadwork_ml.evaluation.champion import TAG_PREVIOUS, TAG_ROLLED_BACK, plan_promotion, plan_rollback
+from roadwork_ml.evaluation.display import format_float
 
 DEPLOYED_MODEL = "deployed_model"
 TAG_MANIFEST = "roadwork.bundle_manifest_sha256"
@@ -96,10 +98,41 @@ def _register(
     )
 
 
+def observe_status(context, mlflow: MlflowTracking, name: str, content_hash: str, assets: tuple[str, ...]) -> None:
+    """Record on each of ``assets`` (the pages of the model-derived assets) an observation with
+    the registry status of the model ``content_hash`` *now*, so a page whose latest
+    materialization is a refused or rolled-back model says so, not only the deployed_model page."""
+    md = identity_md(mlflow, name, content_hash, when=f"run {context.run_id[:8]} of deployed_model")
+    for key in assets:
+        context.log_event(dg.AssetObservation(asset_key=key, metadata=humane(md)))
+
+
+def _champion_recorded_metric(mlflow: MlflowTracking, name: str, champion: str | None, metric: str) -> str:
+    """The champion's VAL_TEST ``metric`` exactly as its MLflow version run recorded it."""
+    if champion is None:
+        return ""
+    value = mlflow.version_metric(name, champion, f"val_test_{metric}")
+    if value is None:
+        return ""
+    return (
+        f"; champion v{champion} val_test_{metric} as recorded in MLflow: {format_float(value)}"
+        f" (the comparison re-scores it on today's VAL_TEST through the StreetVision output)"
+    )
+
+
 def _deploy_copy(store: ArtifactStore, source_bundle: Path, record: dict, resolved: ResolvedProfile) -> Path:
     from roadwork_ml.export.bundle import verify_bundle
 
     verify_bundle(source_bundle)
+    # the record names the bundle it sits beside (what the CLI and reference_profile identify);
+    # a refused candidate deployed around the champion's copy is kept as judged_manifest_sha256
+    deployed_hash = sha256_file(source_bundle / "manifest.json")
+    if record.get("bundle_manifest_sha256", deployed_hash) != deployed_hash:
+        record = {
+            **record,
+            "judged_manifest_sha256": record["bundle_manifest_sha256"],
+            "bundle_manifest_sha256": deployed_hash,
+        }
     with store.staging(DEPLOYED_MODEL, profile=resolved) as out:
         shutil.copytree(source_bundle, out / "bundle")
         atomic_write_json(out / "deployed.json", record)
@@ -150,7 +183,10 @@ def _sync(
             if tags.get("roadwork/action") == "rollback"
             else "rollback requested by hand"
         )
-        rollback_champion(store, mlflow, name, reason=why, run_id=context.run_id)
+        rolled = rollback_champion(store, mlflow, name, reason=why, run_id=context.run_id)
+        demoted = mlflow.version_tags(name, rolled["from_version"]).get(TAG_MANIFEST)
+        if demoted:
+            observe_status(context, mlflow, name, demoted, (BUNDLE, EVALUATION_REPORT))
     champion = mlflow.alias_version(name, "champion")
     if champion is None:
         raise dg.Failure(description=f"no 'champion' alias on registered model {name!r}: nothing to deploy")
@@ -168,11 +204,13 @@ def _sync(
         _deploy_copy(store, src, record, resolved)
     record_action(store, f"deploy_{config.mode}", run_id=context.run_id, **record)
     return dg.MaterializeResult(
-        metadata={
-            **{k: str(v) for k, v in record.items()},
-            "path": dg.MetadataValue.path(str(store.location(DEPLOYED_MODEL) / "bundle")),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                **{k: str(v) for k, v in record.items()},
+                "path": dg.MetadataValue.path(str(store.location(DEPLOYED_MODEL) / "bundle")),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -223,13 +261,16 @@ def deployed_model(
             mlflow.set_alias(name, alias, plan.aliases[alias])
 
     comparison = plan.comparison
+    reason = plan.reason + (
+        _champion_recorded_metric(mlflow, name, champion, profile.deploy.promotion.metric) if comparison else ""
+    )
     record = {
         "registered_model": name,
         "version": version,
         "champion": plan.champion,
         "previous_champion": plan.previous_champion,
         "decision": plan.decision,
-        "reason": plan.reason,
+        "reason": reason,
         "bundle_manifest_sha256": manifest_sha,
         "reused_registration": reused,
         "comparison": comparison.to_dict() if comparison is not None else None,
@@ -247,10 +288,16 @@ def deployed_model(
         run_id=context.run_id,
         **{k: v for k, v in record.items() if k != "comparison"},
     )
-    context.log.info(f"deployed_model: {plan.decision} — {plan.reason}")
+    context.log.info(f"deployed_model: {plan.decision} — {reason}")
+    # the judged bundle's pages (bundle, its evaluation, its calibrator) get its new status
+    observe_status(context, mlflow, name, manifest_sha, (BUNDLE, EVALUATION_REPORT, CALIBRATOR))
+    deployed_sha = json.loads((store.read(DEPLOYED_MODEL) / "deployed.json").read_text())["bundle_manifest_sha256"]
     meta = {
         "decision": plan.decision,
-        "reason": plan.reason,
+        "reason": reason,
+        "judged": identity_md(mlflow, name, manifest_sha)["model"],
+        "judged_status": identity_md(mlflow, name, manifest_sha, when="materialization")["model_status"],
+        **identity_md(mlflow, name, deployed_sha, when="materialization"),
         "registered_model": name,
         "version": version,
         "champion": str(plan.champion),
@@ -270,7 +317,7 @@ def deployed_model(
                 "p_value": comparison.p_value,
             }
         )
-    return dg.MaterializeResult(metadata=meta)
+    return dg.MaterializeResult(metadata=humane(meta))
 
 
 def load_deployed(store: ArtifactStore) -> tuple[Path, dict]:
@@ -304,12 +351,14 @@ def deployed_is_champion(
     name = settings.load().deploy.registered_model
     champion = mlflow.alias_version(name, "champion")
     if champion is None:
-        return dg.AssetCheckResult(passed=False, metadata={"error": "no champion alias"})
+        return dg.AssetCheckResult(passed=False, metadata=humane({"error": "no champion alias"}))
     expected = mlflow.version_tags(name, champion).get(TAG_MANIFEST)
     deployed = sha256_file(bundle_dir / "manifest.json")
     return dg.AssetCheckResult(
         passed=bool(expected == deployed),
-        metadata={"champion": champion, "champion_manifest": str(expected)[:16], "deployed_manifest": deployed[:16]},
+        metadata=humane(
+            {"champion": champion, "champion_manifest": str(expected)[:16], "deployed_manifest": deployed[:16]}
+        ),
     )
 
 

@@ -20,6 +20,7 @@ from roadwork_assets.audit import read_actions
 from roadwork_assets.definitions import build_definitions
 from roadwork_assets.monitoring import drift_action_sensor
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source
+from roadwork_ml.evaluation.display import format_value
 
 CURSOR_FILE = ("audit", "drift_demo_sensor_cursor.json")
 
@@ -83,7 +84,8 @@ def run_days(days: list[str], source: str) -> list[dict]:
         }
         summary.append(row)
         print(
-            f"{day}  {row['decision']:<8} acc {row['labelled_accuracy'] if row['labelled_accuracy'] is not None else float('nan'):.3f} (est {row['estimated_accuracy'] or float('nan'):.3f})  max PSI {row['max_psi'] or 0:.2f}  champion v{champion}  {row['actions']}  [{row['seconds']} s]",
+            f"{day}  {row['decision']:<8} acc {format_value(row['labelled_accuracy'])} (est {format_value(row['estimated_accuracy'])})"
+            f"  max PSI {format_value(row['max_psi'])}  champion v{champion}  {row['actions']}  [{row['seconds']} s]",
             flush=True,
         )
     return summary

@@ -9,7 +9,7 @@ import numpy as np
 
 from roadwork_assets.bundle import BUNDLE, load_bundle_dir
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
-from roadwork_assets.metadata import image_md, profile_md, table
+from roadwork_assets.metadata import humane, identity_md, image_md, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_ml.artifacts import atomic_write_json, sha256_file, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
@@ -83,23 +83,26 @@ def evaluation_report(
     tables = result.tables()
     plots = d_path / "plots"
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(EVALUATION_REPORT) / "report.json")),
-            "n_val_test": len(y),
-            "summary": table(tables["summary"]),
-            "worst_slice": f"{worst.get('family')}={worst.get('slice')}: accuracy {worst.get('value', float('nan')):.3f} (n={worst.get('n')})",
-            "slices": table(tables["slices"]),
-            "fairness": table(tables["fairness"]),
-            "cascade": table(tables["cascade"]),
-            "prediction_sets": table(tables["prediction_sets"]),
-            "streetvision": table(tables["streetvision"]),
-            "reliability": image_md(plots / "reliability.png", "reliability diagram"),
-            "confidence_histogram": image_md(plots / "confidence_histogram.png", "confidence histogram"),
-            "risk_coverage": image_md(plots / "risk_coverage.png", "risk-coverage"),
-            "slice_heatmap": image_md(plots / "slice_heatmap.png", "time x weather accuracy"),
-            **{k: dg.MetadataValue.float(v) for k, v in result.summary.items()},
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(EVALUATION_REPORT) / "report.json")),
+                "n_val_test": len(y),
+                **identity_md(mlflow, profile.deploy.registered_model, bundle_sha, when="materialization"),
+                "summary": table(tables["summary"]),
+                "worst_slice": f"{worst.get('family')}={worst.get('slice')}: accuracy {worst.get('value', float('nan')):.3f} (n={worst.get('n')})",
+                "slices": table(tables["slices"]),
+                "fairness": table(tables["fairness"]),
+                "cascade": table(tables["cascade"]),
+                "prediction_sets": table(tables["prediction_sets"]),
+                "streetvision": table(tables["streetvision"]),
+                "reliability": image_md(plots / "reliability.png", "reliability diagram"),
+                "confidence_histogram": image_md(plots / "confidence_histogram.png", "confidence histogram"),
+                "risk_coverage": image_md(plots / "risk_coverage.png", "risk-coverage"),
+                "slice_heatmap": image_md(plots / "slice_heatmap.png", "time x weather accuracy"),
+                **{k: dg.MetadataValue.float(v) for k, v in result.summary.items()},
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -131,11 +134,13 @@ def report_complete(store: ArtifactStore) -> dg.AssetCheckResult:
     )
     return dg.AssetCheckResult(
         passed=bool(passed),
-        metadata={
-            "same_bundle": report["bundle_manifest_sha256"] == bundle_sha,
-            "rows": len(report["record_ids"]),
-            "val_test_rows": n_rows,
-            "bad_intervals": ", ".join(bad) or "none",
-            "plots": ", ".join(plots),
-        },
+        metadata=humane(
+            {
+                "same_bundle": report["bundle_manifest_sha256"] == bundle_sha,
+                "rows": len(report["record_ids"]),
+                "val_test_rows": n_rows,
+                "bad_intervals": ", ".join(bad) or "none",
+                "plots": ", ".join(plots),
+            }
+        ),
     )

@@ -2,6 +2,7 @@
 
 import base64
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from roadwork_assets.resources import ResolvedProfile
+from roadwork_assets.resources import MlflowTracking, ResolvedProfile
+from roadwork_ml.evaluation import display
 
 
 def image_md(png: str | Path, alt: str = "plot") -> dg.MetadataValue:
@@ -18,52 +20,94 @@ def image_md(png: str | Path, alt: str = "plot") -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
-def _cell(v: Any) -> Any:
-    """A value a Dagster table cell holds: integers stay integers, floats round to 4 places,
-    NaN / None become None (shown as an empty text cell), anything else its string."""
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return round(f, 4) if math.isfinite(f) else None
-    if v is None:
-        return None
-    return str(v)
+def number(value: Any, key: str | None = None) -> Any:
+    """One scalar as a person reads it (roadwork_ml.evaluation.display rules, chosen by ``key``):
+    counts as ``int``, other floats as a ``float`` rounded to 4 significant digits (Dagster still
+    plots them), p-values and learning rates as text in scientific notation where small
+    (``3.1e-05``, never ``0.0000``), None / NaN / inf as text ("—", "∞")."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if value is None or isinstance(value, str) or not isinstance(value, numbers.Real):
+        return display.MISSING if value is None else value
+    f = float(value)
+    if not math.isfinite(f):
+        return display.format_value(f, key)
+    kind = display.value_kind(key)
+    if kind == "pvalue":
+        return dg.MetadataValue.text(display.format_pvalue(f))
+    if kind == "lr":
+        return dg.MetadataValue.text(display.format_lr(f))
+    if isinstance(value, (int, np.integer)) or (kind == "count" and f.is_integer()):
+        return dg.MetadataValue.int(int(round(f)))
+    return dg.MetadataValue.float(float(display.format_float(f)))
 
 
-def _column_type(values: list) -> str:
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
-        return "bool"
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return "int"
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return "float"
-    return "string"
+def humane(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A whole metadata dict through :func:`number`: plain numbers, None and
+    ``MetadataValue.float`` / ``.int`` values are formatted by their key; every other
+    ``MetadataValue`` (tables from :func:`table`, paths, Markdown, JSON) passes unchanged."""
+    out: dict[str, Any] = {}
+    for k, v in metadata.items():
+        if isinstance(v, (dg.FloatMetadataValue, dg.IntMetadataValue)):
+            v = v.value
+        out[k] = number(v, k) if v is None or isinstance(v, (numbers.Real, np.bool_)) else v
+    return out
 
 
-def table(rows: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
-    """A Dagster table (``MetadataValue.table``) with a typed schema from dict rows: integer
-    columns show as integers, floats as floats, the rest as text."""
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> dg.MetadataValue:
+    """A Dagster table (``MetadataValue.table``) with a typed schema (``display.column_types``)
+    from dict rows, columns in ``columns`` order (default: first row's keys). Integer columns
+    hold integers; every other cell is ``display.format_table``'s text (4 significant digits,
+    p-values in scientific notation, None as "—"), so the UI shows no 16-digit floats."""
     if not rows:
         return dg.MetadataValue.md("_empty_")
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    cells = [{k: _cell(r.get(k)) for k in keys} for r in rows]
-    types = {k: _column_type([c[k] for c in cells]) for k in keys}
-    for c in cells:  # a float column keeps its integers as floats; a text column its numbers as text
-        for k, v in c.items():
-            if v is None:
-                types[k] = "string" if types[k] in ("string", "bool") else types[k]
-                c[k] = "" if types[k] == "string" else float("nan")
-            elif types[k] == "float":
-                c[k] = float(v)
-            elif types[k] == "string":
-                c[k] = str(v)
-    records = [dg.TableRecord(c) for c in cells]
-    schema = dg.TableSchema(columns=[dg.TableColumn(k, types[k]) for k in keys])
-    return dg.MetadataValue.table(records, schema=schema)
+    rows = [{k: _plain(v) for k, v in r.items()} for r in rows]
+    cols = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    types = display.column_types(rows, cols)
+    text = display.format_table(rows, cols)
+    cells = []
+    for raw, shown in zip(rows, text, strict=True):
+        cell: dict[str, Any] = {}
+        for c in cols:
+            v = raw.get(c)
+            if types[c] == "int" and not display._is_missing(v):
+                cell[c] = int(round(float(v)))
+            elif types[c] == "bool" and not display._is_missing(v):
+                cell[c] = bool(v)
+            else:
+                cell[c] = shown[c]
+        cells.append(dg.TableRecord(cell))
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in cols])
+    return dg.MetadataValue.table(cells, schema=schema)
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars as Python scalars (display.py's type tests are on Python numbers)."""
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def identity_md(mlflow: MlflowTracking, registered_model: str, content_hash: str, *, when: str = "") -> dict[str, Any]:
+    """The model one asset belongs to, the same identity the CLI prints (registry version +
+    bundle manifest sha256), and its status in the registry at ``when`` (e.g. "materialization"):
+    champion, challenger, rolled back, previous champion, superseded or not registered."""
+    known = mlflow.identity(registered_model, content_hash)
+    ident, status = known["identity"], known["status"]
+    note = {
+        "champion": "this is the deployed model",
+        "not registered": "not judged by deployed_model yet: not deployed",
+    }.get(status, "NOT the deployed model (see deployed_model)")
+    return {
+        "model": ident.label,
+        "model_version": ident.version or display.MISSING,
+        "model_sha256": content_hash,
+        "model_status": dg.MetadataValue.md(f"**{status}**{' at ' + when if when else ''}: {note}"),
+    }
 
 
 def profile_md(resolved: ResolvedProfile) -> dict[str, Any]:

@@ -17,13 +17,15 @@ import torch
 from roadwork_assets.audit import record_action
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
 from roadwork_assets.deployment import DEPLOYED_MODEL, load_deployed
-from roadwork_assets.metadata import profile_md, table
+from roadwork_assets.metadata import humane, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_assets.executors import retrain_executor
 from roadwork_assets.run_tags import DRIFT_RUN_TAGS, ROLLBACK_RUN_TAGS, TRAINING_RUN_TAGS
 from roadwork_ml.artifacts import atomic_write_bytes, verify_dir, write_manifest
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Purpose, Split, require_split
+from roadwork_ml.export.identity import identity_from_record
+from roadwork_ml.monitoring.explain import SLICE_COLUMNS_ORDER, accuracy_rule_note, slice_table
 
 REFERENCE_PROFILE = "reference_profile"
 PRODUCTION_TRAFFIC = "production_traffic"
@@ -86,16 +88,24 @@ def reference_profile(
         )
         ref.save(out_dir)  # hashes every file of the directory, champion.json included
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(REFERENCE_PROFILE))),
-            "champion": str(deployed.get("champion")),
-            "n_reference": len(rows),
-            "embedding_dim": projection.dim,
-            "estimated_accuracy": float(ref.estimated_accuracy),
-            "labelled_accuracy": float(ref.labelled_accuracy) if ref.labelled_accuracy is not None else float("nan"),
-            "mmd_sigma": float(ref.mmd_sigma),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(REFERENCE_PROFILE))),
+                "champion": str(deployed.get("champion")),
+                # the deployed copy's record names its registry version: the same identity the CLI prints
+                "model": identity_from_record(str(deployed.get("bundle_manifest_sha256")), deployed).label,
+                "model_sha256": str(deployed.get("bundle_manifest_sha256")),
+                "model_status": "champion at materialization (profile of the deployed model)",
+                "n_reference": len(rows),
+                "embedding_dim": projection.dim,
+                "estimated_accuracy": float(ref.estimated_accuracy),
+                "labelled_accuracy": float(ref.labelled_accuracy)
+                if ref.labelled_accuracy is not None
+                else float("nan"),
+                "mmd_sigma": float(ref.mmd_sigma),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -112,12 +122,14 @@ def reference_reloads(store: ArtifactStore) -> dg.AssetCheckResult:
     same = mine["bundle_manifest_sha256"] == deployed.get("bundle_manifest_sha256")
     return dg.AssetCheckResult(
         passed=bool(edges_ok and shares_ok and same),
-        metadata={
-            "edges_increasing": edges_ok,
-            "shares_sum_to_1": shares_ok,
-            "matches_deployed_champion": same,
-            "n_reference": int(ref.n_reference),
-        },
+        metadata=humane(
+            {
+                "edges_increasing": edges_ok,
+                "shares_sum_to_1": shares_ok,
+                "matches_deployed_champion": same,
+                "n_reference": int(ref.n_reference),
+            }
+        ),
     )
 
 
@@ -197,19 +209,21 @@ def production_traffic(
     n_lab = int((df["label"].fillna(-1).astype(int) >= 0).sum())
     decisions = df["decision"].value_counts().to_dict()
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(PRODUCTION_TRAFFIC, part) / "log.parquet")),
-            "rows": len(df),
-            "labelled": n_lab,
-            "images_kept_for_training": images_kept,
-            "quarantined": len(quarantined),
-            "model_version": str(df["model_version"].iloc[0]),
-            "decisions": table([{"decision": str(k), "images": int(v)} for k, v in decisions.items()]),
-            "night_share": float((df["time_of_day"] == "night").mean()),
-            "snow_share": float((df["weather"] == "snow").mean()),
-            "mean_probability": float(df["prob"].mean()),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(PRODUCTION_TRAFFIC, part) / "log.parquet")),
+                "rows": len(df),
+                "labelled": n_lab,
+                "images_kept_for_training": images_kept,
+                "quarantined": len(quarantined),
+                "model_version": str(df["model_version"].iloc[0]),
+                "decisions": table([{"decision": str(k), "images": int(v)} for k, v in decisions.items()]),
+                "night_share": float((df["time_of_day"] == "night").mean()),
+                "snow_share": float((df["weather"] == "snow").mean()),
+                "mean_probability": float(df["prob"].mean()),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -222,7 +236,7 @@ def traffic_log_valid(context: dg.AssetCheckExecutionContext, store: ArtifactSto
     from roadwork_ml.monitoring.inference_log import read_log, validate_log
 
     if not context.has_partition_key:
-        return dg.AssetCheckResult(passed=False, metadata={"error": "run this check with a partition"})
+        return dg.AssetCheckResult(passed=False, metadata=humane({"error": "run this check with a partition"}))
     d = store.read(PRODUCTION_TRAFFIC, context.partition_key)
     verify_dir(d)
     df = read_log(d / "log.parquet")
@@ -233,17 +247,19 @@ def traffic_log_valid(context: dg.AssetCheckExecutionContext, store: ArtifactSto
     passed = df["image_id"].is_unique and days <= {context.partition_key} and images <= labelled
     return dg.AssetCheckResult(
         passed=bool(passed),
-        metadata={
-            "rows": len(df),
-            "unique_ids": bool(df["image_id"].is_unique),
-            "days_in_log": ", ".join(sorted(days)),
-            "kept_images": len(images),
-        },
+        metadata=humane(
+            {
+                "rows": len(df),
+                "unique_ids": bool(df["image_id"].is_unique),
+                "days_in_log": ", ".join(sorted(days)),
+                "kept_images": len(images),
+            }
+        ),
     )
 
 
 def drift_report(
-    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
+    context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:
     """PSI, KS (Bonferroni across columns), MMD on embeddings, embedding shift, the label-free
     accuracy estimate and, where labels arrived, accuracy and ECE — overall and per slice —
@@ -283,29 +299,60 @@ def drift_report(
         for c, s in report.columns.items()
     ]
     lab = report.labelled or {}
+    saved = store.read(DRIFT_REPORT, part)
+    evidently_uri, mlflow_run = _log_drift_to_mlflow(context, mlflow, resolved, part, saved, report.decision)
     return dg.MaterializeResult(
-        metadata={
-            "decision": report.decision,
-            "reasons": table(report.reasons) if report.reasons else "none",
-            "rows": report.n_rows,
-            "labelled_rows": report.n_labelled,
-            "estimated_accuracy": float(report.estimated.get("accuracy", float("nan"))),
-            "labelled_accuracy": float(lab.get("accuracy", float("nan"))) if lab else float("nan"),
-            "labelled_ece": float(lab.get("ece", float("nan"))) if lab else float("nan"),
-            "max_psi": max((float(s.get("psi", 0.0)) for s in report.columns.values()), default=0.0),
-            "min_ks_p_holm": min((float(s.get("ks_p_holm", 1.0)) for s in report.columns.values()), default=1.0),
-            "mmd_p_value": float((report.mmd or {}).get("p_value", float("nan"))),
-            "mmd_p_holm": float((report.mmd or {}).get("p_holm", float("nan"))),
-            "grouping": str((report.family or {}).get("grouping")),
-            "columns": table(cols),
-            "slices": table([{k: v for k, v in s.items() if not isinstance(v, (dict, list))} for s in report.slices])
-            if report.slices
-            else "none",
-            "evidently_html": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "evidently.html")),
-            "report": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "report.json")),
-            **profile_md(resolved),  # the sensor launches a retrain under the profile this decision was made with
-        }
+        metadata=humane(
+            {
+                "decision": report.decision,
+                "reasons": table(report.reasons) if report.reasons else "none",
+                "rows": report.n_rows,
+                "labelled_rows": report.n_labelled,
+                "accuracy_rule": accuracy_rule_note(
+                    report.n_labelled, mon.rules.min_labels_for_accuracy, report.labelled
+                ),
+                "labels_needed": max(0, mon.rules.min_labels_for_accuracy - report.n_labelled),
+                "estimated_accuracy": float(report.estimated.get("accuracy", float("nan"))),
+                "labelled_accuracy": float(lab.get("accuracy", float("nan"))) if lab else float("nan"),
+                "labelled_ece": float(lab.get("ece", float("nan"))) if lab else float("nan"),
+                "max_psi": max((float(s.get("psi", 0.0)) for s in report.columns.values()), default=0.0),
+                "min_ks_p_holm": min((float(s.get("ks_p_holm", 1.0)) for s in report.columns.values()), default=1.0),
+                "mmd_p_value": float((report.mmd or {}).get("p_value", float("nan"))),
+                "mmd_p_holm": float((report.mmd or {}).get("p_holm", float("nan"))),
+                "grouping": str((report.family or {}).get("grouping")),
+                "columns": table(cols),
+                "slices": table(
+                    slice_table(report.slices, df, mon.rules.min_labels_for_accuracy), columns=SLICE_COLUMNS_ORDER
+                )
+                if report.slices
+                else "none",
+                "evidently_html": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "evidently.html")),
+                "evidently_mlflow": dg.MetadataValue.url(evidently_uri),
+                "mlflow_run": f"{mlflow_run} (experiment {resolved.profile.tracking.experiment}, run drift-{part}, artifacts drift_report/)",
+                "report": dg.MetadataValue.path(str(store.location(DRIFT_REPORT, part) / "report.json")),
+                **profile_md(resolved),  # the sensor launches a retrain under the profile this decision was made with
+            }
+        )
     )
+
+
+def _log_drift_to_mlflow(context, mlflow: MlflowTracking, resolved, day: str, saved, decision: str) -> tuple[str, str]:
+    """Log the day's report.json and evidently HTML to MLflow (run ``drift-<day>``, artifact
+    folder ``drift_report``) so the UI can reach them; returns (the HTML's artifact URI, run id)."""
+    with mlflow.run(
+        resolved.profile.tracking.experiment,
+        run_name=f"drift-{day}",
+        tags={
+            "dagster.run_id": context.run_id,
+            "roadwork.asset": DRIFT_REPORT,
+            "roadwork.drift_day": day,
+            "roadwork.drift_decision": decision,
+            "roadwork.profile_sha256": resolved.sha256,
+        },
+    ) as tracked:
+        tracked.log_artifacts(saved, DRIFT_REPORT)
+        run = tracked.client.get_run(tracked.run_id)
+    return f"{run.info.artifact_uri}/{DRIFT_REPORT}/evidently.html", tracked.run_id
 
 
 def _current_frame(df):
@@ -337,7 +384,7 @@ def drift_statistics_valid(
     decision, _ = decide(r["columns"], r["categories"], r.get("mmd"), r.get("labelled"), rules)
     return dg.AssetCheckResult(
         passed=bool(well_formed and decision == r["decision"]),
-        metadata={"decision": r["decision"], "recomputed": decision, "well_formed": bool(well_formed)},
+        metadata=humane({"decision": r["decision"], "recomputed": decision, "well_formed": bool(well_formed)}),
     )
 
 

@@ -7,7 +7,7 @@ import json
 import dagster as dg
 import numpy as np
 
-from roadwork_assets.metadata import image_md, profile_md, table
+from roadwork_assets.metadata import humane, image_md, profile_md, table
 from roadwork_assets.predictions import VAL_CALIB_LOGITS, load_val_calib_predictions
 from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
@@ -52,18 +52,20 @@ def thresholds(
         )
         write_manifest(out, extra={"kind": "thresholds"})
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(THRESHOLDS) / "thresholds.json")),
-            "tau": fitted.tau_,
-            "coverage": fitted.coverage_,
-            "fnr_exit": fitted.fnr_exit_,
-            "feasible": fitted.feasible_,
-            "decision_cut": fitted.decision_cut_,
-            "mcc_at_cut": fitted.mcc_at_cut_,
-            "n_val_calib": len(preds),
-            "sweep": image_md(store.location(THRESHOLDS) / "sweep.png", "exit sweep"),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(THRESHOLDS) / "thresholds.json")),
+                "tau": fitted.tau_,
+                "coverage": fitted.coverage_,
+                "fnr_exit": fitted.fnr_exit_,
+                "feasible": fitted.feasible_,
+                "decision_cut": fitted.decision_cut_,
+                "mcc_at_cut": fitted.mcc_at_cut_,
+                "n_val_calib": len(preds),
+                "sweep": image_md(store.location(THRESHOLDS) / "sweep.png", "exit sweep"),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -94,14 +96,16 @@ def thresholds_meet_targets(store: ArtifactStore, settings: ProfileResource) -> 
     return dg.AssetCheckResult(
         passed=bool(targets_met and fold_consistent),
         severity=severity,
-        metadata={
-            "coverage": float(coverage[0]),
-            "min_coverage": fitted.min_coverage,
-            "fnr_exit": float(fnr[0]),
-            "target_fnr_exit": fitted.target_fnr_exit,
-            "fold_consistent": fold_consistent,
-            "active_policy": active,
-        },
+        metadata=humane(
+            {
+                "coverage": float(coverage[0]),
+                "min_coverage": fitted.min_coverage,
+                "fnr_exit": float(fnr[0]),
+                "target_fnr_exit": fitted.target_fnr_exit,
+                "fold_consistent": fold_consistent,
+                "active_policy": active,
+            }
+        ),
     )
 
 
@@ -181,20 +185,25 @@ def calibrator(
         write_manifest(out, extra={"kind": "calibrator", "method": result.method})
     d = store.location(CALIBRATOR)
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(d / "calibrator.json")),
-            "method": result.method,
-            "oof_ece_before": float(result.uncalibrated["oof_ece"]),
-            "oof_ece_after": float(chosen["oof_ece"]),
-            "oof_nll_before": float(result.uncalibrated["oof_nll"]),
-            "oof_nll_after": float(chosen["oof_nll"]),
-            "oof_brier_after": float(chosen["oof_brier"]),
-            "n_val_calib": len(preds),
-            "comparison": table([result.uncalibrated | {"method": "identity (uncalibrated)"}] + list(result.table)),
-            "reliability_before": image_md(d / "reliability_uncalibrated.png", "uncalibrated"),
-            "reliability_after": image_md(d / "reliability_calibrated.png", "calibrated"),
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(d / "calibrator.json")),
+                "method": result.method,
+                # a calibrator belongs to the next bundle; deployed_model records that bundle's
+                # registry status here (an observation) once it has judged it
+                "model_status": "candidate: part of the next bundle, not deployed until deployed_model promotes it",
+                "oof_ece_before": float(result.uncalibrated["oof_ece"]),
+                "oof_ece_after": float(chosen["oof_ece"]),
+                "oof_nll_before": float(result.uncalibrated["oof_nll"]),
+                "oof_nll_after": float(chosen["oof_nll"]),
+                "oof_brier_after": float(chosen["oof_brier"]),
+                "n_val_calib": len(preds),
+                "comparison": table([result.uncalibrated | {"method": "identity (uncalibrated)"}] + list(result.table)),
+                "reliability_before": image_md(d / "reliability_uncalibrated.png", "uncalibrated"),
+                "reliability_after": image_md(d / "reliability_calibrated.png", "calibrated"),
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -214,12 +223,14 @@ def calibrator_not_worse(store: ArtifactStore, settings: ProfileResource) -> dg.
     )
     return dg.AssetCheckResult(
         passed=bool(after <= before + 1e-12),
-        metadata={
-            "oof_ece_before": before,
-            "oof_ece_after": after,
-            "oof_nll_before": nll(arrays["labels"], arrays["uncalibrated"]),
-            "oof_nll_after": nll(arrays["labels"], arrays["probs"]),
-        },
+        metadata=humane(
+            {
+                "oof_ece_before": before,
+                "oof_ece_after": after,
+                "oof_nll_before": nll(arrays["labels"], arrays["uncalibrated"]),
+                "oof_nll_after": nll(arrays["labels"], arrays["probs"]),
+            }
+        ),
     )
 
 
@@ -261,23 +272,25 @@ def gate(context: dg.AssetExecutionContext, settings: ProfileResource, store: Ar
         write_manifest(out, extra={"kind": "gate"})
     pooled = result.pooled
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(GATE))),
-            "n_val_calib": int(result.n),
-            "wrong_predictions": int(result.n_wrong),
-            "folds_used": int(result.n_folds_used),
-            "fallback": str(result.fallback or "none"),
-            "gate_auroc_oof": dg.MetadataValue.float(float(pooled.get("gate_auroc") or float("nan"))),
-            "maxprob_auroc_oof": dg.MetadataValue.float(float(pooled.get("baseline_auroc") or float("nan"))),
-            "gate_auprc_oof": dg.MetadataValue.float(float(pooled.get("gate_auprc") or float("nan"))),
-            "maxprob_auprc_oof": dg.MetadataValue.float(float(pooled.get("baseline_auprc") or float("nan"))),
-            "accept_cut": threshold["cut"],
-            "accept_coverage_oof": threshold["coverage"],
-            "accept_risk_oof": threshold["risk"],
-            "per_fold": table(result.per_fold) if result.per_fold else "none",
-            "notes": "; ".join(result.notes) or "none",
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(GATE))),
+                "n_val_calib": int(result.n),
+                "wrong_predictions": int(result.n_wrong),
+                "folds_used": int(result.n_folds_used),
+                "fallback": str(result.fallback or "none"),
+                "gate_auroc_oof": dg.MetadataValue.float(float(pooled.get("gate_auroc") or float("nan"))),
+                "maxprob_auroc_oof": dg.MetadataValue.float(float(pooled.get("baseline_auroc") or float("nan"))),
+                "gate_auprc_oof": dg.MetadataValue.float(float(pooled.get("gate_auprc") or float("nan"))),
+                "maxprob_auprc_oof": dg.MetadataValue.float(float(pooled.get("baseline_auprc") or float("nan"))),
+                "accept_cut": threshold["cut"],
+                "accept_coverage_oof": threshold["coverage"],
+                "accept_risk_oof": threshold["risk"],
+                "per_fold": table(result.per_fold) if result.per_fold else "none",
+                "notes": "; ".join(result.notes) or "none",
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -294,15 +307,17 @@ def gate_beats_max_prob(store: ArtifactStore) -> dg.AssetCheckResult:
     y = arrays["is_wrong"]
     if y.min() == y.max():
         return dg.AssetCheckResult(
-            passed=False, metadata={"reason": "VAL_CALIB has only one class of is_wrong: no AUROC to compare"}
+            passed=False, metadata=humane({"reason": "VAL_CALIB has only one class of is_wrong: no AUROC to compare"})
         )
     gate_auc = auroc(y, 1 - arrays["confidence"])
     base_auc = auroc(y, 1 - arrays["baseline"])
     return dg.AssetCheckResult(
         passed=bool(gate_auc >= base_auc),
+        # the two AUROCs stay exact: the verdict is their comparison, which rounding could blur
         metadata={
             "gate_auroc_oof": gate_auc,
             "maxprob_auroc_oof": base_auc,
+            "difference": dg.MetadataValue.text(f"{gate_auc - base_auc:+.2e}"),
             "wrong_predictions": int(y.sum()),
             "n": len(y),
         },
@@ -341,20 +356,22 @@ def scrc_params(
         write_manifest(out, extra={"kind": "scrc_params"})
     accept = scrc.accept(probs, conf)
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(SCRC) / "conformal.json")),
-            "lambda_gate": float(scrc.lambda_gate_),
-            "lambda_conf": float(scrc.lambda_conf_),
-            "scrc_certified": bool(getattr(scrc, "certified_", True)),
-            "scrc_coverage_val_calib": float(accept.mean()),
-            "lac_threshold": float(fitted["lac"].threshold_),
-            "alpha": cfg.alpha,
-            "scrc_alpha": cfg.scrc_alpha,
-            "crc_alpha": cfg.crc_alpha,
-            "held_out": table(held.rows),
-            "active_policy": profile.policy.active_kind,
-            **profile_md(resolved),
-        }
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(SCRC) / "conformal.json")),
+                "lambda_gate": float(scrc.lambda_gate_),
+                "lambda_conf": float(scrc.lambda_conf_),
+                "scrc_certified": bool(getattr(scrc, "certified_", True)),
+                "scrc_coverage_val_calib": float(accept.mean()),
+                "lac_threshold": float(fitted["lac"].threshold_),
+                "alpha": cfg.alpha,
+                "scrc_alpha": cfg.scrc_alpha,
+                "crc_alpha": cfg.crc_alpha,
+                "held_out": table(held.rows),
+                "active_policy": profile.policy.active_kind,
+                **profile_md(resolved),
+            }
+        )
     )
 
 
@@ -369,7 +386,7 @@ def conformal_within_guarantee(store: ArtifactStore) -> dg.AssetCheckResult:
     rows = load_json(store, SCRC, "held_out.json")
     failing = [r["method"] for r in rows if not within_guarantee(r)]
     return dg.AssetCheckResult(
-        passed=not failing, metadata={"held_out": table(rows), "failing": ", ".join(failing) or "none"}
+        passed=not failing, metadata=humane({"held_out": table(rows), "failing": ", ".join(failing) or "none"})
     )
 
 

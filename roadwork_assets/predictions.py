@@ -10,7 +10,7 @@ import numpy as np
 
 from roadwork_assets.aggregation import VIEW_AGGREGATOR, load_served_model
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
-from roadwork_assets.metadata import profile_md
+from roadwork_assets.metadata import humane, profile_md
 from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_assets.training import PHASE1
 from roadwork_ml.artifacts import verify_dir, write_manifest
@@ -48,16 +48,18 @@ def val_calib_logits(
     probs = softmax(outputs.logits)[:, 1]
     acc = float(((probs > 0.5).astype(int) == rows["label"].to_numpy()).mean()) if len(rows) else float("nan")
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(store.location(VAL_CALIB_LOGITS) / "predictions.parquet")),
-            "sha256": manifest["files"]["predictions.parquet"]["sha256"],
-            "rows": len(rows),
-            "embedding_dim": int(outputs.embeddings.shape[1]),
-            "views_per_image": int(outputs.view_logits.shape[1]),
-            "positive_share": float(rows["label"].mean()) if len(rows) else 0.0,
-            "accuracy_at_0.5": acc,
-            **profile_md(resolved),
-        },
+        metadata=humane(
+            {
+                "path": dg.MetadataValue.path(str(store.location(VAL_CALIB_LOGITS) / "predictions.parquet")),
+                "sha256": manifest["files"]["predictions.parquet"]["sha256"],
+                "rows": len(rows),
+                "embedding_dim": int(outputs.embeddings.shape[1]),
+                "views_per_image": int(outputs.view_logits.shape[1]),
+                "positive_share": float(rows["label"].mean()) if len(rows) else 0.0,
+                "accuracy_at_0.5": acc,
+                **profile_md(resolved),
+            }
+        ),
     )
 
 
@@ -81,16 +83,18 @@ def predictions_valid(store: ArtifactStore) -> dg.AssetCheckResult:
     try:
         preds = load_val_calib_predictions(store, expected_ids=rows["record_id"].to_numpy())
     except ContractError as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
+        return dg.AssetCheckResult(passed=False, metadata=humane({"error": str(exc)}))
     labels_match = bool((preds.labels == rows["label"].to_numpy()).all())
     row_sums = np.abs(preds.probs.sum(1) - 1).max() if len(preds) else 0.0
     return dg.AssetCheckResult(
         passed=bool(labels_match and row_sums < 1e-5),
-        metadata={
-            "rows": len(preds),
-            "logits_shape": str(list(preds.logits.shape)),
-            "embeddings_shape": str(list(preds.embeddings.shape)),
-            "labels_match_manifest": labels_match,
-            "max_prob_row_sum_error": float(row_sums),
-        },
+        metadata=humane(
+            {
+                "rows": len(preds),
+                "logits_shape": str(list(preds.logits.shape)),
+                "embeddings_shape": str(list(preds.embeddings.shape)),
+                "labels_match_manifest": labels_match,
+                "max_prob_row_sum_error": float(row_sums),
+            }
+        ),
     )

@@ -419,6 +419,34 @@ class MlflowTracking(dg.ConfigurableResource):
             return None
         return next((str(v.version) for v in versions if v.tags.get(tag) == value), None)
 
+    def version_metric(self, model_name: str, version: str, key: str) -> float | None:
+        """The metric ``key`` the run that registered ``version`` logged (what MLflow's UI shows
+        for that version), or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client = self.client()
+            return client.get_run(client.get_model_version(model_name, str(version)).run_id).data.metrics.get(key)
+        except MlflowException:
+            return None
+
+    def identity(self, model_name: str, content_hash: str) -> dict:
+        """The model with bundle manifest sha256 ``content_hash`` as the registry knows it now:
+        ``identity`` (roadwork_ml.export.identity.ModelIdentity) and ``status`` (model_status)."""
+        from roadwork_ml.evaluation.champion import TAG_ROLLED_BACK
+        from roadwork_ml.export.identity import ModelIdentity, model_status
+
+        version = self.find_version(model_name, "roadwork.bundle_manifest_sha256", content_hash)
+        ident = ModelIdentity(content_hash, model_name if version else None, version)
+        status = model_status(
+            version,
+            champion=self.alias_version(model_name, "champion"),
+            challenger=self.alias_version(model_name, "challenger"),
+            previous_champion=self.alias_version(model_name, "previous_champion"),
+            rolled_back=bool(version) and self.version_tags(model_name, version).get(TAG_ROLLED_BACK) == "true",
+        )
+        return {"identity": ident, "status": status}
+
     def download_version(self, model_name: str, version: str, dst: str | Path) -> Path:
         """Copy a registered version's artifacts (the bundle) to ``dst``; returns the bundle dir."""
         client = self.client()

@@ -369,6 +369,12 @@ def test_days_drift_promotion_gate_and_rollback_by_the_sensor(materialized):
     assert mlflow.version_tags("roadwork-classifier", "3")["roadwork.rolled_back"] == "true"
     deployed = json.loads((art / "deployed_model" / "deployed.json").read_text())
     assert deployed["decision"] == "rolled_back" and deployed["champion"] == "2"
+    # issue 16 item 6: the demoted model's bundle page is told by an observation
+    on_bundle = [
+        o for o in rolled.asset_observations_for_node("deployed_model") if o.asset_key == dg.AssetKey("bundle")
+    ]
+    assert on_bundle and on_bundle[-1].metadata["model_status"].value.startswith("**rolled back**")
+    assert on_bundle[-1].metadata["model_version"].value == "3"
     # the rolled-back version is never promoted again, whatever the margin
     again = dg.materialize(
         everything,
@@ -378,6 +384,14 @@ def test_days_drift_promotion_gate_and_rollback_by_the_sensor(materialized):
         run_config={"resources": {"settings": {"config": {"overrides": ["deploy.promotion.margin=2.0"]}}}},
     )
     assert again.success and json.loads((art / "deployed_model" / "deployed.json").read_text())["decision"] == "refused"
+    judged = again.asset_materializations_for_node("deployed_model")[0].metadata
+    assert judged["judged_status"].value.startswith("**rolled back**")
+    assert judged["model_version"].value == "2" and judged["model_status"].value.startswith("**champion**")
+    refused_record = json.loads((art / "deployed_model" / "deployed.json").read_text())
+    assert (
+        refused_record["bundle_manifest_sha256"]
+        == mlflow.version_tags("roadwork-classifier", "2")["roadwork.bundle_manifest_sha256"]
+    )  # the record names the bundle beside it (v2), the refused v3 as judged_manifest_sha256
     assert mlflow.alias_version("roadwork-classifier", "champion") == "2"
     # the cursor moved past every report: nothing is requested twice
     assert _sensor(instance, resources, cursor2)[0] == []
@@ -454,7 +468,9 @@ def undeclared_reads(reads_by_asset: dict[str, list[dict]]) -> dict[str, set[str
 def test_every_read_is_a_declared_dependency(materialized):
     home, *_ = materialized
     reads = {k.to_user_string(): _reads(home, k.to_user_string()) for k in _topological(UNPARTITIONED_TAIL)}
-    assert all(v for k, v in reads.items() if k != "tensorrt_engine")  # every built asset read through the store (no TensorRT here: the engine reads nothing)
+    assert all(
+        v for k, v in reads.items() if k != "tensorrt_engine"
+    )  # every built asset read through the store (no TensorRT here: the engine reads nothing)
     assert undeclared_reads(reads) == {}
     # the comparison can fail: phase1_checkpoint reading the bundle would be undeclared
     assert undeclared_reads({"phase1_checkpoint": [{"key": "bundle"}]}) == {"phase1_checkpoint": {"bundle"}}

@@ -29,6 +29,9 @@ def test_corrupt_files_are_quarantined_and_the_rest_kept(tmp_path):
     assert meta["images"].value == len(good) == 9
     assert meta["quarantined"].value == len(bad) == 6
     assert meta["quarantine_reasons"].value == {r: 1 for r in bad.values()}
+    from tests.metadata_scan import bad_numbers
+
+    assert isinstance(meta["images"], dg.IntMetadataValue) and not bad_numbers(meta), bad_numbers(meta)
 
     out = store.read("source_images", "natix")
     quarantine = pq.read_table(out / "quarantine.parquet").to_pylist()

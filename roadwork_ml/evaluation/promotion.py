@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from roadwork_ml.evaluation.bootstrap import PairedComparison, paired_bootstrap
+from roadwork_ml.evaluation.display import format_pvalue
 
 
 @dataclass
@@ -23,10 +24,30 @@ class PromotionDecision:
     comparison: PairedComparison
 
 
-def promotion_decision(labels: np.ndarray, new_probs: np.ndarray, champion_probs: np.ndarray, *, metric: str, margin: float, alpha: float, n_resamples: int, seed: int) -> PromotionDecision:
+def promotion_decision(
+    labels: np.ndarray,
+    new_probs: np.ndarray,
+    champion_probs: np.ndarray,
+    *,
+    metric: str,
+    margin: float,
+    alpha: float,
+    n_resamples: int,
+    seed: int,
+) -> PromotionDecision:
     """``labels`` [N] and both bundles' StreetVision probabilities [N] on the same images."""
-    c = paired_bootstrap(labels, new_probs, champion_probs, metric=metric, n_resamples=n_resamples, seed=seed, margin=margin, alpha=alpha)
+    c = paired_bootstrap(
+        labels, new_probs, champion_probs, metric=metric, n_resamples=n_resamples, seed=seed, margin=margin, alpha=alpha
+    )
     span = f"difference {c.diff:+.4f} [{c.interval.low:+.4f}, {c.interval.high:+.4f}]"
     if c.significantly_worse:
-        return PromotionDecision(False, f"{metric} {c.new:.4f} vs champion {c.ref:.4f}: {span} is significantly below −{margin} (p = {c.p_value:.4f} < {alpha})", c)
-    return PromotionDecision(True, f"{metric} {c.new:.4f} vs champion {c.ref:.4f}: {span}, not significantly worse than −{margin} (p = {c.p_value:.4f})", c)
+        return PromotionDecision(
+            False,
+            f"{metric} {c.new:.4f} vs champion {c.ref:.4f}: {span} is significantly below −{margin} (p = {format_pvalue(c.p_value)} < {alpha})",
+            c,
+        )
+    return PromotionDecision(
+        True,
+        f"{metric} {c.new:.4f} vs champion {c.ref:.4f}: {span}, not significantly worse than −{margin} (p = {format_pvalue(c.p_value)})",
+        c,
+    )

@@ -98,3 +98,30 @@ def bundle_identity(bundle_dir: str | Path) -> ModelIdentity:
         except (OSError, ValueError):
             record = None
     return identity_from_record(content_hash, record if isinstance(record, dict) else None)
+
+
+def model_status(
+    version: str | None,
+    *,
+    champion: str | None,
+    challenger: str | None = None,
+    previous_champion: str | None = None,
+    rolled_back: bool = False,
+) -> str:
+    """Where the model with registry ``version`` stands, for people: ``champion``,
+    ``rolled back`` (demoted, never promoted again), ``challenger`` (registered, refused),
+    ``previous champion`` (the rollback target), ``superseded`` (registered, no alias), or
+    ``not registered`` (a candidate no promotion has judged yet). ``rolled back`` wins over
+    an alias that still names the version, since the alias is moved after the tag is set."""
+    if version is None:
+        return "not registered"
+    v = str(version)
+    if rolled_back:
+        return "rolled back"
+    if champion is not None and v == str(champion):
+        return "champion"
+    if challenger is not None and v == str(challenger):
+        return "challenger"
+    if previous_champion is not None and v == str(previous_champion):
+        return "previous champion"
+    return "superseded"
