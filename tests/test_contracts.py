@@ -11,11 +11,21 @@ PURPOSE_SPLIT = [
     (Purpose.FIT_POLICY, Split.VAL_CALIB),
     (Purpose.FINAL_EVALUATION, Split.VAL_TEST),
     (Purpose.MONITOR_REFERENCE, Split.VAL_CALIB),  # drift references: never VAL_TEST, never TRAIN
+    (Purpose.SELF_SUPERVISED, Split.TRAIN),  # ExPLoRA: TRAIN images with labels ignored, never a VAL split
 ]
+# served by production traffic alone: no dataset split may feed it
+NO_SPLIT_PURPOSES = [Purpose.MONITOR_ROLLING_REFERENCE]
 
 
 def test_every_purpose_is_covered_by_the_contract_test():
-    assert {p for p, _ in PURPOSE_SPLIT} == set(Purpose)
+    assert {p for p, _ in PURPOSE_SPLIT} | set(NO_SPLIT_PURPOSES) == set(Purpose)
+
+
+@pytest.mark.parametrize("purpose", NO_SPLIT_PURPOSES)
+def test_traffic_only_purposes_refuse_every_split(purpose):
+    for split in Split:
+        with pytest.raises(LeakageError, match=split.value):
+            require_split(purpose, split)
 
 
 @pytest.mark.parametrize("purpose, ok", PURPOSE_SPLIT)

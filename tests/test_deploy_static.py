@@ -163,7 +163,9 @@ def test_instance_yamls_differ_only_in_the_run_launcher():
 
 
 def test_tag_limits_match_the_code_locations_tags():
-    from roadwork_assets.definitions import defs
+    from roadwork_assets.definitions import build_definitions
+
+    defs = build_definitions("tiny")
     from roadwork_assets.run_tags import MAX_RETRIES_TAG, PARTITION_TAG, RUN_CLASS_TAG, TRAINING
 
     limits = yaml.safe_load(INSTANCES["local"].read_text())["run_coordinator"]["config"]["tag_concurrency_limits"]
@@ -250,7 +252,9 @@ def test_gpu_steps_carry_their_k8s_config_and_the_retrain_job_runs_steps_as_pods
     import kubernetes_validate
     from dagster_k8s.job import get_user_defined_k8s_config
 
-    from roadwork_assets.definitions import defs
+    from roadwork_assets.definitions import build_definitions
+
+    defs = build_definitions("tiny")
     from roadwork_assets.executors import retrain_executor
     from roadwork_assets.run_tags import GPU_ASSETS, K8S_CONFIG_TAG
 

@@ -18,6 +18,8 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 MISSING = "—"
 
 _PVALUE_KEYS = {"p", "pvalue", "p_value", "p-value", "mmd_p", "ks_p"}
@@ -115,7 +117,7 @@ def format_value(v: Any, key: str | None = None, digits: int = 4) -> str:
     """Any metadata value as text, the rule chosen by ``key`` (see :func:`value_kind`)."""
     if _is_missing(v):
         return MISSING
-    if isinstance(v, bool) or type(v).__name__ == "bool_":
+    if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     if isinstance(v, str):
         return v
@@ -189,7 +191,7 @@ def column_types(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     out = {}
     for c in cols:
         vals = [r.get(c) for r in rows if not _is_missing(r.get(c))]
-        if vals and all(isinstance(v, bool) or type(v).__name__ == "bool_" for v in vals):
+        if vals and all(isinstance(v, (bool, np.bool_)) for v in vals):
             out[c] = "bool"
         elif vals and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in vals):
             out[c] = "int" if value_kind(c) == "count" or _whole_column(vals) and value_kind(c) == "float" else "float"

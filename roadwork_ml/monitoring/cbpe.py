@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from roadwork_ml.evaluation import metrics
+from roadwork_ml.evaluation.metrics.calibration import _bin_index
 
 __all__ = [
     "METRICS",
@@ -154,7 +155,7 @@ def _ece_under_calibration(p: np.ndarray, n_bins: int, n_draws: int, seed: int) 
     conf = np.maximum(p, 1 - p)
     pred1 = p > 0.5
     onehot = np.zeros((p.size, n_bins))
-    onehot[np.arange(p.size), metrics._bin_index(conf, n_bins)] = 1.0
+    onehot[np.arange(p.size), _bin_index(conf, n_bins)] = 1.0
     y = np.random.default_rng([seed, 1]).random((n_draws, p.size)) < p
     correct = (y == pred1).astype(np.float64)  # [S, N]
     gap = (conf[None, :] - correct) @ onehot  # [S, bins] summed conf - correct per bin
