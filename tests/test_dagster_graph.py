@@ -457,7 +457,9 @@ def undeclared_reads(reads_by_asset: dict[str, list[dict]]) -> dict[str, set[str
 def test_every_read_is_a_declared_dependency(materialized):
     home, *_ = materialized
     reads = {k.to_user_string(): _reads(home, k.to_user_string()) for k in _topological(UNPARTITIONED_TAIL)}
-    assert all(v for k, v in reads.items() if k != "tensorrt_engine")  # every built asset read through the store (no TensorRT here: the engine reads nothing)
+    assert all(
+        v for k, v in reads.items() if k != "tensorrt_engine"
+    )  # every built asset read through the store (no TensorRT here: the engine reads nothing)
     assert undeclared_reads(reads) == {}
     # the comparison can fail: phase1_checkpoint reading the bundle would be undeclared
     assert undeclared_reads({"phase1_checkpoint": [{"key": "bundle"}]}) == {"phase1_checkpoint": {"bundle"}}
