@@ -219,6 +219,7 @@ def hpo_study(
 
         def train_fn(cfg, report) -> float:
             child_tags = {**tags, "mlflow.parentRunId": parent.run_id}
+            pruned: optuna.TrialPruned | None = None
             with mlflow.run(
                 profile.tracking.experiment, run_name=f"hpo-{hpo.study_name}-trial", tags=child_tags
             ) as child:
@@ -226,26 +227,30 @@ def hpo_study(
 
                 def on_epoch(s) -> None:
                     child.log_metrics({"val_select_mcc": s.val_mcc, "train_loss": s.train_loss}, step=s.epoch)
-                    try:
-                        report(s.epoch, s.val_mcc)
-                    except optuna.TrialPruned:
-                        child.client.set_tag(child.run_id, "optuna.state", "PRUNED")
-                        raise
+                    report(s.epoch, s.val_mcc)
 
-                run = train_phase1(
-                    profile.model,
-                    cfg,
-                    train,
-                    val,
-                    loader=profile.data.loader,
-                    styles=photo_styles(profile),
-                    explora_dir=explora_dir,
-                    on_epoch=on_epoch,
-                    log=context.log.info,
-                    progress=False,
-                )
-                child.log_metrics({"best_val_select_mcc": run.result.best_mcc})
-                return run.result.best_mcc
+                try:
+                    run = train_phase1(
+                        profile.model,
+                        cfg,
+                        train,
+                        val,
+                        loader=profile.data.loader,
+                        styles=photo_styles(profile),
+                        explora_dir=explora_dir,
+                        on_epoch=on_epoch,
+                        log=context.log.info,
+                        progress=False,
+                    )
+                except optuna.TrialPruned as exc:  # a pruned trial is a finished run, not a failed one
+                    child.client.set_tag(child.run_id, "optuna.state", "PRUNED")
+                    pruned = exc
+                else:
+                    child.client.set_tag(child.run_id, "optuna.state", "COMPLETE")
+                    child.log_metrics({"best_val_select_mcc": run.result.best_mcc})
+            if pruned is not None:
+                raise pruned
+            return run.result.best_mcc
 
         run_study(study, phase1_objective(train_fn, profile.train, hpo.search_space), hpo)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -262,7 +262,8 @@ def test_hpo_study_two_trials_then_phase1_takes_the_best(home):
         [client.get_experiment_by_name(resolve_profile("tiny", ()).profile.tracking.experiment).experiment_id],
         f"tags.mlflow.parentRunId = '{meta['mlflow_parent_run_id']}'",
     )
-    assert len(runs) == 2
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.tags["optuna.state"] for r in runs) == sorted(t.state.name for t in study.trials)
     # a re-run resumes the finished study: no new trial
     _run(home, [], dg.AssetSelection.assets("hpo_study"), "hpo-again", overrides)
     assert len(optuna.load_study(study_name="tiny-test", storage=meta["storage"]).trials) == 2
