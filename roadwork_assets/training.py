@@ -87,10 +87,13 @@ def phase1_checkpoint(
     if config.include_production_labels:
         extra, extra_labels, days = load_labelled_production(store, size)
         n_production = len(extra_labels)
-        base = load_split_tensors(store, train_rows, Split.TRAIN, size)
+        # TRAIN in memory (decoded once already when it fit), the production images appended
+        images = train.images if isinstance(train, TensorImageDataset) else None
+        if images is None:
+            images = load_split_tensors(store, train_rows, Split.TRAIN, size).images
         train = TensorImageDataset(
-            torch.cat([base.images, extra]),
-            torch.cat([base.labels, extra_labels]),
+            torch.cat([images, extra]),
+            torch.cat([torch.as_tensor(train.labels), extra_labels]),
             Split.TRAIN,
             sources=[*train_rows["source"], *["production"] * n_production],
         )

@@ -287,3 +287,36 @@ def test_demo_selection_leaves_the_recipe_search_out_unless_phase1_uses_it():
     graph = build_definitions("tiny").resolve_asset_graph()
     keys = {k.to_user_string() for k in dg.AssetSelection.from_string(unpartitioned_tail(tiny)).resolve(graph)}
     assert not keys & set(RECIPE_SEARCH) and {"phase1_checkpoint", "bundle"} <= keys
+
+
+def test_retrain_with_production_labels_appends_them_to_train(home, monkeypatch):
+    """The retrain path (include_production_labels): the labelled production images join the
+    streamed TRAIN split, hard-negative weights padded with 1 for them."""
+    import roadwork_assets.monitoring as monitoring
+
+    size = resolve_profile("tiny", ()).profile.model.img_size
+    extra = torch.randint(0, 256, (5, 3, size, size), dtype=torch.uint8)
+    monkeypatch.setattr(
+        monitoring, "load_labelled_production", lambda store, s: (extra, torch.tensor([0, 1, 0, 1, 1]), ["d1"])
+    )
+    _, instance = home
+    r = dg.materialize(
+        TRAINING,
+        selection=dg.AssetSelection.assets("phase1_checkpoint"),
+        resources=_resources(home[0], "retrain"),
+        instance=instance,
+        run_config={"ops": {"phase1_checkpoint": {"config": {"include_production_labels": True}}}},
+    )
+    assert r.success
+    meta = _meta(r, "phase1_checkpoint")
+    n_train = len(_train_rows(home[0]))
+    assert meta["production_images_added"] == 5
+    history = json.loads((home[0] / "artifacts" / "phase1_checkpoint" / "history.json").read_text())
+    batch = resolve_profile("tiny", ()).profile.train.batch_size
+    assert len(history["step_losses"]) == -(-(n_train + 5) // batch) * meta["epochs_run"]
+
+
+def _train_rows(root):
+    from roadwork_assets.data import load_train_rows
+
+    return load_train_rows(ArtifactStore(root=str(root / "artifacts")), resolve_profile("tiny", ()).profile)
