@@ -194,6 +194,8 @@ def test_explora_check_fails_on_a_tampered_backbone(home):
     from roadwork_ml.artifacts import write_manifest
 
     store = ArtifactStore(root=str(home[0] / "artifacts"))
+    if not store.exists("explora_checkpoint"):  # when run alone
+        _run(home, [], dg.AssetSelection.assets("explora_checkpoint"), "explora-for-tamper")
     d = store.read("explora_checkpoint")
     path = d / "backbone.safetensors"
     original = path.read_bytes()
