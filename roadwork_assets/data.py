@@ -342,3 +342,43 @@ def load_split_tensors(
     images = load_image_batch(paths, size, progress=progress)
     labels = torch.from_numpy(rows["label"].to_numpy().astype(np.int64))
     return TensorSplit(images, labels, Split(split))
+
+
+def split_image_paths(store: ArtifactStore, rows: pd.DataFrame, split: Split) -> list:
+    """Absolute paths of the images of ``rows`` in their source_images partitions (each read logged with ``split``)."""
+    dirs = {
+        m: store.read(SOURCE_IMAGES, m.rsplit("/", 1)[-1], split=Split(split).value)
+        for m in rows["manifest_dir"].unique()
+    }
+    return [dirs[m] / p for m, p in zip(rows["manifest_dir"], rows["path"], strict=True)]
+
+
+def load_split_dataset(store: ArtifactStore, rows: pd.DataFrame, split: Split, size: int, profile):
+    """The streaming dataset of ``rows`` (:func:`roadwork_ml.training.dataset.open_split_dataset`):
+    decoded in the profile's DataLoader workers, each file's sha256 checked against the manifest,
+    kept decoded in memory only when it fits ``data.loader.in_memory_max_gb``."""
+    from roadwork_ml.training.dataset import open_split_dataset
+
+    return open_split_dataset(
+        split_image_paths(store, rows, split),
+        rows["label"].to_numpy(),
+        Split(split),
+        size,
+        profile.data.decode,
+        profile.data.loader,
+        sha256=list(rows["sha256"]),
+        sources=rows["source"].to_numpy(),
+    )
+
+
+def load_train_rows(store: ArtifactStore, profile) -> pd.DataFrame:
+    """TRAIN rows phase 1 trains on: all, or ``train.max_train_images`` drawn with ``train.seed``
+    (the same rows for phase 1, its hard-negative folds and each HPO trial)."""
+    rows = load_split_rows(store, Split.TRAIN)
+    if profile.train.max_train_images:
+        rows = (
+            rows.sample(n=min(len(rows), profile.train.max_train_images), random_state=profile.train.seed)
+            .sort_values("record_id")
+            .reset_index(drop=True)
+        )
+    return rows

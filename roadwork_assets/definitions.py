@@ -14,9 +14,11 @@ from roadwork_assets import (
     data,
     deployment,
     evaluation,
+    explora,
     monitoring,
     policies,
     predictions,
+    recipe,
     training,
 )
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source, resolve_profile
@@ -36,6 +38,9 @@ training_job = dg.define_asset_job(
 ASSETS = [
     data.source_images,
     data.splits,
+    explora.explora_checkpoint,
+    recipe.hard_negatives,
+    recipe.hpo_study,
     training.phase1_checkpoint,
     aggregation.view_aggregator,
     predictions.val_calib_logits,
@@ -53,6 +58,9 @@ ASSETS = [
 CHECKS = [
     data.manifest_valid,
     data.splits_checks,
+    explora.explora_checkpoint_checks,
+    recipe.hard_negative_weights_valid,
+    recipe.best_params_match_study,
     training.reloads_identically,
     training.weights_finite,
     training.val_select_mcc_at_floor,

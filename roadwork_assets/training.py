@@ -3,19 +3,33 @@
 from typing import Literal
 
 import dagster as dg
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
+from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_dataset, load_split_rows, load_split_tensors
+from roadwork_assets.explora import EXPLORA
 from roadwork_assets.metadata import flatten, image_md, profile_md, table
+from roadwork_assets.recipe import (
+    HARD_NEGATIVES,
+    HPO_STUDY,
+    explora_init,
+    load_hard_negative_weights,
+    load_hpo_best,
+    phase1_datasets,
+    photo_styles,
+)
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_assets.run_tags import GPU_OP_TAGS
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
 from roadwork_ml.evaluation.plots import training_curves
-from roadwork_ml.models.classifier import build_classifier
 from roadwork_ml.training.checkpoint import load_checkpoint, save_checkpoint
-from roadwork_ml.training.trainer import TensorSplit, evaluate, predict_logits, train_classifier
+from roadwork_ml.training.dataset import TensorImageDataset
+from roadwork_ml.training.hard_negatives import false_positive_rate, hard_negative_slice
+from roadwork_ml.training.hpo import apply_params
+from roadwork_ml.training.phase1 import train_phase1
+from roadwork_ml.training.trainer import evaluate, predict_dataset, predict_logits
 
 PHASE1 = "phase1_checkpoint"
 PROBE_SIZE = 16
@@ -35,7 +49,7 @@ class TrainRunConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[SPLITS, SOURCE_IMAGES],
+    deps=[SPLITS, SOURCE_IMAGES, EXPLORA, HARD_NEGATIVES, HPO_STUDY],
     group_name="training",
     kinds={"pytorch", "mlflow"},
     # a retrain closes the loop production -> training; the graph has no cycles, so these reads
@@ -50,9 +64,13 @@ def phase1_checkpoint(
     store: ArtifactStore,
     mlflow: MlflowTracking,
 ) -> dg.MaterializeResult:
-    """Train the timm backbone + head (AdamW, warmup + cosine, early stopping on VAL_SELECT MCC).
-
-    Writes ``model.safetensors`` + ``config.json`` + training curves; the run is tracked in MLflow.
+    """Train the timm backbone + head with the profile's recipe (``train.finetune`` full /
+    linear probe / LoRA / DoRA, timm optimizer, warmup + cosine, EMA, early stopping on
+    VAL_SELECT MCC), streaming TRAIN and VAL_SELECT from the stored images. Starts from
+    ``explora_checkpoint`` when ``model.init_from`` says so, takes ``hpo_study``'s best
+    parameters when ``hpo.apply_best`` and ``hard_negatives``' loss weights when
+    ``hard_negatives.use_in_training``. Adapters are merged before saving, so the checkpoint is a
+    plain classifier. Writes ``model.safetensors`` + ``config.json`` + training curves; tracked in MLflow.
     """
     from roadwork_assets.deployment import load_deployed_classifier_state
     from roadwork_assets.monitoring import load_labelled_production
@@ -60,27 +78,36 @@ def phase1_checkpoint(
     resolved = settings.resolved()
     profile = resolved.profile
     size = profile.model.img_size
-    train_rows = load_split_rows(store, Split.TRAIN)
-    if profile.train.max_train_images:
-        train_rows = train_rows.sample(
-            n=min(len(train_rows), profile.train.max_train_images), random_state=profile.train.seed
-        ).sort_values("record_id")
-    train = load_split_tensors(store, train_rows, Split.TRAIN, size)
+    train_cfg = profile.train
+    hpo_best = load_hpo_best(store) if profile.hpo.apply_best else None
+    if hpo_best is not None:
+        train_cfg = apply_params(train_cfg, hpo_best["best_params"])
+        context.log.info(f"hpo_study's best parameters applied: {hpo_best['best_params']}")
+    train_rows, train, val_rows, val = phase1_datasets(store, profile)
+    weights = load_hard_negative_weights(store, train_rows) if profile.hard_negatives.use_in_training else None
     n_production = 0
     if config.include_production_labels:
         extra, extra_labels, days = load_labelled_production(store, size)
         n_production = len(extra_labels)
-        train = TensorSplit(torch.cat([train.images, extra]), torch.cat([train.labels, extra_labels]), Split.TRAIN)
+        # TRAIN in memory (decoded once already when it fit), the production images appended
+        images = train.images if isinstance(train, TensorImageDataset) else None
+        if images is None:
+            images = load_split_tensors(store, train_rows, Split.TRAIN, size).images
+        train = TensorImageDataset(
+            torch.cat([images, extra]),
+            torch.cat([torch.as_tensor(train.labels), extra_labels]),
+            Split.TRAIN,
+            sources=[*train_rows["source"], *["production"] * n_production],
+        )
+        if weights is not None:
+            weights = np.concatenate([weights, np.ones(n_production, dtype=np.float32)])
         context.log.info(f"{n_production} labelled production images from {len(days)} day(s) added to TRAIN")
-    val_rows = load_split_rows(store, Split.VAL_SELECT)
-    val = load_split_tensors(store, val_rows, Split.VAL_SELECT, size)
-    context.log.info(f"TRAIN {len(train.labels)} images, VAL_SELECT {len(val.labels)} images at {size}px")
+    context.log.info(f"TRAIN {len(train)} images, VAL_SELECT {len(val)} images at {size}px")
 
-    torch.manual_seed(profile.train.seed)
-    model = build_classifier(profile.model)
-    if config.init_from == "deployed":
-        model.load_state_dict(load_deployed_classifier_state(store), strict=True)
+    init_state = load_deployed_classifier_state(store) if config.init_from == "deployed" else None
+    if init_state is not None:
         context.log.info("fine-tuning the deployed champion's weights")
+    explora_dir = explora_init(store, profile) if init_state is None else None
     mlflow_tags = {
         "dagster.run_id": context.run_id,
         "roadwork.profile": profile.name,
@@ -89,53 +116,86 @@ def phase1_checkpoint(
     }
     with mlflow.run(profile.tracking.experiment, run_name=f"phase1-{context.run_id[:8]}", tags=mlflow_tags) as tracked:
         tracked.log_params(
-            flatten({"model": profile.model.model_dump(mode="json"), "train": profile.train.model_dump(mode="json")})
+            flatten({"model": profile.model.model_dump(mode="json"), "train": train_cfg.model_dump(mode="json")})
         )
         tracked.log_params(
             {
-                "n_train": len(train.labels),
-                "n_val_select": len(val.labels),
+                "n_train": len(train),
+                "n_val_select": len(val),
                 "profile": profile.name,
                 "n_production_labelled": n_production,
                 "init_from": config.init_from,
+                "hpo_best_applied": hpo_best is not None,
+                "hard_negative_weights": weights is not None,
             }
         )
 
         def on_epoch(s) -> None:
-            tracked.log_metrics(
-                {
-                    "train_loss": s.train_loss,
-                    "val_select_accuracy": s.val_accuracy,
-                    "val_select_mcc": s.val_mcc,
-                    "val_select_auroc": s.val_auroc,
-                    "lr": s.lr,
-                },
-                step=s.epoch,
-            )
+            metrics = {
+                "train_loss": s.train_loss,
+                "val_select_accuracy": s.val_accuracy,
+                "val_select_mcc": s.val_mcc,
+                "val_select_auroc": s.val_auroc,
+                "lr": s.lr,
+            }
+            if s.val_mcc_ema is not None:
+                metrics["val_select_mcc_ema"] = s.val_mcc_ema
+            tracked.log_metrics(metrics, step=s.epoch)
 
-        result = train_classifier(model, train, val, profile.train, on_epoch=on_epoch, log=context.log.info)
+        run = train_phase1(
+            profile.model,
+            train_cfg,
+            train,
+            val,
+            loader=profile.data.loader,
+            sample_weights=weights,
+            styles=photo_styles(profile),
+            init_state=init_state,
+            explora_dir=explora_dir,
+            measure_steps=3,
+            on_epoch=on_epoch,
+            log=context.log.info,
+        )
+        model, result = run.model.cpu(), run.result
         best = result.best
+        p_val = torch.softmax(predict_dataset(model, val, profile.inference.batch_size, profile.data.loader), 1)[:, 1]
+        in_slice = hard_negative_slice(val_rows["tags"].tolist())
+        hn_fpr = false_positive_rate(p_val.numpy(), val.labels, in_slice)
+        step = {k: run.step[k] for k in ("step_seconds", "peak_memory_bytes", "peak_memory_kind", "batch_size")}
+        ema = {
+            "ema_enabled": train_cfg.ema.enabled,
+            "best_is_ema": result.best_is_ema,
+            "best_val_select_mcc_ema": best.val_mcc_ema,
+        }
         with store.staging(PHASE1, profile=resolved) as out:
             history = [vars(h) for h in result.history]
             save_checkpoint(
-                model.cpu(),
+                model,
                 profile.model,
                 out,
                 info={
                     "profile": profile.name,
                     "best_epoch": result.best_epoch,
                     "val_select": {"accuracy": best.val_accuracy, "mcc": best.val_mcc, "auroc": best.val_auroc},
-                    "mcc_floor": profile.train.mcc_floor,
+                    "mcc_floor": train_cfg.mcc_floor,
+                    "finetune": train_cfg.finetune,
+                    "merged_adapters": train_cfg.finetune in ("lora", "dora"),
+                    "trained_params": run.params,
+                    "train_step": step,
+                    "ema": ema,
+                    "init_from": "deployed" if init_state is not None else profile.model.init_from,
+                    "hpo_best_params": hpo_best["best_params"] if hpo_best else None,
+                    "hard_negative_weighted_rows": int((weights > 1).sum()) if weights is not None else 0,
                     "dagster_run_id": context.run_id,
                     "mlflow_run_id": tracked.run_id,
                 },
             )
             atomic_write_json(out / "history.json", {"epochs": history, "step_losses": result.step_losses})
-            probe = val.images[:PROBE_SIZE]
+            probe = torch.stack([val[i][0] for i in range(min(PROBE_SIZE, len(val)))])
             save_file(
                 {
                     "images": probe.contiguous(),
-                    "logits": predict_logits(model.cpu(), probe, batch_size=PROBE_SIZE).contiguous(),
+                    "logits": predict_logits(model, probe, batch_size=PROBE_SIZE).contiguous(),
                 },
                 str(out / "probe.safetensors"),
             )
@@ -148,7 +208,15 @@ def phase1_checkpoint(
             )
             manifest = write_manifest(out, extra={"kind": "classifier-checkpoint"})
         ckpt_dir = store.location(PHASE1)
-        tracked.log_metrics({"best_val_select_mcc": best.val_mcc, "best_epoch": result.best_epoch})
+        tracked.log_metrics(
+            {
+                "best_val_select_mcc": best.val_mcc,
+                "best_epoch": result.best_epoch,
+                "trainable_params": run.params["trainable_params"],
+                "step_seconds": step["step_seconds"],
+                "peak_memory_bytes": step["peak_memory_bytes"],
+            }
+        )
         tracked.log_artifacts(ckpt_dir, "checkpoint")
 
     return dg.MaterializeResult(
@@ -156,11 +224,22 @@ def phase1_checkpoint(
             "path": dg.MetadataValue.path(str(ckpt_dir)),
             "weights_sha256": manifest["files"]["model.safetensors"]["sha256"],
             "parameters": int(sum(p.numel() for p in model.parameters())),
+            "finetune": train_cfg.finetune,
+            "trainable_params": int(run.params["trainable_params"]),
+            "trainable_share": float(run.params["trainable_share"]),
+            "step_seconds": float(step["step_seconds"]),
+            "peak_memory_bytes": int(step["peak_memory_bytes"]),
+            "peak_memory_kind": step["peak_memory_kind"],
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
             "production_images_added": n_production,
-            "init_from": config.init_from,
+            "init_from": config.init_from if init_state is not None else profile.model.init_from,
+            "hpo_best_applied": hpo_best is not None,
+            "hard_negative_weighted_rows": int((weights > 1).sum()) if weights is not None else 0,
+            "val_select_hard_negative_fpr": float(hn_fpr),
+            "val_select_hard_negatives": int((in_slice & (val.labels == 0)).sum()),
+            **{k: v for k, v in ema.items() if v is not None},
             "val_select_accuracy": float(best.val_accuracy),
             "val_select_mcc": float(best.val_mcc),
             "val_select_auroc": float(best.val_auroc),
@@ -219,8 +298,8 @@ def val_select_mcc_at_floor(store: ArtifactStore, settings: ProfileResource) -> 
     _, model, meta = load_phase1(store)
     profile = settings.load()
     rows = load_split_rows(store, Split.VAL_SELECT)
-    val = load_split_tensors(store, rows, Split.VAL_SELECT, meta["model"]["img_size"])
-    metrics = evaluate(model, val, batch_size=profile.inference.batch_size)
+    val = load_split_dataset(store, rows, Split.VAL_SELECT, meta["model"]["img_size"], profile)
+    metrics = evaluate(model, val, batch_size=profile.inference.batch_size, loader=profile.data.loader)
     floor = float(meta["info"].get("mcc_floor", profile.train.mcc_floor))
     return dg.AssetCheckResult(
         passed=bool(metrics["mcc"] >= floor),

@@ -258,11 +258,25 @@ class HpoConfig(_Strict):
     n_startup_trials: int = Field(default=5, ge=0, description="TPE random trials; median pruner waits for as many")
     n_warmup_epochs: int = Field(default=1, ge=0, description="median pruner: epochs before pruning")
     heartbeat_s: int = Field(default=30, ge=1, description="RDB heartbeat; a trial silent for 2x this is failed and retried")
+    storage_url: str | None = Field(default=None, description="Optuna RDB URL (postgresql://... for a deployed instance); None = sqlite:///$DAGSTER_HOME/hpo.db; $ROADWORK_HPO_STORAGE_URL wins (secrets stay in the environment)")
+    apply_best: bool = Field(default=False, description="phase1_checkpoint trains with the hpo_study asset's best parameters")
     search_space: list[HpoParam] = Field(default_factory=lambda: [
         HpoParam(key="lr", kind="float", low=1e-4, high=3e-3, log=True),
         HpoParam(key="weight_decay", kind="float", low=1e-3, high=0.2, log=True),
         HpoParam(key="label_smoothing", kind="float", low=0.0, high=0.2),
     ])
+
+
+class HardNegativesConfig(_Strict):
+    """Hard-negative mining (the ``hard_negatives`` asset): out-of-fold TRAIN scores, confident
+    false positives up-weighted in the next phase-1 training."""
+
+    use_in_training: bool = Field(default=False, description="phase1_checkpoint weights TRAIN rows by the hard_negatives artifact")
+    n_folds: int = Field(default=3, ge=2, description="out-of-fold folds (grouped, label-stratified)")
+    epochs: int | None = Field(default=None, ge=1, description="epochs of each fold model; None = train.epochs")
+    min_score: float = Field(default=0.5, ge=0, le=1, description="a negative scored at or above this is a false positive")
+    max_fraction: float = Field(default=0.2, gt=0, le=1, description="at most this share of the TRAIN negatives is mined")
+    weight: float = Field(default=3.0, ge=1, description="loss weight of a mined row (others 1)")
 
 
 class ExploraConfig(_Strict):
@@ -494,6 +508,7 @@ class Profile(_Strict):
     monitoring: MonitoringConfig
     hpo: HpoConfig = Field(default_factory=HpoConfig)
     serving: ServingConfig
+    hard_negatives: HardNegativesConfig = Field(default_factory=HardNegativesConfig)
 
     @model_validator(mode="after")
     def _one_freeze_switch(self) -> "Profile":

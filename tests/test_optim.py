@@ -150,3 +150,22 @@ def test_streamed_training_equals_in_memory_and_new_knobs_run(tmp_path):
     assert rc.ema_state is not None and set(rc.ema_state) == set(c.state_dict())
     with pytest.raises(ValueError, match="sample_weights"):
         train_classifier(c, train, val, t, progress=False, log=lambda s: None, sample_weights=np.ones(3))
+
+
+@pytest.mark.parametrize("mode", ["lora", "dora"])
+def test_peft_model_groups_hold_each_trainable_parameter_once(mode):
+    """A peft model names its backbone base_model.model.backbone.*: the adapters must land in the
+    backbone group (at backbone_lr_mult) and the head in the head group, each exactly once."""
+    from roadwork_ml.models.peft_adapters import apply_finetune
+
+    model, t = _vit()
+    t = t.model_copy(update={"finetune": mode, "backbone_lr_mult": 0.1})
+    peft_model = apply_finetune(model, t)
+    opt = build_optimizer(peft_model, t)
+    seen = [id(p) for g in opt.param_groups for p in g["params"]]
+    trainable = {id(p) for p in peft_model.parameters() if p.requires_grad}
+    assert len(seen) == len(set(seen)) and set(seen) == trainable
+    lora_ids = {id(p) for n, p in peft_model.named_parameters() if "lora_" in n}
+    for g in opt.param_groups:
+        ids = {id(p) for p in g["params"]}
+        assert g["lr"] == pytest.approx(t.lr * 0.1) if ids & lora_ids else g["lr"] == pytest.approx(t.lr)

@@ -46,7 +46,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
             g = dict(g)
             g["lr_scale"] = g.get("lr_scale", 1.0) * cfg.backbone_lr_mult
             groups.append(g)
-        head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+        # by identity, not by name: a peft model names them base_model.model.backbone.*
+        in_backbone = {id(p) for p in backbone.parameters()}
+        head = [p for p in model.parameters() if p.requires_grad and id(p) not in in_backbone]
     else:
         head = [p for p in model.parameters() if p.requires_grad]
     if head:
