@@ -60,7 +60,8 @@ demo: install
 
 # --dist loadfile: a test module's expensive fixture (the whole graph on a real instance) is
 # built once, on one worker.
-test: install
+# ruff first: an unformatted or lint-failing tree fails the test command (and so CI) in seconds.
+test: lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 bench: install peers

@@ -26,6 +26,7 @@ runs only with ``--inmemory-large`` and is otherwise reported as that size, not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import multiprocessing as mp
@@ -77,10 +78,8 @@ class _PeakRss:
         while not self._stop.is_set():
             total = 0
             for p in [me, *me.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += p.memory_full_info().pss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             time.sleep(0.05)
 

@@ -24,8 +24,8 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -68,7 +68,7 @@ class TorchRunner:
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         out = self(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device))
-        return {k: v.float().cpu().numpy() for k, v in zip(OUTPUT_NAMES, out)}
+        return {k: v.float().cpu().numpy() for k, v in zip(OUTPUT_NAMES, out, strict=False)}
 
 
 def load_model(bundle_onnx: Path | None, workdir: Path) -> tuple[torch.nn.Module | None, Path, int, str]:
@@ -102,14 +102,26 @@ def load_model(bundle_onnx: Path | None, workdir: Path) -> tuple[torch.nn.Module
     mv = multiview_model(model, p.model, p.inference, choice)
     path = workdir / "model.onnx"
     export_onnx(mv, path, p.inference.input_size)
-    return mv, path, p.inference.input_size, f"demo profile: {p.model.backbone} at {p.model.img_size} px, input {p.inference.input_size} px, random init"
+    return (
+        mv,
+        path,
+        p.inference.input_size,
+        f"demo profile: {p.model.backbone} at {p.model.img_size} px, input {p.inference.input_size} px, random init",
+    )
 
 
 def ort_cuda_fn(onnx_path: Path, x: torch.Tensor) -> Callable[[], object]:
     """ONNX Runtime CUDA EP over device-resident ``x`` (IO binding: no host copies)."""
     runner = OnnxRunner(onnx_path, providers=("CUDAExecutionProvider",))
     binding = runner.session.io_binding()
-    binding.bind_input(name=runner.input_name, device_type="cuda", device_id=x.device.index or 0, element_type=np.float32, shape=tuple(x.shape), buffer_ptr=x.data_ptr())
+    binding.bind_input(
+        name=runner.input_name,
+        device_type="cuda",
+        device_id=x.device.index or 0,
+        element_type=np.float32,
+        shape=tuple(x.shape),
+        buffer_ptr=x.data_ptr(),
+    )
     for name in runner.output_names:
         binding.bind_output(name, "cuda", x.device.index or 0)
     return lambda: runner.session.run_with_iobinding(binding)
@@ -127,7 +139,12 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle-onnx", type=Path, default=None, help="a bundle's model.onnx (default: build a demo-sized resnet10t model)")
+    ap.add_argument(
+        "--bundle-onnx",
+        type=Path,
+        default=None,
+        help="a bundle's model.onnx (default: build a demo-sized resnet10t model)",
+    )
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes (images per call)")
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
@@ -151,11 +168,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="roadwork-gpu-bench-") as tmp:
         work = Path(tmp)
         mv, onnx_path, size, source = load_model(args.bundle_onnx, work)
-        print(f"{reason}; onnxruntime {ort.__version__} providers {ort.get_available_providers()}; torch {torch.__version__}")
+        print(
+            f"{reason}; onnxruntime {ort.__version__} providers {ort.get_available_providers()}; torch {torch.__version__}"
+        )
         print(f"model: {source}")
         t0 = time.perf_counter()
-        engine = build_engine(onnx_path, work / "model.plan", size, min_batch=1, opt_batch=max(batches), max_batch=max_batch, fp16=True, workspace_gb=args.workspace_gb)
-        print(f"engine built in {time.perf_counter() - t0:.1f} s ({engine.size_bytes / 2**20:.1f} MiB, batches 1..{max_batch}, opt {max(batches)})")
+        engine = build_engine(
+            onnx_path,
+            work / "model.plan",
+            size,
+            min_batch=1,
+            opt_batch=max(batches),
+            max_batch=max_batch,
+            fp16=True,
+            workspace_gb=args.workspace_gb,
+        )
+        print(
+            f"engine built in {time.perf_counter() - t0:.1f} s ({engine.size_bytes / 2**20:.1f} MiB, batches 1..{max_batch}, opt {max(batches)})"
+        )
         trt_runner = TensorRTRunner(engine.path)
 
         rows: list[dict] = []
@@ -163,12 +193,22 @@ def main(argv: list[str] | None = None) -> int:
         if mv is not None:
             mv = mv.to(device).eval()
             fp32, bf16 = TorchRunner(mv, device, False), TorchRunner(mv, device, True)
-            backends += [("torch eager fp32", lambda x: (lambda: fp32(x))), ("torch eager bf16 autocast", lambda x: (lambda: bf16(x)))]
+            backends += [
+                ("torch eager fp32", lambda x: lambda: fp32(x)),
+                ("torch eager bf16 autocast", lambda x: lambda: bf16(x)),
+            ]
         if "CUDAExecutionProvider" in ort.get_available_providers():
             backends.append(("onnxruntime CUDA EP fp32", lambda x: ort_cuda_fn(onnx_path, x)))
         else:
-            rows += [{"backend": "onnxruntime CUDA EP fp32", "batch": b, "error": "CUDAExecutionProvider not in this onnxruntime build (install onnxruntime-gpu)"} for b in batches]
-        backends.append(("tensorrt fp16", lambda x: (lambda: trt_runner.run_torch(x))))
+            rows += [
+                {
+                    "backend": "onnxruntime CUDA EP fp32",
+                    "batch": b,
+                    "error": "CUDAExecutionProvider not in this onnxruntime build (install onnxruntime-gpu)",
+                }
+                for b in batches
+            ]
+        backends.append(("tensorrt fp16", lambda x: lambda: trt_runner.run_torch(x)))
 
         gen = torch.Generator(device="cpu").manual_seed(0)
         for b in batches:
@@ -183,20 +223,34 @@ def main(argv: list[str] | None = None) -> int:
                     base = row["images_per_s"]
                 row["x_torch_fp32"] = row["images_per_s"] / base if base and "error" not in row else None
                 rows.append(row)
-                print(f"  {name:28s} batch {b:3d}: " + (f"{row['images_per_s']:9.0f} images/s" if "error" not in row else f"skipped: {row['error']}"), flush=True)
+                print(
+                    f"  {name:28s} batch {b:3d}: "
+                    + (f"{row['images_per_s']:9.0f} images/s" if "error" not in row else f"skipped: {row['error']}"),
+                    flush=True,
+                )
 
         images = np.random.default_rng(1).random((args.agree_n, 3, size, size), dtype=np.float32)
         cpu_ref = OnnxRunner(onnx_path)
         bs = min(32, max_batch)
-        agreement = {"tensorrt_fp16_vs_onnx": engine_agreement(cpu_ref, trt_runner, images, tolerance=args.min_agreement, batch_size=bs, raise_on_reject=False)}
+        agreement = {
+            "tensorrt_fp16_vs_onnx": engine_agreement(
+                cpu_ref, trt_runner, images, tolerance=args.min_agreement, batch_size=bs, raise_on_reject=False
+            )
+        }
         if mv is not None:
-            agreement["torch_bf16_vs_onnx"] = engine_agreement(cpu_ref, bf16, images, tolerance=args.min_agreement, batch_size=bs, raise_on_reject=False)
-            agreement["torch_fp32_vs_onnx"] = engine_agreement(cpu_ref, fp32, images, tolerance=args.min_agreement, batch_size=bs, raise_on_reject=False)
+            agreement["torch_bf16_vs_onnx"] = engine_agreement(
+                cpu_ref, bf16, images, tolerance=args.min_agreement, batch_size=bs, raise_on_reject=False
+            )
+            agreement["torch_fp32_vs_onnx"] = engine_agreement(
+                cpu_ref, fp32, images, tolerance=args.min_agreement, batch_size=bs, raise_on_reject=False
+            )
 
     print_table(rows)
     print("\nagreement vs ONNX Runtime CPU fp32:")
     for k, a in agreement.items():
-        print(f"  {k:24s} decisions {a['decision_agreement']:.4f}  max |Δp| {a['max_prob_diff']:.2e}  {'accepted' if a['accepted'] else 'REJECTED: ' + str(a['reason'])}")
+        print(
+            f"  {k:24s} decisions {a['decision_agreement']:.4f}  max |Δp| {a['max_prob_diff']:.2e}  {'accepted' if a['accepted'] else 'REJECTED: ' + str(a['reason'])}"
+        )
     result = {
         "rows": rows,
         "agreement": agreement,

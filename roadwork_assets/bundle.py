@@ -13,8 +13,8 @@ from roadwork_assets.metadata import humane, identity_md, profile_md, table
 from roadwork_assets.policies import CALIBRATOR, GATE, SCRC, THRESHOLDS, load_decision_policy
 from roadwork_assets.predictions import VAL_CALIB_LOGITS, load_val_calib_predictions
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
-from roadwork_assets.training import PHASE1
 from roadwork_assets.run_tags import GPU_OP_TAGS
+from roadwork_assets.training import PHASE1
 from roadwork_ml.artifacts import IntegrityError, sha256_file, verify_dir
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Split
@@ -264,7 +264,13 @@ def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.Asset
     )
 
 
-@dg.asset(deps=[bundle, SPLITS, SOURCE_IMAGES], group_name="export", kinds={"tensorrt"}, output_required=False, op_tags=GPU_OP_TAGS)
+@dg.asset(
+    deps=[bundle, SPLITS, SOURCE_IMAGES],
+    group_name="export",
+    kinds={"tensorrt"},
+    output_required=False,
+    op_tags=GPU_OP_TAGS,
+)
 def tensorrt_engine(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore):
     """FP16 TensorRT engine from the bundle's ONNX, refused when its decisions disagree with
     ONNX Runtime beyond the profile's tolerance. Without TensorRT or CUDA nothing is written,

@@ -126,7 +126,8 @@ def source_images(
 def _label_shares(df: pd.DataFrame, column: str) -> list[dict]:
     g = df.groupby(column)["label"]
     return [
-        {column: str(k), "images": int(n), "positive_share": float(m)} for (k, n), m in zip(g.count().items(), g.mean())
+        {column: str(k), "images": int(n), "positive_share": float(m)}
+        for (k, n), m in zip(g.count().items(), g.mean(), strict=False)
     ]
 
 
@@ -151,7 +152,7 @@ def manifest_valid(context: dg.AssetCheckExecutionContext, store: ArtifactStore)
         directory, table_ = load_source_manifest(store, name)
         bad = [
             p
-            for p, h in zip(table_.column("path").to_pylist(), table_.column("sha256").to_pylist())
+            for p, h in zip(table_.column("path").to_pylist(), table_.column("sha256").to_pylist(), strict=False)
             if sha256_file(directory / p) != h
         ]
         rows.append({"source": name, "rows": table_.num_rows, "hash_mismatches": len(bad)})
@@ -332,9 +333,9 @@ def load_split_tensors(
         m: store.read(SOURCE_IMAGES, m.rsplit("/", 1)[-1], split=Split(split).value)
         for m in rows["manifest_dir"].unique()
     }
-    paths = [dirs[m] / p for m, p in zip(rows["manifest_dir"], rows["path"])]
+    paths = [dirs[m] / p for m, p in zip(rows["manifest_dir"], rows["path"], strict=False)]
     if verify:
-        for path, digest in zip(paths, rows["sha256"]):
+        for path, digest in zip(paths, rows["sha256"], strict=False):
             if sha256_file(path) != digest:
                 raise IntegrityError(
                     f"{path} changed since source_images wrote it (sha256 mismatch): re-materialize source_images"

@@ -22,8 +22,8 @@ from roadwork_assets import (
     training,
 )
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source, resolve_profile
-from roadwork_ml.config import load_profile_or_explain
 from roadwork_assets.run_tags import TRAINING_RUN_TAGS
+from roadwork_ml.config import load_profile_or_explain
 
 # The build after the source partitions: everything unpartitioned from the splits on. It trains,
 # so it carries the training run class that the production instance runs one at a time.

@@ -17,9 +17,9 @@ import torch
 from roadwork_assets.audit import record_action
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
 from roadwork_assets.deployment import DEPLOYED_MODEL, load_deployed
+from roadwork_assets.executors import retrain_executor
 from roadwork_assets.metadata import humane, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
-from roadwork_assets.executors import retrain_executor
 from roadwork_assets.run_tags import DRIFT_RUN_TAGS, ROLLBACK_RUN_TAGS, TRAINING_RUN_TAGS
 from roadwork_ml.artifacts import atomic_write_bytes, verify_dir, write_manifest
 from roadwork_ml.config import Profile
@@ -200,7 +200,7 @@ def production_traffic(
         write_log(out_dir / "log.parquet", df)
         if not mon.serving_log_dir:
             (out_dir / "images").mkdir()
-            for rec, keep in zip(kept, labelled):
+            for rec, keep in zip(kept, labelled, strict=False):
                 if keep:  # the labelled images are what a retrain adds to TRAIN
                     atomic_write_bytes(out_dir / "images" / f"{rec.record_id.replace(':', '_')}.jpg", rec.image_bytes)
         if quarantined:
@@ -376,7 +376,12 @@ def drift_statistics_valid(
     verify_dir(d)
     r = json.loads((d / "report.json").read_text())
     psis = [s["psi"] for s in r["columns"].values()]
-    ps = [s[k] for s in r["columns"].values() for k in ("ks_p", "ks_p_holm", "psi_p", "psi_p_holm") if k in s and s[k] is not None]
+    ps = [
+        s[k]
+        for s in r["columns"].values()
+        for k in ("ks_p", "ks_p_holm", "psi_p", "psi_p_holm")
+        if k in s and s[k] is not None
+    ]
     if r.get("mmd"):
         ps += [r["mmd"]["p_value"], r["mmd"]["p_holm"]]
     well_formed = all(np.isfinite(psis)) and min(psis) >= 0 and all(0 <= p <= 1 for p in ps)
@@ -400,7 +405,7 @@ def load_labelled_production(store: ArtifactStore, size: int):
         verify_dir(d)
         df = read_log(d / "log.parquet")
         lab = df[df["label"].fillna(-1).astype(int) >= 0]
-        for image_id, label in zip(lab["image_id"], lab["label"].astype(int)):
+        for image_id, label in zip(lab["image_id"], lab["label"].astype(int), strict=False):
             p = d / "images" / f"{image_id.replace(':', '_')}.jpg"
             if p.exists():
                 paths.append(p)

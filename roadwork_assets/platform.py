@@ -14,6 +14,7 @@ commands run as the ``postgres`` system user (or a ``roadwork-pg`` user created 
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pwd
@@ -396,10 +397,8 @@ class Platform:
             _wait(lambda: not _pid_alive(pid), timeout_s, f"{name} stop", poll_s=0.2)
         except TimeoutError:
             os.killpg(pid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
     def kill(self, name: str) -> int:
         """SIGKILL the service's main process only (fault injection); returns its pid."""

@@ -9,15 +9,15 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from roadwork_ml.artifacts import MANIFEST_NAME, atomic_write_json
 from roadwork_ml import mlflow_store
+from roadwork_ml.artifacts import MANIFEST_NAME, atomic_write_json
 from roadwork_ml.config import Profile, load_profile
 
 
@@ -398,10 +398,8 @@ class MlflowTracking(dg.ConfigurableResource):
     def delete_alias(self, model_name: str, alias: str) -> None:
         from mlflow.exceptions import MlflowException
 
-        try:
+        with suppress(MlflowException):
             self.client().delete_registered_model_alias(model_name, alias)
-        except MlflowException:
-            pass
 
     def set_version_tag(self, model_name: str, version: str, key: str, value: str) -> None:
         self.client().set_model_version_tag(model_name, str(version), key, value)

@@ -57,7 +57,9 @@ class SourceConfig(_Strict):
     max_images: int | None = Field(default=None, description="cap on images read from a real source")
     mapillary_min_pixels: int = Field(default=400, description="roadwork pixels needed for a Vistas positive")
     natix_consistency_filter: bool = True
-    roadwork_annotation_files: list[str] = Field(default_factory=lambda: ["instances_train_gps_split.json", "instances_val_gps_split.json"])
+    roadwork_annotation_files: list[str] = Field(
+        default_factory=lambda: ["instances_train_gps_split.json", "instances_val_gps_split.json"]
+    )
 
 
 class DecodeConfig(_Strict):
@@ -74,7 +76,11 @@ class LoaderConfig(_Strict):
     pin_memory: bool = Field(default=False, description="page-locked batches (only with CUDA)")
     persistent_workers: bool = Field(default=False, description="keep workers between epochs (only with workers)")
     prefetch_factor: int = Field(default=2, ge=1, description="batches each worker decodes ahead (only with workers)")
-    in_memory_max_gb: float = Field(default=1.0, ge=0, description="a split whose decoded uint8 tensor is at most this is decoded once (through the same workers) and kept; larger ones stream every epoch")
+    in_memory_max_gb: float = Field(
+        default=1.0,
+        ge=0,
+        description="a split whose decoded uint8 tensor is at most this is decoded once (through the same workers) and kept; larger ones stream every epoch",
+    )
 
 
 class DataConfig(_Strict):
@@ -130,9 +136,15 @@ class ModelConfig(_Strict):
     head_dropout: float = Field(ge=0, lt=1)
     num_classes: int = Field(ge=2)
     freeze_backbone: bool
-    attention: Literal["sdpa", "math", "flash"] = Field(description="ViT attention kernel: sdpa = torch SDPA (any device), math = explicit softmax(QK^T)V, flash = SDPA's flash kernel or flash-attn (CUDA only)")
-    init_from: Literal["weights", "explora_checkpoint"] = Field(description="weights = weights_path (or random init); explora_checkpoint = the merged backbone of the ExPLoRA phase")
-    allow_random_init: bool = Field(description="false: training without weights_path / init_from is refused (a random-init ViT-L trains an input-blind model)")
+    attention: Literal["sdpa", "math", "flash"] = Field(
+        description="ViT attention kernel: sdpa = torch SDPA (any device), math = explicit softmax(QK^T)V, flash = SDPA's flash kernel or flash-attn (CUDA only)"
+    )
+    init_from: Literal["weights", "explora_checkpoint"] = Field(
+        description="weights = weights_path (or random init); explora_checkpoint = the merged backbone of the ExPLoRA phase"
+    )
+    allow_random_init: bool = Field(
+        description="false: training without weights_path / init_from is refused (a random-init ViT-L trains an input-blind model)"
+    )
 
 
 class LoraSettings(_Strict):
@@ -146,9 +158,11 @@ class LoraSettings(_Strict):
     target_modules: list[Literal["qkv", "qv", "proj", "fc1", "fc2"]] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _qkv_or_qv(self) -> "LoraSettings":
+    def _qkv_or_qv(self) -> LoraSettings:
         if "qkv" in self.target_modules and "qv" in self.target_modules:
-            raise ValueError("lora.target_modules: 'qkv' (all of Q, K, V) and 'qv' (Q and V only) target the same fused layer; pick one")
+            raise ValueError(
+                "lora.target_modules: 'qkv' (all of Q, K, V) and 'qv' (Q and V only) target the same fused layer; pick one"
+            )
         return self
 
 
@@ -161,9 +175,18 @@ class AugmentConfig(_Strict):
     max_shift: float = Field(default=0.1, ge=0, lt=1, description="legacy: max translation, fraction of half the side")
     jitter: float = Field(default=0.2, ge=0, lt=1, description="legacy: brightness/contrast factor range 1 ± jitter")
     flip_prob: float = Field(default=0.5, ge=0, le=1, description="legacy: horizontal flip probability")
-    level_probs: list[float] = Field(default_factory=lambda: [0.25, 0.25, 0.25, 0.25], min_length=4, max_length=4, description="validator: P(level 0..3); the validator draws 1/4 each")
-    source_prob: float = Field(default=0.0, ge=0, le=1, description="validator: P(stored photo as is, its own source style, only resized)")
-    style_prob: float = Field(default=0.0, ge=0, le=1, description="validator: P(another source's photo style before the level)")
+    level_probs: list[float] = Field(
+        default_factory=lambda: [0.25, 0.25, 0.25, 0.25],
+        min_length=4,
+        max_length=4,
+        description="validator: P(level 0..3); the validator draws 1/4 each",
+    )
+    source_prob: float = Field(
+        default=0.0, ge=0, le=1, description="validator: P(stored photo as is, its own source style, only resized)"
+    )
+    style_prob: float = Field(
+        default=0.0, ge=0, le=1, description="validator: P(another source's photo style before the level)"
+    )
     validator_size: int = Field(default=224, gt=0, description="validator: the side the level is applied at, px")
     validator_jpeg: bool = Field(default=True, description="validator: end with Pillow JPEG q75 as the validator does")
 
@@ -173,9 +196,15 @@ class OptimizerConfig(_Strict):
 
     name: str = Field(default="adamw", description="any timm optimizer name: adamw, sgd, lamb, lion, adan, ...")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="for optimizers that take one (sgd, ...)")
-    filter_bias_and_bn: bool = Field(default=False, description="no weight decay on biases and norm weights (1-d params)")
-    layer_decay: float | None = Field(default=None, gt=0, le=1, description="ViT layer-wise LR decay per block (timm); None = off")
-    sam: bool = Field(default=False, description="sharpness-aware minimisation around the optimizer (two passes per step)")
+    filter_bias_and_bn: bool = Field(
+        default=False, description="no weight decay on biases and norm weights (1-d params)"
+    )
+    layer_decay: float | None = Field(
+        default=None, gt=0, le=1, description="ViT layer-wise LR decay per block (timm); None = off"
+    )
+    sam: bool = Field(
+        default=False, description="sharpness-aware minimisation around the optimizer (two passes per step)"
+    )
     sam_rho: float = Field(default=0.05, gt=0, description="SAM neighbourhood radius")
     grad_clip_norm: float | None = Field(default=1.0, gt=0, description="max global gradient norm; None = no clipping")
     min_lr_ratio: float = Field(default=0.01, ge=0, le=1, description="cosine floor, fraction of the peak LR")
@@ -187,19 +216,31 @@ class EmaConfig(_Strict):
     enabled: bool = False
     decay: float = Field(default=0.999, gt=0, lt=1)
     warmup: bool = Field(default=True, description="timm's decay warmup (short runs)")
-    select: bool = Field(default=True, description="checkpoint the EMA weights when their VAL_SELECT MCC is the better one")
+    select: bool = Field(
+        default=True, description="checkpoint the EMA weights when their VAL_SELECT MCC is the better one"
+    )
 
 
 class LossConfig(_Strict):
-    name: Literal["ce", "focal"] = Field(default="ce", description="cross-entropy (train.label_smoothing applies) or focal")
+    name: Literal["ce", "focal"] = Field(
+        default="ce", description="cross-entropy (train.label_smoothing applies) or focal"
+    )
     focal_gamma: float = Field(default=2.0, ge=0, description="focal: (1 - p_t)^gamma; 0 = cross-entropy")
-    class_weights: Literal["none", "balanced"] | list[float] = Field(default="none", description="balanced = n / (C * count_c), as scikit-learn")
+    class_weights: Literal["none", "balanced"] | list[float] = Field(
+        default="none", description="balanced = n / (C * count_c), as scikit-learn"
+    )
 
 
 class SamplerConfig(_Strict):
-    kind: Literal["shuffle", "class_source"] = Field(default="shuffle", description="class_source: WeightedRandomSampler by class x source")
-    positive_share: float = Field(default=0.5, gt=0, lt=1, description="class_source: expected share of positives drawn (the validator: 0.5)")
-    source_mode: Literal["equal", "proportional"] = Field(default="proportional", description="within a class: each source equal, or as present")
+    kind: Literal["shuffle", "class_source"] = Field(
+        default="shuffle", description="class_source: WeightedRandomSampler by class x source"
+    )
+    positive_share: float = Field(
+        default=0.5, gt=0, lt=1, description="class_source: expected share of positives drawn (the validator: 0.5)"
+    )
+    source_mode: Literal["equal", "proportional"] = Field(
+        default="proportional", description="within a class: each source equal, or as present"
+    )
 
 
 class TrainConfig(_Strict):
@@ -216,7 +257,11 @@ class TrainConfig(_Strict):
     amp: bool = Field(description="bf16 autocast when CUDA is present")
     num_threads: int = Field(ge=0, description="torch CPU threads; 0 = torch default")
     augment: bool
-    crop_scale_min: float = Field(gt=0, le=1, description="smallest random-resized-crop zoom (side fraction); small values teach the model tile-sized views")
+    crop_scale_min: float = Field(
+        gt=0,
+        le=1,
+        description="smallest random-resized-crop zoom (side fraction); small values teach the model tile-sized views",
+    )
     mcc_floor: float = Field(ge=-1, le=1, description="VAL_SELECT MCC the checkpoint must reach")
     max_train_images: int | None = None
     augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -224,7 +269,9 @@ class TrainConfig(_Strict):
     ema: EmaConfig = Field(default_factory=EmaConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
-    finetune: Literal["full", "linear_probe", "lora", "dora"] = Field(description="full = every weight; linear_probe = head only; lora / dora = peft adapters on the backbone + the head in full")
+    finetune: Literal["full", "linear_probe", "lora", "dora"] = Field(
+        description="full = every weight; linear_probe = head only; lora / dora = peft adapters on the backbone + the head in full"
+    )
     lora: LoraSettings
 
 
@@ -239,7 +286,7 @@ class HpoParam(_Strict):
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _range(self) -> "HpoParam":
+    def _range(self) -> HpoParam:
         if self.kind == "categorical" and not self.choices:
             raise ValueError(f"hpo param {self.key}: categorical needs choices")
         if self.kind != "categorical" and (self.low is None or self.high is None or self.low > self.high):
@@ -257,25 +304,40 @@ class HpoConfig(_Strict):
     pruner: Literal["median", "hyperband", "none"] = "median"
     n_startup_trials: int = Field(default=5, ge=0, description="TPE random trials; median pruner waits for as many")
     n_warmup_epochs: int = Field(default=1, ge=0, description="median pruner: epochs before pruning")
-    heartbeat_s: int = Field(default=30, ge=1, description="RDB heartbeat; a trial silent for 2x this is failed and retried")
-    storage_url: str | None = Field(default=None, description="Optuna RDB URL (postgresql://... for a deployed instance); None = sqlite:///$DAGSTER_HOME/hpo.db; $ROADWORK_HPO_STORAGE_URL wins (secrets stay in the environment)")
-    apply_best: bool = Field(default=False, description="phase1_checkpoint trains with the hpo_study asset's best parameters")
-    search_space: list[HpoParam] = Field(default_factory=lambda: [
-        HpoParam(key="lr", kind="float", low=1e-4, high=3e-3, log=True),
-        HpoParam(key="weight_decay", kind="float", low=1e-3, high=0.2, log=True),
-        HpoParam(key="label_smoothing", kind="float", low=0.0, high=0.2),
-    ])
+    heartbeat_s: int = Field(
+        default=30, ge=1, description="RDB heartbeat; a trial silent for 2x this is failed and retried"
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="Optuna RDB URL (postgresql://... for a deployed instance); None = sqlite:///$DAGSTER_HOME/hpo.db; $ROADWORK_HPO_STORAGE_URL wins (secrets stay in the environment)",
+    )
+    apply_best: bool = Field(
+        default=False, description="phase1_checkpoint trains with the hpo_study asset's best parameters"
+    )
+    search_space: list[HpoParam] = Field(
+        default_factory=lambda: [
+            HpoParam(key="lr", kind="float", low=1e-4, high=3e-3, log=True),
+            HpoParam(key="weight_decay", kind="float", low=1e-3, high=0.2, log=True),
+            HpoParam(key="label_smoothing", kind="float", low=0.0, high=0.2),
+        ]
+    )
 
 
 class HardNegativesConfig(_Strict):
     """Hard-negative mining (the ``hard_negatives`` asset): out-of-fold TRAIN scores, confident
     false positives up-weighted in the next phase-1 training."""
 
-    use_in_training: bool = Field(default=False, description="phase1_checkpoint weights TRAIN rows by the hard_negatives artifact")
+    use_in_training: bool = Field(
+        default=False, description="phase1_checkpoint weights TRAIN rows by the hard_negatives artifact"
+    )
     n_folds: int = Field(default=3, ge=2, description="out-of-fold folds (grouped, label-stratified)")
     epochs: int | None = Field(default=None, ge=1, description="epochs of each fold model; None = train.epochs")
-    min_score: float = Field(default=0.5, ge=0, le=1, description="a negative scored at or above this is a false positive")
-    max_fraction: float = Field(default=0.2, gt=0, le=1, description="at most this share of the TRAIN negatives is mined")
+    min_score: float = Field(
+        default=0.5, ge=0, le=1, description="a negative scored at or above this is a false positive"
+    )
+    max_fraction: float = Field(
+        default=0.2, gt=0, le=1, description="at most this share of the TRAIN negatives is mined"
+    )
     weight: float = Field(default=3.0, ge=1, description="loss weight of a mined row (others 1)")
 
 
@@ -307,7 +369,9 @@ class ExploraConfig(_Strict):
     ibot_weight: float = Field(ge=0, description="weight of iBOT's masked-patch loss; 0 = off")
     ibot_mask_ratio: float = Field(ge=0, lt=1)
     min_teacher_entropy: float = Field(ge=0, le=1, description="floor of H(mean teacher distribution) / log(out_dim)")
-    min_embedding_std: float = Field(ge=0, description="floor of the per-dim std of L2-normalised teacher embeddings times sqrt(D)")
+    min_embedding_std: float = Field(
+        ge=0, description="floor of the per-dim std of L2-normalised teacher embeddings times sqrt(D)"
+    )
     include_production_traffic: bool = Field(description="also use logged production images (unlabeled) when present")
     max_images: int | None = Field(default=None, ge=1)
 
@@ -319,11 +383,20 @@ class InferenceConfig(_Strict):
     grid: int = Field(ge=1)
     overlap: float = Field(ge=0, lt=1, description="tile overlap, fraction of a tile side")
     flip_tta: bool
-    view_chunk: int = Field(ge=0, description="views per backbone pass (0 = all views in one pass); bench/bench_inference.py measures the fastest")
-    aggregator: Literal["mean", "topk", "global", "attention", "auto"] = Field(description="auto = best VAL_SELECT MCC among the candidates the view setting allows")
-    top_k_candidates: list[int] = Field(min_length=1, description="K values tried for topk; the best on VAL_SELECT is kept")
+    view_chunk: int = Field(
+        ge=0,
+        description="views per backbone pass (0 = all views in one pass); bench/bench_inference.py measures the fastest",
+    )
+    aggregator: Literal["mean", "topk", "global", "attention", "auto"] = Field(
+        description="auto = best VAL_SELECT MCC among the candidates the view setting allows"
+    )
+    top_k_candidates: list[int] = Field(
+        min_length=1, description="K values tried for topk; the best on VAL_SELECT is kept"
+    )
     attention: AttentionConfig
-    aggregator_train_images: int = Field(ge=1, description="TRAIN images whose cached view outputs train the attention aggregator")
+    aggregator_train_images: int = Field(
+        ge=1, description="TRAIN images whose cached view outputs train the attention aggregator"
+    )
 
 
 class AttentionConfig(_Strict):
@@ -399,7 +472,9 @@ class PolicyConfig(_Strict):
         return next(k for k, v in self.active.items() if v)
 
 
-from roadwork_ml.monitoring.settings import MonitoringConfig
+# imported here, not at the top: the monitoring settings module imports the data package, whose
+# readers import this module's earlier sections
+from roadwork_ml.monitoring.settings import MonitoringConfig  # noqa: E402
 
 
 class TrackingConfig(_Strict):
@@ -412,7 +487,9 @@ class TensorRTConfig(_Strict):
     opt_batch: int = Field(ge=1)
     max_batch: int = Field(ge=1)
     workspace_gb: float = Field(gt=0)
-    min_decision_agreement: float = Field(gt=0, le=1, description="share of images whose decision must match ONNX, else the engine is refused")
+    min_decision_agreement: float = Field(
+        gt=0, le=1, description="share of images whose decision must match ONNX, else the engine is refused"
+    )
     max_prob_diff: float = Field(gt=0, description="largest |P(roadwork)| difference to ONNX tolerated")
 
 
@@ -454,7 +531,9 @@ class StreetVisionConfig(_Strict):
     size: int = Field(gt=0, description="validator image side, px")
     levels: list[int] = Field(min_length=1)
     seed: int
-    generated_dir: str | None = Field(default=None, description="folder <class>/*.jpg of generated (diffusion) images, scored as a separate slice")
+    generated_dir: str | None = Field(
+        default=None, description="folder <class>/*.jpg of generated (diffusion) images, scored as a separate slice"
+    )
     generated_max_images: int | None = Field(default=None, ge=1, description="cap on images read from generated_dir")
 
 
@@ -480,15 +559,24 @@ class ServingConfig(_Strict):
     ``export.triton`` (max_batch_size, preferred_batch_sizes, max_queue_delay_us), so this
     server and a Triton serving the generated model repository batch alike."""
 
-    intra_op_threads: int = Field(ge=0, description="ONNX Runtime intra-op threads per model instance (torch threads for the torch backend); 0 = library default")
-    instances: int = Field(ge=1, description="model instances executing batches concurrently (Triton's instance_group count)")
+    intra_op_threads: int = Field(
+        ge=0,
+        description="ONNX Runtime intra-op threads per model instance (torch threads for the torch backend); 0 = library default",
+    )
+    instances: int = Field(
+        ge=1, description="model instances executing batches concurrently (Triton's instance_group count)"
+    )
     decode_threads: int = Field(ge=1, description="threads decoding images off the event loop")
     request_timeout_s: float = Field(gt=0, description="a request not answered within this many seconds gets 504")
     max_request_bytes: int = Field(gt=0, description="larger request bodies get 413")
     log_flush_rows: int = Field(ge=1, description="the inference log is written when this many rows are buffered ...")
     log_flush_seconds: float = Field(gt=0, description="... or when the oldest buffered row is this old")
-    log_compact_seconds: float = Field(gt=0, description="the current day's parts are merged into its log.parquet this often (past days at rotation)")
-    champion_poll_seconds: float = Field(gt=0, description="how often the registry alias (or a watched bundle) is checked for a new champion")
+    log_compact_seconds: float = Field(
+        gt=0, description="the current day's parts are merged into its log.parquet this often (past days at rotation)"
+    )
+    champion_poll_seconds: float = Field(
+        gt=0, description="how often the registry alias (or a watched bundle) is checked for a new champion"
+    )
 
 
 class Profile(_Strict):
@@ -511,9 +599,11 @@ class Profile(_Strict):
     hard_negatives: HardNegativesConfig = Field(default_factory=HardNegativesConfig)
 
     @model_validator(mode="after")
-    def _one_freeze_switch(self) -> "Profile":
+    def _one_freeze_switch(self) -> Profile:
         if self.model.freeze_backbone and self.train.finetune != "linear_probe":
-            raise ValueError(f"model.freeze_backbone is true but train.finetune is {self.train.finetune!r}: set train.finetune: linear_probe")
+            raise ValueError(
+                f"model.freeze_backbone is true but train.finetune is {self.train.finetune!r}: set train.finetune: linear_probe"
+            )
         return self
 
 
@@ -525,7 +615,10 @@ class ProfileError(ValueError):
     def __init__(self, profile: str, problems: list[str]):
         self.profile = profile
         self.problems = problems
-        super().__init__(f"profile {profile} is invalid ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__(
+            f"profile {profile} is invalid ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
 
 
 def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
@@ -578,7 +671,9 @@ def _explain(err: dict) -> str:
     if kind in ("value_error", "assertion_error"):
         return f"{key}: {msg.removeprefix('Value error, ').removeprefix('Assertion failed, ')}"
     parent = _node_at(loc[:-1]) if loc else None
-    field = parent.model_fields.get(str(loc[-1])) if isinstance(parent, type) and issubclass(parent, BaseModel) else None
+    field = (
+        parent.model_fields.get(str(loc[-1])) if isinstance(parent, type) and issubclass(parent, BaseModel) else None
+    )
     about = f" ({field.description})" if field is not None and field.description else ""
     return f"{key}: {msg}, got {given!r}{about}"
 
@@ -609,7 +704,9 @@ def _resolve(name_or_path: str) -> Path:
     if candidate.exists():
         return candidate
     known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"profile {name_or_path!r} not found: give a YAML path or one of {known}{_did_you_mean(name_or_path, known)}")
+    raise FileNotFoundError(
+        f"profile {name_or_path!r} not found: give a YAML path or one of {known}{_did_you_mean(name_or_path, known)}"
+    )
 
 
 def load_profile_dict(name_or_path: str | None = None) -> dict:
@@ -621,7 +718,9 @@ def load_profile_dict(name_or_path: str | None = None) -> dict:
     except yaml.YAMLError as exc:
         raise ProfileError(f"{name_or_path!r} ({path})", [f"not valid YAML: {' '.join(str(exc).split())}"]) from None
     if not isinstance(raw, dict):
-        raise ProfileError(f"{name_or_path!r} ({path})", [f"the file must hold a mapping of sections, got {type(raw).__name__}"])
+        raise ProfileError(
+            f"{name_or_path!r} ({path})", [f"the file must hold a mapping of sections, got {type(raw).__name__}"]
+        )
     parent = raw.pop("extends", None)
     if parent:
         if parent == name_or_path or Path(parent).stem == path.stem:
@@ -668,7 +767,11 @@ def load_profile_or_explain(name_or_path: str | None = None) -> Profile:
     try:
         return load_profile(name_or_path)
     except (ProfileError, FileNotFoundError) as exc:
-        print(f"roadwork: configuration error: {exc}\n  (check it with: roadwork check-profile NAME|PATH)", file=sys.stderr, flush=True)
+        print(
+            f"roadwork: configuration error: {exc}\n  (check it with: roadwork check-profile NAME|PATH)",
+            file=sys.stderr,
+            flush=True,
+        )
         raise
 
 
@@ -679,6 +782,8 @@ def describe_profile(name_or_path: str, profile: Profile) -> str:
         path = _resolve(current)
         chain.append(str(path))
         current = (yaml.safe_load(path.read_text()) or {}).get("extends")
-    return (f"profile {profile.name!r} is valid: {' extends '.join(chain)}\n"
-            f"  model {profile.model.backbone} at {profile.model.img_size} px, {profile.train.epochs} epoch(s); active policy {profile.policy.active_kind}; "
-            f"sources {', '.join(sorted(profile.data.sources))}; registered model {profile.deploy.registered_model!r}")
+    return (
+        f"profile {profile.name!r} is valid: {' extends '.join(chain)}\n"
+        f"  model {profile.model.backbone} at {profile.model.img_size} px, {profile.train.epochs} epoch(s); active policy {profile.policy.active_kind}; "
+        f"sources {', '.join(sorted(profile.data.sources))}; registered model {profile.deploy.registered_model!r}"
+    )

@@ -70,12 +70,16 @@ def require_split(purpose: Purpose | str, split: Split | str | Iterable[Split | 
     for s in splits:
         if (s.value if isinstance(s, Split) else s) == PRODUCTION_TRAFFIC:
             if purpose not in TRAFFIC_PURPOSES:
-                raise LeakageError(f"{purpose.value} may not use unlabeled production traffic (only {sorted(p.value for p in TRAFFIC_PURPOSES)} may)")
+                raise LeakageError(
+                    f"{purpose.value} may not use unlabeled production traffic (only {sorted(p.value for p in TRAFFIC_PURPOSES)} may)"
+                )
             continue
         s = Split(s)
         if s not in allowed:
             names = ", ".join(sorted(a.value for a in allowed))
-            raise LeakageError(f"{purpose.value} may only use [{names}], got {s.value}: this would leak {s.value} into {purpose.value}")
+            raise LeakageError(
+                f"{purpose.value} may only use [{names}], got {s.value}: this would leak {s.value} into {purpose.value}"
+            )
 
 
 def assert_disjoint(assignments: dict[str, Iterable[str]], what: str = "record") -> None:
@@ -89,6 +93,7 @@ def assert_disjoint(assignments: dict[str, Iterable[str]], what: str = "record")
 
 
 # --- artifact validators -----------------------------------------------------------------
+
 
 def validate_logits(logits: np.ndarray, labels: np.ndarray | None = None, num_classes: int = 2) -> None:
     """Logits are ``[N, num_classes]`` finite floats; labels ``[N]`` ints in ``[0, num_classes)``."""

@@ -138,7 +138,12 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 def broken_stream_png(width: int = 32, height: int = 32) -> bytes:
     """A valid PNG header (CRCs fine) whose IDAT is not a zlib stream: fails at full decode."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"garbage-not-zlib" * 8) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"garbage-not-zlib" * 8)
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,7 +184,10 @@ def make_corrupt_image_folder(tmp_path: Path) -> FolderFixture:
         "roadwork/truncated.jpg": (truncated_jpeg(), "truncated"),
         "no_roadwork/good_b.jpeg": (jpeg_bytes(72, 56, seed=12), None),
         "no_roadwork/one_bit.png": (one_bit_png(), None),
-        "no_roadwork/grey_alpha.webp": (encode(Image.open(io.BytesIO(grey_la_png())).convert("RGBA"), "WEBP", lossless=True), None),
+        "no_roadwork/grey_alpha.webp": (
+            encode(Image.open(io.BytesIO(grey_la_png())).convert("RGBA"), "WEBP", lossless=True),
+            None,
+        ),
         "no_roadwork/empty.jpg": (b"", "empty"),
         "no_roadwork/text.jpg": (b"this is not an image, just text with a .jpg name\n" * 4, "not_an_image"),
         "no_roadwork/tiny.png": (tiny_png(), "too_small"),
@@ -192,7 +200,9 @@ def make_corrupt_image_folder(tmp_path: Path) -> FolderFixture:
     return FolderFixture(root=root, expected={rel: why for rel, (_, why) in files.items()}, skipped_non_image=1)
 
 
-def make_image_folder(tmp_path: Path, n_pos: int = 4, n_neg: int = 4, class_names: tuple[str, str] = ("roadwork", "no_roadwork")) -> FolderFixture:
+def make_image_folder(
+    tmp_path: Path, n_pos: int = 4, n_neg: int = 4, class_names: tuple[str, str] = ("roadwork", "no_roadwork")
+) -> FolderFixture:
     root = Path(tmp_path) / "image_folder"
     expected: dict[str, str | None] = {}
     for i in range(n_pos):
@@ -226,10 +236,31 @@ def make_manifest(tmp_path: Path, fmt: str = "csv") -> ManifestFixture:
     _write(outside, png_bytes(seed=302))
     _write(base / "images" / "c.jpg", jpeg_bytes(seed=303))
     rows = [
-        {"path": "images/a.jpg", "label": "1", "hour": "14", "weather": "rain", "camera_id": "cam1", "sequence_id": "s1"},
-        {"path": str(outside), "label": "no_roadwork", "hour": "", "weather": "Foggy", "camera_id": "", "sequence_id": ""},
+        {
+            "path": "images/a.jpg",
+            "label": "1",
+            "hour": "14",
+            "weather": "rain",
+            "camera_id": "cam1",
+            "sequence_id": "s1",
+        },
+        {
+            "path": str(outside),
+            "label": "no_roadwork",
+            "hour": "",
+            "weather": "Foggy",
+            "camera_id": "",
+            "sequence_id": "",
+        },
         {"path": "images/c.jpg", "label": "0", "hour": "99", "weather": "", "camera_id": "cam2", "sequence_id": "s1"},
-        {"path": "images/missing.jpg", "label": "1", "hour": "3", "weather": "snow", "camera_id": "cam1", "sequence_id": "s2"},
+        {
+            "path": "images/missing.jpg",
+            "label": "1",
+            "hour": "3",
+            "weather": "snow",
+            "camera_id": "cam1",
+            "sequence_id": "s2",
+        },
         {"path": "images/a.jpg", "label": "maybe", "hour": "", "weather": "", "camera_id": "", "sequence_id": ""},
     ]
     if fmt == "csv":
@@ -243,17 +274,34 @@ def make_manifest(tmp_path: Path, fmt: str = "csv") -> ManifestFixture:
             [{**r, "hour": int(r["hour"]) if r["hour"] else None, "label": r["label"]} for r in rows]
         )
         pq.write_table(table, path)
-    return ManifestFixture(path=path, n_rows=len(rows), n_records=3, quarantine_reasons={"missing_file": 1, "bad_label": 1})
+    return ManifestFixture(
+        path=path, n_rows=len(rows), n_records=3, quarantine_reasons={"missing_file": 1, "bad_label": 1}
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # NATIX parquet
 
 NATIX_COLUMNS = (
-    "image", "id", "width", "height", "license", "flickr_url", "coco_url", "date_captured", "gps", "city_name",
-    "scene_description", "video_info.frame_id", "video_info.seq_id", "video_info.vid_id",
-    "scene_level_tags.daytime", "scene_level_tags.scene_environment", "scene_level_tags.travel_alteration",
-    "scene_level_tags.weather", "label",
+    "image",
+    "id",
+    "width",
+    "height",
+    "license",
+    "flickr_url",
+    "coco_url",
+    "date_captured",
+    "gps",
+    "city_name",
+    "scene_description",
+    "video_info.frame_id",
+    "video_info.seq_id",
+    "video_info.vid_id",
+    "scene_level_tags.daytime",
+    "scene_level_tags.scene_environment",
+    "scene_level_tags.travel_alteration",
+    "scene_level_tags.weather",
+    "label",
 )
 
 
@@ -270,15 +318,40 @@ class NatixFixture:
 def natix_rows() -> tuple[list[dict], list[dict]]:
     """(train rows, test rows) as the HF dataset holds them (tags are stringified lists)."""
 
-    def row(i, label, desc, *, seq=None, vid=None, frame=None, gps=None, city="pittsburgh", daytime="['Day']", weather="['Sunny']", image=None):
+    def row(
+        i,
+        label,
+        desc,
+        *,
+        seq=None,
+        vid=None,
+        frame=None,
+        gps=None,
+        city="pittsburgh",
+        daytime="['Day']",
+        weather="['Sunny']",
+        image=None,
+    ):
         return {
             "image": image if image is not None else jpeg_bytes(64, 48, seed=400 + i),
-            "id": i, "width": 64, "height": 48, "license": 1, "flickr_url": "", "coco_url": "",
-            "date_captured": "2023-05-0%d" % (1 + i % 9), "gps": gps, "city_name": city,
-            "scene_description": desc, "video_info.frame_id": frame, "video_info.seq_id": seq,
-            "video_info.vid_id": vid, "scene_level_tags.daytime": daytime,
-            "scene_level_tags.scene_environment": "['Urban']", "scene_level_tags.travel_alteration": "['Lane shift']" if label else "[]",
-            "scene_level_tags.weather": weather, "label": label,
+            "id": i,
+            "width": 64,
+            "height": 48,
+            "license": 1,
+            "flickr_url": "",
+            "coco_url": "",
+            "date_captured": "2023-05-0%d" % (1 + i % 9),
+            "gps": gps,
+            "city_name": city,
+            "scene_description": desc,
+            "video_info.frame_id": frame,
+            "video_info.seq_id": seq,
+            "video_info.vid_id": vid,
+            "scene_level_tags.daytime": daytime,
+            "scene_level_tags.scene_environment": "['Urban']",
+            "scene_level_tags.travel_alteration": "['Lane shift']" if label else "[]",
+            "scene_level_tags.weather": weather,
+            "label": label,
         }
 
     train = [
@@ -287,7 +360,9 @@ def natix_rows() -> tuple[list[dict], list[dict]]:
         row(3, 0, "", gps="40.4406, -79.9959", weather="['Snowy', 'Cloudy']", daytime="['Dusk']"),
         row(4, 0, "Road work ahead sign", seq=9),  # inconsistent: description with label 0
         row(5, 1, "", seq=9),  # inconsistent: label 1 without description
-        row(6, 0, None, gps="[40.4410, -79.9950]", weather="[]", daytime="['Day'"),  # malformed daytime list, empty weather list
+        row(
+            6, 0, None, gps="[40.4410, -79.9950]", weather="[]", daytime="['Day'"
+        ),  # malformed daytime list, empty weather list
     ]
     test = [
         row(7, 1, "Temporary signs", seq=11, image=b"corrupt bytes, not a jpeg"),
@@ -306,8 +381,16 @@ def _natix_table(rows: list[dict], image_as: str) -> pa.Table:
     else:
         raise ValueError(image_as)
     cols = {"image": pa.array(images, type=image_type)}
-    types = {"id": pa.int64(), "width": pa.int64(), "height": pa.int64(), "license": pa.int64(), "label": pa.int64(),
-             "video_info.frame_id": pa.int64(), "video_info.seq_id": pa.int64(), "video_info.vid_id": pa.int64()}
+    types = {
+        "id": pa.int64(),
+        "width": pa.int64(),
+        "height": pa.int64(),
+        "license": pa.int64(),
+        "label": pa.int64(),
+        "video_info.frame_id": pa.int64(),
+        "video_info.seq_id": pa.int64(),
+        "video_info.vid_id": pa.int64(),
+    }
     for name in NATIX_COLUMNS[1:]:
         cols[name] = pa.array([r[name] for r in rows], type=types.get(name, pa.string()))
     return pa.table(cols)
@@ -333,7 +416,11 @@ def make_natix(tmp_path: Path, image_as: str = "struct", layout: str = "data") -
     else:
         raise ValueError(layout)
     data_dir.mkdir(parents=True, exist_ok=True)
-    shards = {"train-00000-of-00002.parquet": train[:3], "train-00001-of-00002.parquet": train[3:], "test-00000-of-00001.parquet": test}
+    shards = {
+        "train-00000-of-00002.parquet": train[:3],
+        "train-00001-of-00002.parquet": train[3:],
+        "test-00000-of-00001.parquet": test,
+    }
     for name, rows in shards.items():
         table = _natix_table(rows, image_as)
         if layout == "hf_cache":
@@ -371,16 +458,33 @@ def make_roadwork(tmp_path: Path) -> RoadworkFixture:
     (scene / "sem_seg" / "gtFine" / "train").mkdir(parents=True)
 
     def entry(img_id: int, name: str) -> dict:
-        return {"id": img_id, "file_name": name, "width": 80, "height": 60, "gps": [40.44 + img_id * 1e-4, -79.99],
-                "scene_description": f"work zone {img_id}", "city_name": name.split("_")[0]}
+        return {
+            "id": img_id,
+            "file_name": name,
+            "width": 80,
+            "height": 60,
+            "gps": [40.44 + img_id * 1e-4, -79.99],
+            "scene_description": f"work zone {img_id}",
+            "city_name": name.split("_")[0],
+        }
 
     def coco(entries: list[dict]) -> dict:
         return {
             "info": {"description": "ROADWork fixture"},
             "categories": [{"id": 1, "name": "Cone"}, {"id": 2, "name": "Barrier"}],
             "images": entries,
-            "annotations": [{"id": k, "image_id": e["id"], "category_id": 1, "bbox": [1, 2, 3, 4], "area": 12,
-                             "iscrowd": 0, "attributes": {"occluded": False}} for k, e in enumerate(entries)],
+            "annotations": [
+                {
+                    "id": k,
+                    "image_id": e["id"],
+                    "category_id": 1,
+                    "bbox": [1, 2, 3, 4],
+                    "area": 12,
+                    "iscrowd": 0,
+                    "attributes": {"occluded": False},
+                }
+                for k, e in enumerate(entries)
+            ],
         }
 
     train = [entry(1, names[0]), entry(2, names[1]), entry(3, names[2])]
@@ -398,10 +502,21 @@ def make_roadwork(tmp_path: Path) -> RoadworkFixture:
 # Mapillary Vistas v2.0
 
 VISTAS_LABEL_NAMES = [
-    "animal--bird", "construction--barrier--curb", "construction--flat--road", "object--traffic-sign--temporary-back",
-    "construction--structure--building", "nature--sky", "object--traffic-sign--front", "construction--barrier--fence",
-    "human--person", "object--traffic-cone", "construction--flat--sidewalk", "construction--barrier--temporary",
-    "object--vehicle--car", "object--traffic-sign--temporary-front", "void--unlabeled",
+    "animal--bird",
+    "construction--barrier--curb",
+    "construction--flat--road",
+    "object--traffic-sign--temporary-back",
+    "construction--structure--building",
+    "nature--sky",
+    "object--traffic-sign--front",
+    "construction--barrier--fence",
+    "human--person",
+    "object--traffic-cone",
+    "construction--flat--sidewalk",
+    "construction--barrier--temporary",
+    "object--vehicle--car",
+    "object--traffic-sign--temporary-front",
+    "void--unlabeled",
 ]
 
 
@@ -432,8 +547,16 @@ def make_vistas(tmp_path: Path, min_pixels: int = 400) -> VistasFixture:
     16-bit grey and RGB-colour form, above and below ``min_pixels``."""
     root = Path(tmp_path) / "vistas"
     root.mkdir(parents=True)
-    labels = [{"name": n, "readable": n.split("--")[-1], "color": list(_vistas_colour(i)), "instances": True, "evaluate": True}
-              for i, n in enumerate(VISTAS_LABEL_NAMES)]
+    labels = [
+        {
+            "name": n,
+            "readable": n.split("--")[-1],
+            "color": list(_vistas_colour(i)),
+            "instances": True,
+            "evaluate": True,
+        }
+        for i, n in enumerate(VISTAS_LABEL_NAMES)
+    ]
     (root / "config_v2.0.json").write_text(json.dumps({"labels": labels, "version": "2.0"}))
     ids = {n: i for i, n in enumerate(VISTAS_LABEL_NAMES)}
     palette = [c for i in range(256) for c in (_vistas_colour(i) if i < len(labels) else (0, 0, 0))]
@@ -455,14 +578,37 @@ def make_vistas(tmp_path: Path, min_pixels: int = 400) -> VistasFixture:
 
     above, below = min_pixels + 100, min_pixels - 100
     write("training", "tr_cones", _label_map(ids, {"object--traffic-cone": above}))
-    write("training", "tr_few_cones", _label_map(ids, {"object--traffic-cone": below, "construction--barrier--curb": 1500}))
+    write(
+        "training",
+        "tr_few_cones",
+        _label_map(ids, {"object--traffic-cone": below, "construction--barrier--curb": 1500}),
+    )
     write("training", "tr_no_label", None)
-    write("validation", "va_mixed16", _label_map(ids, {"construction--barrier--temporary": min_pixels // 2 + 50,
-                                                       "object--traffic-sign--temporary-front": min_pixels // 2}), "uint16")
-    write("validation", "va_permanent", _label_map(ids, {"construction--barrier--fence": 2000, "object--traffic-sign--front": 900}))
+    write(
+        "validation",
+        "va_mixed16",
+        _label_map(
+            ids,
+            {
+                "construction--barrier--temporary": min_pixels // 2 + 50,
+                "object--traffic-sign--temporary-front": min_pixels // 2,
+            },
+        ),
+        "uint16",
+    )
+    write(
+        "validation",
+        "va_permanent",
+        _label_map(ids, {"construction--barrier--fence": 2000, "object--traffic-sign--front": 900}),
+    )
     write("validation", "va_rgb_back", _label_map(ids, {"object--traffic-sign--temporary-back": above}), "rgb")
     for stem in ("te_1", "te_2"):
         write("testing", stem, None)
-    expected = {"training/tr_cones": 1, "training/tr_few_cones": 0, "validation/va_mixed16": 1,
-                "validation/va_permanent": 0, "validation/va_rgb_back": 1}
+    expected = {
+        "training/tr_cones": 1,
+        "training/tr_few_cones": 0,
+        "validation/va_mixed16": 1,
+        "validation/va_permanent": 0,
+        "validation/va_rgb_back": 1,
+    }
     return VistasFixture(root=root, ids=ids, expected_labels=expected, skipped_unlabeled=3)

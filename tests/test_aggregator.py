@@ -22,7 +22,9 @@ def _views(n: int, seed: int):
 
 def test_attention_learns_to_trust_the_informative_view():
     emb, probs, y = _views(600, 0)
-    fit = fit_attention(emb, probs, y, Split.TRAIN, epochs=30, lr=3e-3, weight_decay=0.0, batch_size=64, dropout=0.0, seed=0)
+    fit = fit_attention(
+        emb, probs, y, Split.TRAIN, epochs=30, lr=3e-3, weight_decay=0.0, batch_size=64, dropout=0.0, seed=0
+    )
     assert fit.losses[-1] < fit.losses[0] * 0.5
     emb_t, probs_t, y_t = _views(400, 1)
     import torch
@@ -58,7 +60,13 @@ def test_compare_and_choose_pick_the_best_candidate_by_val_select_mcc():
     w[:, 3] = 1.0  # an oracle attention on the informative view
     cands = compare_aggregators(probs, y, Split.VAL_SELECT, spec, [2, 3, 5, 7], {True: w})
     names = {c.name for c in cands}
-    assert {"single-view mean", "multi-view mean", "multi-view global", "multi-view topk K=3", "multi-view attention"} <= names
+    assert {
+        "single-view mean",
+        "multi-view mean",
+        "multi-view global",
+        "multi-view topk K=3",
+        "multi-view attention",
+    } <= names
     best = choose(cands, True, "auto")
     assert best.aggregator == "attention" and best.mcc == pytest.approx(mcc(y, probs[:, 3, 1] > 0.5))
     topk = choose(cands, True, "topk")

@@ -14,7 +14,13 @@ def test_no_dagster_import_statically():
     offenders = []
     for path in LIB.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path.relative_to(LIB)}: {n}" for n in names if n.split(".")[0].startswith("dagster")]
     assert offenders == []
 
@@ -47,5 +53,10 @@ def test_pyflakes_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is a test dependency: pip install -e '.[test]'"
     root = LIB.parent
-    proc = subprocess.run([ruff, "check", "--select", "F,E9", "--no-cache", "roadwork_ml", "roadwork_assets", "tests", "bench"], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(
+        [ruff, "check", "--select", "F,E9", "--no-cache", "roadwork_ml", "roadwork_assets", "tests", "bench"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from roadwork_ml.artifacts import IntegrityError, atomic_path, atomic_write_bytes, sha256_bytes, verify_dir, write_manifest
+from roadwork_ml.artifacts import (
+    IntegrityError,
+    atomic_path,
+    atomic_write_bytes,
+    sha256_bytes,
+    verify_dir,
+    write_manifest,
+)
 
 
 def test_manifest_round_trip_and_tamper_detection(tmp_path):
@@ -21,10 +28,9 @@ def test_manifest_round_trip_and_tamper_detection(tmp_path):
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
-    with pytest.raises(RuntimeError):
-        with atomic_path(tmp_path / "out.json") as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "out.json") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
     with atomic_path(tmp_path / "out.json") as tmp:
         tmp.write_text(json.dumps({"ok": 1}))

@@ -67,8 +67,9 @@ def test_point_estimates_equal_sklearn():
 @pytest.mark.parametrize("method", ["percentile", "BCa"])
 def test_mean_interval_matches_scipy(method):
     x = np.random.default_rng(1).exponential(1.0, 200)  # skewed: BCa differs from percentile
-    ours = bootstrap_statistic(x.shape[0], _Mean(x), n_resamples=4000, seed=3, n_jobs=1,
-                               methods=(method.lower(),))["mean"][method.lower()]
+    ours = bootstrap_statistic(x.shape[0], _Mean(x), n_resamples=4000, seed=3, n_jobs=1, methods=(method.lower(),))[
+        "mean"
+    ][method.lower()]
     ref = stats.bootstrap((x,), np.mean, n_resamples=20000, method=method, random_state=0).confidence_interval
     print(f"{method}: ours [{ours.low:.4f}, {ours.high:.4f}] scipy [{ref.low:.4f}, {ref.high:.4f}]")
     assert _rel_close(ours.low, ref.low, 0.01) and _rel_close(ours.high, ref.high, 0.01)
@@ -94,8 +95,9 @@ def test_accuracy_interval_matches_scipy_paired():
         return np.mean(a == b, axis=axis)
 
     for method in ("percentile", "BCa"):
-        ref = stats.bootstrap((y, pred), acc, paired=True, vectorized=True, n_resamples=20000, method=method,
-                              random_state=0).confidence_interval
+        ref = stats.bootstrap(
+            (y, pred), acc, paired=True, vectorized=True, n_resamples=20000, method=method, random_state=0
+        ).confidence_interval
         got = ours[method.lower()]
         print(f"accuracy {method}: ours [{got.low:.4f}, {got.high:.4f}] scipy [{ref.low:.4f}, {ref.high:.4f}]")
         assert _rel_close(got.low, ref.low, 0.01) and _rel_close(got.high, ref.high, 0.01)

@@ -40,9 +40,15 @@ def _policy(kind: str, rng: np.random.Generator) -> DecisionPolicy:
     if kind == "thresholds":
         params = th.to_dict()
     else:
-        gate = FailureGate(epochs=2, batch_size=64).fit(feats, (probs.argmax(1) != y).astype(int), split=Split.VAL_CALIB)
+        gate = FailureGate(epochs=2, batch_size=64).fit(
+            feats, (probs.argmax(1) != y).astype(int), split=Split.VAL_CALIB
+        )
         conf = gate.confidence(feats)
-        params = {"kind": "gate", "cut": float(np.quantile(conf, 0.2))} if kind == "gate" else SCRC(0.3, 0.2, n_grid=10).fit(probs, y, conf, split=Split.VAL_CALIB).to_dict()
+        params = (
+            {"kind": "gate", "cut": float(np.quantile(conf, 0.2))}
+            if kind == "gate"
+            else SCRC(0.3, 0.2, n_grid=10).fit(probs, y, conf, split=Split.VAL_CALIB).to_dict()
+        )
     return DecisionPolicy(cal, kind, params, th.decision_cut_, lac, gate)
 
 
@@ -56,8 +62,18 @@ def tiny_bundle(tmp_path_factory):
     mv = multiview_model(model, prof.model, prof.inference, choice, attention)
     policy = _policy("scrc", np.random.default_rng(0))
     d = tmp_path_factory.mktemp("bundle") / "b"
-    manifest = write_bundle(d, mv, prof.model, prof.inference, choice, policy, profile=prof.model_dump(mode="json"), splits_fingerprint="f" * 64, metrics={"val_select_mcc": 0.5},
-                            onnx_export=lambda m, p, s: export_onnx(m, p, s).to_dict())
+    manifest = write_bundle(
+        d,
+        mv,
+        prof.model,
+        prof.inference,
+        choice,
+        policy,
+        profile=prof.model_dump(mode="json"),
+        splits_fingerprint="f" * 64,
+        metrics={"val_select_mcc": 0.5},
+        onnx_export=lambda m, p, s: export_onnx(m, p, s).to_dict(),
+    )
     return d, mv, manifest, prof
 
 
@@ -65,8 +81,27 @@ def test_manifest_lists_every_file_with_hashes_and_provenance(tiny_bundle):
     d, _, manifest, _ = tiny_bundle
     files = {p.name for p in d.iterdir()} - {"manifest.json"}
     assert set(manifest["files"]) == files
-    assert {"model.safetensors", "model.onnx", "config.json", "calibrator.json", "policy.json", "streetvision.json", "prediction_sets.json", "gate.json", "gate.safetensors"} <= files
-    for key in ("schema_version", "roadwork_version", "git_commit", "profile", "created", "splits_fingerprint", "active_policy", "metrics"):
+    assert {
+        "model.safetensors",
+        "model.onnx",
+        "config.json",
+        "calibrator.json",
+        "policy.json",
+        "streetvision.json",
+        "prediction_sets.json",
+        "gate.json",
+        "gate.safetensors",
+    } <= files
+    for key in (
+        "schema_version",
+        "roadwork_version",
+        "git_commit",
+        "profile",
+        "created",
+        "splits_fingerprint",
+        "active_policy",
+        "metrics",
+    ):
         assert key in manifest
     assert manifest["active_policy"] == "scrc" and manifest["n_views"] == 10
     assert verify_bundle(d)["files"] == manifest["files"]
@@ -144,15 +179,60 @@ def test_cli_predict_reports_bad_files_and_writes_one_line_per_good_image(tiny_b
     d = tiny_bundle[0]
     folder = _folder(tmp_path)
     out, errors = tmp_path / "pred.jsonl", tmp_path / "errors.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "roadwork_ml.serving.cli", "predict", "--bundle", str(d), str(folder), str(tmp_path / "missing.jpg"), "--out", str(out), "--errors", str(errors), "--no-progress", "--batch-size", "4"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "roadwork_ml.serving.cli",
+            "predict",
+            "--bundle",
+            str(d),
+            str(folder),
+            str(tmp_path / "missing.jpg"),
+            "--out",
+            str(out),
+            "--errors",
+            str(errors),
+            "--no-progress",
+            "--batch-size",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == 6 and all(0 <= r["streetvision_probability"] <= 1 for r in lines)
-    assert {r["image"].rsplit("/", 1)[-1] for r in lines} == {"ok0.jpg", "ok1.jpg", "ok2.jpg", "ok3.jpg", "ok4.jpg", "ok5.png"}
+    assert {r["image"].rsplit("/", 1)[-1] for r in lines} == {
+        "ok0.jpg",
+        "ok1.jpg",
+        "ok2.jpg",
+        "ok3.jpg",
+        "ok4.jpg",
+        "ok5.png",
+    }
     bad = {json.loads(x)["image"].rsplit("/", 1)[-1]: json.loads(x)["reason"] for x in errors.read_text().splitlines()}
     assert set(bad) == {"broken.jpg", "empty.png", "missing.jpg"}
     assert "3 could not be read" in proc.stderr and "BAD" in proc.stderr
-    strict = subprocess.run([sys.executable, "-m", "roadwork_ml.serving.cli", "predict", "--bundle", str(d), str(folder), "--format", "csv", "--strict", "--no-progress"], capture_output=True, text=True, timeout=300)
+    strict = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "roadwork_ml.serving.cli",
+            "predict",
+            "--bundle",
+            str(d),
+            str(folder),
+            "--format",
+            "csv",
+            "--strict",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert strict.returncode == 1 and len(strict.stdout.strip().splitlines()) == 7  # header + 6 rows
 
 
@@ -160,7 +240,12 @@ def test_cli_refuses_a_tampered_bundle_with_a_clear_error(tiny_bundle, tmp_path)
     d = tmp_path / "b"
     shutil.copytree(tiny_bundle[0], d)
     (d / "policy.json").write_text((d / "policy.json").read_text() + "\n")
-    proc = subprocess.run([sys.executable, "-m", "roadwork_ml.serving.cli", "predict", "--bundle", str(d), str(d)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "roadwork_ml.serving.cli", "predict", "--bundle", str(d), str(d)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "sha256" in proc.stderr
 
 
@@ -171,11 +256,16 @@ def test_export_hf_writes_the_streetvision_model_card_and_stays_loadable(tiny_bu
     out = tmp_path / "hf"
     assert main(["export-hf", "--bundle", str(tiny_bundle[0]), str(out), "--submitted-by", "tester"]) == 0
     card = json.loads((out / "model_card.json").read_text())
-    assert set(card) == {"model_name", "description", "version", "submitted_by", "submission_time"} and card["submitted_by"] == "tester"
+    assert (
+        set(card) == {"model_name", "description", "version", "submitted_by", "submission_time"}
+        and card["submitted_by"] == "tester"
+    )
     assert isinstance(card["submission_time"], int) and (out / "README.md").read_text().startswith("---")
     p = BundlePredictor(out, backend="onnx")
     assert p.predict_tensor(torch.zeros(1, 3, p.input_size, p.input_size, dtype=torch.uint8)).logits.shape == (1, 2)
-    assert main(["export-hf", "--bundle", str(tiny_bundle[0]), str(out)]) == 2  # not empty: one-line error (test_cli.py)
+    assert (
+        main(["export-hf", "--bundle", str(tiny_bundle[0]), str(out)]) == 2
+    )  # not empty: one-line error (test_cli.py)
 
 
 def test_cli_writes_the_inference_log_and_a_rerun_does_not_double_count(tiny_bundle, tmp_path):
@@ -191,15 +281,35 @@ def test_cli_writes_the_inference_log_and_a_rerun_does_not_double_count(tiny_bun
     emb = rng.normal(0, 1, (60, mv.model.embed_dim))
     proj = PCAProjection.fit(emb, 4, seed=0)
     meta = pd.DataFrame({"time_of_day": ["day"] * 60, "weather": ["clear"] * 60, "source": ["natix"] * 60})
-    ReferenceProfile.build(rng.uniform(0, 1, 60), rng.uniform(0, 1, (60, 7)), proj.transform(emb), meta, projection=proj).save(tmp_path / "ref")
+    ReferenceProfile.build(
+        rng.uniform(0, 1, 60), rng.uniform(0, 1, (60, 7)), proj.transform(emb), meta, projection=proj
+    ).save(tmp_path / "ref")
     folder = _folder(tmp_path)
-    args = ["predict", "--bundle", str(d), str(folder), "--out", str(tmp_path / "p.jsonl"), "--no-progress", "--log-dir", str(tmp_path / "logs"), "--reference", str(tmp_path / "ref")]
+    args = [
+        "predict",
+        "--bundle",
+        str(d),
+        str(folder),
+        "--out",
+        str(tmp_path / "p.jsonl"),
+        "--no-progress",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--reference",
+        str(tmp_path / "ref"),
+    ]
     assert main(args) == 0
     assert main(args) == 0  # the same images again: replaced, not appended
     from datetime import date, timedelta
 
     df, stats = read_log_range(tmp_path / "logs", date.today() - timedelta(days=1), date.today() + timedelta(days=1))
     assert len(df) == 6 and df["image_id"].is_unique and stats.to_dict()["duplicates_dropped"] == 0
-    assert df["embedding"].map(len).eq(4).all() and df["prob"].between(0, 1).all() and set(df["decision"]) <= {"roadwork", "no_roadwork", "defer"}
+    assert (
+        df["embedding"].map(len).eq(4).all()
+        and df["prob"].between(0, 1).all()
+        and set(df["decision"]) <= {"roadwork", "no_roadwork", "defer"}
+    )
     assert (df["label"].isna() | (df["label"] < 0)).all()  # labels arrive later
-    assert main(["predict", "--bundle", str(d), str(folder), "--log-dir", str(tmp_path / "x"), "--no-progress"]) == 2  # needs --reference
+    assert (
+        main(["predict", "--bundle", str(d), str(folder), "--log-dir", str(tmp_path / "x"), "--no-progress"]) == 2
+    )  # needs --reference

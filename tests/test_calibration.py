@@ -39,6 +39,7 @@ LN2 = math.log(2.0)
 
 # --- independent helpers -----------------------------------------------------------------
 
+
 def softmax_np(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -101,6 +102,7 @@ def regimes() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 # --- every calibrator fixes mis-calibration on held-out data --------------------------------
 
+
 @pytest.mark.parametrize("regime", list(REGIMES))
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_calibrator_reduces_ece_and_nll_on_held_out_half(kind, regime, regimes):
@@ -153,6 +155,7 @@ def test_temperature_clamps_to_bounds():
 
 # --- serialization ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", sorted(CALIBRATORS))
 def test_to_dict_from_dict_round_trip_is_exact(kind, regimes):
     z, y = regimes["over_confident"]
@@ -182,6 +185,7 @@ def test_from_dict_rejects_wrong_or_unknown_kinds():
 
 # --- beta: a, b >= 0 -----------------------------------------------------------------------
 
+
 def _beta_data(a: float, b: float, c: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Logits whose labels follow sigmoid(a ln p − b ln(1−p) + c) for p = softmax class-1 prob."""
     rng = np.random.default_rng(seed)
@@ -208,9 +212,17 @@ def test_beta_coefficients_are_nonnegative_and_optimal(true_abc):
         assert unconstrained.min() < 0, "this case should push an unconstrained fit negative"
     # independent constrained solver on the same objective: L-BFGS-B with bounds
     ref = min(
-        (minimize(_beta_objective, x0, args=(X, y, beta.l2), method="L-BFGS-B",
-                  bounds=[(0, None), (0, None), (None, None)], options={"ftol": 1e-14, "gtol": 1e-10})
-         for x0 in (np.array([1.0, 1.0, 0.0]), np.array([0.0, 0.0, 0.0]))),
+        (
+            minimize(
+                _beta_objective,
+                x0,
+                args=(X, y, beta.l2),
+                method="L-BFGS-B",
+                bounds=[(0, None), (0, None), (None, None)],
+                options={"ftol": 1e-14, "gtol": 1e-10},
+            )
+            for x0 in (np.array([1.0, 1.0, 0.0]), np.array([0.0, 0.0, 0.0]))
+        ),
         key=lambda r: r.fun,
     )
     ours = _beta_objective(np.array([beta.a_, beta.b_, beta.c_]), X, y, beta.l2)
@@ -227,6 +239,7 @@ def test_beta_with_anti_informative_scores_falls_back_to_the_base_rate():
 
 # --- isotonic --------------------------------------------------------------------------------
 
+
 def test_isotonic_is_monotone_and_matches_sklearn(regimes):
     z, y = regimes["under_confident"]
     iso = IsotonicCalibration().fit(z, y, split="val_calib")
@@ -241,6 +254,7 @@ def test_isotonic_is_monotone_and_matches_sklearn(regimes):
 
 
 # --- slice temperature ------------------------------------------------------------------------
+
 
 def test_slice_temperature_falls_back_to_the_global_temperature():
     za, ya = miscalibrated(3000, 3.0, 0.0, seed=21)
@@ -266,6 +280,7 @@ def test_slice_temperature_falls_back_to_the_global_temperature():
 
 # --- selection --------------------------------------------------------------------------------
 
+
 def test_select_prefers_temperature_over_identity_and_refits_on_all_rows():
     z, y = miscalibrated(4000, 3.0, 0.0, seed=31)
     res = select_calibrator(z, y, ["identity", "temperature"], split=Split.VAL_CALIB)
@@ -275,7 +290,9 @@ def test_select_prefers_temperature_over_identity_and_refits_on_all_rows():
     assert rows["temperature"]["oof_nll"] < rows["identity"]["oof_nll"] - 0.1
     assert rows["temperature"]["oof_ece"] < 0.3 * rows["identity"]["oof_ece"]
     assert res.uncalibrated == rows["identity"]
-    assert res.calibrator.temperature_ == TemperatureScaling().fit(z, y, split="val_calib").temperature_  # refit on everything
+    assert (
+        res.calibrator.temperature_ == TemperatureScaling().fit(z, y, split="val_calib").temperature_
+    )  # refit on everything
     json.dumps(res.to_dict())
 
 
@@ -332,7 +349,7 @@ class _Memorizer(Calibrator, register=False):
     kind = "memorize"
 
     def _fit(self, z, y):
-        self.table_ = {tuple(r): int(t) for r, t in zip(z, y)}
+        self.table_ = {tuple(r): int(t) for r, t in zip(z, y, strict=False)}
 
     def _predict(self, z):
         p1 = np.array([{1: 1 - 1e-9, 0: 1e-9}.get(self.table_.get(tuple(r)), 0.5) for r in z])
@@ -363,6 +380,7 @@ def test_isotonic_cannot_profit_from_fitting_pure_noise():
 
 
 # --- multi-class, errors ----------------------------------------------------------------------
+
 
 def test_multiclass_calibrators_and_binary_only_refusals():
     rng = np.random.default_rng(71)
@@ -395,10 +413,13 @@ def test_errors_say_what_is_wrong():
         select_calibrator(z, y, ["temprature"], split="val_calib")
     with pytest.raises(ValueError, match="needs slices"):
         select_calibrator(z, y, ["slice_temperature"], split="val_calib")
-    np.testing.assert_allclose(Identity().fit(z, None, split="val_calib").predict_proba(z), softmax_np(z), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        Identity().fit(z, None, split="val_calib").predict_proba(z), softmax_np(z), rtol=0, atol=1e-15
+    )
 
 
 # --- reliability diagram ---------------------------------------------------------------------
+
 
 def test_reliability_diagram_writes_a_png_with_the_measured_numbers(tmp_path):
     z, y = miscalibrated(3000, 3.0, 0.3, seed=81)
@@ -429,5 +450,7 @@ def test_ece_guard_never_ships_a_calibrator_worse_than_none(seed):
     assert chosen["oof_ece"] <= guarded.uncalibrated["oof_ece"]
     if guarded.method == "identity":
         assert np.allclose(guarded.calibrator.predict_proba(logits)[:, 1], 1 / (1 + np.exp(-z)))
-    free = select_calibrator(logits, y, ["isotonic", "beta", "dirichlet"], seed=seed, split="val_calib", ece_guard=False)
+    free = select_calibrator(
+        logits, y, ["isotonic", "beta", "dirichlet"], seed=seed, split="val_calib", ece_guard=False
+    )
     assert free.method in ("isotonic", "beta", "dirichlet")

@@ -35,6 +35,7 @@ UPPER = 1 - ALPHA + 1 / (N_CAL + 1)
 
 # --- synthetic data ----------------------------------------------------------------------
 
+
 def binary_probs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A calibrated binary 'roadwork' model: labels drawn from its own probabilities."""
     z = rng.normal(0.0, 1.5, n) + rng.choice([-2.5, 2.5], n)
@@ -59,6 +60,7 @@ def covered(sets: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 # --- the finite-sample quantile ----------------------------------------------------------
+
 
 def test_conformal_rank_and_quantile_are_the_exact_order_statistic():
     assert conformal_rank(500, 0.1) == 451
@@ -144,6 +146,7 @@ def test_estimators_cover_within_finite_sample_bounds(data):
 
 # --- the scores are the papers' formulas -------------------------------------------------
 
+
 def _slow_raps_score(pi: np.ndarray, y: int, u: float, k_reg: int, lam: float) -> float:
     """Romano et al. 2020 / Angelopoulos et al. 2021, written out element by element."""
     rho = 0.0
@@ -164,7 +167,12 @@ def test_aps_raps_scores_match_the_papers_formulas(c):
     for k_reg, lam in [(0, 0.0), (1, 0.1), (2, 0.05)]:
         for randomized in (True, False):
             fast = raps_class_scores(p, u if randomized else None, k_reg=k_reg, lambda_reg=lam)
-            slow = np.array([[_slow_raps_score(p[i], j, u[i] if randomized else 1.0, k_reg, lam) for j in range(c)] for i in range(300)])
+            slow = np.array(
+                [
+                    [_slow_raps_score(p[i], j, u[i] if randomized else 1.0, k_reg, lam) for j in range(c)]
+                    for i in range(300)
+                ]
+            )
             assert np.max(np.abs(fast - slow)) < 1e-12
     # the estimator's calibration threshold is the k-th smallest slow score, its sets {y: E <= tau}
     est = RAPS(ALPHA, k_reg=1, lambda_reg=0.1).fit(p, y, split="val_calib", u=u)
@@ -174,13 +182,16 @@ def test_aps_raps_scores_match_the_papers_formulas(c):
     p_new = rng.dirichlet(np.full(c, 0.8), 200)
     u_new = rng.random(200)
     sets = est.predict_sets(p_new, u=u_new)
-    slow_sets = np.array([[_slow_raps_score(p_new[i], j, u_new[i], 1, 0.1) <= tau for j in range(c)] for i in range(200)])
+    slow_sets = np.array(
+        [[_slow_raps_score(p_new[i], j, u_new[i], 1, 0.1) <= tau for j in range(c)] for i in range(200)]
+    )
     np.testing.assert_array_equal(sets, slow_sets)
     aps = APS(ALPHA).fit(p, y, split="val_calib", u=u)
     np.testing.assert_allclose(aps.class_scores(p, u), raps_class_scores(p, u), atol=0, rtol=0)
 
 
 # --- MAPIE as an oracle ------------------------------------------------------------------
+
 
 def _passthrough_classifier(n_classes: int):
     from sklearn.base import BaseEstimator, ClassifierMixin
@@ -223,17 +234,22 @@ def test_lac_and_aps_sets_match_mapie():
         if c == 2:
             continue
         seed = 17
-        m = mapie_cls.SplitConformalClassifier(clf, confidence_level=1 - ALPHA, conformity_score="aps", prefit=True, random_state=seed)
+        m = mapie_cls.SplitConformalClassifier(
+            clf, confidence_level=1 - ALPHA, conformity_score="aps", prefit=True, random_state=seed
+        )
         m.conformalize(p_cal, y_cal)
         _, m_sets = m.predict_set(p_test, conformity_score_params={"include_last_label": "randomized"})
         u_cal = np.random.RandomState(seed).uniform(size=N_CAL)
         u_test = np.random.RandomState(seed).uniform(size=(len(p_test), 1)).ravel()
         aps = APS(ALPHA, randomized=True).fit(p_cal, y_cal, split="val_calib", u=1 - u_cal)
-        np.testing.assert_allclose(aps.class_scores(p_cal, 1 - u_cal)[np.arange(N_CAL), y_cal], np.ravel(m.conformity_scores), atol=1e-12)
+        np.testing.assert_allclose(
+            aps.class_scores(p_cal, 1 - u_cal)[np.arange(N_CAL), y_cal], np.ravel(m.conformity_scores), atol=1e-12
+        )
         np.testing.assert_array_equal(m_sets[:, :, 0], aps.predict_sets(p_test, u=1 - u_test))
 
 
 # --- conformal risk control of false negatives -------------------------------------------
+
 
 def test_crc_lambda_is_the_smallest_feasible_value():
     # 10 rows, alpha=0.3: #misses <= 0.3*11 - 1 = 2.3 -> at most 2 misses
@@ -244,7 +260,9 @@ def test_crc_lambda_is_the_smallest_feasible_value():
     assert crc.lambda_ == pytest.approx(0.6)
     sets = crc.predict_sets(np.stack([1 - p1, p1], 1))
     assert ((y == 1) & ~sets[:, 1]).sum() == 2
-    assert ConformalRiskControl(0.05).fit(np.stack([1 - p1, p1], 1), y, split="val_calib").lambda_ == 1.0  # alpha < 1/(n+1)
+    assert (
+        ConformalRiskControl(0.05).fit(np.stack([1 - p1, p1], 1), y, split="val_calib").lambda_ == 1.0
+    )  # alpha < 1/(n+1)
 
 
 def test_crc_controls_false_negatives_over_splits():
@@ -259,13 +277,16 @@ def test_crc_controls_false_negatives_over_splits():
             miss = (y_test == 1) & ~crc.predict_sets(p_test)[:, 1]
             out.append(miss.mean() if not conditional else miss[y_test == 1].mean())
     (mj, sj), (mc, sc) = mc_mean_se(joint), mc_mean_se(cond)
-    print(f"\nCRC over {n_splits} splits: P(y=1, miss) = {mj:.4f}+-{sj:.4f}, P(miss | y=1) = {mc:.4f}+-{sc:.4f} (alpha {ALPHA})")
+    print(
+        f"\nCRC over {n_splits} splits: P(y=1, miss) = {mj:.4f}+-{sj:.4f}, P(miss | y=1) = {mc:.4f}+-{sc:.4f} (alpha {ALPHA})"
+    )
     exact = math.floor(ALPHA * (N_CAL + 1)) / (N_CAL + 1)  # CRC is tight for tie-free losses
     assert mj <= ALPHA + 3 * sj and abs(mj - exact) <= 3 * sj
     assert mc <= ALPHA + 3 * sc and mc >= ALPHA - 1 / 200 - 3 * sc  # ~250 positives per split
 
 
 # --- SCRC ------------------------------------------------------------------------------
+
 
 def scrc_population(n: int, rng: np.random.Generator, gate_noise: float = 0.03):
     """Truth q = P(Y=1|x); an over-confident, noisy model; a gate that sees the true error probability with noise."""
@@ -321,8 +342,10 @@ def test_scrc_selective_risk_guarantee_holds_over_draws(scrc_pool):
     viol = float(np.mean(np.array(risks) > alpha))
     viol_naive = float(np.mean(np.array(naive) > alpha))
     bound = delta + 3 * math.sqrt(delta * (1 - delta) / draws)
-    print(f"\nSCRC over {draws} draws: P(risk > {alpha}) = {viol:.3f} (delta {delta}), mean coverage {np.mean(covs):.3f}, "
-          f"mean risk {np.mean(risks):.4f}; naive plug-in rule: P(risk > alpha) = {viol_naive:.3f}")
+    print(
+        f"\nSCRC over {draws} draws: P(risk > {alpha}) = {viol:.3f} (delta {delta}), mean coverage {np.mean(covs):.3f}, "
+        f"mean risk {np.mean(risks):.4f}; naive plug-in rule: P(risk > alpha) = {viol_naive:.3f}"
+    )
     assert viol <= bound
     assert np.mean(covs) > 0.5  # not trivially abstaining (oracle coverage at risk 0.1 is ~0.78)
     assert viol_naive > bound  # the check has power: the uncorrected rule fails it
@@ -343,8 +366,10 @@ def test_scrc_contamination_option_restores_the_guarantee(scrc_pool):
     plain, robust = np.array(plain), np.array(robust)
     bound = delta + 3 * math.sqrt(delta * (1 - delta) / draws)
     vp, vr = float(np.mean(plain[:, 0] > alpha)), float(np.mean(robust[:, 0] > alpha))
-    print(f"\nSCRC with {eps:.0%} adversarial label noise: P(risk > alpha) plain {vp:.3f}, robust {vr:.3f}; "
-          f"coverage plain {plain[:, 1].mean():.3f}, robust {robust[:, 1].mean():.3f}")
+    print(
+        f"\nSCRC with {eps:.0%} adversarial label noise: P(risk > alpha) plain {vp:.3f}, robust {vr:.3f}; "
+        f"coverage plain {plain[:, 1].mean():.3f}, robust {robust[:, 1].mean():.3f}"
+    )
     assert vp > bound
     assert vr <= bound
     assert robust[:, 1].mean() > 0.5
@@ -368,6 +393,7 @@ def test_scrc_sets_and_edge_cases():
 
 # --- contamination -----------------------------------------------------------------------
 
+
 def test_contamination_robust_option_restores_clean_coverage():
     """Constructed worst case: with prob eps a calibration label is replaced by the model's
     own prediction (always covered once the threshold is >= 0.5). Standard LAC/APS/RAPS
@@ -388,10 +414,14 @@ def test_contamination_robust_option_restores_clean_coverage():
         p_test, y_test = binary_probs(n_test, rng)
         for (name, e), out in cov.items():
             est = makers[name](s, e).fit(p_cal, y_noisy, split="val_calib")
-            out.append(covered(est.predict_sets(p_test, seed=s) if est.randomized else est.predict_sets(p_test), y_test).mean())
+            out.append(
+                covered(est.predict_sets(p_test, seed=s) if est.randomized else est.predict_sets(p_test), y_test).mean()
+            )
     report = {key: mc_mean_se(v) for key, v in cov.items()}
-    print("\nclean-test coverage with adversarial label noise eps=0.1: "
-          + ", ".join(f"{k}{'(robust)' if e else ''}={m:.4f}+-{se:.4f}" for (k, e), (m, se) in report.items()))
+    print(
+        "\nclean-test coverage with adversarial label noise eps=0.1: "
+        + ", ".join(f"{k}{'(robust)' if e else ''}={m:.4f}+-{se:.4f}" for (k, e), (m, se) in report.items())
+    )
     for name in makers:
         m_std, se_std = report[(name, 0.0)]
         m_rob, se_rob = report[(name, eps)]
@@ -415,19 +445,28 @@ def test_uniform_label_plugin_removes_over_coverage():
         flip = rng.random(N_CAL) < eps
         y_noisy = np.where(flip, rng.integers(0, 2, N_CAL), y_cal)
         p_test, y_test = binary_probs(n_test, rng)
-        std.append(covered(SplitConformalLAC(ALPHA).fit(p_cal, y_noisy, split="val_calib").predict_sets(p_test), y_test).mean())
-        est = SplitConformalLAC(ALPHA, contamination_eps=eps, contamination_model="uniform_label").fit(p_cal, y_noisy, split="val_calib")
+        std.append(
+            covered(SplitConformalLAC(ALPHA).fit(p_cal, y_noisy, split="val_calib").predict_sets(p_test), y_test).mean()
+        )
+        est = SplitConformalLAC(ALPHA, contamination_eps=eps, contamination_model="uniform_label").fit(
+            p_cal, y_noisy, split="val_calib"
+        )
         plug.append(covered(est.predict_sets(p_test), y_test).mean())
-        est = APS(ALPHA, seed=s, contamination_eps=eps, contamination_model="uniform_label").fit(p_cal, y_noisy, split="val_calib")
+        est = APS(ALPHA, seed=s, contamination_eps=eps, contamination_model="uniform_label").fit(
+            p_cal, y_noisy, split="val_calib"
+        )
         plug_aps.append(covered(est.predict_sets(p_test, seed=s), y_test).mean())
     (ms, ss), (mp, sp), (ma, sa) = mc_mean_se(std), mc_mean_se(plug), mc_mean_se(plug_aps)
-    print(f"\nuniform label noise eps=0.2: standard LAC {ms:.4f}+-{ss:.4f}, plug-in LAC {mp:.4f}+-{sp:.4f}, plug-in APS {ma:.4f}+-{sa:.4f}")
+    print(
+        f"\nuniform label noise eps=0.2: standard LAC {ms:.4f}+-{ss:.4f}, plug-in LAC {mp:.4f}+-{sp:.4f}, plug-in APS {ma:.4f}+-{sa:.4f}"
+    )
     assert ms > 1 - ALPHA + 0.02
     for m, se in ((mp, sp), (ma, sa)):
         assert abs(m - (1 - ALPHA)) <= 0.005 + 3 * se
 
 
 # --- serialization, leakage, misuse ------------------------------------------------------
+
 
 def _fitted_all(rng):
     p, y = binary_probs(N_CAL, rng)
@@ -437,7 +476,9 @@ def _fitted_all(rng):
         SplitConformalLAC(ALPHA, contamination_eps=0.05, allow_empty=False).fit(p, y, split="val_calib"),
         APS(ALPHA, seed=3).fit(p, y, split="val_calib"),
         APS(ALPHA, randomized=False).fit(p, y, split="val_calib"),
-        RAPS(ALPHA, k_reg=1, lambda_reg=0.2, seed=4, contamination_eps=0.1, contamination_model="uniform_label").fit(p, y, split="val_calib"),
+        RAPS(ALPHA, k_reg=1, lambda_reg=0.2, seed=4, contamination_eps=0.1, contamination_model="uniform_label").fit(
+            p, y, split="val_calib"
+        ),
         ConformalRiskControl(0.05, conditional=True).fit(p, y, split="val_calib"),
         SCRC(0.1, 0.1, seed=5).fit(p, y, gate, split="val_calib"),
         SplitConformalLAC(ALPHA).fit(p[:5], y[:5], split="val_calib"),  # threshold +inf

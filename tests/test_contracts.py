@@ -2,8 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from roadwork_ml.contracts import ContractError, LeakageError, Purpose, Split, assert_disjoint, require_split, validate_logits, validate_policy_json, validate_state_dict
-
+from roadwork_ml.contracts import (
+    ContractError,
+    LeakageError,
+    Purpose,
+    Split,
+    assert_disjoint,
+    require_split,
+    validate_logits,
+    validate_policy_json,
+    validate_state_dict,
+)
 
 PURPOSE_SPLIT = [
     (Purpose.FIT_MODEL, Split.TRAIN),

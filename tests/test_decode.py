@@ -11,6 +11,22 @@ import imagehash
 import numpy as np
 import pyarrow as pa
 import pytest
+from fixtures_data import (  # tests/ is on sys.path: pytest prepends the dir of an __init__-less test module
+    bomb_png,
+    broken_stream_png,
+    cmyk_jpeg,
+    encode,
+    exif_rotated_jpeg,
+    jpeg_bytes,
+    make_corrupt_image_folder,
+    one_bit_png,
+    palette_transparent_png,
+    png16_bytes,
+    rgba_png,
+    scene_array,
+    tiny_png,
+    truncated_jpeg,
+)
 from PIL import Image
 
 from roadwork_ml.config import DecodeConfig
@@ -29,22 +45,6 @@ from roadwork_ml.data.decode import (
 from roadwork_ml.data.dedup import hamming
 from roadwork_ml.data.readers import read_image_folder
 from roadwork_ml.data.records import MANIFEST_SCHEMA, ImageRecord, Quarantined
-from fixtures_data import (  # tests/ is on sys.path: pytest prepends the dir of an __init__-less test module
-    bomb_png,
-    broken_stream_png,
-    cmyk_jpeg,
-    encode,
-    exif_rotated_jpeg,
-    jpeg_bytes,
-    make_corrupt_image_folder,
-    one_bit_png,
-    palette_transparent_png,
-    png16_bytes,
-    rgba_png,
-    scene_array,
-    tiny_png,
-    truncated_jpeg,
-)
 
 CFG = DecodeConfig(max_pixels=89_478_485, min_side=16, store_max_side=1024, store_jpeg_quality=95)
 
@@ -107,7 +107,7 @@ def test_pil_bomb_warning_becomes_decode_error_and_leaves_no_global_state():
     data = bomb_png(10_000, 10_000)
     assert _reason(data) == "decompression_bomb"
     assert warnings.filters == before_filters
-    assert Image.MAX_IMAGE_PIXELS == before_limit
+    assert before_limit == Image.MAX_IMAGE_PIXELS
     from PIL import ImageFile
 
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
@@ -116,9 +116,19 @@ def test_pil_bomb_warning_becomes_decode_error_and_leaves_no_global_state():
 def test_configured_limit_above_pil_limit_is_honoured(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL warns above 1000 px, errors above 2000
     data = jpeg_bytes(40, 40)  # 1600 px
-    assert _reason(data, DecodeConfig(max_pixels=1000, min_side=16, store_max_side=1024, store_jpeg_quality=95)) == "decompression_bomb"
-    assert safe_open(data, DecodeConfig(max_pixels=5000, min_side=16, store_max_side=1024, store_jpeg_quality=95)).size == (40, 40)
-    assert _reason(jpeg_bytes(50, 50), DecodeConfig(max_pixels=10**6, min_side=16, store_max_side=1024, store_jpeg_quality=95)) == "decompression_bomb"
+    assert (
+        _reason(data, DecodeConfig(max_pixels=1000, min_side=16, store_max_side=1024, store_jpeg_quality=95))
+        == "decompression_bomb"
+    )
+    assert safe_open(
+        data, DecodeConfig(max_pixels=5000, min_side=16, store_max_side=1024, store_jpeg_quality=95)
+    ).size == (40, 40)
+    assert (
+        _reason(
+            jpeg_bytes(50, 50), DecodeConfig(max_pixels=10**6, min_side=16, store_max_side=1024, store_jpeg_quality=95)
+        )
+        == "decompression_bomb"
+    )
 
 
 def test_large_jpeg_decoded_in_draft_mode_still_catches_truncation():
@@ -268,7 +278,9 @@ def test_ingest_threads_give_the_same_result():
     items = [_rec(i, jpeg_bytes(48, 32, seed=i) if i % 5 else b"junk") for i in range(40)]
     serial = ingest(items, CFG)
     threaded = ingest(items, CFG, workers=4)
-    assert [(r.record_id, r.sha256, r.phash) for r in serial.records] == [(r.record_id, r.sha256, r.phash) for r in threaded.records]
+    assert [(r.record_id, r.sha256, r.phash) for r in serial.records] == [
+        (r.record_id, r.sha256, r.phash) for r in threaded.records
+    ]
     assert [q.origin for q in serial.quarantined] == [q.origin for q in threaded.quarantined]
 
 
@@ -298,7 +310,15 @@ def test_corrupt_image_folder_through_reader_and_ingest(tmp_path):
 
 def test_manifest_table_matches_schema(tmp_path):
     recs = [
-        ImageRecord(record_id="a", source="natix", label=1, image_bytes=jpeg_bytes(seed=20), hour=23, weather="rain", sequence_id="s1"),
+        ImageRecord(
+            record_id="a",
+            source="natix",
+            label=1,
+            image_bytes=jpeg_bytes(seed=20),
+            hour=23,
+            weather="rain",
+            sequence_id="s1",
+        ),
         ImageRecord(record_id="b", source="natix", label=0, image_bytes=jpeg_bytes(seed=21), hour=-1),
     ]
     result = ingest(recs, CFG)

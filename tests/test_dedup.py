@@ -34,6 +34,7 @@ def random_hashes(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def oracle_pairs(a: np.ndarray, b: np.ndarray | None, k: int) -> set[tuple[int, int, int]]:
     """O(n^2) oracle, independent of the code under test: bit matrices and a matmul."""
+
     def bits(h):
         return np.unpackbits(h.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(np.float64)
 
@@ -45,7 +46,7 @@ def oracle_pairs(a: np.ndarray, b: np.ndarray | None, k: int) -> set[tuple[int, 
     if b is None:
         keep = i < j
         i, j = i[keep], j[keep]
-    return {(int(x), int(y), int(d[x, y])) for x, y in zip(i, j)}
+    return {(int(x), int(y), int(d[x, y])) for x, y in zip(i, j, strict=False)}
 
 
 def planted_hashes(rng: np.random.Generator, n_base: int, n_derived: int, max_flip: int) -> np.ndarray:
@@ -72,6 +73,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 # --- primitives ----------------------------------------------------------------------------
+
 
 def test_popcount_matches_python():
     rng = np.random.default_rng(0)
@@ -123,6 +125,7 @@ def test_near_pairs_sorted_and_typed():
 
 # --- deduplicate ---------------------------------------------------------------------------
 
+
 def test_exact_duplicates_within_and_across_sources():
     rng = np.random.default_rng(1)
     hs = [int(x) for x in random_hashes(rng, 4)]
@@ -164,12 +167,18 @@ def test_near_duplicate_at_k_but_not_k_plus_1(k):
     base = int(random_hashes(rng, 1)[0])
     bits = rng.choice(64, size=k + 1, replace=False)
     far = [int(x) for x in random_hashes(rng, 20)]
-    at_k = frame([{"record_id": "a", "phash": base}, {"record_id": "b", "phash": flip(base, bits[:k])}] + [{"record_id": f"z{i}", "phash": h} for i, h in enumerate(far)])
+    at_k = frame(
+        [{"record_id": "a", "phash": base}, {"record_id": "b", "phash": flip(base, bits[:k])}]
+        + [{"record_id": f"z{i}", "phash": h} for i, h in enumerate(far)]
+    )
     kept, removed = deduplicate(at_k, max_hamming=k)
     assert removed["record_id"].tolist() == ["b"]
     assert removed["duplicate_of"].tolist() == ["a"] and removed["hamming"].tolist() == [k]
     assert removed["kind"].tolist() == ["near"]
-    beyond = frame([{"record_id": "a", "phash": base}, {"record_id": "b", "phash": flip(base, bits)}] + [{"record_id": f"z{i}", "phash": h} for i, h in enumerate(far)])
+    beyond = frame(
+        [{"record_id": "a", "phash": base}, {"record_id": "b", "phash": flip(base, bits)}]
+        + [{"record_id": f"z{i}", "phash": h} for i, h in enumerate(far)]
+    )
     kept, removed = deduplicate(beyond, max_hamming=k)
     assert len(removed) == 0 and len(kept) == 22
 
@@ -251,10 +260,20 @@ def test_dedup_then_split_has_no_cross_split_near_duplicates():
         y = int(rng.random() < 0.3)
         for f in range(int(rng.integers(1, 6))):
             # frames of a drive: a few bits apart from the sequence's first frame
-            rows.append({"record_id": f"{src}-{g}-{f}", "source": src, "group_id": f"{src}:{g}", "label": y, "phash": flip(base, rng.choice(64, size=int(rng.integers(0, 9)), replace=False))})
+            rows.append(
+                {
+                    "record_id": f"{src}-{g}-{f}",
+                    "source": src,
+                    "group_id": f"{src}:{g}",
+                    "label": y,
+                    "phash": flip(base, rng.choice(64, size=int(rng.integers(0, 9)), replace=False)),
+                }
+            )
     df = frame(rows)
     # plant cross-source copies (exact) and a cross-group near duplicate
-    df = pd.concat([df, df.iloc[:30].assign(record_id=lambda d: "copy-" + d["record_id"], source="mapillary")], ignore_index=True)
+    df = pd.concat(
+        [df, df.iloc[:30].assign(record_id=lambda d: "copy-" + d["record_id"], source="mapillary")], ignore_index=True
+    )
     kept, removed = deduplicate(df, max_hamming=4)
     kept_ids = set(kept["record_id"])
     copies = [r for r in df["record_id"] if r.startswith("copy-")]

@@ -20,9 +20,21 @@ from roadwork_ml.monitoring.settings import DriftRules
 from roadwork_ml.policy.uncertainty import uncertainty_features
 
 RULES = DriftRules(
-    psi_alert=0.2, psi_retrain=0.3, family_alpha=0.05, permutations=499, group_window_minutes=10, ece_increase_retrain=0.05,
-    accuracy_drop_alert=0.05, reference_mode="fixed", rolling_days=7, accuracy_retrain=0.80,
-    accuracy_rollback=0.75, min_labels_for_accuracy=50, min_slice_rows=30, psi_bins=10, psi_mode="quantile",
+    psi_alert=0.2,
+    psi_retrain=0.3,
+    family_alpha=0.05,
+    permutations=499,
+    group_window_minutes=10,
+    ece_increase_retrain=0.05,
+    accuracy_drop_alert=0.05,
+    reference_mode="fixed",
+    rolling_days=7,
+    accuracy_retrain=0.80,
+    accuracy_rollback=0.75,
+    min_labels_for_accuracy=50,
+    min_slice_rows=30,
+    psi_bins=10,
+    psi_mode="quantile",
 )
 EMB_DIM = 8
 
@@ -52,25 +64,49 @@ def simulate(n: int, seed: int, night_rate: float = 0.3, label_fraction: float =
     feats = uncertainty_features(view_probs, view_emb)
     hours = np.where(night, rng.choice([21, 22, 23, 0, 1, 2], n), rng.integers(9, 17, n))
     labels = np.where(rng.random(n) < label_fraction, y, -1)
-    return {"prob": prob, "features": feats, "emb": emb.astype(np.float32), "y": y, "labels": labels, "hours": hours,
-            "tod": np.where(night, "night", "day"), "weather": weather, "source": rng.choice(["natix", "mapillary"], n, p=[0.8, 0.2])}
+    return {
+        "prob": prob,
+        "features": feats,
+        "emb": emb.astype(np.float32),
+        "y": y,
+        "labels": labels,
+        "hours": hours,
+        "tod": np.where(night, "night", "day"),
+        "weather": weather,
+        "source": rng.choice(["natix", "mapillary"], n, p=[0.8, 0.2]),
+    }
 
 
 def as_log(sim: dict, day: str = "2026-03-01") -> pd.DataFrame:
     n = len(sim["prob"])
     return build_log(
         timestamps=[pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=int(h)) for h in sim["hours"]],
-        image_ids=[f"{day}:{i}" for i in range(n)], sources=sim["source"].tolist(), camera_ids=["cam"] * n,
-        model_version="v1", probs=sim["prob"],
-        decisions=np.where(sim["prob"] > 0.5, "roadwork", "no_roadwork").tolist(), features=sim["features"],
-        embeddings=sim["emb"], hours=sim["hours"], times_of_day=sim["tod"].tolist(), weathers=sim["weather"].tolist(),
-        labels=sim["labels"], sequence_ids=[f"{day}:seq{i}" for i in range(n)],  # i.i.d. images: one per sequence
+        image_ids=[f"{day}:{i}" for i in range(n)],
+        sources=sim["source"].tolist(),
+        camera_ids=["cam"] * n,
+        model_version="v1",
+        probs=sim["prob"],
+        decisions=np.where(sim["prob"] > 0.5, "roadwork", "no_roadwork").tolist(),
+        features=sim["features"],
+        embeddings=sim["emb"],
+        hours=sim["hours"],
+        times_of_day=sim["tod"].tolist(),
+        weathers=sim["weather"].tolist(),
+        labels=sim["labels"],
+        sequence_ids=[f"{day}:seq{i}" for i in range(n)],  # i.i.d. images: one per sequence
     )
 
 
 def make_reference(n: int = 500, seed: int = 12345) -> ReferenceProfile:
     sim = simulate(n, seed)
-    meta = pd.DataFrame({"time_of_day": sim["tod"], "weather": sim["weather"], "source": sim["source"], "sequence_id": [f"ref{i}" for i in range(n)]})
+    meta = pd.DataFrame(
+        {
+            "time_of_day": sim["tod"],
+            "weather": sim["weather"],
+            "source": sim["source"],
+            "sequence_id": [f"ref{i}" for i in range(n)],
+        }
+    )
     return ReferenceProfile.build(sim["prob"], sim["features"], sim["emb"], meta, bins=10, seed=0, labels=sim["y"])
 
 
@@ -81,10 +117,14 @@ def reference() -> ReferenceProfile:
 
 def _families(report) -> dict[str, bool]:
     return {
-        "psi": any(s["psi"] > RULES.psi_alert and s["psi_p_holm"] <= RULES.family_alpha for s in report.columns.values()),
+        "psi": any(
+            s["psi"] > RULES.psi_alert and s["psi_p_holm"] <= RULES.family_alpha for s in report.columns.values()
+        ),
         "ks": any(s["ks_p_holm"] <= RULES.family_alpha for s in report.columns.values()),
         "mmd": report.mmd["p_holm"] <= RULES.family_alpha,
-        "category_psi": any(s["psi"] > RULES.psi_alert and s["p_holm"] <= RULES.family_alpha for s in report.categories.values()),
+        "category_psi": any(
+            s["psi"] > RULES.psi_alert and s["p_holm"] <= RULES.family_alpha for s in report.categories.values()
+        ),
         "any": report.decision != "ok",
     }
 
@@ -98,14 +138,18 @@ def stable_day_alarms(reference: ReferenceProfile, n_days: int = 50, n_per_day: 
     return {k: v / n_days for k, v in counts.items()}
 
 
-def detection_delays(reference: ReferenceProfile, n_runs: int = 5, shift_day: int = 3, n_days: int = 6) -> list[int | None]:
+def detection_delays(
+    reference: ReferenceProfile, n_runs: int = 5, shift_day: int = 3, n_days: int = 6
+) -> list[int | None]:
     """Days from the shift (nights 30% -> 60%) to the first non-ok decision, per run."""
     delays: list[int | None] = []
     for run in range(n_runs):
         found = None
         for d in range(n_days):
             night = 0.6 if d >= shift_day else 0.3
-            report = drift_report(reference, as_log(simulate(200, seed=5000 + 100 * run + d, night_rate=night)), RULES, seed=d)
+            report = drift_report(
+                reference, as_log(simulate(200, seed=5000 + 100 * run + d, night_rate=night)), RULES, seed=d
+            )
             if report.decision != "ok" and d >= shift_day:
                 found = d - shift_day
                 break
@@ -195,7 +239,9 @@ def test_permutations_are_drawn_afresh_per_day(reference):
     b = drift_report(reference, log, RULES, seed=3, day="2026-03-02")
     assert a.family["seed"] != b.family["seed"]
     assert a.mmd["statistic"] == b.mmd["statistic"]  # same data, same statistic ...
-    assert [t["p_value"] for t in a.family["tests"].values()] != [t["p_value"] for t in b.family["tests"].values()]  # ... other nulls
+    assert [t["p_value"] for t in a.family["tests"].values()] != [
+        t["p_value"] for t in b.family["tests"].values()
+    ]  # ... other nulls
 
 
 def test_decide_most_severe_wins():
@@ -214,8 +260,15 @@ def test_decide_most_severe_wins():
 
 def test_labelled_drift_rules():
     cols = {c: {"psi": 0.0, "ks_statistic": 0.0, "psi_p_holm": 1.0, "ks_p_holm": 1.0} for c in MODEL_COLUMNS}
-    lab = {"accuracy": 0.85, "n": 100, "ece": 0.12, "ece_increase": 0.07, "ece_increase_p_holm": 0.01,
-           "accuracy_drop": 0.08, "accuracy_drop_p_holm": 0.02}
+    lab = {
+        "accuracy": 0.85,
+        "n": 100,
+        "ece": 0.12,
+        "ece_increase": 0.07,
+        "ece_increase_p_holm": 0.01,
+        "accuracy_drop": 0.08,
+        "accuracy_drop_p_holm": 0.02,
+    }
     decision, reasons = decide(cols, {}, None, lab, RULES)
     assert decision == "retrain" and [r["rule"] for r in reasons] == ["ece_increase", "accuracy_drop"]
     # below the effect thresholds, or not significant: nothing
@@ -235,8 +288,12 @@ def test_reference_save_load_verified(tmp_path, reference):
     assert np.array_equal(back.values, reference.values) and np.array_equal(back.embeddings, reference.embeddings)
     assert back.meta.equals(reference.meta)
     assert back.mmd_sigma == reference.mmd_sigma and back.category_shares == reference.category_shares
-    assert back.group_kind == "sequence" and list(back.groups) == list(reference.groups)  # the reference keeps its grouping key
-    assert list(back.embedding_groups) == list(reference.embedding_groups) and np.array_equal(back.labels, reference.labels)
+    assert back.group_kind == "sequence" and list(back.groups) == list(
+        reference.groups
+    )  # the reference keeps its grouping key
+    assert list(back.embedding_groups) == list(reference.embedding_groups) and np.array_equal(
+        back.labels, reference.labels
+    )
     # same report from the loaded profile
     log = as_log(simulate(200, seed=9))
     assert drift_report(back, log, RULES, seed=1).to_dict() == drift_report(reference, log, RULES, seed=1).to_dict()
@@ -259,7 +316,11 @@ def test_reference_is_bounded_and_seeded():
     assert 800 - 55 < a.values.shape[0] <= 800 and 300 - 55 < a.embeddings.shape[0] <= 300 and a.n_reference == 3000
     assert a.values.shape[1] == 8 and a.embeddings.shape[1] == EMB_DIM
     assert np.array_equal(a.values, b.values) and a.mmd_sigma == b.mmd_sigma
-    assert a.group_kind == "circular_block" and len(a.groups) == len(a.values) and len(a.embedding_groups) == len(a.embeddings)
+    assert (
+        a.group_kind == "circular_block"
+        and len(a.groups) == len(a.values)
+        and len(a.embedding_groups) == len(a.embeddings)
+    )
     assert np.allclose(a.shares["prob"], 0.1, atol=0.002)  # deciles of the full reference
     with pytest.raises(ValueError, match="features must be"):
         ReferenceProfile.build(sim["prob"], sim["features"][:, :6], sim["emb"], meta)

@@ -155,7 +155,9 @@ def test_mmd_statistic_equals_alibi(dtype):
     # a naive variant fails the comparison: the biased (V-statistic) estimator
     assert abs(_biased_mmd2(x, y, case["alibi_sigma_median_heuristic"]) - stat_alibi) > 1e-3
     # the float32 kernel (float64 reductions) gives the float64 answer to ~1e-10
-    ours32 = mmd_permutation_test(x, y, n_permutations=50, sigma=case["alibi_sigma_median_heuristic"], device="cpu", dtype=torch.float32)
+    ours32 = mmd_permutation_test(
+        x, y, n_permutations=50, sigma=case["alibi_sigma_median_heuristic"], device="cpu", dtype=torch.float32
+    )
     assert abs(ours32.statistic - ours.statistic) <= 1e-8
 
 

@@ -26,8 +26,11 @@ def test_hand_computed_gaps():
     assert day["tpr"] == pytest.approx(2 / 3) and night["tpr"] == pytest.approx(0.5)
     assert day["fpr"] == pytest.approx(1 / 3) and night["fpr"] == 0.0
 
-    dp, eo, eodds = (r["demographic_parity_difference"], r["equal_opportunity_difference"],
-                     r["equalized_odds_difference"])
+    dp, eo, eodds = (
+        r["demographic_parity_difference"],
+        r["equal_opportunity_difference"],
+        r["equalized_odds_difference"],
+    )
     assert dp["value"] == pytest.approx(1 / 3) and dp["rate_a"] == pytest.approx(0.5)
     assert eo["value"] == pytest.approx(1 / 6)
     assert eodds["value"] == pytest.approx(1 / 3)

@@ -76,9 +76,14 @@ def test_balanced_equalizes_sources_with_whole_groups(pool):
     for src in SIZES:
         assert abs(counts[src] - smallest) <= 0.01 * smallest, (src, counts[src], smallest)
         # downsampling keeps each source's positive share
-        assert abs(out.loc[out["source"] == src, "label"].mean() - pool.loc[pool["source"] == src, "label"].mean()) <= 0.01
+        assert (
+            abs(out.loc[out["source"] == src, "label"].mean() - pool.loc[pool["source"] == src, "label"].mean()) <= 0.01
+        )
     assert whole_groups_only(pool, out)
-    assert rep["after"]["natix"]["n"] == counts["natix"] and rep["before"]["roadwork"]["n"] == (pool["source"] == "roadwork").sum()
+    assert (
+        rep["after"]["natix"]["n"] == counts["natix"]
+        and rep["before"]["roadwork"]["n"] == (pool["source"] == "roadwork").sum()
+    )
     assert rep["target_n"]["roadwork"] == pytest.approx(smallest)
 
 

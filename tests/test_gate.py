@@ -51,13 +51,24 @@ def learned():
 
 def test_config_defaults_and_architecture():
     cfg = GateConfig()
-    assert (cfg.hidden_sizes, cfg.dropouts, cfg.pos_weight, cfg.lr, cfg.epochs, cfg.batch_size) == \
-        ((128, 64, 32), (0.2, 0.1, 0.05), 2.0, 1e-3, 20, 256)
+    assert (cfg.hidden_sizes, cfg.dropouts, cfg.pos_weight, cfg.lr, cfg.epochs, cfg.batch_size) == (
+        (128, 64, 32),
+        (0.2, 0.1, 0.05),
+        2.0,
+        1e-3,
+        20,
+        256,
+    )
     assert GateConfig.from_dict(cfg.to_dict()) == cfg
     m = GateMLP()
     kinds = [type(layer).__name__ for layer in m.net]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout"] * 3 + ["Linear"]
-    assert [(l.in_features, l.out_features) for l in m.net if isinstance(l, torch.nn.Linear)] == [(7, 128), (128, 64), (64, 32), (32, 1)]
+    assert [(l.in_features, l.out_features) for l in m.net if isinstance(l, torch.nn.Linear)] == [
+        (7, 128),
+        (128, 64),
+        (64, 32),
+        (32, 1),
+    ]
     assert [l.p for l in m.net if isinstance(l, torch.nn.Dropout)] == [0.2, 0.1, 0.05]
     assert m.eval()(torch.randn(5, 7)).shape == (5,)
 
@@ -76,8 +87,10 @@ def test_gate_beats_max_prob_out_of_fold(learned):
         assert f["gate_auroc"] == pytest.approx(roc_auc_score(wrong[te], res.oof_gate_score[te]), abs=1e-12)
         assert f["baseline_auroc"] == pytest.approx(roc_auc_score(wrong[te], 1 - feats[te, MP]), abs=1e-12)
         assert f["gate_auroc"] > f["baseline_auroc"]
-    print(f"\nOOF AUROC gate {gate_auc:.4f} vs max-prob {base_auc:.4f}; "
-          f"AUPRC gate {res.pooled['gate_auprc']:.4f} vs {res.pooled['baseline_auprc']:.4f} (error rate {wrong.mean():.3f})")
+    print(
+        f"\nOOF AUROC gate {gate_auc:.4f} vs max-prob {base_auc:.4f}; "
+        f"AUPRC gate {res.pooled['gate_auprc']:.4f} vs {res.pooled['baseline_auprc']:.4f} (error rate {wrong.mean():.3f})"
+    )
     assert gate_auc > 0.75
     assert gate_auc - base_auc > 0.15
     assert res.n_folds_used == 5 and res.fallback is None and res.gate_beats_baseline
@@ -94,7 +107,7 @@ def test_conventions(learned):
     feats, _, res = learned
     g = res.gate
     s, c, pr = g.predict_score(feats[:50]), g.confidence(feats[:50]), g.predict_proba(feats[:50])
-    assert s.shape == (50,) and s.dtype == np.float64 and ((0 <= s) & (s <= 1)).all()
+    assert s.shape == (50,) and s.dtype == np.float64 and ((s >= 0) & (s <= 1)).all()
     np.testing.assert_allclose(c, 1 - s, atol=0)
     np.testing.assert_allclose(pr, np.stack([1 - s, s], 1), atol=0)
     np.testing.assert_allclose(1 / (1 + np.exp(-g.predict_logit(feats[:50]))), s, atol=1e-12)
@@ -112,7 +125,9 @@ def test_feature_constant_at_fit_is_ignored(learned):
     served[:, epi] = np.random.default_rng(0).uniform(0, 0.05, 100)
     assert np.array_equal(g.predict_score(served), g.predict_score(feats[:100]))
     with torch.no_grad():
-        np.testing.assert_allclose(g.to_module()(torch.from_numpy(served).float()).numpy(), g.confidence(feats[:100]), atol=1e-6)
+        np.testing.assert_allclose(
+            g.to_module()(torch.from_numpy(served).float()).numpy(), g.confidence(feats[:100]), atol=1e-6
+        )
 
 
 def test_save_load_roundtrip_exact_without_pickle(learned, tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ def test_gpu_script_runs_on_cpu_at_tiny_size(tmp_path):
         assert (
             rows[mode]["images_per_s"] > 0
             and rows[mode]["flops_per_image"] > 0
-            and 0 < rows[mode]["mfu_vs_measured_gemm"]
+            and rows[mode]["mfu_vs_measured_gemm"] > 0
         )
     # the counted FLOPs match the analytic count of 10 views of the tiny ViT (depth 1, D 48,
     # 4x4 patches of 8 px + CLS = 17 tokens): linear layers, attention matmuls, patch conv, head

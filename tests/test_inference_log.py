@@ -34,7 +34,10 @@ def make_day(day: date = DAY, n: int = 50, k: int = 6, seed: int = 0, id_prefix:
     labels = np.where(rng.random(n) < 0.3, rng.integers(0, 2, n), -1)
     prefix = id_prefix or day.isoformat()
     return build_log(
-        timestamps=[pd.Timestamp(day.isoformat(), tz="UTC") + pd.Timedelta(hours=int(h), minutes=i % 60) for i, h in enumerate(hours)],
+        timestamps=[
+            pd.Timestamp(day.isoformat(), tz="UTC") + pd.Timedelta(hours=int(h), minutes=i % 60)
+            for i, h in enumerate(hours)
+        ],
         image_ids=[f"{prefix}:img-{i:05d}" for i in range(n)],
         sources=rng.choice(["natix", "mapillary"], n).tolist(),
         camera_ids=[f"natix-cam-{i % 7:03d}" for i in range(n)],
@@ -84,7 +87,10 @@ def test_minus_one_label_is_stored_as_null(tmp_path):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.assign(prob=d["prob"].where(d.index != 3, 1.5)), r"prob must be finite and in \[0, 1\].*rows \[3\]"),
+        (
+            lambda d: d.assign(prob=d["prob"].where(d.index != 3, 1.5)),
+            r"prob must be finite and in \[0, 1\].*rows \[3\]",
+        ),
         (lambda d: d.assign(prob=d["prob"].where(d.index != 0, np.nan)), "prob must be finite"),
         (lambda d: d.assign(image_id=["same"] * len(d)), "image_id must be unique"),
         (lambda d: d.assign(decision="maybe"), "decision must be one of"),
@@ -136,8 +142,12 @@ def test_merge_labels(tmp_path):
     df = make_day(n=30)
     df["label"] = pd.array([pd.NA] * 30, dtype="Int8")
     df.loc[0, "label"] = 1
-    labels = pd.DataFrame({"image_id": [df.image_id[0], df.image_id[1], df.image_id[2], "unknown-id", df.image_id[1]],
-                           "label": [0, 1, 0, 1, 1]})
+    labels = pd.DataFrame(
+        {
+            "image_id": [df.image_id[0], df.image_id[1], df.image_id[2], "unknown-id", df.image_id[1]],
+            "label": [0, 1, 0, 1, 1],
+        }
+    )
     out = merge_labels(df, labels)
     assert out["label"].iloc[:3].tolist() == [0, 1, 0]
     assert out["label"].iloc[3:].isna().all()
@@ -160,11 +170,12 @@ def test_read_rejects_foreign_parquet(tmp_path):
 
 def test_sequence_ids_round_trip_and_version_1_files_still_read(tmp_path):
 
-
     df = make_day(n=12)
     df["sequence_id"] = pd.array([f"seq{i // 4}" if i < 8 else None for i in range(12)], dtype="string")
     back = read_log(write_log(tmp_path / "a.parquet", df))
-    assert back["sequence_id"].tolist()[:8] == [f"seq{i // 4}" for i in range(8)] and back["sequence_id"].isna().sum() == 4
+    assert (
+        back["sequence_id"].tolist()[:8] == [f"seq{i // 4}" for i in range(8)] and back["sequence_id"].isna().sum() == 4
+    )
     # a frame built before the column existed is written with nulls
     old_frame = make_day(n=5).drop(columns="sequence_id")
     assert read_log(write_log(tmp_path / "b.parquet", old_frame))["sequence_id"].isna().all()
@@ -176,6 +187,18 @@ def test_sequence_ids_round_trip_and_version_1_files_still_read(tmp_path):
     v1 = read_log(tmp_path / "v1.parquet")
     assert list(v1.columns) == log_columns() and v1["sequence_id"].isna().all()
     with pytest.raises(LogValidationError, match="sequence_ids must have"):
-        build_log([pd.Timestamp("2026-03-01", tz="UTC")], ["a"], ["s"], ["c"], "m", [0.5], ["defer"], np.zeros((1, 7)), np.zeros((1, 2)), [1],
-                  ["day"], ["clear"], sequence_ids=["x", "y"])
-
+        build_log(
+            [pd.Timestamp("2026-03-01", tz="UTC")],
+            ["a"],
+            ["s"],
+            ["c"],
+            "m",
+            [0.5],
+            ["defer"],
+            np.zeros((1, 7)),
+            np.zeros((1, 2)),
+            [1],
+            ["day"],
+            ["clear"],
+            sequence_ids=["x", "y"],
+        )

@@ -70,7 +70,11 @@ def _multiclass_draws():
 
 def _tm_ce(conf, hits, n_bins, norm="l1"):
     return binary_calibration_error(
-        torch.tensor(np.asarray(conf, np.float64)), torch.tensor(np.asarray(hits, np.int64)), n_bins=n_bins, norm=norm, validate_args=False
+        torch.tensor(np.asarray(conf, np.float64)),
+        torch.tensor(np.asarray(hits, np.int64)),
+        n_bins=n_bins,
+        norm=norm,
+        validate_args=False,
     ).item()
 
 
@@ -82,7 +86,7 @@ def _two_classes(y) -> bool:
 def test_threshold_metrics_match_sklearn():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for rng, n, y, p in _draws():
+        for rng, _n, y, p in _draws():
             pred = (p >= rng.uniform(0.2, 0.8)).astype(int)
             assert np.array_equal(M.confusion(y, pred), skm.confusion_matrix(y, pred, labels=[0, 1]))
             assert M.accuracy(y, pred) == pytest.approx(skm.accuracy_score(y, pred), abs=TOL)
@@ -94,7 +98,7 @@ def test_threshold_metrics_match_sklearn():
 
 
 def test_auroc_matches_sklearn_and_mann_whitney():
-    for rng, n, y, p in _draws():
+    for _rng, n, y, p in _draws():
         if not _two_classes(y):
             assert math.isnan(M.auroc(y, p))
             continue
@@ -107,7 +111,7 @@ def test_auroc_matches_sklearn_and_mann_whitney():
 
 
 def test_auprc_matches_sklearn():
-    for rng, n, y, p in _draws():
+    for _rng, _n, y, p in _draws():
         if y.sum() == 0:
             assert math.isnan(M.auprc(y, p))
             continue
@@ -174,7 +178,7 @@ def _brute_ace(y, p2, r):
 def test_ece_mce_match_torchmetrics_top_label():
     """Top-label ECE/MCE == torchmetrics binning of (confidence, correct) in float64, and
     the public multiclass API on float32 inputs (it computes in float32) to 1e-6."""
-    for rng, n, c, y, p in _multiclass_draws():
+    for rng, _n, c, y, p in _multiclass_draws():
         conf, hit = p.max(1), (p.argmax(1) == y)
         nb = int(rng.choice([5, 10, 15]))
         assert M.ece(y, p, nb) == pytest.approx(_tm_ce(conf, hit, nb), abs=TOL)
@@ -182,12 +186,14 @@ def test_ece_mce_match_torchmetrics_top_label():
         if rng.random() < 0.2:
             p32 = p.astype(np.float32)
             for norm, ours in (("l1", M.ece), ("max", M.mce)):
-                tm = multiclass_calibration_error(torch.tensor(p32), torch.tensor(y), num_classes=c, n_bins=nb, norm=norm).item()
+                tm = multiclass_calibration_error(
+                    torch.tensor(p32), torch.tensor(y), num_classes=c, n_bins=nb, norm=norm
+                ).item()
                 assert ours(y, p32.astype(np.float64), nb) == pytest.approx(tm, abs=1e-6)
 
 
 def test_binary_ece_is_top_label_not_torchmetrics_binary():
-    for rng, n, y, p in _draws(ties=False):
+    for _rng, _n, y, p in _draws(ties=False):
         p2 = np.stack([1 - p, p], 1)
         assert M.ece(y, p) == pytest.approx(_tm_ce(p2.max(1), p2.argmax(1) == y, 15), abs=TOL)
         assert M.ece(y, p) == pytest.approx(M.ece(y, p2), abs=TOL)
@@ -201,7 +207,7 @@ def test_binary_ece_is_top_label_not_torchmetrics_binary():
 
 
 def test_ece_mce_brute_force_including_bin_edges():
-    for rng, n, y, p in _draws():
+    for rng, _n, y, p in _draws():
         nb = int(rng.choice([3, 5, 10, 15, 20]))
         conf = np.maximum(p, 1 - p)
         hit = (np.where(p > 1 - p, 1, 0) == y).astype(float)
@@ -230,7 +236,7 @@ def test_bin_edge_convention_differs_from_torchmetrics_only_on_edges():
 
 
 def test_sce_matches_torchmetrics_per_class_and_brute_force():
-    for rng, n, c, y, p in _multiclass_draws():
+    for rng, _n, c, y, p in _multiclass_draws():
         nb = int(rng.choice([5, 15]))
         per_class = [_tm_ce(p[:, k], y == k, nb) for k in range(c)]
         assert M.sce(y, p, nb) == pytest.approx(np.mean(per_class), abs=TOL)
@@ -246,7 +252,7 @@ def test_ace_brute_force():
         assert M.ace(y, p, r) == pytest.approx(_brute_ace(y, p2, r), abs=TOL)
         perm = rng.permutation(n)  # row order does not matter, ties included
         assert M.ace(y[perm], p[perm], r) == pytest.approx(M.ace(y, p, r), abs=TOL)
-    for rng, n, c, y, p in itertools.islice(_multiclass_draws(), 6):
+    for rng, n, _c, y, p in itertools.islice(_multiclass_draws(), 6):
         assert M.ace(y, p) == pytest.approx(_brute_ace(y, p, 15), abs=TOL)
     # Nixon et al.'s unweighted 1/(KR) form when R divides N
     rng = np.random.default_rng(0)
@@ -260,12 +266,12 @@ def test_ace_brute_force():
 
 
 def test_brier_and_nll_match_sklearn():
-    for rng, n, y, p in _draws():
+    for _rng, _n, y, p in _draws():
         assert M.brier(y, p) == pytest.approx(skm.brier_score_loss(y, p), abs=TOL)
         assert M.brier(y, np.stack([1 - p, p], 1)) == pytest.approx(M.brier(y, p), abs=TOL)
         pc = np.clip(p, 1e-6, 1 - 1e-6)  # away from both clip levels
         assert M.nll(y, pc) == pytest.approx(skm.log_loss(y, pc, labels=[0, 1]), abs=TOL)
-    for rng, n, c, y, p in _multiclass_draws():
+    for _rng, _n, c, y, p in _multiclass_draws():
         assert M.brier(y, p) == pytest.approx(skm.brier_score_loss(y, p, labels=list(range(c))), abs=TOL)
         if c > 2:
             assert M.brier(y, p) == pytest.approx(((p - np.eye(c)[y]) ** 2).sum(1).mean(), abs=TOL)
@@ -334,7 +340,7 @@ def _brute_rc(conf, correct):
 def _brute_aurc_augrc(pts):
     aurc = pts[0][0] * pts[0][1]  # selective risk held flat from coverage 0
     augrc = pts[0][0] * pts[0][2] / 2  # generalized risk starts at (0, 0)
-    for (c0, r0, g0), (c1, r1, g1) in zip(pts, pts[1:]):
+    for (c0, r0, g0), (c1, r1, g1) in zip(pts, pts[1:], strict=False):
         aurc += (c1 - c0) * (r0 + r1) / 2
         augrc += (c1 - c0) * (g0 + g1) / 2
     return aurc, augrc
@@ -351,7 +357,7 @@ def _selective_draws():
 
 def test_selective_metrics_brute_force():
     """RC curve, AURC, AUGRC and working points against the threshold loop."""
-    for rng, n, conf, correct in _selective_draws():
+    for _rng, _n, conf, correct in _selective_draws():
         pts = _brute_rc(conf, correct)
         cov, risk, thr = M.risk_coverage_curve(conf, correct, return_thresholds=True)
         assert len(cov) == len(pts) == len(np.unique(conf))
@@ -372,7 +378,7 @@ def test_selective_metrics_brute_force():
 def test_augrc_auroc_identity():
     """Traub et al. 2024: AUGRC = (1 - AUROC_f) acc (1 - acc) + (1 - acc)^2 / 2, ties included
     (AUROC_f from sklearn: confidence ranking correct above wrong)."""
-    for rng, n, conf, correct in _selective_draws():
+    for _rng, _n, conf, correct in _selective_draws():
         acc = correct.mean()
         if 0 < acc < 1:
             expected = (1 - skm.roc_auc_score(correct, conf)) * acc * (1 - acc) + 0.5 * (1 - acc) ** 2
@@ -393,7 +399,7 @@ def test_augrc_is_mean_over_random_tie_breaks():
 
 
 def test_aurc_relation_to_geifman_without_ties():
-    for rng, n, conf, correct in _selective_draws():
+    for _rng, n, conf, correct in _selective_draws():
         if len(np.unique(conf)) < n:
             continue
         e = 1 - correct[np.argsort(-conf)]

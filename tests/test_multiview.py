@@ -29,7 +29,11 @@ def test_views_are_the_global_resize_and_crops():
     assert v.shape == (2, 20, 3, 32, 32) and spec.n_views == 20
     assert torch.allclose(v[:, 0], F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False))
     t, l, h, w = tile_boxes(96, 96, 3, 0.125)[4]
-    assert torch.allclose(v[:, 5], F.interpolate(x[:, :, t : t + h, l : l + w], size=(32, 32), mode="bilinear", align_corners=False), atol=1e-6)
+    assert torch.allclose(
+        v[:, 5],
+        F.interpolate(x[:, :, t : t + h, l : l + w], size=(32, 32), mode="bilinear", align_corners=False),
+        atol=1e-6,
+    )
     assert torch.equal(v[:, 10:], v[:, :10].flip(-1))
     assert make_views(x, ViewSpec(size=32, multi=False)).shape == (2, 1, 3, 32, 32)
 
@@ -73,7 +77,11 @@ def test_predict_views_outputs_and_features(model):
     assert out.logits.shape == (5, 2) and out.view_logits.shape == (5, 10, 2) and out.features.shape == (5, 7)
     probs = np.exp(out.logits)
     assert np.allclose(out.features[:, 0], probs.max(1), atol=1e-5)  # max_prob of the aggregate
-    single = predict_views(multiview_model(model, prof.model, prof.inference, {"multi_view": False, "aggregator": "mean", "top_k": 1}), images, batch_size=5)
+    single = predict_views(
+        multiview_model(model, prof.model, prof.inference, {"multi_view": False, "aggregator": "mean", "top_k": 1}),
+        images,
+        batch_size=5,
+    )
     assert single.view_logits.shape == (5, 1, 2)
     assert np.all(single.features[:, [1, 3, 4, 5]] == 0)  # variance-type features vanish for one view
     # streamed through loader workers: the same outputs in the same order
@@ -83,7 +91,9 @@ def test_predict_views_outputs_and_features(model):
 
     ds = TensorImageDataset(images, np.zeros(5, dtype=int), Split.VAL_CALIB)
     streamed = predict_views(mv, ds, batch_size=2, loader=LoaderConfig(num_workers=2))
-    assert np.allclose(streamed.logits, out.logits, atol=1e-6) and np.allclose(streamed.features, out.features, atol=1e-6)
+    assert np.allclose(streamed.logits, out.logits, atol=1e-6) and np.allclose(
+        streamed.features, out.features, atol=1e-6
+    )
 
 
 def test_global_aggregator_decides_with_the_global_view_and_keeps_tile_features(model):

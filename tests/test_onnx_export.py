@@ -41,7 +41,13 @@ def _threads():
 
 
 # every aggregator on the ViT multi-view model (V = 10); resnet10t with flip TTA (V = 2)
-CASES = [("tiny", "mean", 10), ("tiny", "topk", 10), ("tiny", "global", 10), ("tiny", "attention", 10), ("demo", "mean", 2)]
+CASES = [
+    ("tiny", "mean", 10),
+    ("tiny", "topk", 10),
+    ("tiny", "global", 10),
+    ("tiny", "attention", 10),
+    ("demo", "mean", 2),
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +77,11 @@ def test_export_parity_and_signature(exported, profile, aggregator, n_views):
     ins, outs = onnx_signature(path)
     d = mv.model.embed_dim
     assert ins == {"images": ["batch", 3, size, size]}
-    assert outs == {"logits": ["batch", 2], "view_logits": ["batch", n_views, 2], "view_embeddings": ["batch", n_views, d]}
+    assert outs == {
+        "logits": ["batch", 2],
+        "view_logits": ["batch", n_views, 2],
+        "view_embeddings": ["batch", n_views, d],
+    }
     assert list(outs) == list(OUTPUT_NAMES) == info.output_names
     assert not mv.training  # mode restored
 
@@ -93,7 +103,11 @@ def test_dynamic_batch_and_runner(exported):
         out = runner.run(x.numpy())
         with torch.no_grad():
             ref = mv(x)
-        assert out["logits"].shape == (b, 2) and out["view_logits"].shape == (b, 10, 2) and out["view_embeddings"].shape == (b, 10, mv.model.embed_dim)
+        assert (
+            out["logits"].shape == (b, 2)
+            and out["view_logits"].shape == (b, 10, 2)
+            and out["view_embeddings"].shape == (b, 10, mv.model.embed_dim)
+        )
         np.testing.assert_allclose(np.exp(out["logits"]), ref[0].exp().numpy(), atol=1e-5)
     x = images(7, size).numpy()
     batched = runner.run_batched(x, batch_size=3)

@@ -69,7 +69,7 @@ def test_thresholds_invoked_directly_with_a_built_context(store):
     # independent recount at the chosen tau: an image exits when max(p, 1-p) >= tau; the FNR
     # counts roadwork images that exit below the decision cut among the roadwork images that exit
     exits = [max(p, 1 - p) >= tau for p in p1]
-    pos_exit = [(p > cut) for p, e, y in zip(p1, exits, preds.labels) if e and y == 1]
+    pos_exit = [(p > cut) for p, e, y in zip(p1, exits, preds.labels, strict=False) if e and y == 1]
     assert meta["n_val_calib"] == 240 and isinstance(meta["n_val_calib"], int) and 0.5 <= meta["tau"] <= 1.0
     assert meta["tau"] == pytest.approx(tau, rel=5e-4) and meta["decision_cut"] == pytest.approx(
         cut, rel=5e-4, abs=1e-12

@@ -45,5 +45,7 @@ def test_refusal_rate_for_an_equal_model_stays_below_alpha():
         rng = np.random.default_rng(100 + seed)
         y, champ = _champion(200, rng)
         other = np.clip(np.where(y == 1, rng.beta(6, 2, len(y)), rng.beta(2, 6, len(y))), 0, 1)
-        refused += not promotion_decision(y, other, champ, metric="mcc", margin=0.0, alpha=0.05, n_resamples=300, seed=seed).promote
+        refused += not promotion_decision(
+            y, other, champ, metric="mcc", margin=0.0, alpha=0.05, n_resamples=300, seed=seed
+        ).promote
     assert refused / 40 <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 40)

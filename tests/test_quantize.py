@@ -9,11 +9,11 @@ import torch
 from roadwork_ml.artifacts import sha256_file
 from roadwork_ml.config import load_profile
 from roadwork_ml.export.onnx_export import OnnxRunner, decisions, export_onnx, onnx_signature
-from roadwork_ml.numerics import softmax
 from roadwork_ml.export.quantize import quantize_int8_dynamic
 from roadwork_ml.models.classifier import build_classifier
 from roadwork_ml.models.inference import view_spec
 from roadwork_ml.models.multiview import MultiViewClassifier
+from roadwork_ml.numerics import softmax
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,9 @@ def test_quantize_int8_dynamic(fp32_model, tmp_path):
     got = OnnxRunner(out, intra_op_threads=1).run(x)
     p_ref, p_got = softmax(ref["logits"]), softmax(got["logits"])
     max_prob_diff = float(np.abs(p_ref - p_got).max())
-    print(f"int8: {info['input_bytes']} → {info['output_bytes']} bytes, max prob diff {max_prob_diff:.2e}, agreement {(decisions(p_ref) == decisions(p_got)).mean():.3f}")
+    print(
+        f"int8: {info['input_bytes']} → {info['output_bytes']} bytes, max prob diff {max_prob_diff:.2e}, agreement {(decisions(p_ref) == decisions(p_got)).mean():.3f}"
+    )
     assert max_prob_diff < 0.05
     assert np.isfinite(got["view_embeddings"]).all()
 

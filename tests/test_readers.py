@@ -9,6 +9,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fixtures_data import (  # tests/ is on sys.path: pytest prepends the dir of an __init__-less test module
+    jpeg_bytes,
+    make_corrupt_image_folder,
+    make_image_folder,
+    make_manifest,
+    make_natix,
+    make_roadwork,
+    make_vistas,
+    natix_rows,
+)
 
 from roadwork_ml.config import DataConfig, DecodeConfig, SourceConfig, SyntheticStyle
 from roadwork_ml.data.decode import ingest, reason_code
@@ -25,21 +35,20 @@ from roadwork_ml.data.readers.natix import consistency_violation, map_daytime, m
 from roadwork_ml.data.readers.roadwork_coco import sequence_from_name
 from roadwork_ml.data.records import ImageRecord, Quarantined, time_of_day
 from roadwork_ml.data.sources import SourceResult, read_source
-from fixtures_data import (  # tests/ is on sys.path: pytest prepends the dir of an __init__-less test module
-    jpeg_bytes,
-    make_corrupt_image_folder,
-    make_image_folder,
-    make_manifest,
-    make_natix,
-    make_roadwork,
-    make_vistas,
-    natix_rows,
-)
 
 DECODE = DecodeConfig(max_pixels=89_478_485, min_side=16, store_max_side=1024, store_jpeg_quality=95)
 STYLE = SyntheticStyle(
-    n_images=6, positive_rate=0.5, label_noise=0.0, hard_negative_rate=0.0, jpeg_quality=(80, 90), blur_max=0.0,
-    noise_std=0.0, n_cameras=2, frames_per_sequence=(1, 3), night_rate=0.0, weather_probs={"clear": 1.0},
+    n_images=6,
+    positive_rate=0.5,
+    label_noise=0.0,
+    hard_negative_rate=0.0,
+    jpeg_quality=(80, 90),
+    blur_max=0.0,
+    noise_std=0.0,
+    n_cameras=2,
+    frames_per_sequence=(1, 3),
+    night_rate=0.0,
+    weather_probs={"clear": 1.0},
 )
 
 
@@ -136,9 +145,19 @@ def test_tag_parsing_is_literal_only():
     hostile = parse_tag_list("[__import__('os').system('echo pwned')]")  # literal_eval refuses; never executed
     assert all(isinstance(t, str) for t in hostile) and map_weather(hostile) == "unknown"
     assert map_weather(["Rainy"]) == "rain" and map_weather(["Sunny"]) == "clear" and map_weather(["Cloudy"]) == "clear"
-    assert map_weather(["Snowy", "Cloudy"]) == "snow" and map_weather(["Foggy"]) == "fog" and map_weather(["Alien"]) == "unknown"
+    assert (
+        map_weather(["Snowy", "Cloudy"]) == "snow"
+        and map_weather(["Foggy"]) == "fog"
+        and map_weather(["Alien"]) == "unknown"
+    )
     hours = {t: map_daytime([t]) for t in ("Day", "Night", "Dawn", "Dusk", "Eclipse")}
-    assert {t: time_of_day(h) for t, h in hours.items()} == {"Day": "day", "Night": "night", "Dawn": "dawn", "Dusk": "dusk", "Eclipse": "unknown"}
+    assert {t: time_of_day(h) for t, h in hours.items()} == {
+        "Day": "day",
+        "Night": "night",
+        "Dawn": "dawn",
+        "Dusk": "dusk",
+        "Eclipse": "unknown",
+    }
 
 
 def test_gps_parsing():
@@ -163,14 +182,26 @@ def test_natix_parquet_reader(tmp_path, image_as, layout):
     shards = find_natix_parquet(fx.root)
     assert [p.name.split("-")[0] for p in shards] == ["train", "train", "test"]
     stats: dict = {}
-    recs, quar = split(list(read_natix(fx.root, "natix", source_cfg("natix_parquet", fx.root), stats=stats, gps_cell_deg=0.01)))
+    recs, quar = split(
+        list(read_natix(fx.root, "natix", source_cfg("natix_parquet", fx.root), stats=stats, gps_cell_deg=0.01))
+    )
     assert not quar
     assert len(recs) == fx.n_records
     assert stats["rows"] == fx.n_rows
     assert stats["consistency_dropped"] == fx.n_dropped
-    assert stats["consistency_dropped_description_label0"] == 1 and stats["consistency_dropped_empty_description_label1"] == 1
+    assert (
+        stats["consistency_dropped_description_label0"] == 1
+        and stats["consistency_dropped_empty_description_label1"] == 1
+    )
     by_id = {r.record_id: r for r in recs}
-    assert set(by_id) == {"natix:train:1", "natix:train:2", "natix:train:3", "natix:train:6", "natix:test:7", "natix:test:8"}
+    assert set(by_id) == {
+        "natix:train:1",
+        "natix:train:2",
+        "natix:train:3",
+        "natix:train:6",
+        "natix:test:7",
+        "natix:test:8",
+    }
     r1, r2, r3, r6 = (by_id[f"natix:train:{i}"] for i in (1, 2, 3, 6))
     assert (r1.label, r1.hour, r1.weather) == (1, 23, "rain")
     assert r1.group_id == r2.group_id == "natix:pittsburgh/seq5"  # one drive, one group
@@ -180,7 +211,9 @@ def test_natix_parquet_reader(tmp_path, image_as, layout):
     r8 = by_id["natix:test:8"]
     assert (r8.hour, r8.weather, r8.group_id) == (7, "fog", "natix:vid77")
     tags = json.loads(r1.tags)
-    assert tags["daytime"] == ["Night"] and tags["scene_description"].startswith("Cones") and tags["hf_split"] == "train"
+    assert (
+        tags["daytime"] == ["Night"] and tags["scene_description"].startswith("Cones") and tags["hf_split"] == "train"
+    )
     assert by_id["natix:train:1"].image_bytes == fx.rows[0]["image"]
     # the corrupt row is yielded with its bytes and quarantined by ingest
     result = ingest(recs, DECODE)
@@ -192,7 +225,9 @@ def test_natix_parquet_reader(tmp_path, image_as, layout):
 def test_natix_filter_off_and_max_images(tmp_path):
     fx = make_natix(tmp_path)
     stats: dict = {}
-    recs = list(read_natix(fx.root, "natix", source_cfg("natix_parquet", fx.root, natix_consistency_filter=False), stats=stats))
+    recs = list(
+        read_natix(fx.root, "natix", source_cfg("natix_parquet", fx.root, natix_consistency_filter=False), stats=stats)
+    )
     assert len(recs) == fx.n_rows and stats.get("consistency_dropped", 0) == 0
     capped = list(read_natix(fx.root, "natix", source_cfg("natix_parquet", fx.root, max_images=2)))
     assert len(capped) == 2
@@ -217,8 +252,10 @@ def test_natix_rows_accept_pil_images_and_missing_bytes():
     from PIL import Image
 
     train, _ = natix_rows()
-    rows = [dict(train[0], image=Image.new("RGB", (32, 32), (1, 2, 3)), hf_split="train"),
-            dict(train[1], image={"bytes": None, "path": None}, hf_split="train")]
+    rows = [
+        dict(train[0], image=Image.new("RGB", (32, 32), (1, 2, 3)), hf_split="train"),
+        dict(train[1], image={"bytes": None, "path": None}, hf_split="train"),
+    ]
     stats: dict = {}
     recs, quar = split(list(natix_rows_to_records([("r0", rows[0]), ("r1", rows[1])], "natix", True, stats)))
     assert len(recs) == 1 and recs[0].image_bytes[:4] == b"\x89PNG"
@@ -249,16 +286,31 @@ def test_roadwork_coco_reader(tmp_path):
     assert reason_code(quar[0].reason) == "missing_file" and "pgh09_0099.jpg" in quar[0].reason
     assert all(r.label == 1 for r in recs)
     by_name = {r.record_id.split(":", 1)[1]: r for r in recs}
-    assert set(by_name) == {"pgh01_0001.jpg", "pgh01_0002.jpg", "boston_3_7_0042.jpg", "boston_3_7_0043.jpg"}  # not pgh02 (unconfigured file)
+    assert set(by_name) == {
+        "pgh01_0001.jpg",
+        "pgh01_0002.jpg",
+        "boston_3_7_0042.jpg",
+        "boston_3_7_0043.jpg",
+    }  # not pgh02 (unconfigured file)
     assert by_name["pgh01_0001.jpg"].group_id == by_name["pgh01_0002.jpg"].group_id == "roadwork:pgh01"
     assert by_name["boston_3_7_0042.jpg"].group_id == "roadwork:boston_3"
     assert json.loads(by_name["pgh01_0001.jpg"].tags)["scene_description"] == "work zone 1"
     # the scene dir itself is accepted; a missing annotation file is a clear error
     assert len(list(read_roadwork_coco(fx.root / "scene", "roadwork"))) == fx.n_records + fx.n_missing
     with pytest.raises(FileNotFoundError, match="instances_nope.json"):
-        read_roadwork_coco(fx.root, "roadwork", source_cfg("roadwork_coco", fx.root, roadwork_annotation_files=["instances_nope.json"]))
-    three = source_cfg("roadwork_coco", fx.root, roadwork_annotation_files=[
-        "instances_train_gps_split.json", "instances_val_gps_split.json", "instances_geographic_da_test.json"], max_images=10)
+        read_roadwork_coco(
+            fx.root, "roadwork", source_cfg("roadwork_coco", fx.root, roadwork_annotation_files=["instances_nope.json"])
+        )
+    three = source_cfg(
+        "roadwork_coco",
+        fx.root,
+        roadwork_annotation_files=[
+            "instances_train_gps_split.json",
+            "instances_val_gps_split.json",
+            "instances_geographic_da_test.json",
+        ],
+        max_images=10,
+    )
     assert len(list(read_roadwork_coco(fx.root, "roadwork", three))) == fx.n_unique_listed + 1  # + pgh02_0001
     assert len(list(read_roadwork_coco(fx.root, "roadwork", source_cfg("roadwork_coco", fx.root, max_images=2)))) == 2
 
@@ -271,17 +323,33 @@ def test_vistas_reader_uses_config_ids_and_pixel_threshold(tmp_path):
     fx = make_vistas(tmp_path, min_pixels=400)
     assert fx.ids["object--traffic-cone"] == 9  # not where a hard-coded id would look
     stats: dict = {}
-    recs, quar = split(list(read_mapillary_vistas(fx.root, "mapillary", source_cfg("mapillary_vistas", fx.root, mapillary_min_pixels=400), stats=stats)))
+    recs, quar = split(
+        list(
+            read_mapillary_vistas(
+                fx.root, "mapillary", source_cfg("mapillary_vistas", fx.root, mapillary_min_pixels=400), stats=stats
+            )
+        )
+    )
     assert not quar
     got = {r.record_id.split(":", 1)[1]: r.label for r in recs}
     assert got == fx.expected_labels
     assert stats["skipped_unlabeled"] == fx.skipped_unlabeled
     tags = json.loads(next(r for r in recs if r.record_id.endswith("va_mixed16")).tags)
-    assert tags["roadwork_pixels"] == 450 and set(tags["class_pixels"]) == {"construction--barrier--temporary", "object--traffic-sign--temporary-front"}
+    assert tags["roadwork_pixels"] == 450 and set(tags["class_pixels"]) == {
+        "construction--barrier--temporary",
+        "object--traffic-sign--temporary-front",
+    }
     # the threshold comes from the config
-    strict = list(read_mapillary_vistas(fx.root, "mapillary", source_cfg("mapillary_vistas", fx.root, mapillary_min_pixels=10_000)))
+    strict = list(
+        read_mapillary_vistas(
+            fx.root, "mapillary", source_cfg("mapillary_vistas", fx.root, mapillary_min_pixels=10_000)
+        )
+    )
     assert {r.label for r in strict} == {0}
-    assert len(list(read_mapillary_vistas(fx.root, "mapillary", source_cfg("mapillary_vistas", fx.root, max_images=2)))) == 2
+    assert (
+        len(list(read_mapillary_vistas(fx.root, "mapillary", source_cfg("mapillary_vistas", fx.root, max_images=2))))
+        == 2
+    )
 
 
 def test_vistas_bad_label_png_is_quarantined(tmp_path):
@@ -309,7 +377,12 @@ def test_read_source_real_paths(tmp_path):
     assert isinstance(res, SourceResult)
     assert len(res.records) == natix.n_records - natix.n_corrupt and len(res.quarantined) == natix.n_corrupt
     s = res.stats
-    assert (s["read"], s["kept"], s["quarantined"], s["consistency_dropped"]) == (natix.n_records, 5, 1, natix.n_dropped)
+    assert (s["read"], s["kept"], s["quarantined"], s["consistency_dropped"]) == (
+        natix.n_records,
+        5,
+        1,
+        natix.n_dropped,
+    )
     assert s["quarantine_reasons"] == {"not_an_image": 1} and s["kind"] == "natix_parquet" and not s["synthetic"]
     assert s["positives"] + s["negatives"] == s["kept"]
     json.dumps(s)  # metadata-ready
@@ -332,10 +405,13 @@ def test_read_source_synthetic_branch(monkeypatch):
         calls.append((source, style.n_images, image_size, seed))
         for i in range(style.n_images):
             data = jpeg_bytes(image_size, image_size, seed=i) if i != 3 else b"\xff\xd8broken"
-            yield ImageRecord(record_id=f"{source}:syn{i}", source=source, label=i % 2, image_bytes=data, true_label=i % 2)
+            yield ImageRecord(
+                record_id=f"{source}:syn{i}", source=source, label=i % 2, image_bytes=data, true_label=i % 2
+            )
 
     try:
         import roadwork_ml.data.synthetic as real  # noqa: F401
+
         monkeypatch.setattr("roadwork_ml.data.synthetic.generate_source", generate_source)
     except ImportError:
         stub = types.ModuleType("roadwork_ml.data.synthetic")
@@ -357,4 +433,6 @@ def test_read_source_with_the_real_synthetic_generator():
     assert len(res.records) == STYLE.n_images and not res.quarantined
     assert all(r.image_bytes[:2] == b"\xff\xd8" and (r.width, r.height) == (64, 64) for r in res.records)
     again = read_source("natix", cfg.sources["natix"], cfg, workers=0)
-    assert [(r.record_id, r.sha256, r.phash) for r in res.records] == [(r.record_id, r.sha256, r.phash) for r in again.records]
+    assert [(r.record_id, r.sha256, r.phash) for r in res.records] == [
+        (r.record_id, r.sha256, r.phash) for r in again.records
+    ]

@@ -41,8 +41,9 @@ def test_confidence_histogram(tmp_path):
 
 def test_risk_coverage_plot(tmp_path):
     conf, correct = _conf_correct()
-    out = risk_coverage_plot(conf, correct, tmp_path / "rc.png",
-                             operating_points={"exit tau": (0.8, 0.12), "gate": (0.6, 0.05)})
+    out = risk_coverage_plot(
+        conf, correct, tmp_path / "rc.png", operating_points={"exit tau": (0.8, 0.12), "gate": (0.6, 0.05)}
+    )
     _assert_png(out)
     _assert_png(risk_coverage_plot(conf, correct, tmp_path / "rc2.png"))
     with pytest.raises(ValueError, match="equally long"):

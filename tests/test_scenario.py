@@ -10,9 +10,9 @@ import json
 from datetime import date, timedelta
 
 import pytest
-from roadwork_ml.config import load_profile
 from pydantic import ValidationError
 
+from roadwork_ml.config import load_profile
 from roadwork_ml.monitoring.scenario import (
     NEW_CAMERA_SUFFIX,
     active_phase,
@@ -24,22 +24,57 @@ from roadwork_ml.monitoring.scenario import (
 )
 from roadwork_ml.monitoring.settings import DriftRules, DriftScenario, MonitoringConfig
 
-
-
 BASE = {name: src.synthetic for name, src in load_profile("demo").data.sources.items()}
 SIZE = 32
 
 
 # The test's own scenario (the profiles' scenarios are tuned by measurement and may change).
 SCENARIO = {
-    "seed": 7, "start_date": "2026-11-01", "n_days": 12, "images_per_day": 200, "label_fraction": 0.3,
+    "seed": 7,
+    "start_date": "2026-11-01",
+    "n_days": 12,
+    "images_per_day": 200,
+    "label_fraction": 0.3,
     "source_shares": {"natix": 0.6, "roadwork": 0.1, "mapillary": 0.3},
     "phases": [
-        {"name": "stable", "start_day": 0, "night_rate": None, "weather_probs": None, "positive_rate": None, "new_camera": None},
-        {"name": "winter_nights", "start_day": 4, "night_rate": 0.65, "weather_probs": {"clear": 0.25, "rain": 0.15, "snow": 0.50, "fog": 0.10}, "positive_rate": None, "new_camera": None},
-        {"name": "new_camera", "start_day": 7, "night_rate": None, "weather_probs": None, "positive_rate": None,
-         "new_camera": {"source": "natix", "share": 0.4, "jpeg_quality": [15, 30], "blur_max": 2.5, "noise_std": 16.0}},
-        {"name": "label_shift", "start_day": 10, "night_rate": None, "weather_probs": None, "positive_rate": 0.7, "new_camera": None},
+        {
+            "name": "stable",
+            "start_day": 0,
+            "night_rate": None,
+            "weather_probs": None,
+            "positive_rate": None,
+            "new_camera": None,
+        },
+        {
+            "name": "winter_nights",
+            "start_day": 4,
+            "night_rate": 0.65,
+            "weather_probs": {"clear": 0.25, "rain": 0.15, "snow": 0.50, "fog": 0.10},
+            "positive_rate": None,
+            "new_camera": None,
+        },
+        {
+            "name": "new_camera",
+            "start_day": 7,
+            "night_rate": None,
+            "weather_probs": None,
+            "positive_rate": None,
+            "new_camera": {
+                "source": "natix",
+                "share": 0.4,
+                "jpeg_quality": [15, 30],
+                "blur_max": 2.5,
+                "noise_std": 16.0,
+            },
+        },
+        {
+            "name": "label_shift",
+            "start_day": 10,
+            "night_rate": None,
+            "weather_probs": None,
+            "positive_rate": 0.7,
+            "new_camera": None,
+        },
     ],
 }
 
@@ -101,7 +136,12 @@ def test_phases_accumulate(scenario):
     for d in range(12):
         counts = day_counts(scenario, d)
         assert sum(counts.values()) == scenario.images_per_day
-    assert day_counts(scenario, 8) == {"natix": 72, "mapillary": 60, "roadwork": 20, "natix/new-camera": 48}  # 0.6/0.3/0.1 of 200, 40% of natix new
+    assert day_counts(scenario, 8) == {
+        "natix": 72,
+        "mapillary": 60,
+        "roadwork": 20,
+        "natix/new-camera": 48,
+    }  # 0.6/0.3/0.1 of 200, 40% of natix new
 
 
 def test_generate_day_is_deterministic_and_ids_are_stable(scenario):
@@ -132,8 +172,13 @@ def _shares(scenario: DriftScenario, days: list[int]) -> dict[str, float]:
     seqs = list({r.sequence_id: r for r in recs}.values())
     n = len(seqs)
     q = [json.loads(r.tags)["jpeg_quality"] for r in recs if r.source == "natix"]
-    return {"night": sum(r.hour >= 20 or r.hour < 6 for r in seqs) / n, "snow": sum(r.weather == "snow" for r in seqs) / n,
-            "positive": sum(r.true_label for r in seqs) / n, "natix_jpeg": sum(q) / len(q), "sequences": n}
+    return {
+        "night": sum(r.hour >= 20 or r.hour < 6 for r in seqs) / n,
+        "snow": sum(r.weather == "snow" for r in seqs) / n,
+        "positive": sum(r.true_label for r in seqs) / n,
+        "natix_jpeg": sum(q) / len(q),
+        "sequences": n,
+    }
 
 
 def test_phases_move_the_shares_they_name(scenario):

@@ -192,7 +192,7 @@ def test_predict_multipart_for_curl(server, bundle):
 
     p = BundlePredictor(bundle, backend="onnx")
     ref = p.predict_tensor(torch.stack([p.load_image(b) for b in blobs])).records([f"img{i}.jpg" for i in range(3)])
-    for got, want in zip(results[:3], ref):
+    for got, want in zip(results[:3], ref, strict=False):
         assert (
             got["image"] == want["image"]
             and got["decision"] == want["decision"]

@@ -111,7 +111,7 @@ def test_champion_moves_under_load_with_zero_failures_and_one_version_change(reg
         )
         set_champion(uri, MODEL, v3)  # a tampered bundle: refused, v2 keeps serving
         n_before = [len(s) for s in seen]
-        assert wait_for(lambda: all(len(s) >= n + 30 for s, n in zip(seen, n_before)), 60)
+        assert wait_for(lambda: all(len(s) >= n + 30 for s, n in zip(seen, n_before, strict=False)), 60)
         stop.set()
         for t in threads:
             t.join(60)

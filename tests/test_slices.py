@@ -20,11 +20,13 @@ from roadwork_ml.evaluation.slices import slice_metrics, time_weather_accuracy, 
 def _data(n: int = 800, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Synthetic eval set with a planted weak slice: weather 'snow' errs 50% of the time, others 5%."""
     rng = np.random.default_rng(seed)
-    meta = pd.DataFrame({
-        "hour": rng.integers(0, 24, n),
-        "weather": rng.choice(["clear", "rain", "snow", "fog"], n, p=[0.45, 0.2, 0.2, 0.15]),
-        "source": rng.choice(["natix", "roadwork", "mapillary"], n),
-    })
+    meta = pd.DataFrame(
+        {
+            "hour": rng.integers(0, 24, n),
+            "weather": rng.choice(["clear", "rain", "snow", "fog"], n, p=[0.45, 0.2, 0.2, 0.15]),
+            "source": rng.choice(["natix", "roadwork", "mapillary"], n),
+        }
+    )
     y = rng.integers(0, 2, n)
     conf = rng.uniform(0.5, 1.0, n)
     err_rate = np.where(meta["weather"] == "snow", 0.5, 0.05)
@@ -103,7 +105,7 @@ def test_time_of_day_column_wins_over_hour_and_missing_values():
     meta, y, p = _data(100)
     meta["time_of_day"] = ["night"] * 50 + [None] * 50
     t = slice_metrics(meta, y, p, families=("time_of_day",))
-    assert dict(zip(t["slice"], t["n"])) == {"night": 50, "unknown": 50}
+    assert dict(zip(t["slice"], t["n"], strict=False)) == {"night": 50, "unknown": 50}
     with pytest.raises(ValueError, match="'source' column"):
         slice_metrics(meta.drop(columns="source"), y, p, families=("source",))
     with pytest.raises(ValueError, match="aligned"):

@@ -27,7 +27,9 @@ TOL = 0.03
 def synth(n_groups: int = 3000, seed: int = 0, pos_rate: float = 0.3) -> pd.DataFrame:
     """Three sources, groups of 1..12 frames (and a few long drives), labels 30 % / 70 %, some mixed groups."""
     rng = np.random.default_rng(seed)
-    sizes = rng.choice([1, 2, 3, 4, 5, 6, 8, 12, 40], size=n_groups, p=[0.28, 0.2, 0.15, 0.1, 0.1, 0.07, 0.05, 0.04, 0.01])
+    sizes = rng.choice(
+        [1, 2, 3, 4, 5, 6, 8, 12, 40], size=n_groups, p=[0.28, 0.2, 0.15, 0.1, 0.1, 0.07, 0.05, 0.04, 0.01]
+    )
     src = rng.choice(["natix", "roadwork", "mapillary"], size=n_groups, p=[0.5, 0.3, 0.2])
     group_pos = rng.random(n_groups) < pos_rate
     gid = np.repeat(np.arange(n_groups), sizes)
@@ -106,7 +108,9 @@ def test_index_preserved_and_subset_of_splits():
 
 
 def test_both_classes_in_every_split_with_few_positive_groups():
-    neg = pd.DataFrame({"record_id": [f"n{i}" for i in range(1000)], "group_id": [f"ng{i // 5}" for i in range(1000)], "label": 0})
+    neg = pd.DataFrame(
+        {"record_id": [f"n{i}" for i in range(1000)], "group_id": [f"ng{i // 5}" for i in range(1000)], "label": 0}
+    )
     sizes = [60, 45, 30, 20, 12]  # five positive drives of very different lengths
     pos = pd.DataFrame(
         {
@@ -126,7 +130,9 @@ def test_both_classes_in_every_split_with_few_positive_groups():
 
 
 def test_missing_class_reported_when_pool_cannot_cover_all_splits():
-    df = pd.DataFrame({"record_id": [str(i) for i in range(200)], "group_id": [f"g{i // 4}" for i in range(200)], "label": 0})
+    df = pd.DataFrame(
+        {"record_id": [str(i) for i in range(200)], "group_id": [f"g{i // 4}" for i in range(200)], "label": 0}
+    )
     df.loc[:7, "label"] = 1  # positives in only two groups: four splits cannot all get one
     df["split"] = assign_splits(df, RATIOS, seed=0, tolerance=TOL)
     problems = check_splits(df, TOL)
@@ -154,7 +160,9 @@ def test_speed_20k_rows_5k_groups():
 
 
 def test_duplicate_record_ids_across_splits_raise_leakage():
-    df = pd.DataFrame({"record_id": ["same"] * 100, "group_id": [f"g{i}" for i in range(100)], "label": [i % 2 for i in range(100)]})
+    df = pd.DataFrame(
+        {"record_id": ["same"] * 100, "group_id": [f"g{i}" for i in range(100)], "label": [i % 2 for i in range(100)]}
+    )
     with pytest.raises(LeakageError, match="same"):
         assign_splits(df, RATIOS, seed=0, tolerance=TOL)
 
@@ -173,6 +181,7 @@ def test_bad_arguments():
 
 
 # --- the checks must be able to fail ------------------------------------------------------
+
 
 def test_check_flags_group_straddling(split_pool):
     df = split_pool.copy()
@@ -205,7 +214,10 @@ def test_check_flags_missing_class_and_share(split_pool):
 
 def test_check_flags_ratios_unknown_split_and_strata(split_pool):
     df = split_pool.copy()
-    assert any("ratio" in p for p in check_splits(df, TOL, ratios={"train": 0.4, "val_select": 0.2, "val_calib": 0.2, "val_test": 0.2}))
+    assert any(
+        "ratio" in p
+        for p in check_splits(df, TOL, ratios={"train": 0.4, "val_select": 0.2, "val_calib": 0.2, "val_test": 0.2})
+    )
     odd = df.copy()
     odd.loc[odd.index[:5], "split"] = "holdout"
     assert any("unknown split names" in p for p in check_splits(odd, TOL))
@@ -227,6 +239,7 @@ def test_check_flags_near_duplicates_across_splits(split_pool):
 
 
 # --- reports and group keys ---------------------------------------------------------------
+
 
 def test_split_report_numbers(split_pool):
     rep = split_report(split_pool)
@@ -250,7 +263,9 @@ def test_gps_cells_and_group_keys():
     with pytest.raises(ValueError):
         gps_cell(float("nan"), 1.0, 0.01)
     assert group_key("natix", "r1", sequence_id="s9", lat=1.0, lon=1.0, cell_deg=0.01) == "natix:seq:s9"
-    assert group_key("roadwork", "r1", sequence_id="unknown", lat=1.0, lon=1.0, cell_deg=0.01) == gps_cell(1.0, 1.0, 0.01)
+    assert group_key("roadwork", "r1", sequence_id="unknown", lat=1.0, lon=1.0, cell_deg=0.01) == gps_cell(
+        1.0, 1.0, 0.01
+    )
     assert group_key("natix", "r1", camera_id="c3") == "natix:cam:c3"
     assert group_key("mapillary", "r1") == "mapillary:rec:r1"
 

@@ -138,8 +138,10 @@ def test_noisy_predictor_reward_interval_brackets_estimate():
     assert pooled["reward"].low <= pooled["reward"].estimate <= pooled["reward"].high
     assert pooled["reward"].estimate == pytest.approx(reward(pooled["mcc"].estimate, pooled["accuracy"].estimate))
     assert 0.0 < pooled["accuracy"].estimate < 1.0 and not math.isnan(pooled["reward"].se)
-    as_json = {k: {kk: vv.to_dict() if isinstance(vv, Interval) else vv for kk, vv in v.items()}
-               if isinstance(v, dict) else v for k, v in r.items()}
+    as_json = {
+        k: {kk: vv.to_dict() if isinstance(vv, Interval) else vv for kk, vv in v.items()} if isinstance(v, dict) else v
+        for k, v in r.items()
+    }
     json.dumps(as_json, allow_nan=False)
     with pytest.raises(ValueError, match="outputs for a batch"):
         streetvision_eval(lambda b: np.zeros(1), imgs[:2], y[:2], levels=(0,), n_resamples=10)
@@ -158,8 +160,13 @@ def test_generated_slice_folder_is_read_with_the_safe_decoder(tmp_path):
     images, labels, quarantined = load_generated_slice(tmp_path, decode)
     assert len(images) == 6 and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
     assert len(quarantined) == 1 and quarantined[0][0].endswith("broken.jpg") and quarantined[0][1]
-    r = streetvision_eval(lambda b: (b.flatten(1).max(dim=1).values > 128).numpy().astype(float), images, labels,
-                          levels=(0,), n_resamples=100)
+    r = streetvision_eval(
+        lambda b: (b.flatten(1).max(dim=1).values > 128).numpy().astype(float),
+        images,
+        labels,
+        levels=(0,),
+        n_resamples=100,
+    )
     assert r["level_0"]["accuracy"].estimate == 1.0
     with pytest.raises(FileNotFoundError):
         load_generated_slice(tmp_path / "missing", decode)

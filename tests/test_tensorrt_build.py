@@ -12,7 +12,14 @@ import torch
 
 from roadwork_ml.export import tensorrt_build
 from roadwork_ml.export.onnx_export import OnnxRunner, export_onnx
-from roadwork_ml.export.tensorrt_build import EngineRejected, TensorRTRunner, TensorRTUnavailable, build_engine, engine_agreement, tensorrt_available
+from roadwork_ml.export.tensorrt_build import (
+    EngineRejected,
+    TensorRTRunner,
+    TensorRTUnavailable,
+    build_engine,
+    engine_agreement,
+    tensorrt_available,
+)
 
 AVAILABLE, REASON = tensorrt_available()
 
@@ -65,7 +72,14 @@ def test_bad_batch_arguments_are_refused_first(tmp_path, toy_onnx):
     assert not (tmp_path / "m.plan").exists()
 
 
-@pytest.mark.parametrize("version,cuda,expect", [(None, False, "tensorrt is not installed"), ("8.6.1", False, "10.x or newer is required"), ("10.3.0", False, "CUDA is not available")])
+@pytest.mark.parametrize(
+    "version,cuda,expect",
+    [
+        (None, False, "tensorrt is not installed"),
+        ("8.6.1", False, "10.x or newer is required"),
+        ("10.3.0", False, "CUDA is not available"),
+    ],
+)
 def test_availability_reasons(monkeypatch, version, cuda, expect):
     if version is None:
         monkeypatch.setitem(sys.modules, "tensorrt", None)  # import raises ImportError
@@ -95,7 +109,9 @@ class _Shifted:
 def test_engine_agreement_accepts_and_rejects(toy_onnx):
     ref = OnnxRunner(toy_onnx, intra_op_threads=1)
     x = _images(50)
-    same = engine_agreement(ref, OnnxRunner(toy_onnx, intra_op_threads=1), x, tolerance=0.99, max_prob_diff=1e-5, batch_size=16)
+    same = engine_agreement(
+        ref, OnnxRunner(toy_onnx, intra_op_threads=1), x, tolerance=0.99, max_prob_diff=1e-5, batch_size=16
+    )
     assert same["accepted"] and same["decision_agreement"] == 1.0 and same["max_prob_diff"] <= 1e-6 and same["n"] == 50
 
     far = _Shifted(ref, 5.0)  # every decision flips to class 1

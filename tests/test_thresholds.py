@@ -25,7 +25,7 @@ def test_sweep_matches_brute_force_and_choice_is_optimal(seed):
     p, y = _scores(800, seed)
     taus = np.linspace(0.5, 1, 101)
     cov, fnr = exit_sweep(p, y, taus)
-    for t, c, f in zip(taus[::10], cov[::10], fnr[::10]):
+    for t, c, f in zip(taus[::10], cov[::10], fnr[::10], strict=False):
         bc, bf = _brute_fnr_coverage(p, y, t)
         assert c == pytest.approx(bc, abs=1e-12) and f == pytest.approx(bf, abs=1e-12)
     fitted = fit_thresholds(p, y, Split.VAL_CALIB, target_fnr_exit=0.05, min_coverage=0.3, grid_size=1001)

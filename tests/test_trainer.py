@@ -28,7 +28,17 @@ def _data(n, seed, split):
 
 def _cfgs(**train):
     p = load_profile("tiny", [f"model.img_size={SIZE}", "model.patch_size=4", "model.embed_dim=32", "model.depth=1"])
-    t = p.train.model_copy(update={"epochs": 6, "batch_size": 32, "lr": 3e-3, "augment": False, "num_threads": 0, "early_stopping_patience": 10, **train})
+    t = p.train.model_copy(
+        update={
+            "epochs": 6,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "augment": False,
+            "num_threads": 0,
+            "early_stopping_patience": 10,
+            **train,
+        }
+    )
     return p.model, t
 
 
@@ -67,7 +77,14 @@ def test_checkpoint_reload_is_bit_identical_and_tamper_is_caught(trained, tmp_pa
 
 def test_early_stopping_stops():
     mcfg, tcfg = _cfgs(epochs=20, early_stopping_patience=2, lr=1e-9)  # nothing to learn at lr 1e-9
-    result = train_classifier(build_classifier(mcfg), _data(64, 2, "train"), _data(64, 3, "val_select"), tcfg, progress=False, log=lambda s: None)
+    result = train_classifier(
+        build_classifier(mcfg),
+        _data(64, 2, "train"),
+        _data(64, 3, "val_select"),
+        tcfg,
+        progress=False,
+        log=lambda s: None,
+    )
     assert result.stopped_early and len(result.history) < 20
 
 

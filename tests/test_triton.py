@@ -33,7 +33,9 @@ def exported(tmp_path_factory):
 
 def _write(tmp_path: Path, exported, **kw) -> dict:
     path, info = exported
-    return write_triton_repository(tmp_path / "repo", "roadwork", path, info.input_size, info.n_views, info.num_classes, info.embed_dim, **kw)
+    return write_triton_repository(
+        tmp_path / "repo", "roadwork", path, info.input_size, info.n_views, info.num_classes, info.embed_dim, **kw
+    )
 
 
 def test_repository_layout_and_configs_parse(tmp_path, exported):
@@ -43,7 +45,9 @@ def test_repository_layout_and_configs_parse(tmp_path, exported):
     repo = _write(tmp_path, exported, engine_path=engine, instance_kind="KIND_GPU", intra_op_threads=2)
     root = tmp_path / "repo"
     assert set(repo["models"]) == {"roadwork_onnx", "roadwork_trt"}
-    assert (root / "roadwork_onnx" / "1" / "model.onnx").is_file() and (root / "roadwork_trt" / "1" / "model.plan").is_file()
+    assert (root / "roadwork_onnx" / "1" / "model.onnx").is_file() and (
+        root / "roadwork_trt" / "1" / "model.plan"
+    ).is_file()
     assert repo["models"]["roadwork_onnx"]["sha256"] == sha256_file(onnx_path)
     assert repo["models"]["roadwork_trt"]["sha256"] == sha256_file(engine)
     assert not [p for p in root.rglob(".*")]  # no temp files left behind
@@ -55,11 +59,18 @@ def test_repository_layout_and_configs_parse(tmp_path, exported):
         assert validate_config(str(cfg_path)).name == name  # a str path (ONNX found next to it for _onnx)
         assert validate_config(cfg_path.read_text()).platform == platform  # the text itself
         assert cfg.name == name and cfg.platform == platform and cfg.max_batch_size == 64
-        assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 16, 32] and cfg.dynamic_batching.max_queue_delay_microseconds == 2000
+        assert (
+            list(cfg.dynamic_batching.preferred_batch_size) == [8, 16, 32]
+            and cfg.dynamic_batching.max_queue_delay_microseconds == 2000
+        )
         # names and dims are the ONNX graph's, without the batch dim
         assert {t.name: list(t.dims) for t in cfg.input} == {k: v[1:] for k, v in ins.items()}
         assert {t.name: list(t.dims) for t in cfg.output} == {k: v[1:] for k, v in outs.items()}
-        assert {t.name: list(t.dims) for t in cfg.output} == {"logits": [2], "view_logits": [10, 2], "view_embeddings": [10, info.embed_dim]}
+        assert {t.name: list(t.dims) for t in cfg.output} == {
+            "logits": [2],
+            "view_logits": [10, 2],
+            "view_embeddings": [10, info.embed_dim],
+        }
     onnx_cfg = validate_config(root / "roadwork_onnx" / "config.pbtxt")
     assert onnx_cfg.instance_group[0].kind == onnx_cfg.instance_group[0].KIND_GPU
     assert onnx_cfg.parameters["intra_op_thread_count"].string_value == "2"

@@ -52,8 +52,15 @@ def _reference(probs, embs=None):
 
 
 def test_feature_names_order_and_docs():
-    assert FEATURE_NAMES == ("max_prob", "cross_view_variance", "entropy", "max_minus_mean", "crop_disagreement",
-                             "epistemic_feature_variance", "aleatoric_expected_entropy")
+    assert FEATURE_NAMES == (
+        "max_prob",
+        "cross_view_variance",
+        "entropy",
+        "max_minus_mean",
+        "crop_disagreement",
+        "epistemic_feature_variance",
+        "aleatoric_expected_entropy",
+    )
     assert NUM_FEATURES == 7 and set(FEATURE_INFO) == set(FEATURE_NAMES)
     assert all({"range", "unit"} <= set(v) for v in FEATURE_INFO.values())
 
@@ -61,8 +68,9 @@ def test_feature_names_order_and_docs():
 def test_hand_computed_tiny_example():
     p1 = np.array([[0.9, 0.6, 0.3], [0.0, 0.2, 0.1]])
     probs = np.stack([1 - p1, p1], axis=-1)  # [2, 3, 2]
-    embs = np.array([[[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]],
-                     [[1.0, 1.0], [2.0, 2.0], [5.0, 5.0]]])  # second image: all views point the same way
+    embs = np.array(
+        [[[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]], [[1.0, 1.0], [2.0, 2.0], [5.0, 5.0]]]
+    )  # second image: all views point the same way
     f = uncertainty_features(probs, embs)
     assert f.shape == (2, 7) and f.dtype == np.float64
 
@@ -93,7 +101,9 @@ def test_matches_loop_reference_on_random_data(C):
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(C) * 0.7, size=(20, 5))
     embs = rng.normal(size=(20, 5, 4))
-    np.testing.assert_allclose(uncertainty_features(probs, embs), _reference(probs.tolist(), embs.tolist()), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        uncertainty_features(probs, embs), _reference(probs.tolist(), embs.tolist()), rtol=0, atol=1e-12
+    )
 
 
 def test_single_view_invariants():
@@ -126,13 +136,15 @@ def test_ranges_c2():
     assert f.shape == (5000, 7) and np.isfinite(f).all()
     eps = 1e-12
     assert f[:, I["max_prob"]].min() >= 0.5 - eps and f[:, I["max_prob"]].max() <= 1 + eps
-    assert 0 <= f[:, I["cross_view_variance"]].min() and f[:, I["cross_view_variance"]].max() <= 0.25
+    assert f[:, I["cross_view_variance"]].min() >= 0 and f[:, I["cross_view_variance"]].max() <= 0.25
     assert -eps <= f[:, I["entropy"]].min() and f[:, I["entropy"]].max() <= math.log(2) + eps
     assert -eps <= f[:, I["max_minus_mean"]].min() and f[:, I["max_minus_mean"]].max() <= 1 - 1 / V + eps
     dis = f[:, I["crop_disagreement"]]
     assert dis.min() >= 0 and dis.max() <= 1 and dis.max() > 0
     np.testing.assert_allclose(dis * V, np.round(dis * V), atol=1e-9)  # multiples of 1/V
-    assert 0 <= f[:, I["epistemic_feature_variance"]].min() and f[:, I["epistemic_feature_variance"]].max() <= 1 / D + eps
+    assert (
+        f[:, I["epistemic_feature_variance"]].min() >= 0 and f[:, I["epistemic_feature_variance"]].max() <= 1 / D + eps
+    )
     # mutual information = entropy - expected entropy >= 0
     assert (f[:, I["entropy"]] - f[:, I["aleatoric_expected_entropy"]]).min() >= -1e-12
 
@@ -150,7 +162,9 @@ def test_numpy_torch_agree(C):
     assert isinstance(t32, torch.Tensor) and t32.dtype == torch.float32
     np.testing.assert_allclose(t32.double().numpy(), ref, rtol=0, atol=1e-6)
     probs = torch.softmax(torch.from_numpy(logits), -1)
-    np.testing.assert_allclose(uncertainty_features_torch(probs).numpy(), uncertainty_features(probs.numpy()), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        uncertainty_features_torch(probs).numpy(), uncertainty_features(probs.numpy()), rtol=0, atol=1e-12
+    )
 
 
 def test_rejects_bad_inputs():

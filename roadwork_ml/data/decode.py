@@ -17,15 +17,16 @@ A failure becomes a :class:`~roadwork_ml.data.records.Quarantined` entry with a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
-from typing import Iterable, Iterator, Sequence
 
 import imagehash
 import numpy as np
@@ -163,7 +164,9 @@ def _safe_open(data: bytes, cfg: DecodeConfig) -> tuple[Image.Image, bool]:
     # Header checks, before a single pixel is decoded.
     width, height = img.size
     if width * height > cfg.max_pixels:
-        raise DecodeError("decompression_bomb", f"{width}x{height} = {width * height} pixels > max_pixels {cfg.max_pixels}")
+        raise DecodeError(
+            "decompression_bomb", f"{width}x{height} = {width * height} pixels > max_pixels {cfg.max_pixels}"
+        )
     if min(width, height) < cfg.min_side:
         raise DecodeError("too_small", f"{width}x{height}, min_side {cfg.min_side}")
 
@@ -196,10 +199,8 @@ def _safe_open(data: bytes, cfg: DecodeConfig) -> tuple[Image.Image, bool]:
     except Exception:  # noqa: BLE001 - a broken EXIF block does not make a broken image
         orientation = 1
     if orientation != 1:
-        try:
+        with contextlib.suppress(Exception):  # keep the pixels as stored
             img = ImageOps.exif_transpose(img)
-        except Exception:  # noqa: BLE001 - keep the pixels as stored
-            pass
 
     try:
         rgb = to_rgb(img)
@@ -317,7 +318,11 @@ def ingest_one(
     except DecodeError as exc:
         return Quarantined(source=item.source, origin=item.origin or item.record_id, reason=str(exc))
     except Exception as exc:  # noqa: BLE001 - never abort the batch on one image
-        return Quarantined(source=item.source, origin=item.origin or item.record_id, reason=f"decode_failed: {type(exc).__name__}: {exc}")
+        return Quarantined(
+            source=item.source,
+            origin=item.origin or item.record_id,
+            reason=f"decode_failed: {type(exc).__name__}: {exc}",
+        )
     stored = replace(item, image_bytes=data)
     return IngestedRecord(record=stored, sha256=hashlib.sha256(data).hexdigest(), phash=ph, width=width, height=height)
 
@@ -404,7 +409,7 @@ def to_manifest_table(ingested: Sequence[IngestedRecord], paths: Sequence[str] |
         paths = [store_relpath(ing) for ing in ingested]
     if len(paths) != len(ingested):
         raise ValueError(f"to_manifest_table: {len(ingested)} records but {len(paths)} paths")
-    rows = [manifest_row(ing, p) for ing, p in zip(ingested, paths)]
+    rows = [manifest_row(ing, p) for ing, p in zip(ingested, paths, strict=False)]
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
     validate_table(table, MANIFEST_SCHEMA)
     return table

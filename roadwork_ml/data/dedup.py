@@ -52,7 +52,7 @@ take tens of milliseconds at ``max_hamming=4``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,6 +87,7 @@ _BLOCK_ELEMENTS = 1 << 22  # ~32 MiB of uint64 per block in the all-pairs fallba
 
 
 # --- hashing primitives ------------------------------------------------------------------
+
 
 def as_uint64(values) -> np.ndarray:
     """Coerce pHashes to ``uint64``: unsigned/signed ints (bit pattern kept), Python ints, hex strings."""
@@ -136,7 +137,9 @@ def _band_layout(max_hamming: int) -> list[tuple[np.uint64, np.uint64]] | None:
     return layout
 
 
-def _brute_pairs(a: np.ndarray, b: np.ndarray, max_hamming: int, self_join: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _brute_pairs(
+    a: np.ndarray, b: np.ndarray, max_hamming: int, self_join: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = max(1, _BLOCK_ELEMENTS // max(1, len(b)))
     out_i, out_j, out_d = [], [], []
     for start in range(0, len(a), rows):
@@ -153,10 +156,16 @@ def _brute_pairs(a: np.ndarray, b: np.ndarray, max_hamming: int, self_join: bool
     if not out_i:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, empty
-    return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64), np.concatenate(out_d).astype(np.int64)
+    return (
+        np.concatenate(out_i).astype(np.int64),
+        np.concatenate(out_j).astype(np.int64),
+        np.concatenate(out_d).astype(np.int64),
+    )
 
 
-def _pairs(a: np.ndarray, b: np.ndarray, max_hamming: int, self_join: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pairs(
+    a: np.ndarray, b: np.ndarray, max_hamming: int, self_join: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All (i, j, d) with d(a[i], b[j]) <= max_hamming (i < j for a self join), sorted by (i, j)."""
     empty = np.empty(0, dtype=np.int64)
     if max_hamming < 0 or len(a) == 0 or len(b) == 0:
@@ -187,7 +196,7 @@ def _pairs(a: np.ndarray, b: np.ndarray, max_hamming: int, self_join: bool) -> t
         ends = np.cumsum(cnt)
         cuts = np.searchsorted(ends, np.arange(_BLOCK_ELEMENTS, int(ends[-1]), _BLOCK_ELEMENTS), side="left")
         bounds = np.unique(np.concatenate([[0], cuts + 1, [len(a)]]))
-        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=False):
             c = cnt[lo:hi]
             m = int(c.sum())
             if m == 0:
@@ -226,6 +235,7 @@ def near_duplicate_pairs(a_hashes, b_hashes=None, max_hamming: int = 4) -> np.nd
 
 
 # --- clustering ---------------------------------------------------------------------------
+
 
 def _components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if n == 0:
@@ -404,5 +414,7 @@ def dedup_summary(kept: pd.DataFrame, removed: pd.DataFrame) -> dict:
     if "orig_group_id" in kept:
         out["n_groups_before_merge"] = int(kept["orig_group_id"].nunique())
         out["n_groups_after_merge"] = int(kept["group_id"].nunique())
-    out["removed_by_source"] = {str(k): int(v) for k, v in removed["source"].value_counts().sort_index().items()} if len(removed) else {}
+    out["removed_by_source"] = (
+        {str(k): int(v) for k, v in removed["source"].value_counts().sort_index().items()} if len(removed) else {}
+    )
     return out

@@ -37,7 +37,8 @@ source before and after.
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -124,7 +125,9 @@ def _source_targets(counts: pd.Series, strategy: str, source_weights, mixing_rat
         absent = sorted(s for s, v in mixing_ratios.items() if s not in sources and float(v) > 0)
         total = sum(m.values())
         if absent or abs(total - 1.0) > 1e-6:
-            note = f"mixing_ratios renormalized over present sources {sources}" + (f"; no rows for {absent}" if absent else "")
+            note = f"mixing_ratios renormalized over present sources {sources}" + (
+                f"; no rows for {absent}" if absent else ""
+            )
             warnings.warn(note, stacklevel=3)
             extra["note"] = note
         share = {s: v / total for s, v in m.items()}
@@ -177,10 +180,21 @@ def fuse(
         out["stratum"] = out[source_col].astype(str) + "|" + out[label_col].astype(str)
     else:
         out["stratum"] = out[label_col].astype(str)
-    return FusionResult(out, fusion_report(df, out, strategy, targets, extra, label_col=label_col, source_col=source_col))
+    return FusionResult(
+        out, fusion_report(df, out, strategy, targets, extra, label_col=label_col, source_col=source_col)
+    )
 
 
-def fusion_report(before: pd.DataFrame, after: pd.DataFrame, strategy: str, targets=None, extra=None, *, label_col="label", source_col="source") -> dict:
+def fusion_report(
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    strategy: str,
+    targets=None,
+    extra=None,
+    *,
+    label_col="label",
+    source_col="source",
+) -> dict:
     def stats(frame: pd.DataFrame) -> dict:
         n = len(frame)
         return {

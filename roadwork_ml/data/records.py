@@ -7,8 +7,8 @@ manifest with :data:`MANIFEST_SCHEMA`, and stores the image bytes as files next 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 import pyarrow as pa
 
@@ -56,7 +56,11 @@ class ImageRecord:
         if self.label not in (0, 1):
             raise ValueError(f"{self.record_id}: label must be 0 or 1, got {self.label!r}")
         if not self.group_id:
-            self.group_id = f"{self.source}:{self.sequence_id}" if self.sequence_id != UNKNOWN else f"{self.source}:{self.record_id}"
+            self.group_id = (
+                f"{self.source}:{self.sequence_id}"
+                if self.sequence_id != UNKNOWN
+                else f"{self.source}:{self.record_id}"
+            )
 
 
 MANIFEST_SCHEMA = pa.schema(
@@ -92,7 +96,8 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 SPLITS_SCHEMA = pa.schema(
-    list(MANIFEST_SCHEMA) + [pa.field("split", pa.string(), nullable=False), pa.field("manifest_dir", pa.string(), nullable=False)],
+    list(MANIFEST_SCHEMA)
+    + [pa.field("split", pa.string(), nullable=False), pa.field("manifest_dir", pa.string(), nullable=False)],
     metadata={"roadwork.schema": "splits/1"},
 )
 

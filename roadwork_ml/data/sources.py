@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from roadwork_ml.config import DataConfig, SourceConfig
 from roadwork_ml.data.decode import IngestedRecord, iter_ingest, reason_code
@@ -100,7 +101,9 @@ def iter_source(
             stats["read"] += 1
             yield item
 
-    items = iter_ingest(counted(raw), data_cfg.decode, workers=default_workers() if workers is None else workers, chunk_size=16)
+    items = iter_ingest(
+        counted(raw), data_cfg.decode, workers=default_workers() if workers is None else workers, chunk_size=16
+    )
     if progress:
         from tqdm.auto import tqdm
 

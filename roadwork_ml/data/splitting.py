@@ -31,7 +31,7 @@ Algorithm (deterministic by seed)
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ SPLIT_NAMES: tuple[str, ...] = tuple(s.value for s in Split)
 
 
 # --- group keys ----------------------------------------------------------------------------
+
 
 def gps_cell(lat: float, lon: float, cell_deg: float) -> str:
     """Key of the ``cell_deg`` × ``cell_deg`` GPS cell holding (lat, lon), e.g. ``'gps:0.01:4871:235'``.
@@ -65,7 +66,7 @@ def gps_cells(lat, lon, cell_deg: float) -> np.ndarray:
     out = np.full(lat.shape, "", dtype=object)
     ilat = np.floor(lat[ok] / cell_deg).astype(np.int64)
     ilon = np.floor(lon[ok] / cell_deg).astype(np.int64)
-    out[ok] = [f"gps:{cell_deg:g}:{a}:{b}" for a, b in zip(ilat.tolist(), ilon.tolist())]
+    out[ok] = [f"gps:{cell_deg:g}:{a}:{b}" for a, b in zip(ilat.tolist(), ilon.tolist(), strict=False)]
     return out
 
 
@@ -85,6 +86,7 @@ def group_key(
     itself. Unknown values (``None``, ``''``, ``'unknown'``) are skipped. Keys are prefixed
     with the source so two sources' sequence ids never collide.
     """
+
     def known(v) -> bool:
         return v is not None and str(v) not in ("", "unknown", "nan")
 
@@ -131,6 +133,7 @@ def union_group_keys(df: pd.DataFrame, columns: Iterable[str]) -> pd.Series:
 
 
 # --- assignment ----------------------------------------------------------------------------
+
 
 def _validate_ratios(ratios: dict[str, float]) -> tuple[list[str], np.ndarray]:
     unknown = set(ratios) - set(SPLIT_NAMES)
@@ -190,7 +193,7 @@ class _Problem:
         assign = np.empty(len(self.V), dtype=np.int64)
         for g in order.tolist():
             lo, hi = starts[g], starts[g + 1]
-            nz = list(zip(cols_l[lo:hi], vals_l[lo:hi]))
+            nz = list(zip(cols_l[lo:hi], vals_l[lo:hi], strict=False))
             n = n_l[g]
             best_s, best_d = -1, float("inf")
             for s in splits:
@@ -322,7 +325,7 @@ def assign_splits(
 
     rng = np.random.default_rng(seed)
     best = None
-    for attempt in range(1 + max(0, n_restarts)):
+    for _attempt in range(1 + max(0, n_restarts)):
         perm = rng.permutation(G)
         order = perm[np.argsort(-prob.n[perm], kind="stable")]  # size desc, seeded ties
         assign = prob.local_search(prob.greedy(order))
@@ -343,6 +346,7 @@ def assign_splits(
 
 
 # --- reports and checks --------------------------------------------------------------------
+
 
 def split_report(
     df: pd.DataFrame,
@@ -380,7 +384,15 @@ def split_report(
     return out
 
 
-SPLIT_RULES = ("splits_disjoint", "no_group_in_two_splits", "both_classes_in_every_split", "class_share_within_tolerance", "split_ratios", "strata_within_tolerance", "no_near_duplicates_across_splits")
+SPLIT_RULES = (
+    "splits_disjoint",
+    "no_group_in_two_splits",
+    "both_classes_in_every_split",
+    "class_share_within_tolerance",
+    "split_ratios",
+    "strata_within_tolerance",
+    "no_near_duplicates_across_splits",
+)
 
 
 def check_splits(df: pd.DataFrame, tolerance: float, **kwargs) -> list[str]:
@@ -430,7 +442,9 @@ def split_violations(
         per_id = pd.DataFrame({"id": ids, "s": splits}).drop_duplicates().groupby("id")["s"].nunique()
         bad = per_id[per_id > 1]
         if len(bad):
-            found["splits_disjoint"].append(f"{len(bad)} {id_col}s are in more than one split, e.g. {bad.index[:3].tolist()}")
+            found["splits_disjoint"].append(
+                f"{len(bad)} {id_col}s are in more than one split, e.g. {bad.index[:3].tolist()}"
+            )
         try:
             assert_disjoint({s: ids[splits == s].tolist() for s in set(splits)}, what=id_col)
         except LeakageError as exc:
@@ -443,7 +457,9 @@ def split_violations(
     if len(straddle):
         g0 = straddle.index[0]
         where = sorted(per_group.loc[per_group["g"] == g0, "s"])
-        found["no_group_in_two_splits"].append(f"{len(straddle)} groups straddle splits, e.g. group {g0!r} is in {where}")
+        found["no_group_in_two_splits"].append(
+            f"{len(straddle)} groups straddle splits, e.g. group {g0!r} is in {where}"
+        )
 
     labels = df[label_col]
     pool_share = labels.value_counts(normalize=True).sort_index()
@@ -456,9 +472,13 @@ def split_violations(
             got = float(share.get(y, 0.0))
             if got == 0.0:
                 n_groups_y = df.loc[labels == y, group_col].nunique()
-                found["both_classes_in_every_split"].append(f"split {s!r} has no rows of label {y!r} (pool share {p:.3f}, held by {n_groups_y} groups)")
+                found["both_classes_in_every_split"].append(
+                    f"split {s!r} has no rows of label {y!r} (pool share {p:.3f}, held by {n_groups_y} groups)"
+                )
             elif y in share_checked and abs(got - p) > tolerance:
-                found["class_share_within_tolerance"].append(f"split {s!r}: share of label {y!r} is {got:.3f}, pool {p:.3f}, beyond ±{tolerance:.3f}")
+                found["class_share_within_tolerance"].append(
+                    f"split {s!r}: share of label {y!r} is {got:.3f}, pool {p:.3f}, beyond ±{tolerance:.3f}"
+                )
 
     if ratios is not None:
         n = len(df)
@@ -466,7 +486,9 @@ def split_violations(
         for s, want in ratios.items():
             got = float((splits == s).sum() / n)
             if abs(got - want / total) > ratio_tolerance:
-                found["split_ratios"].append(f"split {s!r} holds {got:.3f} of rows, ratio {want / total:.3f}, beyond ±{ratio_tolerance:.3f}")
+                found["split_ratios"].append(
+                    f"split {s!r} holds {got:.3f} of rows, ratio {want / total:.3f}, beyond ±{ratio_tolerance:.3f}"
+                )
 
     if stratify_col is not None:
         if stratify_col not in df.columns:
@@ -479,11 +501,15 @@ def split_violations(
                 for k, p in pool.items():
                     got = float(share.get(k, 0.0))
                     if abs(got - p) > tolerance:
-                        found["strata_within_tolerance"].append(f"split {s!r}: share of {stratify_col}={k!r} is {got:.3f}, pool {p:.3f}, beyond ±{tolerance:.3f}")
+                        found["strata_within_tolerance"].append(
+                            f"split {s!r}: share of {stratify_col}={k!r} is {got:.3f}, pool {p:.3f}, beyond ±{tolerance:.3f}"
+                        )
 
     if max_hamming is not None:
         if phash_col not in df.columns:
-            found["no_near_duplicates_across_splits"].append(f"split table lacks {phash_col!r}; cannot check near duplicates across splits")
+            found["no_near_duplicates_across_splits"].append(
+                f"split table lacks {phash_col!r}; cannot check near duplicates across splits"
+            )
         else:
             hashes = {s: df.loc[splits == s, phash_col].to_numpy() for s in present}
             rid = {s: (df.loc[splits == s, id_col].astype(str).to_numpy() if id_col in df else None) for s in present}
@@ -495,5 +521,7 @@ def split_violations(
                         if rid[a] is not None:
                             p0 = pairs[0]
                             ex = f", e.g. {rid[a][p0[0]]!r} ~ {rid[b][p0[1]]!r} at distance {p0[2]}"
-                        found["no_near_duplicates_across_splits"].append(f"{len(pairs)} near-duplicate pairs (pHash distance <= {max_hamming}) across {a!r} and {b!r}{ex}")
+                        found["no_near_duplicates_across_splits"].append(
+                            f"{len(pairs)} near-duplicate pairs (pHash distance <= {max_hamming}) across {a!r} and {b!r}{ex}"
+                        )
     return found

@@ -44,7 +44,14 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
-def augment_batch(images: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.7, 1.0), max_shift: float = 0.1, jitter: float = 0.2, flip_prob: float = 0.5) -> torch.Tensor:
+def augment_batch(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.7, 1.0),
+    max_shift: float = 0.1,
+    jitter: float = 0.2,
+    flip_prob: float = 0.5,
+) -> torch.Tensor:
     """Random resized crop (affine zoom + shift), horizontal flip, brightness/contrast jitter.
 
     ``images``: float ``[B, 3, H, W]`` in [0, 1]; returns the same shape, clamped to [0, 1].

@@ -27,8 +27,9 @@ it is only noisier.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -166,7 +167,9 @@ def _eval(statistic: Statistic, idx: np.ndarray, keys: Sequence[str]) -> list[fl
     return [float(vals[k]) for k in keys]
 
 
-def _resample_chunk(n: int, statistic: Statistic, keys: tuple[str, ...], seed_seq: np.random.SeedSequence, size: int) -> np.ndarray:
+def _resample_chunk(
+    n: int, statistic: Statistic, keys: tuple[str, ...], seed_seq: np.random.SeedSequence, size: int
+) -> np.ndarray:
     rng = np.random.default_rng(seed_seq)
     out = np.empty((size, len(keys)), dtype=np.float64)
     for b in range(size):
@@ -191,8 +194,9 @@ def _run(fn: Callable, tasks: list[tuple], n_jobs: int) -> list[np.ndarray]:
     return Parallel(n_jobs=int(n_jobs), backend="loky")(delayed(fn)(*t) for t in tasks)
 
 
-def bootstrap_distribution(n: int, statistic: Statistic, n_resamples: int = 1000, seed: int = 0,
-                           n_jobs: int = -1) -> tuple[dict[str, float], np.ndarray]:
+def bootstrap_distribution(
+    n: int, statistic: Statistic, n_resamples: int = 1000, seed: int = 0, n_jobs: int = -1
+) -> tuple[dict[str, float], np.ndarray]:
     """Evaluate ``statistic`` on the full sample and on ``n_resamples`` i.i.d. resamples.
 
     Args:
@@ -215,7 +219,7 @@ def bootstrap_distribution(n: int, statistic: Statistic, n_resamples: int = 1000
     n_chunks = -(-b // CHUNK_SIZE)
     seqs = np.random.SeedSequence(int(seed)).spawn(n_chunks)
     sizes = [min(CHUNK_SIZE, b - c * CHUNK_SIZE) for c in range(n_chunks)]
-    parts = _run(_resample_chunk, [(n, statistic, keys, s, m) for s, m in zip(seqs, sizes)], n_jobs)
+    parts = _run(_resample_chunk, [(n, statistic, keys, s, m) for s, m in zip(seqs, sizes, strict=False)], n_jobs)
     return estimate, np.concatenate(parts, axis=0)
 
 
@@ -227,7 +231,7 @@ def _jackknife(n: int, statistic: Statistic, keys: tuple[str, ...], seed: int, n
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(_JACKKNIFE_SPAWN_KEY,)))
         groups = np.array_split(rng.permutation(n), JACKKNIFE_MAX_BLOCKS)
     per = -(-len(groups) // max(1, 4 * _n_workers(n_jobs)))
-    tasks = [(n, statistic, keys, groups[i:i + per]) for i in range(0, len(groups), per)]
+    tasks = [(n, statistic, keys, groups[i : i + per]) for i in range(0, len(groups), per)]
     return np.concatenate(_run(_deletion_chunk, tasks, n_jobs), axis=0)
 
 
@@ -248,8 +252,9 @@ def _acceleration(jack: np.ndarray) -> float:
     return float(np.sum(u**3)) / den if den > 0 else 0.0
 
 
-def interval_from_distribution(estimate: float, dist: np.ndarray, method: str = "percentile", level: float = 0.95,
-                               acceleration: float = 0.0) -> Interval:
+def interval_from_distribution(
+    estimate: float, dist: np.ndarray, method: str = "percentile", level: float = 0.95, acceleration: float = 0.0
+) -> Interval:
     """Interval from a bootstrap distribution ``dist [B]`` (nan entries dropped and counted).
 
     ``method="percentile"``: the ``(1-level)/2`` and ``(1+level)/2`` quantiles (numpy
@@ -283,8 +288,15 @@ def interval_from_distribution(estimate: float, dist: np.ndarray, method: str = 
     return Interval(float(estimate), float(low), float(high), method, float(level), se, d.shape[0], dropped)
 
 
-def bootstrap_statistic(n: int, statistic: Statistic, n_resamples: int = 1000, level: float = 0.95, seed: int = 0,
-                        n_jobs: int = -1, methods: Sequence[str] = METHODS) -> dict[str, dict[str, Interval]]:
+def bootstrap_statistic(
+    n: int,
+    statistic: Statistic,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    n_jobs: int = -1,
+    methods: Sequence[str] = METHODS,
+) -> dict[str, dict[str, Interval]]:
     """Bootstrap intervals of an arbitrary statistic of N rows.
 
     Args:
@@ -336,9 +348,16 @@ def _metric_names(metrics: Sequence[str] | str | None) -> tuple[str, ...]:
     return names
 
 
-def bootstrap_metrics(labels: Any, probs1: Any, metrics: Sequence[str] | None = None, n_resamples: int = 1000,
-                      level: float = 0.95, seed: int = 0, n_jobs: int = -1,
-                      methods: Sequence[str] = METHODS) -> dict[str, dict[str, Interval]]:
+def bootstrap_metrics(
+    labels: Any,
+    probs1: Any,
+    metrics: Sequence[str] | None = None,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    n_jobs: int = -1,
+    methods: Sequence[str] = METHODS,
+) -> dict[str, dict[str, Interval]]:
     """Bootstrap intervals of binary-classifier metrics.
 
     Args:
@@ -396,9 +415,18 @@ class _PairedStatistic:
         return {"new": self.fn(y, self.p_new[idx]), "ref": self.fn(y, self.p_ref[idx])}
 
 
-def paired_bootstrap(labels: Any, probs_new: Any, probs_ref: Any, metric: str = "mcc", n_resamples: int = 1000,
-                     level: float = 0.95, seed: int = 0, margin: float = 0.0, n_jobs: int = -1,
-                     alpha: float = 0.05) -> PairedComparison:
+def paired_bootstrap(
+    labels: Any,
+    probs_new: Any,
+    probs_ref: Any,
+    metric: str = "mcc",
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    margin: float = 0.0,
+    n_jobs: int = -1,
+    alpha: float = 0.05,
+) -> PairedComparison:
     """Paired bootstrap of ``metric(new) - metric(ref)`` on the same resampled rows.
 
     Reading (one-sided non-inferiority; higher-is-better metrics only):
@@ -433,5 +461,15 @@ def paired_bootstrap(labels: Any, probs_new: Any, probs_ref: Any, metric: str = 
     d = d[np.isfinite(d)]
     b = d.shape[0]
     p_value = (1.0 + float(np.sum(d >= -float(margin)))) / (b + 1.0)
-    return PairedComparison(metric, est["new"], est["ref"], diff, interval, p_value, float(margin), float(alpha),
-                            bool(p_value < alpha), {"n_resamples": b})
+    return PairedComparison(
+        metric,
+        est["new"],
+        est["ref"],
+        diff,
+        interval,
+        p_value,
+        float(margin),
+        float(alpha),
+        bool(p_value < alpha),
+        {"n_resamples": b},
+    )

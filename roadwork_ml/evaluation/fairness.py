@@ -49,12 +49,17 @@ def _missing(stats: dict[str, dict[str, Any]], need: tuple[str, ...]) -> str | N
 def _gap(value: float, threshold: float, reason: str | None, **rates: float) -> dict[str, Any]:
     ok = reason is None and math.isfinite(value)
     # 1e-12: rate differences like 1/2 - 1/6 round just above an equal threshold
-    return {"value": value if ok else float("nan"), "passed": bool(ok and value <= threshold + 1e-12),
-            "reason": reason, **rates}
+    return {
+        "value": value if ok else float("nan"),
+        "passed": bool(ok and value <= threshold + 1e-12),
+        "reason": reason,
+        **rates,
+    }
 
 
-def fairness_report(labels: Any, preds: Any, groups: Any, group_a: str = "day", group_b: str = "night",
-                    threshold: float = 0.05) -> dict[str, Any]:
+def fairness_report(
+    labels: Any, preds: Any, groups: Any, group_a: str = "day", group_b: str = "night", threshold: float = 0.05
+) -> dict[str, Any]:
     """Demographic parity, equal opportunity and equalized odds gaps between two groups.
 
     Args:
@@ -73,7 +78,9 @@ def fairness_report(labels: Any, preds: Any, groups: Any, group_a: str = "day", 
     yhat = np.asarray(preds)
     g = np.asarray(groups).astype(str)
     if not (y.ndim == yhat.ndim == g.ndim == 1) or not (y.shape[0] == yhat.shape[0] == g.shape[0]):
-        raise ValueError(f"labels, preds and groups must be [N] of equal length; got {y.shape}, {yhat.shape}, {g.shape}")
+        raise ValueError(
+            f"labels, preds and groups must be [N] of equal length; got {y.shape}, {yhat.shape}, {g.shape}"
+        )
     for name, a in (("labels", y), ("preds", yhat)):
         if not np.all(np.isin(a, (0, 1))):
             raise ValueError(f"{name} must hold 0/1 values")
@@ -85,14 +92,28 @@ def fairness_report(labels: Any, preds: Any, groups: Any, group_a: str = "day", 
     stats = {name: _group_stats(y[g == name], yhat[g == name]) for name in (group_a, group_b)}
     sa, sb = stats[group_a], stats[group_b]
 
-    dp = _gap(abs(sa["positive_rate"] - sb["positive_rate"]), threshold, _missing(stats, ("n",)),
-              rate_a=sa["positive_rate"], rate_b=sb["positive_rate"])
+    dp = _gap(
+        abs(sa["positive_rate"] - sb["positive_rate"]),
+        threshold,
+        _missing(stats, ("n",)),
+        rate_a=sa["positive_rate"],
+        rate_b=sb["positive_rate"],
+    )
     eo_reason = _missing(stats, ("n", "n_positive"))
     tpr_gap = abs(sa["tpr"] - sb["tpr"])
     eo = _gap(tpr_gap, threshold, eo_reason, tpr_a=sa["tpr"], tpr_b=sb["tpr"])
     fpr_gap = abs(sa["fpr"] - sb["fpr"])
-    eodds = _gap(max(tpr_gap, fpr_gap), threshold, _missing(stats, ("n", "n_positive", "n_negative")),
-                 tpr_gap=tpr_gap, fpr_gap=fpr_gap, tpr_a=sa["tpr"], tpr_b=sb["tpr"], fpr_a=sa["fpr"], fpr_b=sb["fpr"])
+    eodds = _gap(
+        max(tpr_gap, fpr_gap),
+        threshold,
+        _missing(stats, ("n", "n_positive", "n_negative")),
+        tpr_gap=tpr_gap,
+        fpr_gap=fpr_gap,
+        tpr_a=sa["tpr"],
+        tpr_b=sb["tpr"],
+        fpr_a=sa["fpr"],
+        fpr_b=sb["fpr"],
+    )
     return {
         "group_a": group_a,
         "group_b": group_b,

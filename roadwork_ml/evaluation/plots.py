@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -14,7 +14,13 @@ def _save(fig, path: str | Path) -> Path:
     return save_figure(fig, path, dpi=90)
 
 
-def training_curves(step_losses: Sequence[float], epochs: Sequence[int], val_mcc: Sequence[float], val_auroc: Sequence[float], path: str | Path) -> Path:
+def training_curves(
+    step_losses: Sequence[float],
+    epochs: Sequence[int],
+    val_mcc: Sequence[float],
+    val_auroc: Sequence[float],
+    path: str | Path,
+) -> Path:
     """Left: train loss per step (with a moving average). Right: VAL_SELECT MCC / AUROC per epoch."""
     fig = new_figure((9, 3.2))
     a, b = fig.subplots(1, 2)
@@ -22,7 +28,12 @@ def training_curves(step_losses: Sequence[float], epochs: Sequence[int], val_mcc
     a.plot(losses, lw=0.6, alpha=0.4, label="step")
     if len(losses) >= 10:
         k = max(5, len(losses) // 30)
-        a.plot(np.arange(k - 1, len(losses)), np.convolve(losses, np.ones(k) / k, mode="valid"), lw=1.5, label=f"mean of {k}")
+        a.plot(
+            np.arange(k - 1, len(losses)),
+            np.convolve(losses, np.ones(k) / k, mode="valid"),
+            lw=1.5,
+            label=f"mean of {k}",
+        )
     a.set(xlabel="optimizer step", ylabel="train loss", title="training loss")
     a.legend()
     b.plot(epochs, val_mcc, "o-", label="MCC")
@@ -32,7 +43,15 @@ def training_curves(step_losses: Sequence[float], epochs: Sequence[int], val_mcc
     return _save(fig, path)
 
 
-def threshold_sweep(taus: Sequence[float], coverage: Sequence[float], fnr: Sequence[float], chosen_tau: float, target_fnr: float, min_coverage: float, path: str | Path) -> Path:
+def threshold_sweep(
+    taus: Sequence[float],
+    coverage: Sequence[float],
+    fnr: Sequence[float],
+    chosen_tau: float,
+    target_fnr: float,
+    min_coverage: float,
+    path: str | Path,
+) -> Path:
     """Coverage and FNR-among-exited against the exit threshold τ, with targets and the choice."""
     fig = new_figure((6, 3.4))
     ax = fig.subplots()
@@ -53,7 +72,7 @@ def thumbnail_grid(images: Sequence[np.ndarray], captions: Sequence[str], path: 
     axes = fig.subplots(rows, cols)
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
-    for ax, img, cap in zip(np.atleast_1d(axes).ravel(), images, captions):
+    for ax, img, cap in zip(np.atleast_1d(axes).ravel(), images, captions, strict=False):
         ax.imshow(img)
         ax.set_title(cap, fontsize=6)
     return _save(fig, path)

@@ -8,8 +8,9 @@ The reliability diagram lives in :func:`roadwork_ml.policy.calibration.reliabili
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,8 +42,13 @@ def _pair(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
     return c, ok.astype(bool)
 
 
-def confidence_histogram(confidence: Any, correct: Any, path: str | Path, bins: int = 20,
-                         title: str = "Confidence of correct and wrong predictions") -> Path:
+def confidence_histogram(
+    confidence: Any,
+    correct: Any,
+    path: str | Path,
+    bins: int = 20,
+    title: str = "Confidence of correct and wrong predictions",
+) -> Path:
     """Overlaid histograms of ``confidence [N]`` for correct vs wrong predictions (``correct [N]`` bool)."""
     c, ok = _pair(confidence, correct)
     lo, hi = min(0.5, float(c.min())), max(1.0, float(c.max()))
@@ -56,9 +62,13 @@ def confidence_histogram(confidence: Any, correct: Any, path: str | Path, bins: 
     return _save(fig, path)
 
 
-def risk_coverage_plot(confidence: Any, correct: Any, path: str | Path,
-                       operating_points: Mapping[str, tuple[float, float]] | None = None,
-                       title: str = "Risk-coverage") -> Path:
+def risk_coverage_plot(
+    confidence: Any,
+    correct: Any,
+    path: str | Path,
+    operating_points: Mapping[str, tuple[float, float]] | None = None,
+    title: str = "Risk-coverage",
+) -> Path:
     """Selective risk vs coverage (:func:`metrics.risk_coverage_curve`), AURC/AUGRC in the title.
 
     ``operating_points``: ``{name: (coverage, risk)}`` markers (fractions in [0, 1]).
@@ -71,14 +81,20 @@ def risk_coverage_plot(confidence: Any, correct: Any, path: str | Path,
     ax.plot(cov, risk * cov, lw=1.0, ls="--", color="#8c8c8c", label="generalized risk")
     for i, (name, (pc, pr)) in enumerate((operating_points or {}).items()):
         ax.plot([pc], [pr], "o", color=f"C{(i + 1) % 10}", label=f"{name}: cov {pc:.2f}, risk {pr:.3f}")
-    ax.set(xlabel="coverage", ylabel="risk", xlim=(0, 1.02), ylim=(0, max(0.05, float(risk.max()) * 1.1)),
-           title=f"{title}\nN={c.shape[0]}, AURC={M.aurc(c, ok):.4f}, AUGRC={M.augrc(c, ok):.4f}")
+    ax.set(
+        xlabel="coverage",
+        ylabel="risk",
+        xlim=(0, 1.02),
+        ylim=(0, max(0.05, float(risk.max()) * 1.1)),
+        title=f"{title}\nN={c.shape[0]}, AURC={M.aurc(c, ok):.4f}, AUGRC={M.augrc(c, ok):.4f}",
+    )
     ax.legend(fontsize=7)
     return _save(fig, path)
 
 
-def slice_heatmap(acc_df: pd.DataFrame, count_df: pd.DataFrame, path: str | Path,
-                  title: str = "Accuracy by time of day x weather") -> Path:
+def slice_heatmap(
+    acc_df: pd.DataFrame, count_df: pd.DataFrame, path: str | Path, title: str = "Accuracy by time of day x weather"
+) -> Path:
     """Heatmap of ``acc_df`` (rows x cols, accuracy in [0, 1]); cells show accuracy and n, nan cells grey."""
     if acc_df.shape != count_df.shape or acc_df.size == 0:
         raise ValueError(f"acc_df {acc_df.shape} and count_df {count_df.shape} must be non-empty with the same shape")

@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,14 @@ from roadwork_ml.data.records import TIMES_OF_DAY, UNKNOWN, WEATHERS, time_of_da
 from roadwork_ml.evaluation import metrics as M
 from roadwork_ml.evaluation.bootstrap import _check_binary, hard_predictions
 
-__all__ = ["SLICE_FAMILIES", "CONFIDENCE_EDGES", "slice_metrics", "worst_slice", "time_weather_accuracy",
-           "slice_labels"]
+__all__ = [
+    "SLICE_FAMILIES",
+    "CONFIDENCE_EDGES",
+    "slice_metrics",
+    "worst_slice",
+    "time_weather_accuracy",
+    "slice_labels",
+]
 
 SLICE_FAMILIES = ("time_of_day", "weather", "source", "confidence")
 CONFIDENCE_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -38,15 +45,17 @@ def _time_of_day(meta: pd.DataFrame) -> np.ndarray:
     if "hour" in meta.columns:
         hours = pd.to_numeric(meta["hour"], errors="coerce")
         return np.array([time_of_day(None if pd.isna(h) else int(h)) for h in hours], dtype=object).astype(str)
-    raise ValueError("slice family 'time_of_day' needs a 'time_of_day' or an 'hour' column in meta; "
-                     "pass families=... without it to skip")
+    raise ValueError(
+        "slice family 'time_of_day' needs a 'time_of_day' or an 'hour' column in meta; "
+        "pass families=... without it to skip"
+    )
 
 
 def _confidence_bins(conf: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     e = np.asarray(edges, dtype=np.float64)
     if e.ndim != 1 or e.shape[0] < 2 or np.any(np.diff(e) <= 0):
         raise ValueError(f"confidence_edges must be increasing with at least 2 values, got {tuple(edges)}")
-    names = [f"[{lo:g},{hi:g})" for lo, hi in zip(e[:-1], e[1:])]
+    names = [f"[{lo:g},{hi:g})" for lo, hi in zip(e[:-1], e[1:], strict=False)]
     names[-1] = names[-1][:-1] + "]"
     # bins [e_k, e_{k+1}), the last one closed; values outside the edges are "outside"
     k = np.searchsorted(e, conf, side="right") - 1
@@ -57,8 +66,9 @@ def _confidence_bins(conf: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     return out.astype(str)
 
 
-def slice_labels(meta: pd.DataFrame, probs1: Any, family: str,
-                 confidence_edges: Sequence[float] = CONFIDENCE_EDGES) -> np.ndarray:
+def slice_labels(
+    meta: pd.DataFrame, probs1: Any, family: str, confidence_edges: Sequence[float] = CONFIDENCE_EDGES
+) -> np.ndarray:
     """The slice name of every row (str ``[N]``) for one family of :data:`SLICE_FAMILIES`."""
     if family == "time_of_day":
         return _time_of_day(meta)
@@ -90,9 +100,15 @@ def _row_metrics(y: np.ndarray, p: np.ndarray, n_bins: int) -> dict[str, float]:
     }
 
 
-def slice_metrics(meta: pd.DataFrame, labels: Any, probs1: Any, families: Sequence[str] = SLICE_FAMILIES,
-                  confidence_edges: Sequence[float] = CONFIDENCE_EDGES, n_bins: int = 15,
-                  min_count: int = 20) -> pd.DataFrame:
+def slice_metrics(
+    meta: pd.DataFrame,
+    labels: Any,
+    probs1: Any,
+    families: Sequence[str] = SLICE_FAMILIES,
+    confidence_edges: Sequence[float] = CONFIDENCE_EDGES,
+    n_bins: int = 15,
+    min_count: int = 20,
+) -> pd.DataFrame:
     """One row per non-empty slice: metrics of the rows in it.
 
     Args:
@@ -118,8 +134,16 @@ def slice_metrics(meta: pd.DataFrame, labels: Any, probs1: Any, families: Sequen
         for name in _order(family, names):
             mask = names == name
             n = int(mask.sum())
-            rows.append({"family": family, "slice": name, "n": n, "n_positive": int(y[mask].sum()),
-                         "reliable": n >= min_count, **_row_metrics(y[mask], p[mask], n_bins)})
+            rows.append(
+                {
+                    "family": family,
+                    "slice": name,
+                    "n": n,
+                    "n_positive": int(y[mask].sum()),
+                    "reliable": n >= min_count,
+                    **_row_metrics(y[mask], p[mask], n_bins),
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

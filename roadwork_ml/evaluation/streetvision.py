@@ -52,13 +52,16 @@ def _image_list(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Ten
     seq = list(images.unbind(0)) if isinstance(images, torch.Tensor) and images.ndim == 4 else list(images)
     for i, im in enumerate(seq):
         if not isinstance(im, torch.Tensor) or im.dtype != torch.uint8 or im.ndim != 3 or im.shape[0] != 3:
-            raise ValueError(f"image {i}: expected a uint8 tensor [3, H, W] (RGB); got "
-                             f"{type(im).__name__} {getattr(im, 'dtype', '')} {tuple(getattr(im, 'shape', ()))}")
+            raise ValueError(
+                f"image {i}: expected a uint8 tensor [3, H, W] (RGB); got "
+                f"{type(im).__name__} {getattr(im, 'dtype', '')} {tuple(getattr(im, 'shape', ()))}"
+            )
     return seq
 
 
-def augment(images: torch.Tensor | Sequence[torch.Tensor], level: int, seed: int, size: int = IMAGE_SIZE,
-            start_index: int = 0) -> torch.Tensor:
+def augment(
+    images: torch.Tensor | Sequence[torch.Tensor], level: int, seed: int, size: int = IMAGE_SIZE, start_index: int = 0
+) -> torch.Tensor:
     """Apply a validator augmentation level to every image, ending as the validator does
     (8-bit, Pillow JPEG q75).
 
@@ -82,7 +85,9 @@ def augment(images: torch.Tensor | Sequence[torch.Tensor], level: int, seed: int
     return torch.stack(out)
 
 
-def load_generated_slice(folder: str | Path, decode, max_images: int | None = None) -> tuple[list[torch.Tensor], np.ndarray, list[tuple[str, str]]]:
+def load_generated_slice(
+    folder: str | Path, decode, max_images: int | None = None
+) -> tuple[list[torch.Tensor], np.ndarray, list[tuple[str, str]]]:
     """Generated (diffusion) images for an extra evaluation slice: ``<folder>/<class>/**/*``.
 
     Decoded with the store's safe decoder (``decode``: DecodeConfig). Returns (uint8
@@ -152,10 +157,19 @@ class _RewardStatistic:
         return {"mcc": m, "accuracy": acc, "reward": reward(m, acc)}
 
 
-def streetvision_eval(predict_fn: Callable[[torch.Tensor], np.ndarray], images: torch.Tensor | Sequence[torch.Tensor],
-                      labels: Any, levels: Sequence[int] = LEVELS, seed: int = 0, batch_size: int = 64,
-                      n_resamples: int = 1000, level: float = 0.95, method: str = "percentile",
-                      n_jobs: int = 1, return_outputs: bool = False) -> dict[str, Any]:
+def streetvision_eval(
+    predict_fn: Callable[[torch.Tensor], np.ndarray],
+    images: torch.Tensor | Sequence[torch.Tensor],
+    labels: Any,
+    levels: Sequence[int] = LEVELS,
+    seed: int = 0,
+    batch_size: int = 64,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    method: str = "percentile",
+    n_jobs: int = 1,
+    return_outputs: bool = False,
+) -> dict[str, Any]:
     """Score ``predict_fn`` as the validators would, per augmentation level and pooled.
 
     Args:
@@ -187,7 +201,7 @@ def streetvision_eval(predict_fn: Callable[[torch.Tensor], np.ndarray], images: 
     for lv in lvls:
         parts = []
         for s in range(0, len(imgs), int(batch_size)):
-            batch = augment(imgs[s:s + int(batch_size)], lv, seed, IMAGE_SIZE, start_index=s)
+            batch = augment(imgs[s : s + int(batch_size)], lv, seed, IMAGE_SIZE, start_index=s)
             raw = predict_fn(batch)
             if isinstance(raw, torch.Tensor):
                 raw = raw.detach().float().cpu().numpy()
@@ -211,4 +225,3 @@ def streetvision_eval(predict_fn: Callable[[torch.Tensor], np.ndarray], images: 
     if return_outputs:
         result["outputs"] = outputs
     return result
-

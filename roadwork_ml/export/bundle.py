@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -28,8 +28,8 @@ from roadwork_ml.artifacts import IntegrityError, atomic_write_json, sha256_file
 from roadwork_ml.config import InferenceConfig, ModelConfig
 from roadwork_ml.models.aggregator import AttentionAggregator
 from roadwork_ml.models.classifier import build_classifier
-from roadwork_ml.models.multiview import MultiViewClassifier
 from roadwork_ml.models.inference import view_spec
+from roadwork_ml.models.multiview import MultiViewClassifier
 from roadwork_ml.policy.decision import DecisionPolicy
 
 # 2: calibrator.json, policy.json (thresholds, scrc), prediction_sets.json and gate.json use the one
@@ -53,8 +53,16 @@ def roadwork_version() -> str:
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The checkout's commit (with ``-dirty`` when it has local changes), or None outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -70,7 +78,9 @@ def model_record(mv: MultiViewClassifier, model_cfg: ModelConfig, inference_cfg:
         "embed_dim": int(mv.model.embed_dim),
         "num_classes": int(model_cfg.num_classes),
         "input_size": int(inference_cfg.input_size),
-        "attention": {"embed_dim": mv.attention.embed_dim, "dropout": mv.attention.dropout} if mv.attention is not None else None,
+        "attention": {"embed_dim": mv.attention.embed_dim, "dropout": mv.attention.dropout}
+        if mv.attention is not None
+        else None,
     }
 
 
@@ -81,7 +91,14 @@ def rebuild_model(record: dict, state: dict[str, torch.Tensor]) -> MultiViewClas
     inf = InferenceConfig.model_validate(record["inference"])
     attention = AttentionAggregator(**record["attention"]) if record.get("attention") else None
     choice = record["choice"]
-    mv = MultiViewClassifier(build_classifier(model_cfg), view_spec(model_cfg, inf, choice["multi_view"]), choice["aggregator"], int(choice["top_k"]) or 1, attention, view_chunk=inf.view_chunk)
+    mv = MultiViewClassifier(
+        build_classifier(model_cfg),
+        view_spec(model_cfg, inf, choice["multi_view"]),
+        choice["aggregator"],
+        int(choice["top_k"]) or 1,
+        attention,
+        view_chunk=inf.view_chunk,
+    )
     mv.load_state_dict(state, strict=True)
     return mv.eval()
 
@@ -114,13 +131,17 @@ def write_bundle(
     onnx_info = onnx_export(mv, d / ONNX, inference_cfg.input_size)
     atomic_write_json(d / CONFIG, {**record, "onnx": onnx_info, "profile": profile})
     policy.save(d)
-    files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(d.iterdir()) if p.is_file() and p.name != MANIFEST}
+    files = {
+        p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+        for p in sorted(d.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "roadwork_version": roadwork_version(),
         "git_commit": git_commit(Path(__file__).parent),
         "profile": profile.get("name"),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "splits_fingerprint": splits_fingerprint,
         "active_policy": policy.kind,
         "metrics": metrics,
@@ -145,9 +166,14 @@ def verify_bundle(directory: str | Path) -> dict:
         raise IntegrityError(f"{mpath} is not valid JSON ({exc}); the bundle is damaged") from None
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise IntegrityError(f"{mpath}: bundle schema_version {version!r} is not supported (this roadwork reads {SCHEMA_VERSION})")
+        raise IntegrityError(
+            f"{mpath}: bundle schema_version {version!r} is not supported (this roadwork reads {SCHEMA_VERSION})"
+        )
     listed = manifest.get("files", {})
-    if not isinstance(listed, dict) or not all(isinstance(m, dict) and isinstance(m.get("sha256"), str) and isinstance(m.get("size"), int) for m in listed.values()):
+    if not isinstance(listed, dict) or not all(
+        isinstance(m, dict) and isinstance(m.get("sha256"), str) and isinstance(m.get("size"), int)
+        for m in listed.values()
+    ):
         raise IntegrityError(f"{mpath}: 'files' must map each file name to its sha256 and size")
     outside = sorted(n for n in listed if n in ("", ".", "..") or "/" in n or "\\" in n)
     if outside:
@@ -161,12 +187,16 @@ def verify_bundle(directory: str | Path) -> dict:
             raise IntegrityError(f"{p} is listed in the bundle manifest but missing")
         # the size is a cheap first check; the sha256 of the content is what proves the file
         if p.stat().st_size != meta["size"] or sha256_file(p) != meta["sha256"]:
-            raise IntegrityError(f"{p}: size or sha256 does not match the bundle manifest; the bundle was modified or is incomplete")
+            raise IntegrityError(
+                f"{p}: size or sha256 does not match the bundle manifest; the bundle was modified or is incomplete"
+            )
     if "policy.json" not in listed:
         raise IntegrityError(f"{d}: policy.json is missing from the bundle")
     policy = json.loads((d / "policy.json").read_text())
     if not isinstance(policy, dict) or policy.get("kind") != manifest.get("active_policy"):
-        raise IntegrityError(f"{d}: policy.json holds {policy.get('kind')!r} but the manifest says {manifest.get('active_policy')!r}")
+        raise IntegrityError(
+            f"{d}: policy.json holds {policy.get('kind')!r} but the manifest says {manifest.get('active_policy')!r}"
+        )
     return manifest
 
 

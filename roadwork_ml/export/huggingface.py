@@ -29,16 +29,16 @@ def _readme(card: dict, manifest: dict) -> str:
 library_name: onnx
 tags: [image-classification, roadwork, streetvision]
 ---
-# {card['model_name']}
+# {card["model_name"]}
 
-{card['description']}
+{card["description"]}
 
-* Input: one RGB image, resized to {manifest['input_size']}×{manifest['input_size']}, float in [0, 1]
-  (`model.onnx`, input `images` [B, 3, S, S]); {manifest['n_views']} views per image inside the graph.
+* Input: one RGB image, resized to {manifest["input_size"]}×{manifest["input_size"]}, float in [0, 1]
+  (`model.onnx`, input `images` [B, 3, S, S]); {manifest["n_views"]} views per image inside the graph.
 * Output for StreetVision: `streetvision_probability` — P(roadwork) with the tuned decision cut
   folded onto 0.5 (always finite, in [0, 1]); see `streetvision.json`.
-* Active decision policy: `{manifest['active_policy']}`; calibrator in `calibrator.json`.
-* Model: {card['model_identity']}; every file's sha256 is in `manifest.json`;
+* Active decision policy: `{manifest["active_policy"]}`; calibrator in `calibrator.json`.
+* Model: {card["model_identity"]}; every file's sha256 is in `manifest.json`;
   `roadwork predict --bundle <this folder> IMAGES` runs it.
 
 | metric | value |
@@ -60,7 +60,15 @@ def _umask() -> int:
     return mask
 
 
-def export_hf(bundle: str | Path, out: str | Path, *, model_name: str, description: str, submitted_by: str, version: str | None = None) -> dict:
+def export_hf(
+    bundle: str | Path,
+    out: str | Path,
+    *,
+    model_name: str,
+    description: str,
+    submitted_by: str,
+    version: str | None = None,
+) -> dict:
     """Copy a verified bundle to ``out`` (a new or empty folder) with ``model_card.json`` and
     ``README.md``; returns the card. Raises FileExistsError (one line) when ``out`` holds files."""
     src, dst = Path(bundle), Path(out)
@@ -88,7 +96,16 @@ def export_hf(bundle: str | Path, out: str | Path, *, model_name: str, descripti
         files = dict(manifest["files"])
         for name in ("model_card.json", "README.md"):
             files[name] = {"sha256": sha256_file(tmp / name), "size": (tmp / name).stat().st_size}
-        atomic_write_json(tmp / MANIFEST, {**manifest, "files": files, "exported_from": identity.content_hash, "model_identity": identity.to_dict(), "export": "huggingface"})
+        atomic_write_json(
+            tmp / MANIFEST,
+            {
+                **manifest,
+                "files": files,
+                "exported_from": identity.content_hash,
+                "model_identity": identity.to_dict(),
+                "export": "huggingface",
+            },
+        )
         mask = _umask()
         for f in tmp.iterdir():
             f.chmod(0o666 & ~mask)

@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-
-from roadwork_ml.numerics import softmax
 import torch
 
 from roadwork_ml.artifacts import atomic_path, sha256_file
+from roadwork_ml.numerics import softmax
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "view_logits", "view_embeddings")
@@ -88,9 +88,15 @@ def _graph_signature(model) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]
     inits = {i.name for i in model.graph.initializer}
 
     def dims(v) -> list[Any]:
-        return [d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None) for d in v.type.tensor_type.shape.dim]
+        return [
+            d.dim_param if d.HasField("dim_param") else (d.dim_value if d.HasField("dim_value") else None)
+            for d in v.type.tensor_type.shape.dim
+        ]
 
-    return ({v.name: dims(v) for v in model.graph.input if v.name not in inits}, {v.name: dims(v) for v in model.graph.output})
+    return (
+        {v.name: dims(v) for v in model.graph.input if v.name not in inits},
+        {v.name: dims(v) for v in model.graph.output},
+    )
 
 
 def onnx_signature(onnx_path: str | Path) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
@@ -100,7 +106,13 @@ def onnx_signature(onnx_path: str | Path) -> tuple[dict[str, list[Any]], dict[st
     return _graph_signature(onnx.load(str(onnx_path), load_external_data=False))
 
 
-def export_onnx(mv: torch.nn.Module, path: str | Path, input_size: int, opset: int = DEFAULT_OPSET, external_data_threshold: int = _PROTO_LIMIT) -> OnnxExportInfo:
+def export_onnx(
+    mv: torch.nn.Module,
+    path: str | Path,
+    input_size: int,
+    opset: int = DEFAULT_OPSET,
+    external_data_threshold: int = _PROTO_LIMIT,
+) -> OnnxExportInfo:
     """Export ``mv`` (images ``[B, 3, S, S]`` → (logits ``[B, C]``, view_logits ``[B, V, C]``,
     view_embeddings ``[B, V, D]``), S = ``input_size`` px) to ``path`` with a dynamic batch dim.
 
@@ -129,7 +141,9 @@ def export_onnx(mv: torch.nn.Module, path: str | Path, input_size: int, opset: i
         with torch.no_grad():
             ref = mv(example)
         if not (isinstance(ref, (tuple, list)) and len(ref) == len(OUTPUT_NAMES)):
-            raise OnnxExportError(f"export_onnx expects the module to return {len(OUTPUT_NAMES)} tensors {OUTPUT_NAMES}, got {type(ref).__name__} of length {len(ref) if isinstance(ref, (tuple, list)) else 1}")
+            raise OnnxExportError(
+                f"export_onnx expects the module to return {len(OUTPUT_NAMES)} tensors {OUTPUT_NAMES}, got {type(ref).__name__} of length {len(ref) if isinstance(ref, (tuple, list)) else 1}"
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=FutureWarning)
             warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -158,7 +172,9 @@ def export_onnx(mv: torch.nn.Module, path: str | Path, input_size: int, opset: i
     expected_out = {"logits": [BATCH_DIM, c], "view_logits": [BATCH_DIM, n, c], "view_embeddings": [BATCH_DIM, n, d]}
     ins, outs = _graph_signature(proto)
     if ins != expected_in or outs != expected_out:
-        raise OnnxExportError(f"exported graph signature {ins} → {outs} differs from the expected {expected_in} → {expected_out} (only the batch dim may be dynamic)")
+        raise OnnxExportError(
+            f"exported graph signature {ins} → {outs} differs from the expected {expected_in} → {expected_out} (only the batch dim may be dynamic)"
+        )
 
     data_name = f"{path.name}.data" if external else None
     if external:
@@ -203,7 +219,14 @@ def _save_external(proto, path: Path, data_name: str) -> None:
 
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        onnx.save_model(proto, str(tmpdir / path.name), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        onnx.save_model(
+            proto,
+            str(tmpdir / path.name),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=1024,
+        )
         try:
             onnx.checker.check_model(str(tmpdir / path.name), full_check=True)
         except onnx.checker.ValidationError as e:
@@ -224,16 +247,26 @@ class OnnxRunner:
     ``inter_op_threads``: threads across operators (sequential execution uses 1).
     """
 
-    def __init__(self, path: str | Path, providers: Sequence[str | tuple[str, dict]] = ("CPUExecutionProvider",), intra_op_threads: int | None = None, inter_op_threads: int = 1):
+    def __init__(
+        self,
+        path: str | Path,
+        providers: Sequence[str | tuple[str, dict]] = ("CPUExecutionProvider",),
+        intra_op_threads: int | None = None,
+        inter_op_threads: int = 1,
+    ):
         import onnxruntime as ort
 
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model {self.path} does not exist")
         available = set(ort.get_available_providers())
-        missing = [p if isinstance(p, str) else p[0] for p in providers if (p if isinstance(p, str) else p[0]) not in available]
+        missing = [
+            p if isinstance(p, str) else p[0] for p in providers if (p if isinstance(p, str) else p[0]) not in available
+        ]
         if missing:
-            raise ValueError(f"ONNX Runtime execution providers {missing} are not available in this onnxruntime build (available: {sorted(available)})")
+            raise ValueError(
+                f"ONNX Runtime execution providers {missing} are not available in this onnxruntime build (available: {sorted(available)})"
+            )
         opts = ort.SessionOptions()
         if intra_op_threads is not None:
             opts.intra_op_num_threads = int(intra_op_threads)
@@ -252,10 +285,14 @@ class OnnxRunner:
         ``logits`` [B, C], ``view_logits`` [B, V, C], ``view_embeddings`` [B, V, D]."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         fixed = self.input_shape[1:]
-        if images.ndim != len(self.input_shape) or any(isinstance(s, int) and s != a for s, a in zip(fixed, images.shape[1:])):
-            raise ValueError(f"{self.path.name} takes {self.input_name} of shape {self.input_shape}, got {list(images.shape)}")
+        if images.ndim != len(self.input_shape) or any(
+            isinstance(s, int) and s != a for s, a in zip(fixed, images.shape[1:], strict=False)
+        ):
+            raise ValueError(
+                f"{self.path.name} takes {self.input_name} of shape {self.input_shape}, got {list(images.shape)}"
+            )
         outs = self.session.run(self.output_names, {self.input_name: images})
-        return dict(zip(self.output_names, outs))
+        return dict(zip(self.output_names, outs, strict=False))
 
     def run_batched(self, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
         """:meth:`run` over ``images`` ``[N, 3, S, S]`` in chunks of ``batch_size``, concatenated."""
@@ -279,7 +316,11 @@ class ParityReport:
     providers: list[str]
 
     def passed(self, prob_tol: float = 1e-4, min_agreement: float = 1.0) -> bool:
-        return self.max_prob_diff <= prob_tol and self.max_view_prob_diff <= prob_tol and self.decision_agreement >= min_agreement
+        return (
+            self.max_prob_diff <= prob_tol
+            and self.max_view_prob_diff <= prob_tol
+            and self.decision_agreement >= min_agreement
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -290,7 +331,14 @@ def decisions(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return (probs[:, 1] > threshold).astype(np.int64) if probs.shape[1] == 2 else probs.argmax(1)
 
 
-def onnx_parity(mv: torch.nn.Module, onnx_path: str | Path, images: torch.Tensor | np.ndarray, batch_size: int = 32, providers: Sequence[str | tuple[str, dict]] = ("CPUExecutionProvider",), intra_op_threads: int | None = None) -> ParityReport:
+def onnx_parity(
+    mv: torch.nn.Module,
+    onnx_path: str | Path,
+    images: torch.Tensor | np.ndarray,
+    batch_size: int = 32,
+    providers: Sequence[str | tuple[str, dict]] = ("CPUExecutionProvider",),
+    intra_op_threads: int | None = None,
+) -> ParityReport:
     """Compare ``mv`` (PyTorch, eval, its own device) with ``onnx_path`` in ONNX Runtime on
     ``images`` ``[N, 3, H, W]`` (float in [0, 1], or uint8 scaled by 1/255), ``batch_size``
     images per call."""

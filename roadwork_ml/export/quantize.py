@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from roadwork_ml.artifacts import atomic_path, sha256_file
 
@@ -23,7 +23,13 @@ log = logging.getLogger(__name__)
 DEFAULT_OP_TYPES: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
 
 
-def quantize_int8_dynamic(onnx_in: str | Path, onnx_out: str | Path, op_types: Sequence[str] | None = DEFAULT_OP_TYPES, per_channel: bool = False, preprocess: bool = True) -> dict:
+def quantize_int8_dynamic(
+    onnx_in: str | Path,
+    onnx_out: str | Path,
+    op_types: Sequence[str] | None = DEFAULT_OP_TYPES,
+    per_channel: bool = False,
+    preprocess: bool = True,
+) -> dict:
     """Quantize ``onnx_in``'s weights to int8 into ``onnx_out`` (written atomically).
 
     ``preprocess`` first runs ONNX Runtime's ``quant_pre_process`` (symbolic shape inference +

@@ -48,7 +48,10 @@ def tensorrt_available() -> tuple[bool, str]:
     try:
         import tensorrt as trt
     except ImportError:
-        return False, "tensorrt is not installed (on a CUDA machine: pip install -e '.[gpu]', TensorRT 10.x for CUDA 13)"
+        return (
+            False,
+            "tensorrt is not installed (on a CUDA machine: pip install -e '.[gpu]', TensorRT 10.x for CUDA 13)",
+        )
     except Exception as e:  # noqa: BLE001 - a broken install (missing libnvinfer) is "unavailable" too
         return False, f"tensorrt failed to import: {type(e).__name__}: {e}"
     version = getattr(trt, "__version__", "0")
@@ -63,7 +66,10 @@ def tensorrt_available() -> tuple[bool, str]:
     except ImportError:
         return False, "torch is not installed (the TensorRT runner uses torch CUDA tensors as buffers)"
     if not torch.cuda.is_available():
-        return False, "CUDA is not available (torch.cuda.is_available() is False: no GPU, no driver, or a CPU-only torch build)"
+        return (
+            False,
+            "CUDA is not available (torch.cuda.is_available() is False: no GPU, no driver, or a CPU-only torch build)",
+        )
     return True, f"tensorrt {version} on {torch.cuda.get_device_name(0)}"
 
 
@@ -100,7 +106,16 @@ def _require_tensorrt():
     return trt
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, input_size: int, min_batch: int = 1, opt_batch: int = 32, max_batch: int = 64, fp16: bool = True, workspace_gb: float = 4) -> EngineInfo:
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    input_size: int,
+    min_batch: int = 1,
+    opt_batch: int = 32,
+    max_batch: int = 64,
+    fp16: bool = True,
+    workspace_gb: float = 4,
+) -> EngineInfo:
     """Build a TensorRT engine for ``onnx_path`` (input ``images`` [batch, 3, S, S], S =
     ``input_size`` px) valid for batches ``min_batch`` ≤ B ≤ ``max_batch``, tuned for
     ``opt_batch``; FP16 kernels allowed when ``fp16`` (I/O stays float32); builder scratch
@@ -124,7 +139,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_size: int
     if list(ins) != [INPUT_NAME] or ins[INPUT_NAME][1:] != [3, input_size, input_size]:
         raise ValueError(f"{onnx_path} takes {ins}, expected {INPUT_NAME} [batch, 3, {input_size}, {input_size}]")
     if fp16 and not hasattr(trt.BuilderFlag, "FP16"):
-        raise TensorRTUnavailable(f"tensorrt {trt.__version__} has no BuilderFlag.FP16 (weak typing was removed in 11.x); install tensorrt 10.x or pass fp16=False")
+        raise TensorRTUnavailable(
+            f"tensorrt {trt.__version__} has no BuilderFlag.FP16 (weak typing was removed in 11.x); install tensorrt 10.x or pass fp16=False"
+        )
 
     t0 = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -148,7 +165,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_size: int
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
-    outputs = {network.get_output(i).name: [int(d) for d in network.get_output(i).shape] for i in range(network.num_outputs)}
+    outputs = {
+        network.get_output(i).name: [int(d) for d in network.get_output(i).shape] for i in range(network.num_outputs)
+    }
     data = bytes(serialized)
     digest = atomic_write_bytes(engine_path, data)
     return EngineInfo(
@@ -193,13 +212,17 @@ class TensorRTRunner:
         with torch.cuda.device(self.device):
             self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self.engine is None:
-                raise RuntimeError(f"TensorRT could not deserialize {self.path}: built by another TensorRT version or for another GPU? Rebuild it here.")
+                raise RuntimeError(
+                    f"TensorRT could not deserialize {self.path}: built by another TensorRT version or for another GPU? Rebuild it here."
+                )
             self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if n not in self.input_names]
         if len(self.input_names) != 1:
-            raise ValueError(f"{self.path} has inputs {self.input_names}; the roadwork engine has exactly one ({INPUT_NAME})")
+            raise ValueError(
+                f"{self.path} has inputs {self.input_names}; the roadwork engine has exactly one ({INPUT_NAME})"
+            )
         self.input_name = self.input_names[0]
         dtypes = {
             trt.DataType.FLOAT: torch.float32,
@@ -210,7 +233,11 @@ class TensorRTRunner:
         }
         for extra in ("INT64", "BF16", "UINT8"):
             if hasattr(trt.DataType, extra):
-                dtypes[getattr(trt.DataType, extra)] = {"INT64": torch.int64, "BF16": torch.bfloat16, "UINT8": torch.uint8}[extra]
+                dtypes[getattr(trt.DataType, extra)] = {
+                    "INT64": torch.int64,
+                    "BF16": torch.bfloat16,
+                    "UINT8": torch.uint8,
+                }[extra]
         self.dtypes = {n: dtypes[self.engine.get_tensor_dtype(n)] for n in names}
         lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
@@ -220,9 +247,13 @@ class TensorRTRunner:
         """``images`` CUDA ``[B, 3, S, S]`` (float32, min_batch ≤ B ≤ max_batch) → {name: CUDA tensor}."""
         torch = self._torch
         if not (self.min_batch <= images.shape[0] <= self.max_batch):
-            raise ValueError(f"{self.path.name} was built for batches {self.min_batch}..{self.max_batch}, got {images.shape[0]}")
+            raise ValueError(
+                f"{self.path.name} was built for batches {self.min_batch}..{self.max_batch}, got {images.shape[0]}"
+            )
         if list(images.shape[1:]) != self.input_shape[1:]:
-            raise ValueError(f"{self.path.name} takes {self.input_name} of shape {self.input_shape}, got {list(images.shape)}")
+            raise ValueError(
+                f"{self.path.name} takes {self.input_name} of shape {self.input_shape}, got {list(images.shape)}"
+            )
         x = images.to(self.device, self.dtypes[self.input_name]).contiguous()
         if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
             raise RuntimeError(f"TensorRT rejected input shape {tuple(x.shape)} for {self.input_name}")
@@ -252,7 +283,15 @@ class _Runner(Protocol):
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
-def engine_agreement(onnx_runner: _Runner, trt_runner: _Runner, images: np.ndarray, tolerance: float = 0.99, max_prob_diff: float | None = None, batch_size: int = 32, raise_on_reject: bool = True) -> dict:
+def engine_agreement(
+    onnx_runner: _Runner,
+    trt_runner: _Runner,
+    images: np.ndarray,
+    tolerance: float = 0.99,
+    max_prob_diff: float | None = None,
+    batch_size: int = 32,
+    raise_on_reject: bool = True,
+) -> dict:
     """Run both runners on ``images`` (float32 ``[N, 3, S, S]`` in [0, 1], ``batch_size`` per
     call) and compare: ``max_prob_diff`` (max |Δ| of softmax(logits)), ``mean_prob_diff``,
     ``max_view_prob_diff``, ``decision_agreement`` (same decision at 0.5, fraction of images).

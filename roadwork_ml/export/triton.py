@@ -20,15 +20,39 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from roadwork_ml.artifacts import atomic_path, atomic_write_bytes, sha256_file
 from roadwork_ml.export.onnx_export import INPUT_NAME, OUTPUT_NAMES, onnx_signature
 
-KNOWN_PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan", "pytorch_libtorch", "tensorflow_savedmodel", "tensorflow_graphdef")
-DEFAULT_FILENAMES = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan", "pytorch_libtorch": "model.pt", "tensorflow_savedmodel": "model.savedmodel", "tensorflow_graphdef": "model.graphdef"}
-_ONNX_TO_TRITON = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 5: "TYPE_INT16", 6: "TYPE_INT32", 7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16"}
+KNOWN_PLATFORMS = (
+    "onnxruntime_onnx",
+    "tensorrt_plan",
+    "pytorch_libtorch",
+    "tensorflow_savedmodel",
+    "tensorflow_graphdef",
+)
+DEFAULT_FILENAMES = {
+    "onnxruntime_onnx": "model.onnx",
+    "tensorrt_plan": "model.plan",
+    "pytorch_libtorch": "model.pt",
+    "tensorflow_savedmodel": "model.savedmodel",
+    "tensorflow_graphdef": "model.graphdef",
+}
+_ONNX_TO_TRITON = {
+    1: "TYPE_FP32",
+    2: "TYPE_UINT8",
+    3: "TYPE_INT8",
+    5: "TYPE_INT16",
+    6: "TYPE_INT32",
+    7: "TYPE_INT64",
+    9: "TYPE_BOOL",
+    10: "TYPE_FP16",
+    11: "TYPE_FP64",
+    16: "TYPE_BF16",
+}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -42,7 +66,20 @@ def _pb2():
     return model_config_pb2
 
 
-def _config(name: str, platform: str, max_batch_size: int, input_size: int, n_views: int, num_classes: int, embed_dim: int, preferred: Sequence[int], delay_us: int, kind: str, instance_count: int, intra_op_threads: int | None):
+def _config(
+    name: str,
+    platform: str,
+    max_batch_size: int,
+    input_size: int,
+    n_views: int,
+    num_classes: int,
+    embed_dim: int,
+    preferred: Sequence[int],
+    delay_us: int,
+    kind: str,
+    instance_count: int,
+    intra_op_threads: int | None,
+):
     pb = _pb2()
     cfg = pb.ModelConfig(name=name, platform=platform, max_batch_size=max_batch_size)
     cfg.input.add(name=INPUT_NAME, data_type=pb.TYPE_FP32, dims=[3, input_size, input_size])
@@ -96,7 +133,9 @@ def write_triton_repository(
     if max_batch_size <= 0:
         raise ValueError(f"max_batch_size must be > 0 (the configs batch on the server), got {max_batch_size}")
     if any(not 0 < int(b) <= max_batch_size for b in preferred_batch_sizes):
-        raise ValueError(f"preferred_batch_sizes {list(preferred_batch_sizes)} must lie in 1..max_batch_size={max_batch_size}")
+        raise ValueError(
+            f"preferred_batch_sizes {list(preferred_batch_sizes)} must lie in 1..max_batch_size={max_batch_size}"
+        )
     if instance_kind not in ("KIND_CPU", "KIND_GPU"):
         raise ValueError(f"instance_kind must be 'KIND_CPU' or 'KIND_GPU', got {instance_kind!r}")
     onnx_path = Path(onnx_path)
@@ -105,7 +144,16 @@ def write_triton_repository(
     if engine_path is not None and not Path(engine_path).is_file():
         raise FileNotFoundError(f"TensorRT engine {engine_path} does not exist")
     out = Path(out_dir)
-    common = dict(max_batch_size=max_batch_size, input_size=input_size, n_views=n_views, num_classes=num_classes, embed_dim=embed_dim, preferred=preferred_batch_sizes, delay_us=max_queue_delay_us, instance_count=instance_count)
+    common = dict(
+        max_batch_size=max_batch_size,
+        input_size=input_size,
+        n_views=n_views,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        preferred=preferred_batch_sizes,
+        delay_us=max_queue_delay_us,
+        instance_count=instance_count,
+    )
     plan = [(f"{model_name}_onnx", "onnxruntime_onnx", onnx_path, instance_kind, intra_op_threads)]
     if engine_path is not None:
         plan.append((f"{model_name}_trt", "tensorrt_plan", Path(engine_path), "KIND_GPU", None))
@@ -121,14 +169,23 @@ def write_triton_repository(
         digest = _copy_atomic(src, model_file)
         config_path = out / name / "config.pbtxt"
         atomic_write_bytes(config_path, text.encode())
-        models[name] = {"config": str(config_path), "model_file": str(model_file), "platform": platform, "sha256": digest}
+        models[name] = {
+            "config": str(config_path),
+            "model_file": str(model_file),
+            "platform": platform,
+            "sha256": digest,
+        }
     return {"repository": str(out), "models": models}
 
 
 def _read(path_or_text: str | Path) -> tuple[str, Path | None]:
     if isinstance(path_or_text, Path):
         return path_or_text.read_text(), path_or_text
-    if "\n" not in path_or_text and len(path_or_text) < 4096 and (path_or_text.endswith(".pbtxt") or Path(path_or_text).is_file()):
+    if (
+        "\n" not in path_or_text
+        and len(path_or_text) < 4096
+        and (path_or_text.endswith(".pbtxt") or Path(path_or_text).is_file())
+    ):
         p = Path(path_or_text)
         if not p.is_file():
             raise FileNotFoundError(f"Triton config {p} does not exist")
@@ -204,7 +261,9 @@ def validate_config(path_or_text: str | Path, onnx_path: str | Path | None = Non
         problems += _compare_with_onnx(cfg, Path(onnx_path))
 
     if problems:
-        raise TritonConfigError(f"{where} (model {cfg.name!r}) has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+        raise TritonConfigError(
+            f"{where} (model {cfg.name!r}) has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems)
+        )
     return cfg
 
 
@@ -226,14 +285,20 @@ def _compare_with_onnx(cfg, onnx_path: Path) -> list[str]:
             dims = actual[t.name]
             if cfg.max_batch_size > 0:
                 if not dims or isinstance(dims[0], int) and dims[0] > 0:
-                    problems.append(f"{kind} {t.name!r}: the ONNX dim 0 is {dims[:1]}, not a dynamic batch dim, but max_batch_size > 0")
+                    problems.append(
+                        f"{kind} {t.name!r}: the ONNX dim 0 is {dims[:1]}, not a dynamic batch dim, but max_batch_size > 0"
+                    )
                     continue
                 dims = dims[1:]
             expected = [d if isinstance(d, int) and d > 0 else -1 for d in dims]
             if list(t.dims) != expected:
-                problems.append(f"{kind} {t.name!r}: dims {list(t.dims)} differ from the ONNX graph's {expected} (batch dim excluded)")
+                problems.append(
+                    f"{kind} {t.name!r}: dims {list(t.dims)} differ from the ONNX graph's {expected} (batch dim excluded)"
+                )
             elem = graph[t.name].type.tensor_type.elem_type
             want = _ONNX_TO_TRITON.get(elem)
             if want is not None and pb.DataType.Name(t.data_type) != want:
-                problems.append(f"{kind} {t.name!r}: data_type {pb.DataType.Name(t.data_type)} differs from the ONNX graph's {want}")
+                problems.append(
+                    f"{kind} {t.name!r}: data_type {pb.DataType.Name(t.data_type)} differs from the ONNX graph's {want}"
+                )
     return problems

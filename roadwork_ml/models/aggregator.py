@@ -39,7 +39,15 @@ class AttentionAggregator(nn.Module):
         super().__init__()
         h1, h2 = attention_widths(embed_dim)
         self.embed_dim, self.dropout = embed_dim, dropout
-        self.score = nn.Sequential(nn.Linear(embed_dim, h1), nn.LayerNorm(h1), nn.ReLU(), nn.Dropout(dropout), nn.Linear(h1, h2), nn.ReLU(), nn.Linear(h2, 1))
+        self.score = nn.Sequential(
+            nn.Linear(embed_dim, h1),
+            nn.LayerNorm(h1),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(h1, h2),
+            nn.ReLU(),
+            nn.Linear(h2, 1),
+        )
 
     def forward(self, view_embeddings: torch.Tensor) -> torch.Tensor:
         return self.score(view_embeddings).squeeze(-1).softmax(-1)
@@ -72,7 +80,9 @@ def fit_attention(
     require_split(Purpose.FIT_MODEL, split)
     n, v, d = view_embeddings.shape
     if view_probs.shape[:2] != (n, v) or len(labels) != n:
-        raise ValueError(f"shape mismatch: embeddings {view_embeddings.shape}, probs {view_probs.shape}, labels {len(labels)}")
+        raise ValueError(
+            f"shape mismatch: embeddings {view_embeddings.shape}, probs {view_probs.shape}, labels {len(labels)}"
+        )
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     module = AttentionAggregator(d, dropout)
@@ -106,7 +116,9 @@ def fit_attention(
     return AttentionFit(module, losses)
 
 
-def aggregate(kind: str, view_probs: np.ndarray, *, k: int = 1, weights: np.ndarray | None = None, views: np.ndarray | None = None) -> np.ndarray:
+def aggregate(
+    kind: str, view_probs: np.ndarray, *, k: int = 1, weights: np.ndarray | None = None, views: np.ndarray | None = None
+) -> np.ndarray:
     """Aggregated probabilities ``[N, C]`` from ``view_probs`` [N, V, C], the same arithmetic as
     :class:`~roadwork_ml.models.multiview.MultiViewClassifier`; ``views`` restricts to a view subset."""
     p = view_probs if views is None else view_probs[:, views]
@@ -142,10 +154,24 @@ class Candidate:
     accuracy: float
 
     def to_dict(self) -> dict:
-        return {"candidate": self.name, "multi_view": self.multi_view, "aggregator": self.aggregator, "top_k": self.top_k, "val_select_mcc": self.mcc, "val_select_accuracy": self.accuracy}
+        return {
+            "candidate": self.name,
+            "multi_view": self.multi_view,
+            "aggregator": self.aggregator,
+            "top_k": self.top_k,
+            "val_select_mcc": self.mcc,
+            "val_select_accuracy": self.accuracy,
+        }
 
 
-def compare_aggregators(view_probs: np.ndarray, labels: np.ndarray, split: Split | str, spec: ViewSpec, k_candidates: list[int], attention_weights: dict[bool, np.ndarray]) -> list[Candidate]:
+def compare_aggregators(
+    view_probs: np.ndarray,
+    labels: np.ndarray,
+    split: Split | str,
+    spec: ViewSpec,
+    k_candidates: list[int],
+    attention_weights: dict[bool, np.ndarray],
+) -> list[Candidate]:
     """MCC / accuracy at 0.5 of every aggregator on VAL_SELECT view outputs of the *multi-view*
     ``spec`` (single-view candidates use the global view [+ flip] subset).
 
@@ -174,7 +200,11 @@ def compare_aggregators(view_probs: np.ndarray, labels: np.ndarray, split: Split
 def choose(candidates: list[Candidate], multi_view: bool, aggregator: str) -> Candidate:
     """The profile's choice: ``aggregator`` 'auto' takes the best VAL_SELECT MCC among the view
     sets the profile allows (``multi_view`` false → single-view only); 'topk' takes its best K."""
-    pool = [c for c in candidates if c.multi_view == multi_view] if aggregator != "auto" or not multi_view else list(candidates)
+    pool = (
+        [c for c in candidates if c.multi_view == multi_view]
+        if aggregator != "auto" or not multi_view
+        else list(candidates)
+    )
     if aggregator != "auto":
         pool = [c for c in pool if c.aggregator == aggregator]
     if not pool:

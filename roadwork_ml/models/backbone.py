@@ -39,7 +39,9 @@ def create_backbone(cfg: ModelConfig) -> nn.Module:
         if value is not None:
             kwargs[name] = value
     if cfg.weights_path and any(getattr(cfg, n) is not None for n in _ARCH_OVERRIDES):
-        raise ValueError("model.weights_path is set together with architecture overrides: pretrained weights need the stock architecture")
+        raise ValueError(
+            "model.weights_path is set together with architecture overrides: pretrained weights need the stock architecture"
+        )
     model = timm.create_model(cfg.backbone, pretrained=False, **kwargs)
     if cfg.weights_path:
         load_backbone_weights(model, cfg.weights_path)
@@ -54,7 +56,9 @@ class FlashAttention(Attention):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         if attn_mask is not None or not x.is_cuda or self.gate is not None:
-            raise RuntimeError("flash attention needs CUDA tensors, no attention mask and no gate; use model.attention: sdpa")
+            raise RuntimeError(
+                "flash attention needs CUDA tensors, no attention mask and no gate; use model.attention: sdpa"
+            )
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(2)  # [B, N, H, Dh]
@@ -67,7 +71,9 @@ class FlashAttention(Attention):
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout, is_causal=is_causal)
+                out = F.scaled_dot_product_attention(
+                    q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout, is_causal=is_causal
+                )
             out = out.transpose(1, 2)
         out = self.norm(out.reshape(b, n, self.attn_dim))
         return self.proj_drop(self.proj(out))
@@ -95,7 +101,9 @@ def set_attention_backend(model: nn.Module, backend: str) -> int:
     if backend not in ATTENTION_BACKENDS:
         raise ValueError(f"model.attention must be one of {ATTENTION_BACKENDS}, got {backend!r}")
     if backend == "flash" and not torch.cuda.is_available():
-        raise RuntimeError("model.attention: flash needs a CUDA GPU (flash kernels do not run on CPU); use sdpa, which runs on every device")
+        raise RuntimeError(
+            "model.attention: flash needs a CUDA GPU (flash kernels do not run on CPU); use sdpa, which runs on every device"
+        )
     count = 0
     for module in model.modules():
         if isinstance(module, Attention):
@@ -111,7 +119,9 @@ def resolve_weights_file(path: str | Path) -> Path:
     if p.is_file():
         return p
     if not p.is_dir():
-        raise FileNotFoundError(f"weights path {p} does not exist; give a .safetensors/.pth file or a Hugging Face model folder")
+        raise FileNotFoundError(
+            f"weights path {p} does not exist; give a .safetensors/.pth file or a Hugging Face model folder"
+        )
     if (p / "snapshots").is_dir():  # hub cache: models--org--name/snapshots/<rev>/
         ref = p / "refs" / "main"
         snaps = sorted((p / "snapshots").iterdir())

@@ -15,7 +15,13 @@ class ClassificationHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int, hidden: int = 0, dropout: float = 0.0):
         super().__init__()
         if hidden > 0:
-            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+            self.net = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(in_features, hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, num_classes),
+            )
         else:
             self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
 

@@ -33,15 +33,25 @@ def view_spec(model_cfg: ModelConfig, inf: InferenceConfig, multi_view: bool | N
     return ViewSpec(size=model_cfg.img_size, grid=inf.grid, overlap=inf.overlap, flip=inf.flip_tta, multi=multi)
 
 
-def multiview_model(model: RoadworkClassifier, model_cfg: ModelConfig, inf: InferenceConfig, choice: dict | None = None, attention: torch.nn.Module | None = None) -> MultiViewClassifier:
+def multiview_model(
+    model: RoadworkClassifier,
+    model_cfg: ModelConfig,
+    inf: InferenceConfig,
+    choice: dict | None = None,
+    attention: torch.nn.Module | None = None,
+) -> MultiViewClassifier:
     """The served model. ``choice`` (from the view_aggregator artifact: ``multi_view``,
     ``aggregator``, ``top_k``) overrides the profile; ``attention`` is the trained aggregator."""
     if choice is None:
         if inf.aggregator in ("auto", "attention", "topk"):
-            raise ValueError(f"aggregator {inf.aggregator!r} is chosen / trained by the view_aggregator asset: pass its choice")
+            raise ValueError(
+                f"aggregator {inf.aggregator!r} is chosen / trained by the view_aggregator asset: pass its choice"
+            )
         choice = {"multi_view": inf.multi_view, "aggregator": inf.aggregator, "top_k": 1}
     spec = view_spec(model_cfg, inf, choice["multi_view"])
-    return MultiViewClassifier(model, spec, choice["aggregator"], int(choice["top_k"]) or 1, attention, view_chunk=inf.view_chunk).eval()
+    return MultiViewClassifier(
+        model, spec, choice["aggregator"], int(choice["top_k"]) or 1, attention, view_chunk=inf.view_chunk
+    ).eval()
 
 
 def view_features(logits: np.ndarray, view_logits: np.ndarray, view_embeddings: np.ndarray) -> np.ndarray:
@@ -68,7 +78,15 @@ def _image_batches(images, batch_size: int, loader):
 
 
 @torch.no_grad()
-def predict_views(mv: MultiViewClassifier, images, batch_size: int, progress: bool = False, keep_view_embeddings: bool = False, loader=None, amp: bool | None = None) -> ViewOutputs:
+def predict_views(
+    mv: MultiViewClassifier,
+    images,
+    batch_size: int,
+    progress: bool = False,
+    keep_view_embeddings: bool = False,
+    loader=None,
+    amp: bool | None = None,
+) -> ViewOutputs:
     """Run ``mv`` over uint8 or float images ``[N, 3, H, W]``, or over a streaming
     :class:`~roadwork_ml.training.dataset.ImageDataset` (decoded by ``loader``: a LoaderConfig,
     so a split is never held in memory), in batches of ``batch_size`` images, in order, on
@@ -94,4 +112,10 @@ def predict_views(mv: MultiViewClassifier, images, batch_size: int, progress: bo
     view_logits = torch.cat([p[1] for p in parts]).numpy()
     view_emb = torch.cat([p[2] for p in parts]).numpy()
     features = view_features(logits, view_logits, view_emb)
-    return ViewOutputs(logits=logits, view_logits=view_logits, embeddings=view_emb.mean(1), features=features, view_embeddings=view_emb if keep_view_embeddings else None)
+    return ViewOutputs(
+        logits=logits,
+        view_logits=view_logits,
+        embeddings=view_emb.mean(1),
+        features=features,
+        view_embeddings=view_emb if keep_view_embeddings else None,
+    )

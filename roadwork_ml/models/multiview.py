@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 AGGREGATORS = ("mean", "topk", "global", "attention")
 
 
@@ -41,7 +40,7 @@ def tile_boxes(height: int, width: int, grid: int, overlap: float) -> list[tuple
     tw = round(width / (grid - (grid - 1) * overlap))
     tops = [round(i * (height - th) / max(1, grid - 1)) for i in range(grid)]
     lefts = [round(j * (width - tw) / max(1, grid - 1)) for j in range(grid)]
-    return [(t, l, th, tw) for t in tops for l in lefts]
+    return [(t, left, th, tw) for t in tops for left in lefts]
 
 
 def make_views(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
@@ -50,7 +49,9 @@ def make_views(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
     views = [F.interpolate(images, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=False)]
     if spec.multi:
         boxes = tile_boxes(h, w, spec.grid, spec.overlap)
-        tiles = torch.stack([images[:, :, t : t + th, l : l + tw] for t, l, th, tw in boxes], dim=1)  # [B, T, 3, th, tw]
+        tiles = torch.stack(
+            [images[:, :, t : t + th, left : left + tw] for t, left, th, tw in boxes], dim=1
+        )  # [B, T, 3, th, tw]
         tiles = F.interpolate(tiles.flatten(0, 1), size=(spec.size, spec.size), mode="bilinear", align_corners=False)
         views.append(tiles.view(b, len(boxes) * c, spec.size, spec.size))
     out = torch.cat(views, dim=1).view(b, -1, c, spec.size, spec.size)
@@ -72,7 +73,15 @@ class MultiViewClassifier(nn.Module):
     The aggregated logits are ``log`` of the aggregated probabilities, so softmax recovers them.
     """
 
-    def __init__(self, model: nn.Module, spec: ViewSpec, aggregator: str = "mean", top_k: int = 3, attention: nn.Module | None = None, view_chunk: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: ViewSpec,
+        aggregator: str = "mean",
+        top_k: int = 3,
+        attention: nn.Module | None = None,
+        view_chunk: int = 0,
+    ):
         super().__init__()
         if view_chunk < 0:
             raise ValueError(f"view_chunk must be >= 0 (0 = every view in one pass), got {view_chunk}")
@@ -80,7 +89,9 @@ class MultiViewClassifier(nn.Module):
         if aggregator not in AGGREGATORS:
             raise ValueError(f"aggregator must be one of {AGGREGATORS}, got {aggregator!r}")
         if aggregator == "attention" and attention is None:
-            raise ValueError("aggregator 'attention' needs a trained attention module (see roadwork_ml.models.aggregator)")
+            raise ValueError(
+                "aggregator 'attention' needs a trained attention module (see roadwork_ml.models.aggregator)"
+            )
         self.model, self.spec, self.aggregator, self.top_k = model, spec, aggregator, top_k
         self.attention = attention if aggregator == "attention" else None
 
@@ -93,7 +104,9 @@ class MultiViewClassifier(nn.Module):
             logits, emb = self.model.forward_with_embedding(views.flatten(0, 1))
             view_logits, view_emb = logits.view(b, v, -1), emb.view(b, v, -1)
         else:  # same graph, the backbone run over [B·chunk] rows at a time (a static, unrolled loop)
-            parts = [self.model.forward_with_embedding(views[:, i : i + chunk].flatten(0, 1)) for i in range(0, v, chunk)]
+            parts = [
+                self.model.forward_with_embedding(views[:, i : i + chunk].flatten(0, 1)) for i in range(0, v, chunk)
+            ]
             view_logits = torch.cat([lg.view(b, -1, lg.shape[-1]) for lg, _ in parts], 1)
             view_emb = torch.cat([e.view(b, -1, e.shape[-1]) for _, e in parts], 1)
         probs = view_logits.softmax(-1)
@@ -111,7 +124,9 @@ class MultiViewClassifier(nn.Module):
         return agg.clamp_min(1e-12).log(), view_logits, view_emb
 
 
-def measure_view_chunk(mv: MultiViewClassifier, images: torch.Tensor, candidates: list[int] | None = None, min_seconds: float = 1.0) -> tuple[int, dict[int, float]]:
+def measure_view_chunk(
+    mv: MultiViewClassifier, images: torch.Tensor, candidates: list[int] | None = None, min_seconds: float = 1.0
+) -> tuple[int, dict[int, float]]:
     """Time ``mv`` on float ``images`` ``[B, 3, H, W]`` with each ``view_chunk`` candidate
     (views per backbone pass; 0 = all) and return (the fastest, {candidate: images/s}).
     ``mv.view_chunk`` is left at the fastest. Outputs do not depend on the chunk."""

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
-from roadwork_ml.numerics import softmax
 import pyarrow.parquet as pq
 
 from roadwork_ml.artifacts import atomic_path
 from roadwork_ml.contracts import ContractError, Split, validate_logits
+from roadwork_ml.numerics import softmax
 
 SLICE_COLUMNS = ("source", "hour", "time_of_day", "weather", "camera_id", "sequence_id", "group_id")
 
@@ -49,7 +48,15 @@ def _fixed_list(arr: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
 
 
-def write_predictions(path: str | Path, split: Split, split_rows: pd.DataFrame, logits: np.ndarray, embeddings: np.ndarray, features: np.ndarray, view_logits: np.ndarray) -> Path:
+def write_predictions(
+    path: str | Path,
+    split: Split,
+    split_rows: pd.DataFrame,
+    logits: np.ndarray,
+    embeddings: np.ndarray,
+    features: np.ndarray,
+    view_logits: np.ndarray,
+) -> Path:
     """Validate and write; ``split_rows`` are the split manifest rows in the order the model saw them."""
     labels = split_rows["label"].to_numpy().astype(np.int64)
     validate_logits(logits, labels, num_classes=logits.shape[1] if logits.ndim == 2 else 2)
@@ -71,13 +78,21 @@ def write_predictions(path: str | Path, split: Split, split_rows: pd.DataFrame, 
     }
     for col in SLICE_COLUMNS:
         columns[col] = pa.array(split_rows[col].to_numpy())
-    table = pa.table(columns).replace_schema_metadata({"roadwork.schema": "predictions/1", "roadwork.split": Split(split).value, "roadwork.views": str(view_logits.shape[1])})
+    table = pa.table(columns).replace_schema_metadata(
+        {
+            "roadwork.schema": "predictions/1",
+            "roadwork.split": Split(split).value,
+            "roadwork.views": str(view_logits.shape[1]),
+        }
+    )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return Path(path)
 
 
-def read_predictions(path: str | Path, expected_split: Split | None = None, expected_ids: np.ndarray | None = None) -> Predictions:
+def read_predictions(
+    path: str | Path, expected_split: Split | None = None, expected_ids: np.ndarray | None = None
+) -> Predictions:
     """Load and validate: shapes agree, values finite, split tag and row order as expected."""
     table = pq.read_table(path)
     meta = table.schema.metadata or {}
@@ -90,17 +105,28 @@ def read_predictions(path: str | Path, expected_split: Split | None = None, expe
     def matrix(name: str) -> np.ndarray:
         col = table.column(name).combine_chunks()
         width = col.type.list_size
-        return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width) if len(col) else np.zeros((0, width), np.float32)
+        return (
+            col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            if len(col)
+            else np.zeros((0, width), np.float32)
+        )
 
     logits, probs, emb, feats = matrix("logits"), matrix("probs"), matrix("embedding"), matrix("features")
     n_views = int(meta[b"roadwork.views"])
     view_logits = matrix("view_logits").reshape(len(logits), n_views, -1)
     labels = table.column("label").to_numpy().astype(np.int64)
     validate_logits(logits, labels, num_classes=logits.shape[1])
-    if not (np.isfinite(probs).all() and np.isfinite(emb).all() and np.isfinite(feats).all() and np.isfinite(view_logits).all()):
+    if not (
+        np.isfinite(probs).all()
+        and np.isfinite(emb).all()
+        and np.isfinite(feats).all()
+        and np.isfinite(view_logits).all()
+    ):
         raise ContractError(f"{path}: probabilities or embeddings hold non-finite values")
     if not (len(probs) == len(emb) == len(labels) == len(feats)):
-        raise ContractError(f"{path}: row counts disagree (logits {len(logits)}, probs {len(probs)}, embeddings {len(emb)}, features {len(feats)})")
+        raise ContractError(
+            f"{path}: row counts disagree (logits {len(logits)}, probs {len(probs)}, embeddings {len(emb)}, features {len(feats)})"
+        )
     ids = table.column("record_id").to_numpy(zero_copy_only=False)
     if expected_ids is not None and (len(ids) != len(expected_ids) or (ids != np.asarray(expected_ids)).any()):
         raise ContractError(f"{path}: row order does not match the split manifest")

@@ -103,7 +103,9 @@ def _labels(log_df: pd.DataFrame) -> np.ndarray:
     return pd.Series(log_df["label"]).astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _column_stats(ref_values: np.ndarray, cur_values: np.ndarray, rules: DriftRules, reference: ReferenceProfile | None) -> dict[str, dict[str, float]]:
+def _column_stats(
+    ref_values: np.ndarray, cur_values: np.ndarray, rules: DriftRules, reference: ReferenceProfile | None
+) -> dict[str, dict[str, float]]:
     """PSI + i.i.d. KS per model column (descriptive; the decision uses :func:`drift_family`);
     ``reference`` given = use its full-reference quantile bins."""
     out: dict[str, dict[str, float]] = {}
@@ -114,8 +116,12 @@ def _column_stats(ref_values: np.ndarray, cur_values: np.ndarray, rules: DriftRu
         else:
             value = psi(r, c, bins=rules.psi_bins, mode=rules.psi_mode)
         k = ks(r, c)
-        out[col] = {"psi": value, "ks_statistic": k.statistic, "ks_p": k.p_value,
-                    "ks_p_bonferroni": min(1.0, k.p_value * len(MODEL_COLUMNS))}
+        out[col] = {
+            "psi": value,
+            "ks_statistic": k.statistic,
+            "ks_p": k.p_value,
+            "ks_p_bonferroni": min(1.0, k.p_value * len(MODEL_COLUMNS)),
+        }
     return out
 
 
@@ -123,16 +129,34 @@ def _category_psi(ref_shares: dict[str, float], cur: pd.Series) -> dict[str, Any
     cur_shares = cur.astype(str).value_counts(normalize=True).to_dict()
     keys = sorted(set(ref_shares) | set(cur_shares))
     value = psi_from_shares([ref_shares.get(k, 0.0) for k in keys], [cur_shares.get(k, 0.0) for k in keys])
-    return {"psi": value, "new": [k for k in keys if ref_shares.get(k, 0.0) == 0.0],
-            "shares": {k: float(cur_shares.get(k, 0.0)) for k in keys}, "reference_shares": {k: float(ref_shares.get(k, 0.0)) for k in keys}}
+    return {
+        "psi": value,
+        "new": [k for k in keys if ref_shares.get(k, 0.0) == 0.0],
+        "shares": {k: float(cur_shares.get(k, 0.0)) for k in keys},
+        "reference_shares": {k: float(ref_shares.get(k, 0.0)) for k in keys},
+    }
 
 
-def _reason(level: str, rule: str, value: float, threshold: float, message: str, column: str | None = None) -> dict[str, Any]:
-    return {"level": level, "rule": rule, "column": column, "value": float(value), "threshold": float(threshold), "message": message}
+def _reason(
+    level: str, rule: str, value: float, threshold: float, message: str, column: str | None = None
+) -> dict[str, Any]:
+    return {
+        "level": level,
+        "rule": rule,
+        "column": column,
+        "value": float(value),
+        "threshold": float(threshold),
+        "message": message,
+    }
 
 
-def decide(columns: dict[str, dict[str, Any]], categories: dict[str, dict[str, Any]], mmd: dict[str, Any] | None,
-           labelled: dict[str, Any] | None, rules: DriftRules) -> tuple[str, list[dict[str, Any]]]:
+def decide(
+    columns: dict[str, dict[str, Any]],
+    categories: dict[str, dict[str, Any]],
+    mmd: dict[str, Any] | None,
+    labelled: dict[str, Any] | None,
+    rules: DriftRules,
+) -> tuple[str, list[dict[str, Any]]]:
     """Apply the rules of the module table; return (decision, reasons).
 
     ``columns[col]``: ``psi``, ``psi_p_holm``, ``ks_statistic``, ``ks_p_holm``; ``categories[col]``:
@@ -146,37 +170,128 @@ def decide(columns: dict[str, dict[str, Any]], categories: dict[str, dict[str, A
     for col, s in columns.items():
         if sig(s, "psi_p_holm"):
             if s["psi"] > rules.psi_retrain:
-                reasons.append(_reason("retrain", "psi_retrain", s["psi"], rules.psi_retrain, f"PSI of {col} {s['psi']:.3f} > {rules.psi_retrain} (Holm p {s['psi_p_holm']:.4f})", col))
+                reasons.append(
+                    _reason(
+                        "retrain",
+                        "psi_retrain",
+                        s["psi"],
+                        rules.psi_retrain,
+                        f"PSI of {col} {s['psi']:.3f} > {rules.psi_retrain} (Holm p {s['psi_p_holm']:.4f})",
+                        col,
+                    )
+                )
             elif s["psi"] > rules.psi_alert:
-                reasons.append(_reason("alert", "psi_alert", s["psi"], rules.psi_alert, f"PSI of {col} {s['psi']:.3f} > {rules.psi_alert} (Holm p {s['psi_p_holm']:.4f})", col))
+                reasons.append(
+                    _reason(
+                        "alert",
+                        "psi_alert",
+                        s["psi"],
+                        rules.psi_alert,
+                        f"PSI of {col} {s['psi']:.3f} > {rules.psi_alert} (Holm p {s['psi_p_holm']:.4f})",
+                        col,
+                    )
+                )
         if sig(s, "ks_p_holm"):
-            reasons.append(_reason("alert", "ks", s["ks_p_holm"], a, f"KS of {col}: Holm p {s['ks_p_holm']:.4f} <= {a} (D = {s['ks_statistic']:.3f}, sequences permuted)", col))
+            reasons.append(
+                _reason(
+                    "alert",
+                    "ks",
+                    s["ks_p_holm"],
+                    a,
+                    f"KS of {col}: Holm p {s['ks_p_holm']:.4f} <= {a} (D = {s['ks_statistic']:.3f}, sequences permuted)",
+                    col,
+                )
+            )
     for col, s in categories.items():
         if s["psi"] > rules.psi_alert and sig(s, "p_holm"):
             new = f"; new: {s['new']}" if s["new"] else ""
-            reasons.append(_reason("alert", "psi_alert", s["psi"], rules.psi_alert, f"PSI of {col} shares {s['psi']:.3f} > {rules.psi_alert} (Holm p {s['p_holm']:.4f}){new}", col))
+            reasons.append(
+                _reason(
+                    "alert",
+                    "psi_alert",
+                    s["psi"],
+                    rules.psi_alert,
+                    f"PSI of {col} shares {s['psi']:.3f} > {rules.psi_alert} (Holm p {s['p_holm']:.4f}){new}",
+                    col,
+                )
+            )
     if mmd is not None and sig(mmd, "p_holm"):
-        reasons.append(_reason("alert", "mmd", mmd["p_holm"], a, f"MMD on embeddings: Holm p {mmd['p_holm']:.4f} <= {a} (sequences permuted)", "embedding"))
+        reasons.append(
+            _reason(
+                "alert",
+                "mmd",
+                mmd["p_holm"],
+                a,
+                f"MMD on embeddings: Holm p {mmd['p_holm']:.4f} <= {a} (sequences permuted)",
+                "embedding",
+            )
+        )
     if labelled is not None and labelled["n"] >= rules.min_labels_for_accuracy:
         acc = labelled["accuracy"]
         if acc < rules.accuracy_rollback:
-            reasons.append(_reason("rollback", "accuracy_rollback", acc, rules.accuracy_rollback,
-                                   f"labelled accuracy {acc:.3f} < {rules.accuracy_rollback} (n = {labelled['n']})", "label"))
+            reasons.append(
+                _reason(
+                    "rollback",
+                    "accuracy_rollback",
+                    acc,
+                    rules.accuracy_rollback,
+                    f"labelled accuracy {acc:.3f} < {rules.accuracy_rollback} (n = {labelled['n']})",
+                    "label",
+                )
+            )
         elif acc < rules.accuracy_retrain:
-            reasons.append(_reason("retrain", "accuracy_retrain", acc, rules.accuracy_retrain,
-                                   f"labelled accuracy {acc:.3f} < {rules.accuracy_retrain} (n = {labelled['n']})", "label"))
-        if labelled.get("ece_increase") is not None and labelled["ece_increase"] > rules.ece_increase_retrain and sig(labelled, "ece_increase_p_holm"):
-            reasons.append(_reason("retrain", "ece_increase", labelled["ece_increase"], rules.ece_increase_retrain,
-                                   f"labelled ECE {labelled['ece']:.3f} is {labelled['ece_increase']:.3f} above the reference's (> {rules.ece_increase_retrain}, Holm p {labelled['ece_increase_p_holm']:.4f})", "label"))
-        if labelled.get("accuracy_drop") is not None and labelled["accuracy_drop"] > rules.accuracy_drop_alert and sig(labelled, "accuracy_drop_p_holm"):
-            reasons.append(_reason("alert", "accuracy_drop", labelled["accuracy_drop"], rules.accuracy_drop_alert,
-                                   f"labelled accuracy {acc:.3f} is {100 * labelled['accuracy_drop']:.1f} % below the reference's (> {100 * rules.accuracy_drop_alert:.0f} %, Holm p {labelled['accuracy_drop_p_holm']:.4f})", "label"))
+            reasons.append(
+                _reason(
+                    "retrain",
+                    "accuracy_retrain",
+                    acc,
+                    rules.accuracy_retrain,
+                    f"labelled accuracy {acc:.3f} < {rules.accuracy_retrain} (n = {labelled['n']})",
+                    "label",
+                )
+            )
+        if (
+            labelled.get("ece_increase") is not None
+            and labelled["ece_increase"] > rules.ece_increase_retrain
+            and sig(labelled, "ece_increase_p_holm")
+        ):
+            reasons.append(
+                _reason(
+                    "retrain",
+                    "ece_increase",
+                    labelled["ece_increase"],
+                    rules.ece_increase_retrain,
+                    f"labelled ECE {labelled['ece']:.3f} is {labelled['ece_increase']:.3f} above the reference's (> {rules.ece_increase_retrain}, Holm p {labelled['ece_increase_p_holm']:.4f})",
+                    "label",
+                )
+            )
+        if (
+            labelled.get("accuracy_drop") is not None
+            and labelled["accuracy_drop"] > rules.accuracy_drop_alert
+            and sig(labelled, "accuracy_drop_p_holm")
+        ):
+            reasons.append(
+                _reason(
+                    "alert",
+                    "accuracy_drop",
+                    labelled["accuracy_drop"],
+                    rules.accuracy_drop_alert,
+                    f"labelled accuracy {acc:.3f} is {100 * labelled['accuracy_drop']:.1f} % below the reference's (> {100 * rules.accuracy_drop_alert:.0f} %, Holm p {labelled['accuracy_drop_p_holm']:.4f})",
+                    "label",
+                )
+            )
     decision = max((r["level"] for r in reasons), key=_SEVERITY.__getitem__, default="ok")
     return decision, reasons
 
 
-def _slice_stats(reference: ReferenceProfile, cur_values: np.ndarray, labels: np.ndarray, cur_meta: pd.DataFrame,
-                 rules: DriftRules, slice_columns: Sequence[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _slice_stats(
+    reference: ReferenceProfile,
+    cur_values: np.ndarray,
+    labels: np.ndarray,
+    cur_meta: pd.DataFrame,
+    rules: DriftRules,
+    slice_columns: Sequence[str],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows, skipped = [], []
     for col in slice_columns:
         if col not in cur_meta.columns:
@@ -215,14 +330,25 @@ def _slice_stats(reference: ReferenceProfile, cur_values: np.ndarray, labels: np
 def reference_sample(reference: ReferenceProfile, slice_columns: Sequence[str]) -> DriftSample:
     """The reference side of the family; a profile without groups (reference_profile/1) gets
     circular blocks of its kept rows (the rows were kept in their original order)."""
-    groups = reference.groups if reference.groups is not None else circular_blocks(len(reference.values), reference.seed).astype(str)
+    groups = (
+        reference.groups
+        if reference.groups is not None
+        else circular_blocks(len(reference.values), reference.seed).astype(str)
+    )
     emb_groups = reference.embedding_groups
     if emb_groups is None:
-        emb_groups = ("emb-" + pd.Series(circular_blocks(len(reference.embeddings), reference.seed)).astype(str)).to_numpy(dtype=object)
+        emb_groups = (
+            "emb-" + pd.Series(circular_blocks(len(reference.embeddings), reference.seed)).astype(str)
+        ).to_numpy(dtype=object)
     cats = {c: reference.meta[c].astype(str).to_numpy() for c in slice_columns if c in reference.meta.columns}
-    return DriftSample(values=reference.values, groups=np.asarray(groups, dtype=object), embeddings=np.asarray(reference.embeddings, dtype=np.float64),
-                       embedding_groups=np.asarray(emb_groups, dtype=object), categories=cats,
-                       labels=None if reference.labels is None else reference.labels.astype(np.float64))
+    return DriftSample(
+        values=reference.values,
+        groups=np.asarray(groups, dtype=object),
+        embeddings=np.asarray(reference.embeddings, dtype=np.float64),
+        embedding_groups=np.asarray(emb_groups, dtype=object),
+        categories=cats,
+        labels=None if reference.labels is None else reference.labels.astype(np.float64),
+    )
 
 
 def drift_report(
@@ -251,37 +377,70 @@ def drift_report(
         raise ValueError(f"drift_report needs at least 2 rows of traffic, got {n}")
     cur_values = log_df[list(MODEL_COLUMNS)].to_numpy(dtype=np.float64)
     if not np.isfinite(cur_values).all():
-        raise ValueError("log_df holds non-finite probabilities or features; validate it with inference_log.validate_log")
+        raise ValueError(
+            "log_df holds non-finite probabilities or features; validate it with inference_log.validate_log"
+        )
     labels = _labels(log_df)
     rseed = day_seed(day, seed)
-    groups, group_kind = grouping_key(log_df.reset_index(drop=True), seed=rseed, window_minutes=rules.group_window_minutes)
+    groups, group_kind = grouping_key(
+        log_df.reset_index(drop=True), seed=rseed, window_minutes=rules.group_window_minutes
+    )
 
     emb = embedding_matrix(log_df)
     if emb.shape[1] != reference.embeddings.shape[1]:
-        raise ValueError(f"log embeddings are {emb.shape[1]}-d, the reference's are {reference.embeddings.shape[1]}-d: "
-                         "project with the reference's PCAProjection")
+        raise ValueError(
+            f"log embeddings are {emb.shape[1]}-d, the reference's are {reference.embeddings.shape[1]}-d: "
+            "project with the reference's PCAProjection"
+        )
     mmd_rows = subsample_groups(groups, max_mmd_rows, rseed)
     present = [c for c in slice_columns if c in reference.category_shares]
-    day_sample = DriftSample(values=cur_values, groups=groups, embeddings=emb[mmd_rows].astype(np.float64), embedding_groups=groups[mmd_rows],
-                             categories={c: log_df[c].astype(str).to_numpy() for c in present}, labels=labels)
-    fam = drift_family(reference_sample(reference, present), day_sample, MODEL_COLUMNS, reference.edges, reference.mmd_sigma,
-                       rules.permutations, rseed, rules.family_alpha, min_labels=rules.min_labels_for_accuracy)
+    day_sample = DriftSample(
+        values=cur_values,
+        groups=groups,
+        embeddings=emb[mmd_rows].astype(np.float64),
+        embedding_groups=groups[mmd_rows],
+        categories={c: log_df[c].astype(str).to_numpy() for c in present},
+        labels=labels,
+    )
+    fam = drift_family(
+        reference_sample(reference, present),
+        day_sample,
+        MODEL_COLUMNS,
+        reference.edges,
+        reference.mmd_sigma,
+        rules.permutations,
+        rseed,
+        rules.family_alpha,
+        min_labels=rules.min_labels_for_accuracy,
+    )
     t = fam.tests
 
     columns = _column_stats(reference.values, cur_values, rules, reference)
     for col, s in columns.items():
         s.pop("ks_p_bonferroni")
         s["ks_p_iid"] = s.pop("ks_p")  # scipy's i.i.d. p, descriptive only: rows of a sequence are not independent
-        s.update({"ks_p": t[f"ks:{col}"]["p_value"], "ks_p_holm": t[f"ks:{col}"]["p_holm"],
-                  "psi_p": t[f"psi:{col}"]["p_value"], "psi_p_holm": t[f"psi:{col}"]["p_holm"]})
+        s.update(
+            {
+                "ks_p": t[f"ks:{col}"]["p_value"],
+                "ks_p_holm": t[f"ks:{col}"]["p_holm"],
+                "psi_p": t[f"psi:{col}"]["p_value"],
+                "psi_p_holm": t[f"psi:{col}"]["p_holm"],
+            }
+        )
     categories = {c: _category_psi(reference.category_shares[c], log_df[c]) for c in present}
     for c, s in categories.items():
         test = t.get(f"psi:{c}")
         s["p"], s["p_holm"] = (test["p_value"], test["p_holm"]) if test else (None, None)
     mmd = None
     if "mmd" in t:
-        mmd = {"statistic": t["mmd"]["statistic"], "p_value": t["mmd"]["p_value"], "p_holm": t["mmd"]["p_holm"], "sigma": reference.mmd_sigma,
-               "n_permutations": rules.permutations, "rows": len(mmd_rows)}
+        mmd = {
+            "statistic": t["mmd"]["statistic"],
+            "p_value": t["mmd"]["p_value"],
+            "p_holm": t["mmd"]["p_holm"],
+            "sigma": reference.mmd_sigma,
+            "n_permutations": rules.permutations,
+            "rows": len(mmd_rows),
+        }
     shift = embedding_shift(reference.embeddings, emb).to_dict()
 
     estimated = estimate_accuracy(cur_values[:, 0]).to_dict()
@@ -289,11 +448,17 @@ def drift_report(
     # CBPE (accuracy, F1, MCC + sampling interval); its reliability flag is reported, not a rule:
     # it is a test outside the Holm family (the family's ECE-increase test carries the decision).
     est = cbpe(cur_values[:, 0], n_draws=200, seed=rseed)
-    estimated["cbpe"] = cbpe_reliability(est, cur_values[:, 0], labels, min_labels=rules.min_labels_for_accuracy, seed=rseed).to_dict()
+    estimated["cbpe"] = cbpe_reliability(
+        est, cur_values[:, 0], labels, min_labels=rules.min_labels_for_accuracy, seed=rseed
+    ).to_dict()
     lab = labelled_performance(cur_values[:, 0], labels)
     labelled = None if lab is None else {**lab.to_dict(), "enough": lab.n >= rules.min_labels_for_accuracy}
     if labelled is not None:
-        ref_lab = None if reference.labels is None else labelled_performance(reference.values[:, 0], reference.labels.astype(np.float64))
+        ref_lab = (
+            None
+            if reference.labels is None
+            else labelled_performance(reference.values[:, 0], reference.labels.astype(np.float64))
+        )
         labelled["reference_accuracy"] = None if ref_lab is None else ref_lab.accuracy
         labelled["reference_ece"] = None if ref_lab is None else ref_lab.ece
         for k in ("accuracy_drop", "ece_increase"):
@@ -304,9 +469,21 @@ def drift_report(
     decision, reasons = decide(columns, categories, mmd, labelled, rules)
     family = {**fam.to_dict(), "grouping": {"day": group_kind, "reference": reference.group_kind or "circular_block"}}
     return DriftReport(
-        day=day, n_rows=n, n_labelled=0 if lab is None else lab.n, columns=columns, categories=categories, mmd=mmd,
-        embedding_shift=shift, estimated=estimated, labelled=labelled, slices=slices, decision=decision, reasons=reasons,
-        rules=rules.model_dump(), skipped_slices=skipped, family=family,
+        day=day,
+        n_rows=n,
+        n_labelled=0 if lab is None else lab.n,
+        columns=columns,
+        categories=categories,
+        mmd=mmd,
+        embedding_shift=shift,
+        estimated=estimated,
+        labelled=labelled,
+        slices=slices,
+        decision=decision,
+        reasons=reasons,
+        rules=rules.model_dump(),
+        skipped_slices=skipped,
+        family=family,
     )
 
 
@@ -318,7 +495,9 @@ def reference_frame(reference: ReferenceProfile) -> pd.DataFrame:
     return df
 
 
-def evidently_html(reference_df: pd.DataFrame, current_df: pd.DataFrame, path: str | Path, columns: Sequence[str] | None = None) -> Path:
+def evidently_html(
+    reference_df: pd.DataFrame, current_df: pd.DataFrame, path: str | Path, columns: Sequence[str] | None = None
+) -> Path:
     """Write evidently 0.7's ``DataDriftPreset`` report of ``current_df`` vs ``reference_df`` as one HTML file, atomically.
 
     ``columns`` default: the columns both frames share, minus list-valued ones (``embedding``).
@@ -327,11 +506,16 @@ def evidently_html(reference_df: pd.DataFrame, current_df: pd.DataFrame, path: s
     from evidently.presets import DataDriftPreset
 
     if columns is None:
-        columns = [c for c in reference_df.columns if c in current_df.columns
-                   and not (len(current_df) and isinstance(current_df[c].iloc[0], (list, np.ndarray)))]
+        columns = [
+            c
+            for c in reference_df.columns
+            if c in current_df.columns
+            and not (len(current_df) and isinstance(current_df[c].iloc[0], (list, np.ndarray)))
+        ]
     cols = list(columns)
-    snapshot = Report([DataDriftPreset(columns=cols)]).run(current_data=current_df[cols].reset_index(drop=True),
-                                                          reference_data=reference_df[cols].reset_index(drop=True))
+    snapshot = Report([DataDriftPreset(columns=cols)]).run(
+        current_data=current_df[cols].reset_index(drop=True), reference_data=reference_df[cols].reset_index(drop=True)
+    )
     html = snapshot.get_html_str(as_iframe=False)
     atomic_write_bytes(path, html.encode("utf-8"))
     return Path(path)

@@ -150,7 +150,7 @@ def psi_categorical(reference: Any, current: Any, eps: float = PSI_EPS) -> tuple
     keys = sorted(set(ref.tolist()) | set(cur.tolist()))
     r = np.array([np.count_nonzero(ref == k) for k in keys]) / ref.size
     c = np.array([np.count_nonzero(cur == k) for k in keys]) / cur.size
-    new = [k for k, rk in zip(keys, r) if rk == 0]
+    new = [k for k, rk in zip(keys, r, strict=False) if rk == 0]
     return psi_from_shares(r, c, eps), new
 
 
@@ -187,8 +187,14 @@ class MMDResult:
 
     def to_dict(self) -> dict[str, Any]:
         q = np.quantile(self.null, [0.5, 0.95]) if self.null.size else [math.nan, math.nan]
-        return {"statistic": self.statistic, "p_value": self.p_value, "sigma": self.sigma, "n_permutations": self.n_permutations,
-                "null_median": float(q[0]), "null_q95": float(q[1])}
+        return {
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "sigma": self.sigma,
+            "n_permutations": self.n_permutations,
+            "null_median": float(q[0]),
+            "null_q95": float(q[1]),
+        }
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -278,14 +284,19 @@ def mmd_permutation_test(
         raise ValueError(f"sigma must be a positive finite bandwidth, got {sigma}")
 
     with torch.no_grad():
-        z = torch.from_numpy(np.concatenate([xa, ya]).astype(np.float64 if dtype == torch.float64 else np.float32, copy=False)).to(dev, dtype)
+        z = torch.from_numpy(
+            np.concatenate([xa, ya]).astype(np.float64 if dtype == torch.float64 else np.float32, copy=False)
+        ).to(dev, dtype)
         kmat = _sq_dist(z, z)
         kmat.mul_(-1.0 / (2.0 * sigma * sigma)).exp_()
         kmat.fill_diagonal_(0.0)
         c_xx, c_yy = 1.0 / (n * (n - 1)), 1.0 / (m * (m - 1))
         # observed statistic: alibi's formula on the blocks
-        observed = float(c_xx * kmat[:n, :n].sum(dtype=torch.float64) + c_yy * kmat[n:, n:].sum(dtype=torch.float64)
-                         - 2.0 * kmat[n:, :n].sum(dtype=torch.float64) / (n * m))
+        observed = float(
+            c_xx * kmat[:n, :n].sum(dtype=torch.float64)
+            + c_yy * kmat[n:, n:].sum(dtype=torch.float64)
+            - 2.0 * kmat[n:, :n].sum(dtype=torch.float64) / (n * m)
+        )
         s = kmat.sum(dim=1, dtype=torch.float64)  # [N]
         total = s.sum()
         gen = torch.Generator().manual_seed(int(seed))
@@ -296,10 +307,12 @@ def mmd_permutation_test(
             ku = kmat @ u.to(dtype)  # [N, count]
             q = (u * ku.to(torch.float64)).sum(dim=0)  # uᵀKu
             r = u.T @ s  # uᵀs
-            null[start:start + count] = (c_xx * q + c_yy * (total - 2 * r + q) - 2.0 * (r - q) / (n * m)).cpu()
+            null[start : start + count] = (c_xx * q + c_yy * (total - 2 * r + q) - 2.0 * (r - q) / (n * m)).cpu()
     null_np = null.numpy()
     p_value = (1.0 + float(np.count_nonzero(null_np >= observed))) / (n_permutations + 1.0)
-    return MMDResult(statistic=observed, p_value=p_value, sigma=float(sigma), n_permutations=int(n_permutations), null=null_np)
+    return MMDResult(
+        statistic=observed, p_value=p_value, sigma=float(sigma), n_permutations=int(n_permutations), null=null_np
+    )
 
 
 # ------------------------------------------------------------------------------------ embeddings
@@ -317,7 +330,12 @@ class EmbeddingShift:
     dim: int
 
     def to_dict(self) -> dict[str, float]:
-        return {"l2_std": self.l2_std, "rms_std": self.rms_std, "cosine_distance": self.cosine_distance, "dim": self.dim}
+        return {
+            "l2_std": self.l2_std,
+            "rms_std": self.rms_std,
+            "cosine_distance": self.cosine_distance,
+            "dim": self.dim,
+        }
 
 
 def embedding_shift(ref_emb: Any, cur_emb: Any, std_floor: float = 1e-8) -> EmbeddingShift:

@@ -328,4 +328,4 @@ def holm(p_values: Mapping[str, float]) -> dict[str, float]:
     adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     out = np.empty(m)
     out[order] = adj
-    return {k: float(v) for k, v in zip(names, out)}
+    return {k: float(v) for k, v in zip(names, out, strict=False)}

@@ -36,10 +36,11 @@ stored as null) and ``embedding`` holds one float32 ``[k]`` array per row
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta, timezone
+from datetime import UTC, date, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,8 +80,11 @@ class LogValidationError(ValueError):
 
 def log_columns() -> list[str]:
     """Column names in schema order."""
-    return (["timestamp", "image_id", "source", "camera_id", "model_version", "prob", "decision"] + list(FEATURE_NAMES)
-            + ["embedding", "hour", "time_of_day", "weather", "label", "sequence_id"])
+    return (
+        ["timestamp", "image_id", "source", "camera_id", "model_version", "prob", "decision"]
+        + list(FEATURE_NAMES)
+        + ["embedding", "hour", "time_of_day", "weather", "label", "sequence_id"]
+    )
 
 
 def log_schema(embedding_dim: int) -> pa.Schema:
@@ -103,7 +107,9 @@ def log_schema(embedding_dim: int) -> pa.Schema:
         pa.field("label", pa.int8(), nullable=True),
         pa.field("sequence_id", pa.string(), nullable=True),
     ]
-    return pa.schema(fields, metadata={"roadwork.schema": LOG_SCHEMA_NAME, "roadwork.embedding_dim": str(embedding_dim)})
+    return pa.schema(
+        fields, metadata={"roadwork.schema": LOG_SCHEMA_NAME, "roadwork.embedding_dim": str(embedding_dim)}
+    )
 
 
 def build_log(
@@ -131,11 +137,17 @@ def build_log(
         raise LogValidationError(f"features must be [{n}, {NUM_FEATURES}], got {list(feats.shape)}")
     if emb.ndim != 2 or emb.shape[0] != n:
         raise LogValidationError(f"embeddings must be [{n}, k], got {list(emb.shape)}")
-    df = pd.DataFrame({
-        "timestamp": _utc(pd.Series(pd.to_datetime(timestamps, utc=True))),
-        "image_id": list(image_ids), "source": list(sources), "camera_id": list(camera_ids),
-        "model_version": [model_version] * n, "prob": np.asarray(probs, dtype=np.float64), "decision": list(decisions),
-    })
+    df = pd.DataFrame(
+        {
+            "timestamp": _utc(pd.Series(pd.to_datetime(timestamps, utc=True))),
+            "image_id": list(image_ids),
+            "source": list(sources),
+            "camera_id": list(camera_ids),
+            "model_version": [model_version] * n,
+            "prob": np.asarray(probs, dtype=np.float64),
+            "decision": list(decisions),
+        }
+    )
     for j, name in enumerate(FEATURE_NAMES):
         df[name] = feats[:, j]
     df["embedding"] = list(emb)
@@ -146,13 +158,15 @@ def build_log(
     df["label"] = _nullable_labels(lab.astype(np.float64))
     if sequence_ids is not None and len(sequence_ids) != n:
         raise LogValidationError(f"sequence_ids must have {n} entries, got {len(sequence_ids)}")
-    df["sequence_id"] = pd.array([None] * n if sequence_ids is None else [None if v is None else str(v) for v in sequence_ids], dtype="string")
+    df["sequence_id"] = pd.array(
+        [None] * n if sequence_ids is None else [None if v is None else str(v) for v in sequence_ids], dtype="string"
+    )
     return df
 
 
 def _utc(ts: pd.Series) -> pd.Series:
     """One timestamp dtype everywhere (``datetime64[ns, UTC]``, stdlib UTC), so frames concatenate."""
-    return ts.dt.tz_convert(timezone.utc).dt.as_unit("ns")
+    return ts.dt.tz_convert(UTC).dt.as_unit("ns")
 
 
 def _nullable_labels(values: np.ndarray) -> pd.arrays.IntegerArray:
@@ -160,7 +174,9 @@ def _nullable_labels(values: np.ndarray) -> pd.arrays.IntegerArray:
     missing = np.isnan(values) | (values == -1)
     bad = ~missing & ~np.isin(values, (0.0, 1.0))
     if bad.any():
-        raise LogValidationError(f"label must be 0, 1, -1 or null; {int(bad.sum())} rows hold {sorted(set(values[bad].tolist()))[:5]}")
+        raise LogValidationError(
+            f"label must be 0, 1, -1 or null; {int(bad.sum())} rows hold {sorted(set(values[bad].tolist()))[:5]}"
+        )
     return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int8), missing)
 
 
@@ -179,7 +195,9 @@ def _to_table(df: pd.DataFrame) -> pa.Table:
     missing = [c for c in log_columns() if c not in df.columns]
     extra = [c for c in df.columns if c not in log_columns()]
     if missing or extra:
-        raise LogValidationError(f"inference log columns: missing {missing}, unexpected {extra}; expected {log_columns()}")
+        raise LogValidationError(
+            f"inference log columns: missing {missing}, unexpected {extra}; expected {log_columns()}"
+        )
     n = len(df)
     if n == 0:
         raise LogValidationError("inference log frame is empty: a day without traffic writes no file")
@@ -190,16 +208,22 @@ def _to_table(df: pd.DataFrame) -> pa.Table:
     ids = df["image_id"].astype(str)
     dup = ids[ids.duplicated(keep=False)]
     if len(dup):
-        raise LogValidationError(f"image_id must be unique within a day; {dup.nunique()} ids repeat, e.g. {sorted(dup.unique())[:3]}")
+        raise LogValidationError(
+            f"image_id must be unique within a day; {dup.nunique()} ids repeat, e.g. {sorted(dup.unique())[:3]}"
+        )
     prob = pd.to_numeric(df["prob"], errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(prob) | (prob < 0) | (prob > 1)
     if bad.any():
         rows = np.flatnonzero(bad)[:5].tolist()
-        raise LogValidationError(f"prob must be finite and in [0, 1]; {int(bad.sum())} rows are not (rows {rows}, values {prob[rows].tolist()})")
+        raise LogValidationError(
+            f"prob must be finite and in [0, 1]; {int(bad.sum())} rows are not (rows {rows}, values {prob[rows].tolist()})"
+        )
     dec = df["decision"].astype(str)
     bad_dec = ~dec.isin(DECISIONS)
     if bad_dec.any():
-        raise LogValidationError(f"decision must be one of {DECISIONS}; got {sorted(dec[bad_dec].unique())[:5]} in {int(bad_dec.sum())} rows")
+        raise LogValidationError(
+            f"decision must be one of {DECISIONS}; got {sorted(dec[bad_dec].unique())[:5]} in {int(bad_dec.sum())} rows"
+        )
     feats = {}
     for name in FEATURE_NAMES:
         v = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64)
@@ -213,12 +237,16 @@ def _to_table(df: pd.DataFrame) -> pa.Table:
     if emb.ndim != 2 or emb.shape[1] < 1:
         raise LogValidationError(f"embedding must be one [k] vector per row, got stacked shape {list(emb.shape)}")
     if not np.isfinite(emb).all():
-        raise LogValidationError(f"embedding holds non-finite values in {int((~np.isfinite(emb)).any(axis=1).sum())} rows")
+        raise LogValidationError(
+            f"embedding holds non-finite values in {int((~np.isfinite(emb)).any(axis=1).sum())} rows"
+        )
     ts = df["timestamp"]
     if ts.dtype == object and len(ts) and all(isinstance(t, pd.Timestamp) and t.tzinfo is not None for t in ts):
         ts = pd.to_datetime(ts, utc=True)  # tz-aware Timestamps whose zones differ (e.g. after a concat)
     if not isinstance(ts.dtype, pd.DatetimeTZDtype):
-        raise LogValidationError(f"timestamp must be timezone-aware (UTC), got dtype {ts.dtype}; use pd.to_datetime(..., utc=True)")
+        raise LogValidationError(
+            f"timestamp must be timezone-aware (UTC), got dtype {ts.dtype}; use pd.to_datetime(..., utc=True)"
+        )
     if ts.isna().any():
         raise LogValidationError(f"timestamp has {int(ts.isna().sum())} nulls")
     hour = pd.to_numeric(df["hour"], errors="coerce")
@@ -239,7 +267,9 @@ def _to_table(df: pd.DataFrame) -> pa.Table:
         "time_of_day": pa.array(df["time_of_day"].astype(str).to_numpy(), type=pa.string()),
         "weather": pa.array(df["weather"].astype(str).to_numpy(), type=pa.string()),
         "label": _label_array(df["label"]),
-        "sequence_id": pa.array(pd.Series(df["sequence_id"], dtype="string").to_numpy(dtype=object, na_value=None), type=pa.string()),
+        "sequence_id": pa.array(
+            pd.Series(df["sequence_id"], dtype="string").to_numpy(dtype=object, na_value=None), type=pa.string()
+        ),
     }
     return pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
 
@@ -265,7 +295,9 @@ def read_log(path: str | Path) -> pd.DataFrame:
         raise LogValidationError(f"{path} is not a roadwork inference log (schema {meta.get(b'roadwork.schema')!r})")
     k = int(meta[b"roadwork.embedding_dim"])
     if "sequence_id" not in table.column_names:  # inference_log/1
-        table = table.append_column(pa.field("sequence_id", pa.string(), nullable=True), pa.nulls(table.num_rows, pa.string()))
+        table = table.append_column(
+            pa.field("sequence_id", pa.string(), nullable=True), pa.nulls(table.num_rows, pa.string())
+        )
     try:
         validate_table(table, log_schema(k))
     except ValueError as err:
@@ -343,7 +375,9 @@ def merge_labels(log_df: pd.DataFrame, labels_df: pd.DataFrame) -> pd.DataFrame:
         raise LogValidationError("labels_df.label must be 0 or 1 for every row")
     conflicts = lab.groupby("image_id")["label"].nunique()
     if (conflicts > 1).any():
-        raise LogValidationError(f"labels_df gives different labels to {int((conflicts > 1).sum())} ids, e.g. {conflicts[conflicts > 1].index[:3].tolist()}")
+        raise LogValidationError(
+            f"labels_df gives different labels to {int((conflicts > 1).sum())} ids, e.g. {conflicts[conflicts > 1].index[:3].tolist()}"
+        )
     mapping = lab.drop_duplicates("image_id").set_index("image_id")["label"].astype(int)
     out = log_df.copy()
     old = pd.Series(out["label"]).astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -351,8 +385,12 @@ def merge_labels(log_df: pd.DataFrame, labels_df: pd.DataFrame) -> pd.DataFrame:
     matched = ~np.isnan(new)
     changed = int((matched & ~np.isnan(old) & (old != new)).sum())
     out["label"] = _nullable_labels(np.where(matched, new, old))
-    out.attrs["merge_labels"] = {"matched": int(matched.sum()), "unknown": int(len(mapping) - mapping.index.isin(out["image_id"]).sum()),
-                                 "changed": changed, "labelled": int(out["label"].notna().sum())}
+    out.attrs["merge_labels"] = {
+        "matched": int(matched.sum()),
+        "unknown": int(len(mapping) - mapping.index.isin(out["image_id"]).sum()),
+        "changed": changed,
+        "labelled": int(out["label"].notna().sum()),
+    }
     return out
 
 

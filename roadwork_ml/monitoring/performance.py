@@ -47,7 +47,9 @@ def estimate_accuracy(probs1: Any) -> PerformanceEstimate:
     if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
         raise ValueError("probs1 must be finite probabilities in [0, 1]")
     c = np.maximum(p, 1.0 - p)
-    return PerformanceEstimate(accuracy=float(c.mean()), se=float(math.sqrt(np.sum(c * (1.0 - c))) / p.size), n=int(p.size))
+    return PerformanceEstimate(
+        accuracy=float(c.mean()), se=float(math.sqrt(np.sum(c * (1.0 - c))) / p.size), n=int(p.size)
+    )
 
 
 @dataclass(frozen=True)
@@ -72,4 +74,8 @@ def labelled_performance(probs1: Any, labels: Any, n_bins: int = 15) -> Labelled
     if not ok.any():
         return None
     yl, pl = y[ok].astype(np.int64), p[ok]
-    return LabelledPerformance(accuracy=metrics.accuracy(yl, (pl > 0.5).astype(np.int64)), ece=metrics.ece(yl, pl, n_bins=n_bins), n=int(ok.sum()))
+    return LabelledPerformance(
+        accuracy=metrics.accuracy(yl, (pl > 0.5).astype(np.int64)),
+        ece=metrics.ece(yl, pl, n_bins=n_bins),
+        n=int(ok.sum()),
+    )

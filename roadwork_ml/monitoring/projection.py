@@ -41,7 +41,7 @@ class PCAProjection:
         return int(self.components.shape[0])
 
     @classmethod
-    def fit(cls, emb: Any, dim: int, seed: int = 0, max_rows: int = 50_000) -> "PCAProjection":
+    def fit(cls, emb: Any, dim: int, seed: int = 0, max_rows: int = 50_000) -> PCAProjection:
         """Fit on ``emb`` [N, D] (finite). More than ``max_rows`` rows are subsampled with ``seed``."""
         x = np.asarray(emb, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 2:
@@ -62,7 +62,13 @@ class PCAProjection:
         var = sv**2 / (n - 1)
         total = var.sum()
         ratio = var / total if total > 0 else np.zeros_like(var)
-        return cls(mean=mean, components=vt[:dim].copy(), explained_variance=var[:dim].copy(), explained_variance_ratio=ratio[:dim].copy(), n_fit=int(n))
+        return cls(
+            mean=mean,
+            components=vt[:dim].copy(),
+            explained_variance=var[:dim].copy(),
+            explained_variance_ratio=ratio[:dim].copy(),
+            n_fit=int(n),
+        )
 
     def transform(self, emb: Any) -> np.ndarray:
         """``[N, D]`` → ``[N, dim]`` float32 centred scores."""
@@ -86,7 +92,7 @@ class PCAProjection:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PCAProjection":
+    def from_dict(cls, d: dict[str, Any]) -> PCAProjection:
         if d.get("schema") != SCHEMA:
             raise ValueError(f"not a PCA projection (schema {d.get('schema')!r}, expected {SCHEMA!r})")
         comps = np.asarray(d["components"], dtype=np.float64)

@@ -28,17 +28,18 @@ the manifest first and raises :class:`~roadwork_ml.artifacts.IntegrityError` on 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
 
 from roadwork_ml.artifacts import atomic_path, atomic_write_json, verify_dir, write_manifest
-from roadwork_ml.monitoring.drift_stats import bin_shares, median_heuristic_sigma, quantile_edges
 from roadwork_ml.monitoring.drift_family import subsample_groups
+from roadwork_ml.monitoring.drift_stats import bin_shares, median_heuristic_sigma, quantile_edges
 from roadwork_ml.monitoring.group_tests import grouping_key
 from roadwork_ml.monitoring.performance import estimate_accuracy
 from roadwork_ml.monitoring.projection import PCAProjection
@@ -92,7 +93,7 @@ class ReferenceProfile:
         projection: PCAProjection | None = None,
         groups: Any = None,
         group_window_minutes: float = 10.0,
-    ) -> "ReferenceProfile":
+    ) -> ReferenceProfile:
         """Profile of ``probs1`` [N] (calibrated P(roadwork)), ``features`` [N, 7],
         ``embeddings_proj`` [N, k] and ``meta`` (N rows holding ``slice_columns``).
 
@@ -109,7 +110,9 @@ class ReferenceProfile:
         if e.ndim != 2 or e.shape[0] != n:
             raise ValueError(f"embeddings_proj must be [{n}, k], got {list(e.shape)}")
         if len(meta) != n or not set(slice_columns) <= set(meta.columns):
-            raise ValueError(f"meta must have {n} rows and columns {list(slice_columns)}, got {len(meta)} rows, {list(meta.columns)}")
+            raise ValueError(
+                f"meta must have {n} rows and columns {list(slice_columns)}, got {len(meta)} rows, {list(meta.columns)}"
+            )
         if projection is not None and projection.dim != e.shape[1]:
             raise ValueError(f"projection gives {projection.dim}-d embeddings, embeddings_proj are {e.shape[1]}-d")
         values = np.column_stack([p, f])
@@ -123,7 +126,11 @@ class ReferenceProfile:
             group_arr, kind = np.asarray(groups).astype(str).astype(object), "given"
             if len(group_arr) != n:
                 raise ValueError(f"groups must have {n} entries, got {len(group_arr)}")
-        y_all = np.full(n, -1, dtype=np.int64) if labels is None else np.where(np.asarray(labels) >= 0, np.asarray(labels), -1).astype(np.int64)
+        y_all = (
+            np.full(n, -1, dtype=np.int64)
+            if labels is None
+            else np.where(np.asarray(labels) >= 0, np.asarray(labels), -1).astype(np.int64)
+        )
         edges = {c: quantile_edges(values[:, j], bins) for j, c in enumerate(MODEL_COLUMNS)}
         shares = {c: bin_shares(values[:, j], edges[c]) for j, c in enumerate(MODEL_COLUMNS)}
         rng = np.random.default_rng(seed)
@@ -144,10 +151,23 @@ class ReferenceProfile:
             if ok.any():
                 labelled = float(np.mean((p[ok] > 0.5).astype(int) == y[ok]))
         return cls(
-            columns=MODEL_COLUMNS, bins=int(bins), edges=edges, shares=shares, values=values[idx],
-            meta=meta[list(slice_columns)].astype(str).iloc[idx].reset_index(drop=True), embeddings=emb, mmd_sigma=float(sigma),
-            category_shares=cat, n_reference=int(n), estimated_accuracy=estimate_accuracy(p).accuracy, labelled_accuracy=labelled,
-            seed=int(seed), projection=projection, groups=group_arr[idx], embedding_groups=group_arr[idx_mmd], labels=y_all[idx],
+            columns=MODEL_COLUMNS,
+            bins=int(bins),
+            edges=edges,
+            shares=shares,
+            values=values[idx],
+            meta=meta[list(slice_columns)].astype(str).iloc[idx].reset_index(drop=True),
+            embeddings=emb,
+            mmd_sigma=float(sigma),
+            category_shares=cat,
+            n_reference=int(n),
+            estimated_accuracy=estimate_accuracy(p).accuracy,
+            labelled_accuracy=labelled,
+            seed=int(seed),
+            projection=projection,
+            groups=group_arr[idx],
+            embedding_groups=group_arr[idx_mmd],
+            labels=y_all[idx],
             group_kind=kind,
         )
 
@@ -189,12 +209,17 @@ class ReferenceProfile:
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_json(d / "profile.json", self._header())
         with atomic_path(d / "arrays.safetensors") as tmp:
-            save_file({"values": np.ascontiguousarray(self.values, dtype=np.float64),
-                       "embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float32)}, str(tmp))
+            save_file(
+                {
+                    "values": np.ascontiguousarray(self.values, dtype=np.float64),
+                    "embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float32),
+                },
+                str(tmp),
+            )
         return write_manifest(d, extra={"schema": SCHEMA})
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ReferenceProfile":
+    def load(cls, directory: str | Path) -> ReferenceProfile:
         """Verify the sha256 manifest, then read; raises ``IntegrityError`` / ``ValueError`` on a bad directory."""
         d = Path(directory)
         manifest = verify_dir(d)
@@ -207,15 +232,24 @@ class ReferenceProfile:
         if values.ndim != 2 or values.shape[1] != len(columns):
             raise ValueError(f"{d}: values have shape {list(values.shape)}, expected [S, {len(columns)}]")
         return cls(
-            columns=columns, bins=int(h["bins"]),
+            columns=columns,
+            bins=int(h["bins"]),
             edges={c: np.asarray(v, dtype=np.float64) for c, v in h["edges"].items()},
             shares={c: np.asarray(v, dtype=np.float64) for c, v in h["shares"].items()},
-            values=values, meta=pd.DataFrame(h["meta"])[h["meta_columns"]], embeddings=arrays["embeddings"], mmd_sigma=float(h["mmd_sigma"]),
-            category_shares=h["category_shares"], n_reference=int(h["n_reference"]), estimated_accuracy=float(h["estimated_accuracy"]),
-            labelled_accuracy=h["labelled_accuracy"], seed=int(h["seed"]),
+            values=values,
+            meta=pd.DataFrame(h["meta"])[h["meta_columns"]],
+            embeddings=arrays["embeddings"],
+            mmd_sigma=float(h["mmd_sigma"]),
+            category_shares=h["category_shares"],
+            n_reference=int(h["n_reference"]),
+            estimated_accuracy=float(h["estimated_accuracy"]),
+            labelled_accuracy=h["labelled_accuracy"],
+            seed=int(h["seed"]),
             projection=None if h["projection"] is None else PCAProjection.from_dict(h["projection"]),
             groups=None if h.get("groups") is None else np.asarray(h["groups"], dtype=object),
-            embedding_groups=None if h.get("embedding_groups") is None else np.asarray(h["embedding_groups"], dtype=object),
+            embedding_groups=None
+            if h.get("embedding_groups") is None
+            else np.asarray(h["embedding_groups"], dtype=object),
             labels=None if h.get("labels") is None else np.asarray(h["labels"], dtype=np.int64),
             group_kind=h.get("group_kind"),
         )

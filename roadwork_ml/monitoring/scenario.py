@@ -22,7 +22,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 
@@ -31,7 +31,16 @@ from roadwork_ml.data.records import ImageRecord
 from roadwork_ml.data.synthetic import generate_source
 from roadwork_ml.monitoring.settings import DriftScenario, NewCamera, ScenarioPhase
 
-__all__ = ["NEW_CAMERA_SUFFIX", "active_phase", "day_styles", "day_counts", "stream_seed", "generate_day", "record_timestamp", "label_arrives"]
+__all__ = [
+    "NEW_CAMERA_SUFFIX",
+    "active_phase",
+    "day_styles",
+    "day_counts",
+    "stream_seed",
+    "generate_day",
+    "record_timestamp",
+    "label_arrives",
+]
 
 NEW_CAMERA_SUFFIX = "/new-camera"
 
@@ -58,7 +67,9 @@ def _restyle(style: SyntheticStyle, **updates) -> SyntheticStyle:
     return SyntheticStyle(**{**style.model_dump(), **{k: v for k, v in updates.items() if v is not None}})
 
 
-def day_styles(base_styles: dict[str, SyntheticStyle], scenario: DriftScenario, day_index: int) -> dict[str, SyntheticStyle]:
+def day_styles(
+    base_styles: dict[str, SyntheticStyle], scenario: DriftScenario, day_index: int
+) -> dict[str, SyntheticStyle]:
     """The style of every stream on day ``day_index`` (keys: sources, plus ``"<source>/new-camera"``)."""
     state = active_phase(scenario, day_index)
     out: dict[str, SyntheticStyle] = {}
@@ -67,14 +78,23 @@ def day_styles(base_styles: dict[str, SyntheticStyle], scenario: DriftScenario, 
             continue
         if source not in base_styles:
             raise ValueError(f"scenario sends traffic from {source!r}, but base_styles has only {sorted(base_styles)}")
-        out[source] = _restyle(base_styles[source], night_rate=state["night_rate"], weather_probs=state["weather_probs"],
-                               positive_rate=state["positive_rate"])
+        out[source] = _restyle(
+            base_styles[source],
+            night_rate=state["night_rate"],
+            weather_probs=state["weather_probs"],
+            positive_rate=state["positive_rate"],
+        )
     cam: NewCamera | None = state["new_camera"]
     if cam is not None:
         if cam.source not in out:
             raise ValueError(f"the new camera joins {cam.source!r}, which sends no traffic in this scenario")
-        out[cam.source + NEW_CAMERA_SUFFIX] = _restyle(out[cam.source], n_cameras=1, jpeg_quality=tuple(cam.jpeg_quality),
-                                                       blur_max=cam.blur_max, noise_std=cam.noise_std)
+        out[cam.source + NEW_CAMERA_SUFFIX] = _restyle(
+            out[cam.source],
+            n_cameras=1,
+            jpeg_quality=tuple(cam.jpeg_quality),
+            blur_max=cam.blur_max,
+            noise_std=cam.noise_std,
+        )
     return out
 
 
@@ -101,7 +121,9 @@ def stream_seed(seed: int, day: date, stream: str) -> int:
     return int(ss.generate_state(1, dtype=np.uint64)[0])
 
 
-def generate_day(base_styles: dict[str, SyntheticStyle], scenario: DriftScenario, day: date, image_size: int) -> Iterator[ImageRecord]:
+def generate_day(
+    base_styles: dict[str, SyntheticStyle], scenario: DriftScenario, day: date, image_size: int
+) -> Iterator[ImageRecord]:
     """Yield the day's synthetic records, stream by stream (see module notes for ids and seeds)."""
     day_index = (day - scenario.start).days
     if day_index < 0:
@@ -115,9 +137,15 @@ def generate_day(base_styles: dict[str, SyntheticStyle], scenario: DriftScenario
         source = stream.removesuffix(NEW_CAMERA_SUFFIX)
         is_new = stream != source
         prefix = f"{day.isoformat()}:{stream}"
-        for i, rec in enumerate(generate_source(source, styles[stream], image_size, stream_seed(scenario.seed, day, stream), n)):
-            updates = {"record_id": f"{prefix}-{i:06d}", "sequence_id": f"{prefix}:{rec.sequence_id}", "group_id": f"{prefix}:{rec.group_id}",
-                       "origin": f"scenario:{scenario.seed}:{prefix}:{i}"}
+        for i, rec in enumerate(
+            generate_source(source, styles[stream], image_size, stream_seed(scenario.seed, day, stream), n)
+        ):
+            updates = {
+                "record_id": f"{prefix}-{i:06d}",
+                "sequence_id": f"{prefix}:{rec.sequence_id}",
+                "group_id": f"{prefix}:{rec.group_id}",
+                "origin": f"scenario:{scenario.seed}:{prefix}:{i}",
+            }
             if is_new:
                 updates["camera_id"] = f"{source}-cam-new"
             yield replace(rec, **updates)
@@ -127,11 +155,10 @@ def record_timestamp(day: date, record: ImageRecord) -> datetime:
     """A UTC timestamp on ``day`` in the record's hour (minute/second from a hash of its id)."""
     h = zlib.crc32(record.record_id.encode("utf-8"))
     hour = record.hour if 0 <= record.hour <= 23 else (h >> 12) % 24
-    return datetime(day.year, day.month, day.day, hour, h % 60, (h >> 6) % 60, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, hour, h % 60, (h >> 6) % 60, tzinfo=UTC)
 
 
 def label_arrives(scenario: DriftScenario, image_id: str) -> bool:
     """Whether this image's label reaches us (a fixed ``label_fraction`` share, chosen by hash)."""
-    h = zlib.crc32(f"{scenario.seed}:{image_id}".encode("utf-8"))
+    h = zlib.crc32(f"{scenario.seed}:{image_id}".encode())
     return (h / 2**32) < scenario.label_fraction
-

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from roadwork_ml.numerics import softmax
 from roadwork_ml.policy.calibration import Calibrator, calibrator_from_dict
 from roadwork_ml.policy.conformal import conformal_from_dict
 from roadwork_ml.policy.gate import FailureGate
 from roadwork_ml.policy.selection import PolicyKind
 from roadwork_ml.policy.thresholds import ExitThresholds, fold_probability
-from roadwork_ml.numerics import softmax
 
 DECISIONS = ("no_roadwork", "roadwork", "defer")
 CALIBRATOR_FILE = "calibrator.json"
@@ -53,11 +53,25 @@ class Decisions:
 class DecisionPolicy:
     """Calibrator + the one active policy + the StreetVision fold + the conformal set method."""
 
-    def __init__(self, calibrator: Calibrator, kind: str, params: dict, decision_cut: float, set_predictor, gate: FailureGate | None = None):
+    def __init__(
+        self,
+        calibrator: Calibrator,
+        kind: str,
+        params: dict,
+        decision_cut: float,
+        set_predictor,
+        gate: FailureGate | None = None,
+    ):
         self.kind = PolicyKind(kind).value
         if self.kind in ("gate", "scrc") and gate is None:
             raise ValueError(f"policy {self.kind!r} needs the failure gate")
-        self.calibrator, self.params, self.decision_cut, self.set_predictor, self.gate = calibrator, params, float(decision_cut), set_predictor, gate
+        self.calibrator, self.params, self.decision_cut, self.set_predictor, self.gate = (
+            calibrator,
+            params,
+            float(decision_cut),
+            set_predictor,
+            gate,
+        )
         self._thresholds = ExitThresholds.from_dict(params) if self.kind == "thresholds" else None
         self._scrc = conformal_from_dict(params) if self.kind == "scrc" else None
 
@@ -86,7 +100,13 @@ class DecisionPolicy:
         d = Path(directory)
         atomic_write_json(d / CALIBRATOR_FILE, self.calibrator.to_dict())
         atomic_write_json(d / POLICY_FILE, {"kind": self.kind, "params": self.params})
-        atomic_write_json(d / FOLD_FILE, {"decision_cut": self.decision_cut, "meaning": "StreetVision output = P(roadwork) folded so this cut maps to 0.5"})
+        atomic_write_json(
+            d / FOLD_FILE,
+            {
+                "decision_cut": self.decision_cut,
+                "meaning": "StreetVision output = P(roadwork) folded so this cut maps to 0.5",
+            },
+        )
         atomic_write_json(d / SETS_FILE, self.set_predictor.to_dict())
         names = [CALIBRATOR_FILE, POLICY_FILE, FOLD_FILE, SETS_FILE]
         if self.gate is not None:
@@ -95,7 +115,7 @@ class DecisionPolicy:
         return names
 
     @classmethod
-    def load(cls, directory: str | Path) -> "DecisionPolicy":
+    def load(cls, directory: str | Path) -> DecisionPolicy:
         d = Path(directory)
         policy = json.loads((d / POLICY_FILE).read_text())
         gate = FailureGate.load(d) if policy["kind"] in ("gate", "scrc") else None

@@ -26,9 +26,10 @@ not a guess.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 
 class PolicyConfigError(ValueError):
@@ -69,7 +70,9 @@ def validate_active_policy(policies: Mapping[str, bool | dict | None]) -> str:
     policies, several active ones, an unknown name or a value of the wrong type raise.
     """
     if not isinstance(policies, Mapping):
-        raise PolicyConfigError(f"policies must be a mapping of {list(_KINDS)} to bool/dict/None, got {type(policies).__name__}")
+        raise PolicyConfigError(
+            f"policies must be a mapping of {list(_KINDS)} to bool/dict/None, got {type(policies).__name__}"
+        )
     unknown = sorted(str(k) for k in policies if k not in _KINDS)
     if unknown:
         raise PolicyConfigError(f"unknown policy name(s) {unknown}; expected a subset of {list(_KINDS)}")
@@ -94,7 +97,7 @@ class ActivePolicy:
     params: dict = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, policies: Mapping[str, bool | dict | None]) -> "ActivePolicy":
+    def from_config(cls, policies: Mapping[str, bool | dict | None]) -> ActivePolicy:
         name = validate_active_policy(policies)
         value = policies[name]
         params = {k: v for k, v in value.items() if k != "enabled"} if isinstance(value, Mapping) else {}
@@ -104,7 +107,7 @@ class ActivePolicy:
         return {"kind": self.kind.value, "params": dict(self.params)}
 
     @classmethod
-    def from_dict(cls, obj: Mapping[str, Any]) -> "ActivePolicy":
+    def from_dict(cls, obj: Mapping[str, Any]) -> ActivePolicy:
         try:
             kind = PolicyKind(obj["kind"])
         except (KeyError, ValueError) as exc:

@@ -28,18 +28,29 @@ def build_methods(cfg: ConformalConfig) -> dict:
     return {
         "lac": SplitConformalLAC(cfg.alpha, contamination_eps=eps),
         "aps": APS(cfg.alpha, randomized=cfg.randomized, seed=cfg.seed, contamination_eps=eps),
-        "raps": RAPS(cfg.alpha, k_reg=cfg.k_reg, lambda_reg=cfg.lambda_reg, randomized=cfg.randomized, seed=cfg.seed, contamination_eps=eps),
+        "raps": RAPS(
+            cfg.alpha,
+            k_reg=cfg.k_reg,
+            lambda_reg=cfg.lambda_reg,
+            randomized=cfg.randomized,
+            seed=cfg.seed,
+            contamination_eps=eps,
+        ),
         "crc_fnr": ConformalRiskControl(cfg.crc_alpha),
         "scrc": SCRC(cfg.scrc_alpha, cfg.scrc_delta, n_grid=cfg.scrc_grid, seed=cfg.seed, contamination_eps=eps),
     }
 
 
-def fit_all(probs: np.ndarray, labels: np.ndarray, gate_conf: np.ndarray, cfg: ConformalConfig, split: Split | str) -> dict:
+def fit_all(
+    probs: np.ndarray, labels: np.ndarray, gate_conf: np.ndarray, cfg: ConformalConfig, split: Split | str
+) -> dict:
     """Fit every method on ``probs`` [N, C], ``labels`` [N], ``gate_conf`` [N]; returns name → estimator."""
     require_split(Purpose.FIT_POLICY, split)
     fitted = {}
     for name, est in build_methods(cfg).items():
-        fitted[name] = est.fit(probs, labels, gate_conf, split=split) if name == "scrc" else est.fit(probs, labels, split=split)
+        fitted[name] = (
+            est.fit(probs, labels, gate_conf, split=split) if name == "scrc" else est.fit(probs, labels, split=split)
+        )
     return fitted
 
 
@@ -61,7 +72,9 @@ class HeldOut:
         return {r["method"]: r for r in self.rows}
 
 
-def held_out_evaluation(probs: np.ndarray, labels: np.ndarray, gate_conf: np.ndarray, cfg: ConformalConfig, split: Split | str) -> HeldOut:
+def held_out_evaluation(
+    probs: np.ndarray, labels: np.ndarray, gate_conf: np.ndarray, cfg: ConformalConfig, split: Split | str
+) -> HeldOut:
     """K-fold: fit on K−1 folds, predict the held-out fold, pool the held-out rows.
 
     Reports coverage / size / singleton / empty for LAC, APS, RAPS; FNR (P(miss | y=1)) and
@@ -87,15 +100,50 @@ def held_out_evaluation(probs: np.ndarray, labels: np.ndarray, gate_conf: np.nda
     rows = []
     for m in SET_METHODS:
         cov = M.set_coverage(labels, sets[m])
-        rows.append({"method": m, "metric": "coverage", "value": cov, "target": 1 - cfg.alpha, "se": se(cov, n), "avg_size": M.set_average_size(sets[m]), "singleton_rate": M.singleton_rate(sets[m]), "empty_rate": M.empty_rate(sets[m])})
+        rows.append(
+            {
+                "method": m,
+                "metric": "coverage",
+                "value": cov,
+                "target": 1 - cfg.alpha,
+                "se": se(cov, n),
+                "avg_size": M.set_average_size(sets[m]),
+                "singleton_rate": M.singleton_rate(sets[m]),
+                "empty_rate": M.empty_rate(sets[m]),
+            }
+        )
     pos = labels == 1
     miss = pos & ~sets["crc_fnr"][:, 1]
     joint = float(miss.mean())
-    rows.append({"method": "crc_fnr", "metric": "joint_miss_rate", "value": joint, "target": cfg.crc_alpha, "se": se(joint, n), "avg_size": M.set_average_size(sets["crc_fnr"]), "singleton_rate": M.singleton_rate(sets["crc_fnr"]), "empty_rate": M.empty_rate(sets["crc_fnr"]), "fnr_given_positive": float(miss[pos].mean()) if pos.any() else 0.0})
+    rows.append(
+        {
+            "method": "crc_fnr",
+            "metric": "joint_miss_rate",
+            "value": joint,
+            "target": cfg.crc_alpha,
+            "se": se(joint, n),
+            "avg_size": M.set_average_size(sets["crc_fnr"]),
+            "singleton_rate": M.singleton_rate(sets["crc_fnr"]),
+            "empty_rate": M.empty_rate(sets["crc_fnr"]),
+            "fnr_given_positive": float(miss[pos].mean()) if pos.any() else 0.0,
+        }
+    )
     n_acc = int(accepted.sum())
     wrong = probs.argmax(1) != labels
     risk = float(wrong[accepted].mean()) if n_acc else 0.0
-    rows.append({"method": "scrc", "metric": "selective_risk", "value": risk, "target": cfg.scrc_alpha, "se": se(risk, n_acc), "avg_size": M.set_average_size(sets["scrc"]), "singleton_rate": M.singleton_rate(sets["scrc"]), "empty_rate": M.empty_rate(sets["scrc"]), "coverage": n_acc / n})
+    rows.append(
+        {
+            "method": "scrc",
+            "metric": "selective_risk",
+            "value": risk,
+            "target": cfg.scrc_alpha,
+            "se": se(risk, n_acc),
+            "avg_size": M.set_average_size(sets["scrc"]),
+            "singleton_rate": M.singleton_rate(sets["scrc"]),
+            "empty_rate": M.empty_rate(sets["scrc"]),
+            "coverage": n_acc / n,
+        }
+    )
     return HeldOut(rows)
 
 

@@ -71,22 +71,42 @@ FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)
 
 #: Human-readable range and unit of each feature (for asset metadata and reports).
 FEATURE_INFO: dict[str, dict[str, str]] = {
-    "max_prob": {"range": "[1/C, 1] ([0.5, 1] for C=2)", "unit": "probability",
-                 "description": "max class probability of the mean-over-views prediction"},
-    "cross_view_variance": {"range": "[0, 0.25]", "unit": "probability^2",
-                            "description": "population variance across views of the class-1 probability"},
-    "entropy": {"range": "[0, ln C] ([0, 0.693] for C=2)", "unit": "nats",
-                "description": "entropy of the mean-over-views probability vector (total uncertainty)"},
-    "max_minus_mean": {"range": "[0, 1 - 1/V]", "unit": "probability",
-                       "description": "max over views of the class-1 probability minus its mean over views"},
-    "crop_disagreement": {"range": "[0, 1]", "unit": "fraction of views",
-                          "description": "fraction of views whose argmax differs from the aggregated argmax"},
-    "epistemic_feature_variance": {"range": "[0, 1/D]", "unit": "unit-norm embedding coordinate^2",
-                                   "description": "mean over dims of the across-view variance of L2-normalized "
-                                                  "embeddings; 0 without embeddings or with one view"},
-    "aleatoric_expected_entropy": {"range": "[0, ln C]", "unit": "nats",
-                                   "description": "mean over views of each view's entropy; "
-                                                  "entropy minus this is the mutual information"},
+    "max_prob": {
+        "range": "[1/C, 1] ([0.5, 1] for C=2)",
+        "unit": "probability",
+        "description": "max class probability of the mean-over-views prediction",
+    },
+    "cross_view_variance": {
+        "range": "[0, 0.25]",
+        "unit": "probability^2",
+        "description": "population variance across views of the class-1 probability",
+    },
+    "entropy": {
+        "range": "[0, ln C] ([0, 0.693] for C=2)",
+        "unit": "nats",
+        "description": "entropy of the mean-over-views probability vector (total uncertainty)",
+    },
+    "max_minus_mean": {
+        "range": "[0, 1 - 1/V]",
+        "unit": "probability",
+        "description": "max over views of the class-1 probability minus its mean over views",
+    },
+    "crop_disagreement": {
+        "range": "[0, 1]",
+        "unit": "fraction of views",
+        "description": "fraction of views whose argmax differs from the aggregated argmax",
+    },
+    "epistemic_feature_variance": {
+        "range": "[0, 1/D]",
+        "unit": "unit-norm embedding coordinate^2",
+        "description": "mean over dims of the across-view variance of L2-normalized "
+        "embeddings; 0 without embeddings or with one view",
+    },
+    "aleatoric_expected_entropy": {
+        "range": "[0, ln C]",
+        "unit": "nats",
+        "description": "mean over views of each view's entropy; entropy minus this is the mutual information",
+    },
 }
 
 _NORM_EPS = 1e-12  # same as torch.nn.functional.normalize
@@ -94,6 +114,7 @@ _PROB_TOL = 1e-4  # how far a probability row may be from summing to 1 (float32 
 
 
 # --- numpy --------------------------------------------------------------------------------
+
 
 def _as_3d(name: str, arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)
@@ -114,13 +135,17 @@ def _check_probs(view_probs: np.ndarray) -> None:
     if view_probs.size:
         lo, hi = float(view_probs.min()), float(view_probs.max())
         if lo < -_PROB_TOL or hi > 1 + _PROB_TOL:
-            raise ValueError(f"view_probs must be probabilities in [0, 1], got range [{lo:.4g}, {hi:.4g}]; "
-                             "pass logits to features_from_logits instead")
+            raise ValueError(
+                f"view_probs must be probabilities in [0, 1], got range [{lo:.4g}, {hi:.4g}]; "
+                "pass logits to features_from_logits instead"
+            )
         err = np.abs(view_probs.sum(axis=-1) - 1.0)
         if err.max() > _PROB_TOL:
             n_bad = int((err > _PROB_TOL).any(axis=1).sum())
-            raise ValueError(f"view_probs rows must sum to 1 over the class axis (last axis); {n_bad} of {n} images "
-                             f"do not (max |sum - 1| = {err.max():.3g}). Apply softmax first or use features_from_logits")
+            raise ValueError(
+                f"view_probs rows must sum to 1 over the class axis (last axis); {n_bad} of {n} images "
+                f"do not (max |sum - 1| = {err.max():.3g}). Apply softmax first or use features_from_logits"
+            )
 
 
 def _entropy_np(p: np.ndarray) -> np.ndarray:
@@ -129,7 +154,9 @@ def _entropy_np(p: np.ndarray) -> np.ndarray:
     return -np.sum(p * np.log(np.maximum(p, tiny)), axis=-1)
 
 
-def uncertainty_features(view_probs: np.ndarray, view_embeddings: np.ndarray | None = None, decision_probs: np.ndarray | None = None) -> np.ndarray:
+def uncertainty_features(
+    view_probs: np.ndarray, view_embeddings: np.ndarray | None = None, decision_probs: np.ndarray | None = None
+) -> np.ndarray:
     """The seven features of :data:`FEATURE_NAMES` for each image.
 
     Args:
@@ -167,7 +194,9 @@ def uncertainty_features(view_probs: np.ndarray, view_embeddings: np.ndarray | N
     else:
         e = np.asarray(view_embeddings)
         if e.ndim != 3 or e.shape[:2] != (n, v):
-            raise ValueError(f"view_embeddings must be [N, V, D] = [{n}, {v}, D] to match view_probs, got {list(e.shape)}")
+            raise ValueError(
+                f"view_embeddings must be [N, V, D] = [{n}, {v}, D] to match view_probs, got {list(e.shape)}"
+            )
         e = e.astype(np.float64, copy=False)
         if not np.isfinite(e).all():
             bad = int((~np.isfinite(e)).any(axis=(1, 2)).sum())
@@ -179,7 +208,9 @@ def uncertainty_features(view_probs: np.ndarray, view_embeddings: np.ndarray | N
             e_mean = e.mean(axis=1, keepdims=True)
             epistemic = np.mean((e - e_mean) ** 2, axis=1).mean(axis=-1)
 
-    out = np.stack([max_prob, cross_view_variance, entropy, max_minus_mean, crop_disagreement, epistemic, aleatoric], axis=1)
+    out = np.stack(
+        [max_prob, cross_view_variance, entropy, max_minus_mean, crop_disagreement, epistemic, aleatoric], axis=1
+    )
     return out.astype(np.float64, copy=False)
 
 
@@ -200,12 +231,15 @@ def features_from_logits(view_logits: Any, view_embeddings: Any = None) -> Any:
 
 # --- torch --------------------------------------------------------------------------------
 
+
 def _entropy_torch(p: torch.Tensor) -> torch.Tensor:
     tiny = torch.finfo(p.dtype).tiny
     return -(p * torch.log(torch.clamp(p, min=tiny))).sum(dim=-1)
 
 
-def uncertainty_features_torch(view_probs: torch.Tensor, view_embeddings: torch.Tensor | None = None, decision_probs: torch.Tensor | None = None) -> torch.Tensor:
+def uncertainty_features_torch(
+    view_probs: torch.Tensor, view_embeddings: torch.Tensor | None = None, decision_probs: torch.Tensor | None = None
+) -> torch.Tensor:
     """Torch twin of :func:`uncertainty_features`: same formulas, same order, same numbers.
 
     Keeps ``view_probs``' floating dtype and device (integer input becomes float32). Only
@@ -237,7 +271,9 @@ def uncertainty_features_torch(view_probs: torch.Tensor, view_embeddings: torch.
     else:
         e = view_embeddings
         if e.dim() != 3 or e.shape[0] != p.shape[0] or e.shape[1] != p.shape[1]:
-            raise ValueError(f"view_embeddings must be [N, V, D] = [{p.shape[0]}, {p.shape[1]}, D], got {list(e.shape)}")
+            raise ValueError(
+                f"view_embeddings must be [N, V, D] = [{p.shape[0]}, {p.shape[1]}, D], got {list(e.shape)}"
+            )
         e = e.to(p.dtype)
         if e.shape[2] == 0:
             epistemic = torch.zeros_like(max_prob)
@@ -246,7 +282,9 @@ def uncertainty_features_torch(view_probs: torch.Tensor, view_embeddings: torch.
             e_mean = e.mean(dim=1, keepdim=True)
             epistemic = ((e - e_mean) ** 2).mean(dim=1).mean(dim=-1)
 
-    return torch.stack([max_prob, cross_view_variance, entropy, max_minus_mean, crop_disagreement, epistemic, aleatoric], dim=1)
+    return torch.stack(
+        [max_prob, cross_view_variance, entropy, max_minus_mean, crop_disagreement, epistemic, aleatoric], dim=1
+    )
 
 
 def features_from_logits_torch(view_logits: torch.Tensor, view_embeddings: torch.Tensor | None = None) -> torch.Tensor:

@@ -23,7 +23,16 @@ from typing import TextIO
 
 from roadwork_ml.policy.uncertainty import FEATURE_NAMES
 
-CSV_COLUMNS = ["image", "image_path_b64", "probability", "streetvision_probability", "decision", "prediction_set", "gate_confidence", *FEATURE_NAMES]
+CSV_COLUMNS = [
+    "image",
+    "image_path_b64",
+    "probability",
+    "streetvision_probability",
+    "decision",
+    "prediction_set",
+    "gate_confidence",
+    *FEATURE_NAMES,
+]
 EXIT_OK, EXIT_STRICT, EXIT_ERROR, EXIT_NOTHING = 0, 1, 2, 3
 PREDICT_EXIT_CODES = """exit status:
   0  at least one image predicted; files that could not be read are listed on stderr
@@ -49,7 +58,13 @@ def _write_rows(records: list[dict], fmt: str, out: TextIO, writer) -> None:
         if fmt == "jsonl":
             out.write(json.dumps(rec) + "\n")
         else:
-            writer.writerow({**{k: "" if rec.get(k) is None else rec[k] for k in CSV_COLUMNS[:7]}, "prediction_set": "|".join(rec["prediction_set"]), **rec["features"]})
+            writer.writerow(
+                {
+                    **{k: "" if rec.get(k) is None else rec[k] for k in CSV_COLUMNS[:7]},
+                    "prediction_set": "|".join(rec["prediction_set"]),
+                    **rec["features"],
+                }
+            )
 
 
 @contextlib.contextmanager
@@ -107,7 +122,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from roadwork_ml.monitoring.reference import ReferenceProfile
 
         if not args.reference:
-            raise ValueError("--log-dir needs --reference DIR (the reference_profile whose projection the log's embeddings use)")
+            raise ValueError(
+                "--log-dir needs --reference DIR (the reference_profile whose projection the log's embeddings use)"
+            )
         projection = ReferenceProfile.load(args.reference).projection
     scan = scan_inputs(args.paths)
     if not scan.files and not scan.problems:
@@ -119,10 +136,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS) if args.format == "csv" else None
         if writer:
             writer.writeheader()
-        for res in predictor.predict_paths(args.paths, batch_size=args.batch_size, progress=not args.no_progress, keep_outputs=projection is not None, scan=scan):
+        for res in predictor.predict_paths(
+            args.paths,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            keep_outputs=projection is not None,
+            scan=scan,
+        ):
             _write_rows(res.records, args.format, out, writer)
             if projection is not None and res.outputs is not None:
-                log_parts.append(predictor.inference_log(res.outputs, [escape_path(r["image"]) for r in res.records], projection))
+                log_parts.append(
+                    predictor.inference_log(res.outputs, [escape_path(r["image"]) for r in res.records], projection)
+                )
             n_good += len(res.records)
             bad.extend(res.errors)
     if args.errors:
@@ -135,8 +160,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         for path in append_day_logs(args.log_dir, pd.concat(log_parts, ignore_index=True)):
             print(f"  inference log: {path}", file=sys.stderr)
-    print(f"roadwork predict: {n_good} image(s) predicted with {predictor.backend}, model {predictor.identity.label}; {len(bad)} could not be read; "
-          f"{len(scan.skipped)} file(s) skipped (suffix not an image suffix)", file=sys.stderr)
+    print(
+        f"roadwork predict: {n_good} image(s) predicted with {predictor.backend}, model {predictor.identity.label}; {len(bad)} could not be read; "
+        f"{len(scan.skipped)} file(s) skipped (suffix not an image suffix)",
+        file=sys.stderr,
+    )
     for b in bad:
         print(f"  BAD {escape_path(b.image)}: {b.reason}", file=sys.stderr)
     for path in scan.skipped[:10]:
@@ -152,7 +180,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export_hf(args: argparse.Namespace) -> int:
     from roadwork_ml.export.huggingface import export_hf
 
-    card = export_hf(args.bundle, args.out, model_name=args.model_name, description=args.description, submitted_by=args.submitted_by, version=args.version)
+    card = export_hf(
+        args.bundle,
+        args.out,
+        model_name=args.model_name,
+        description=args.description,
+        submitted_by=args.submitted_by,
+        version=args.version,
+    )
     print(json.dumps(card, indent=2))
     return EXIT_OK
 
@@ -166,37 +201,70 @@ def cmd_check_profile(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="roadwork", description="Predict with and export roadwork bundles; check profiles.",
-                                     epilog="Errors are reported on stderr without a traceback, exit status 2; `roadwork predict --help` lists its exit codes.")
+    parser = argparse.ArgumentParser(
+        prog="roadwork",
+        description="Predict with and export roadwork bundles; check profiles.",
+        epilog="Errors are reported on stderr without a traceback, exit status 2; `roadwork predict --help` lists its exit codes.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="predict image files and folders with a bundle", epilog=PREDICT_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "predict",
+        help="predict image files and folders with a bundle",
+        epilog=PREDICT_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--bundle", required=True, help="bundle directory (hashes are verified)")
-    p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively, symlinked folders followed once)")
+    p.add_argument(
+        "paths", nargs="+", help="image files and/or folders (searched recursively, symlinked folders followed once)"
+    )
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--out", help="output file, UTF-8, written when the run ends (default: stdout)")
-    p.add_argument("--errors", help="also write the files that could not be read as JSON lines (image, image_path_b64, reason) here")
+    p.add_argument(
+        "--errors",
+        help="also write the files that could not be read as JSON lines (image, image_path_b64, reason) here",
+    )
     p.add_argument("--backend", choices=("auto", "onnx", "torch", "tensorrt"), default="auto")
     p.add_argument("--engine", help="TensorRT engine built from the bundle's model.onnx (with --backend tensorrt)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--strict", action="store_true", help="exit 1 when any file could not be read")
-    p.add_argument("--log-dir", help="also append the monitoring inference log here (day=YYYY-MM-DD/log.parquet), for production_traffic's serving_log_dir")
+    p.add_argument(
+        "--log-dir",
+        help="also append the monitoring inference log here (day=YYYY-MM-DD/log.parquet), for production_traffic's serving_log_dir",
+    )
     p.add_argument("--reference", help="reference_profile directory whose PCA projection the logged embeddings use")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)
-    e = sub.add_parser("export-hf", help="write a Hugging Face model folder with StreetVision's model_card.json",
-                       epilog="exit status: 0 written; 2 error (bundle refused, OUT exists and is not empty, not writable)")
+    e = sub.add_parser(
+        "export-hf",
+        help="write a Hugging Face model folder with StreetVision's model_card.json",
+        epilog="exit status: 0 written; 2 error (bundle refused, OUT exists and is not empty, not writable)",
+    )
     e.add_argument("--bundle", required=True)
     e.add_argument("out", help="a new or empty folder")
     e.add_argument("--model-name", default="roadwork-classifier")
-    e.add_argument("--description", default="Roadwork-present classifier (roadwork bundle: ONNX + safetensors, calibrated, folded at 0.5)")
+    e.add_argument(
+        "--description",
+        default="Roadwork-present classifier (roadwork bundle: ONNX + safetensors, calibrated, folded at 0.5)",
+    )
     e.add_argument("--submitted-by", default="roadwork")
-    e.add_argument("--version", default=None, help="default: the roadwork version + the model's registry version and manifest hash")
+    e.add_argument(
+        "--version", default=None, help="default: the roadwork version + the model's registry version and manifest hash"
+    )
     e.set_defaults(func=cmd_export_hf)
-    c = sub.add_parser("check-profile", help="validate a profile (name or YAML path) without starting Dagster",
-                       epilog="exit status: 0 valid; 2 invalid (each problem on its own line: key, what is allowed, the closest valid key)")
+    c = sub.add_parser(
+        "check-profile",
+        help="validate a profile (name or YAML path) without starting Dagster",
+        epilog="exit status: 0 valid; 2 invalid (each problem on its own line: key, what is allowed, the closest valid key)",
+    )
     c.add_argument("profile", help="a shipped profile name (demo, production, tiny) or a YAML path")
-    c.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override, as the Dagster launchpad does (repeatable)")
+    c.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override, as the Dagster launchpad does (repeatable)",
+    )
     c.set_defaults(func=cmd_check_profile)
     from roadwork_ml.serving.server import add_serve_parser
 

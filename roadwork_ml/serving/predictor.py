@@ -9,9 +9,10 @@ features and the decision path after that are shared numpy code
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -20,8 +21,8 @@ from PIL import Image
 from roadwork_ml.config import DecodeConfig
 from roadwork_ml.export.bundle import ONNX, WEIGHTS, load_bundle, rebuild_model
 from roadwork_ml.export.identity import bundle_identity
-from roadwork_ml.policy.decision import Decisions
 from roadwork_ml.models.inference import view_features
+from roadwork_ml.policy.decision import Decisions
 from roadwork_ml.policy.uncertainty import FEATURE_NAMES
 from roadwork_ml.serving.inputs import IMAGE_SUFFIXES, ScanResult, missing_reason, safe_text, scan_inputs  # noqa: F401 (IMAGE_SUFFIXES re-exported)
 
@@ -47,7 +48,7 @@ class Outputs:
                 "streetvision_probability": float(d.streetvision[i]),
                 "decision": str(d.decision[i]),
                 "prediction_set": [CLASS_NAMES[c] for c in np.flatnonzero(d.prediction_set[i])],
-                "features": {n: float(v) for n, v in zip(FEATURE_NAMES, self.features[i])},
+                "features": {n: float(v) for n, v in zip(FEATURE_NAMES, self.features[i], strict=False)},
             }
             if np.isfinite(d.gate_confidence[i]):
                 rec["gate_confidence"] = float(d.gate_confidence[i])
@@ -67,7 +68,7 @@ class BadInput:
 class PathResults:
     records: list[dict] = field(default_factory=list)
     errors: list[BadInput] = field(default_factory=list)
-    outputs: "Outputs | None" = None  # the arrays behind ``records``, when asked for
+    outputs: Outputs | None = None  # the arrays behind ``records``, when asked for
 
 
 def _pick_backend(backend: str, engine: str | Path | None) -> str:
@@ -85,7 +86,14 @@ class BundlePredictor:
     ``threads``: intra-op threads for ONNX Runtime / torch on CPU (None = library default).
     """
 
-    def __init__(self, bundle: str | Path, backend: str = "auto", device: str | None = None, engine: str | Path | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        bundle: str | Path,
+        backend: str = "auto",
+        device: str | None = None,
+        engine: str | Path | None = None,
+        threads: int | None = None,
+    ):
         self.path = Path(bundle)
         self.manifest, self.config, self.policy = load_bundle(self.path)
         self.identity = bundle_identity(self.path)
@@ -147,13 +155,26 @@ class BundlePredictor:
         return Outputs(logits, features, ve.mean(1), self.policy.decide(logits, features))
 
     # -- the monitoring inference log --------------------------------------------------------
-    def inference_log(self, outputs: Outputs, image_ids: list[str], projection, *, model_version: str | None = None, timestamps=None,
-                      sources=None, camera_ids=None, hours=None, weathers=None, labels=None, sequence_ids=None):
+    def inference_log(
+        self,
+        outputs: Outputs,
+        image_ids: list[str],
+        projection,
+        *,
+        model_version: str | None = None,
+        timestamps=None,
+        sources=None,
+        camera_ids=None,
+        hours=None,
+        weathers=None,
+        labels=None,
+        sequence_ids=None,
+    ):
         """Rows of the monitoring inference log (:mod:`roadwork_ml.monitoring.inference_log`) for
         ``outputs``: calibrated probability, decision, the 7 features, the embedding through
         ``projection`` (the reference profile's PCA) and slice metadata; unknown metadata is
         "unknown" / -1, timestamps default to now (UTC), labels to "not yet" (-1), sequence ids to null."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         from roadwork_ml.data.records import UNKNOWN, time_of_day
         from roadwork_ml.monitoring.inference_log import build_log
@@ -161,10 +182,19 @@ class BundlePredictor:
         n = len(image_ids)
         hours = [-1] * n if hours is None else list(hours)
         return build_log(
-            [datetime.now(timezone.utc)] * n if timestamps is None else timestamps, image_ids,
-            [UNKNOWN] * n if sources is None else sources, [UNKNOWN] * n if camera_ids is None else camera_ids,
-            model_version or self.model_version, outputs.decisions.calibrated[:, 1], list(outputs.decisions.decision), outputs.features,
-            projection.transform(outputs.embeddings), hours, [time_of_day(h) for h in hours], [UNKNOWN] * n if weathers is None else weathers, labels=labels,
+            [datetime.now(UTC)] * n if timestamps is None else timestamps,
+            image_ids,
+            [UNKNOWN] * n if sources is None else sources,
+            [UNKNOWN] * n if camera_ids is None else camera_ids,
+            model_version or self.model_version,
+            outputs.decisions.calibrated[:, 1],
+            list(outputs.decisions.decision),
+            outputs.features,
+            projection.transform(outputs.embeddings),
+            hours,
+            [time_of_day(h) for h in hours],
+            [UNKNOWN] * n if weathers is None else weathers,
+            labels=labels,
             sequence_ids=sequence_ids,
         )
 
@@ -179,8 +209,14 @@ class BundlePredictor:
             img = img.resize((self.input_size, self.input_size), Image.Resampling.BILINEAR, reducing_gap=None)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
-    def predict_paths(self, paths: Iterable[str | Path], batch_size: int = 32, progress: bool = False, keep_outputs: bool = False,
-                      scan: ScanResult | None = None) -> Iterator[PathResults]:
+    def predict_paths(
+        self,
+        paths: Iterable[str | Path],
+        batch_size: int = 32,
+        progress: bool = False,
+        keep_outputs: bool = False,
+        scan: ScanResult | None = None,
+    ) -> Iterator[PathResults]:
         """Files and folders (recursively, image suffixes only; :func:`~roadwork_ml.serving.inputs.scan_inputs`),
         in batches; a file that cannot be read or decoded, a dangling symlink or a folder that
         cannot be listed becomes a :class:`BadInput` with the reason, never an exception.

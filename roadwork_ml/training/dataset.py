@@ -194,7 +194,7 @@ class ManifestImageDataset(ImageDataset):
     ) -> ManifestImageDataset:
         """From split rows (a DataFrame with ``manifest_dir``, ``path``, ``label``, ``sha256``, ``source``);
         ``resolve(manifest_dir, path)`` gives the absolute file path (e.g. ``ArtifactStore.path``)."""
-        paths = [resolve(m, p) for m, p in zip(rows["manifest_dir"], rows["path"])]
+        paths = [resolve(m, p) for m, p in zip(rows["manifest_dir"], rows["path"], strict=False)]
         sha = list(rows["sha256"]) if verify else None
         return cls(
             paths, rows["label"].to_numpy(), split, size, decode, sha256=sha, sources=rows["source"].to_numpy(), **kw

@@ -259,7 +259,9 @@ def run_explora(
     for p in teacher.parameters():
         p.requires_grad_(False)
     t_inner = teacher["backbone"].base_model.model if lora_blocks else teacher["backbone"]
-    ema_pairs = [(ps, pt) for ps, pt in zip(student.parameters(), teacher.parameters()) if ps.requires_grad]
+    ema_pairs = [
+        (ps, pt) for ps, pt in zip(student.parameters(), teacher.parameters(), strict=False) if ps.requires_grad
+    ]
 
     backbone_trainable = sum(p.numel() for p in student["backbone"].parameters() if p.requires_grad)
     backbone_total = sum(p.numel() for n, p in student["backbone"].named_parameters() if "lora_" not in n)

@@ -40,7 +40,7 @@ def class_source_weights(
         in_c = y == c
         if source_mode == "equal":
             names, counts = np.unique(src[in_c], return_counts=True)
-            for name, count in zip(names, counts):
+            for name, count in zip(names, counts, strict=False):
                 w[in_c & (src == name)] = share[c] / (len(names) * count)
         elif source_mode == "proportional":
             w[in_c] = share[c] / in_c.sum()

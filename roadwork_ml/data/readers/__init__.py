@@ -10,8 +10,8 @@ images, duplicate entries ...) to the ``stats`` mapping it is given.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
-from typing import Iterator, MutableMapping
 
 from roadwork_ml.config import SourceConfig
 from roadwork_ml.data.readers.image_folder import CLASS_DIR_LABELS, IMAGE_EXTENSIONS, parse_label, read_image_folder

@@ -9,9 +9,9 @@ image extension are yielded with their raw bytes even when corrupt: ``ingest`` d
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, MutableMapping
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, MutableMapping
 
 from roadwork_ml.config import SourceConfig
 from roadwork_ml.data.records import UNKNOWN, ImageRecord, Quarantined
@@ -50,7 +50,9 @@ def parse_label(value: object, where: str = "") -> int:
             return int(key == "true")
         if key in CLASS_DIR_LABELS:
             return CLASS_DIR_LABELS[key]
-    raise ValueError(f"{where}label {value!r} is not one of 0, 1 or {sorted(k for k in CLASS_DIR_LABELS if not k.isdigit())}")
+    raise ValueError(
+        f"{where}label {value!r} is not one of 0, 1 or {sorted(k for k in CLASS_DIR_LABELS if not k.isdigit())}"
+    )
 
 
 def class_dir_label(name: str, root: Path) -> int:
@@ -67,7 +69,9 @@ def class_dirs(root: Path) -> dict[Path, int]:
     """The class directories of ``root`` and their labels; raises on an unknown class name."""
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
-        raise ValueError(f"image folder {root} has no class directories; expected root/<class>/*.jpg with <class> in {sorted(CLASS_DIR_LABELS)}")
+        raise ValueError(
+            f"image folder {root} has no class directories; expected root/<class>/*.jpg with <class> in {sorted(CLASS_DIR_LABELS)}"
+        )
     return {d: class_dir_label(d.name, root) for d in dirs}
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator, MutableMapping
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, MutableMapping
 
 import pyarrow.parquet as pq
 
@@ -105,7 +105,9 @@ def _iter_manifest(manifest: Path, source: str, stats: MutableMapping[str, int])
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            yield Quarantined(source=source, origin=str(path), reason=f"missing_file: {raw_path} (row {i} of {manifest.name})")
+            yield Quarantined(
+                source=source, origin=str(path), reason=f"missing_file: {raw_path} (row {i} of {manifest.name})"
+            )
             continue
         except OSError as exc:
             yield Quarantined(source=source, origin=str(path), reason=f"unreadable: {exc}")
@@ -118,7 +120,11 @@ def _iter_manifest(manifest: Path, source: str, stats: MutableMapping[str, int])
             record_id = f"{record_id}#{i}"
         seen.add(record_id)
         weather = _text(row.get("weather"))
-        extra = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS and not _missing(v) and isinstance(v, (str, int, float, bool))}
+        extra = {
+            k: v
+            for k, v in row.items()
+            if k not in KNOWN_COLUMNS and not _missing(v) and isinstance(v, (str, int, float, bool))
+        }
         yield ImageRecord(
             record_id=record_id,
             source=source,

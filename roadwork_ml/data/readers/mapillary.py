@@ -16,9 +16,9 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Iterator, MutableMapping
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, MutableMapping
 
 import numpy as np
 from PIL import Image
@@ -45,7 +45,9 @@ def load_vistas_config(root: Path) -> tuple[dict[str, int], dict[str, tuple[int,
     """``(name → id, name → colour)`` from ``config_v2.0.json``; id = index in ``labels``."""
     path = root / CONFIG_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"Mapillary Vistas source {root}: {CONFIG_NAME} not found; point the path at the Vistas v2.0 root")
+        raise FileNotFoundError(
+            f"Mapillary Vistas source {root}: {CONFIG_NAME} not found; point the path at the Vistas v2.0 root"
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
         labels = config["labels"]
@@ -121,7 +123,9 @@ def _iter_vistas(
             try:
                 counts = roadwork_pixel_counts(label_path.read_bytes(), class_ids, class_colours)
             except Exception as exc:  # noqa: BLE001 - a broken label map quarantines one image
-                yield Quarantined(source=source, origin=str(label_path), reason=f"bad_label_map: {type(exc).__name__}: {exc}")
+                yield Quarantined(
+                    source=source, origin=str(label_path), reason=f"bad_label_map: {type(exc).__name__}: {exc}"
+                )
                 continue
             try:
                 data = image_path.read_bytes()
@@ -137,7 +141,10 @@ def _iter_vistas(
                 label=label,
                 image_bytes=data,
                 origin=str(image_path),
-                tags=json.dumps({"split": split, "roadwork_pixels": total, "class_pixels": {k: v for k, v in counts.items() if v}}, sort_keys=True),
+                tags=json.dumps(
+                    {"split": split, "roadwork_pixels": total, "class_pixels": {k: v for k, v in counts.items() if v}},
+                    sort_keys=True,
+                ),
             )
     if not found_split:
         raise FileNotFoundError(f"Mapillary Vistas source {root}: neither training/images nor validation/images exists")

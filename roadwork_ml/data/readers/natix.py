@@ -26,9 +26,10 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable, Iterator, MutableMapping
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator, MutableMapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,10 +54,25 @@ _WEATHER_SEVERITY = ("snow", "fog", "rain", "clear")
 
 # daytime tag → a representative hour (records.time_of_day maps it back to the slice)
 DAYTIME_HOURS = {
-    "day": 12, "daytime": 12, "daylight": 12, "noon": 12, "midday": 12, "morning": 10, "afternoon": 15,
-    "night": 23, "nighttime": 23, "night time": 23, "dark": 23, "midnight": 0,
-    "dawn": 7, "sunrise": 7, "early morning": 7,
-    "dusk": 19, "sunset": 19, "twilight": 19, "evening": 19,
+    "day": 12,
+    "daytime": 12,
+    "daylight": 12,
+    "noon": 12,
+    "midday": 12,
+    "morning": 10,
+    "afternoon": 15,
+    "night": 23,
+    "nighttime": 23,
+    "night time": 23,
+    "dark": 23,
+    "midnight": 0,
+    "dawn": 7,
+    "sunrise": 7,
+    "early morning": 7,
+    "dusk": 19,
+    "sunset": 19,
+    "twilight": 19,
+    "evening": 19,
 }
 
 _FLOAT = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -419,7 +435,12 @@ def _batch_rows(batch: pa.RecordBatch, shard: Path, root: Path, start: int) -> I
 
 
 def _iter_natix(
-    shards: list[Path], root: Path, source: str, consistency_filter: bool, stats: MutableMapping[str, int], gps_cell_deg: float
+    shards: list[Path],
+    root: Path,
+    source: str,
+    consistency_filter: bool,
+    stats: MutableMapping[str, int],
+    gps_cell_deg: float,
 ) -> Iterator[ImageRecord | Quarantined]:
     def rows() -> Iterator[tuple[str, dict]]:
         for shard in shards:

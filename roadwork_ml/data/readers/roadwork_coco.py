@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator, MutableMapping
 from itertools import islice
 from pathlib import Path, PurePosixPath
-from typing import Iterator, MutableMapping
 
 from roadwork_ml.config import SourceConfig
 from roadwork_ml.data.readers.natix import scene_metadata
@@ -81,7 +81,9 @@ def _iter_roadwork(
             stats["entries"] = stats.get("entries", 0) + 1
             file_name = entry.get("file_name") if isinstance(entry, dict) else None
             if not file_name:
-                yield Quarantined(source=source, origin=f"{ann_path.name}#image={entry!r:.80}", reason="bad_entry: no file_name")
+                yield Quarantined(
+                    source=source, origin=f"{ann_path.name}#image={entry!r:.80}", reason="bad_entry: no file_name"
+                )
                 continue
             key = PurePosixPath(str(file_name).replace("\\", "/")).name
             if key in seen:
@@ -93,7 +95,9 @@ def _iter_roadwork(
                 data = path.read_bytes()
             except FileNotFoundError:
                 stats["missing_files"] = stats.get("missing_files", 0) + 1
-                yield Quarantined(source=source, origin=str(path), reason=f"missing_file: {file_name} listed in {ann_path.name}")
+                yield Quarantined(
+                    source=source, origin=str(path), reason=f"missing_file: {file_name} listed in {ann_path.name}"
+                )
                 continue
             except OSError as exc:
                 yield Quarantined(source=source, origin=str(path), reason=f"unreadable: {exc}")
@@ -134,12 +138,16 @@ def read_roadwork_coco(
     scene = find_scene_dir(root)
     names = list(cfg.roadwork_annotation_files) if cfg is not None else list(DEFAULT_ANNOTATION_FILES)
     if not names:
-        raise ValueError("ROADWork source: roadwork_annotation_files is empty; name at least one scene/annotations/*.json")
+        raise ValueError(
+            "ROADWork source: roadwork_annotation_files is empty; name at least one scene/annotations/*.json"
+        )
     files = [scene / "annotations" / n for n in names]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         available = sorted(p.name for p in (scene / "annotations").glob("*.json"))
-        raise FileNotFoundError(f"ROADWork source {scene}: annotation file(s) {missing} not found; available: {available}")
+        raise FileNotFoundError(
+            f"ROADWork source {scene}: annotation file(s) {missing} not found; available: {available}"
+        )
     stats = stats if stats is not None else {}
     limit = max_images if max_images is not None else (cfg.max_images if cfg is not None else None)
     return islice(_iter_roadwork(scene, files, source, stats, gps_cell_deg), limit)

@@ -464,7 +464,7 @@ def create_app(
                 "model_version": o.model.log_version,
             }
             if with_features:
-                rec["features"] = {k: float(v) for k, v in zip(FEATURE_NAMES, o.features[j])}
+                rec["features"] = {k: float(v) for k, v in zip(FEATURE_NAMES, o.features[j], strict=False)}
             results.append(rec)
         return {
             "model_name": options.model_name,

@@ -21,6 +21,7 @@ refused (Triton refuses it too). Batches execute in a thread pool of ``instances
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -177,10 +178,8 @@ class DynamicBatcher:
                 n = len(same)  # the next request has another shape and cannot join: send now
             if n == 0:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay - waited)
-                except TimeoutError:
-                    pass
                 continue
             batch = [self._queue.popleft() for _ in range(n)]
             instance = self._free.pop()
