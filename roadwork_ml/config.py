@@ -7,6 +7,10 @@ turns a typo into an error instead of a silently ignored key.
 
 ``ROADWORK_PROFILE`` picks the profile (a name or a path); ``apply_overrides`` applies
 ``dotted.key=value`` strings, which is how the Dagster launchpad overrides a run.
+
+Longer than ~600 lines on purpose: it is the schema of every profile section (one small model
+each) plus the error explanation that walks that schema; splitting it would scatter the one
+tree a profile is validated against.
 """
 
 from __future__ import annotations

@@ -132,10 +132,11 @@ def test_peft_phase1_merges_and_exports_with_onnx_parity(home, mode):
     assert parity.n == len(probe) and parity.max_prob_diff <= 1e-4
 
 
-def test_lora_checkpoint_passes_the_bundle_checks(home):
-    """LoRA phase 1 (merged) through view_aggregator, the policies and the bundle, every check
-    green: ONNX parity on VAL_CALIB within the profile's tolerance (1e-4) among them."""
-    _phase1(home, "phase1-lora-bundle", ["train.finetune=lora"])
+@pytest.mark.parametrize("mode", ["lora", "dora"])
+def test_peft_checkpoint_passes_the_bundle_checks(home, mode):
+    """LoRA / DoRA phase 1 (merged) through view_aggregator, the policies and the bundle, every
+    check green: ONNX parity on VAL_CALIB within the profile's tolerance (1e-4) among them."""
+    _phase1(home, f"phase1-{mode}-bundle", [f"train.finetune={mode}"])
     tail = [
         view_aggregator,
         aggregator_choice_reproduces,
