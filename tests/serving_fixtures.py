@@ -48,7 +48,7 @@ def build_tiny_bundle(directory: Path, seed: int = 0, profile: str = "tiny") -> 
     raw1 = torch.from_numpy(logits).softmax(-1).numpy()[:, 1]
     th = fit_thresholds(raw1, y, Split.VAL_CALIB, 0.3, 0.2, 201)
     lac = SplitConformalLAC(0.1).fit(cal.predict_proba(logits), y, split=Split.VAL_CALIB)
-    policy = DecisionPolicy(cal, "thresholds", th.to_dict(), th.decision_cut, lac, None)
+    policy = DecisionPolicy(cal, "thresholds", th.to_dict(), th.decision_cut_, lac, None)
     write_bundle(
         directory,
         mv,
