@@ -17,11 +17,9 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
-from torch.utils.data import get_worker_info
 
 from roadwork_ml.augment.streetvision import IMAGE_SIZE, draw_level, draw_params, validator_augment
 from roadwork_ml.training.dataset import resize_uint8
@@ -92,8 +90,6 @@ class ValidatorPolicy:
         self.styles, self.validator_size, self.jpeg = tuple(styles), int(validator_size), bool(jpeg)
 
     def __call__(self, img: torch.Tensor, seed: int) -> torch.Tensor:
-        if get_worker_info() is not None and cv2.getNumThreads() != 1:
-            cv2.setNumThreads(1)  # a loader worker is one of many processes: no nested thread pools
         rng = np.random.default_rng(seed)
         if rng.random() < self.source_prob:
             return resize_uint8(img, self.size)

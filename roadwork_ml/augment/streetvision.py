@@ -36,6 +36,11 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+# OpenCV's own thread pool does not survive fork(): a DataLoader worker forked after the parent
+# ran a parallel cv2 call can hang in its first cv2 call. Augmentations run one image per
+# worker process anyway, so OpenCV runs sequentially everywhere (as albumentations does).
+cv2.setNumThreads(0)
+
 __all__ = [
     "DISTORTION_ORDER",
     "IMAGE_SIZE",
