@@ -12,6 +12,7 @@ import torch
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, split_image_paths
 from roadwork_assets.metadata import profile_md, table
 from roadwork_assets.resources import ArtifactStore, ProfileResource
+from roadwork_assets.run_tags import GPU_OP_TAGS
 from roadwork_ml.artifacts import sha256_file, write_manifest
 from roadwork_ml.config import ModelConfig
 from roadwork_ml.contracts import PRODUCTION_TRAFFIC, Split
@@ -61,6 +62,7 @@ def production_image_paths(store: ArtifactStore) -> list:
     kinds={"pytorch", "peft"},
     # logged production images are downstream of the deployed model: a read, not a dependency
     metadata={"roadwork/feedback_reads": PRODUCTION_TRAFFIC},
+    op_tags=GPU_OP_TAGS,
 )
 def explora_checkpoint(
     context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore

@@ -60,7 +60,7 @@ def _reference(bundle, profile, day, out_dir):
         slice_columns=("time_of_day", "weather", "source"),
         projection=proj,
     )
-    out_dir.mkdir(parents=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "champion.json").write_text(json.dumps({"champion": None, "bundle_manifest_sha256": None}))
     ref.save(out_dir)  # hashes champion.json too, like the asset
     return out_dir
@@ -109,9 +109,15 @@ def _day_of(rec):
 
 @pytest.mark.slow
 def test_a_day_through_the_server_feeds_production_traffic_and_drift_report(tmp_path):
-    from roadwork_assets.definitions import defs
-    from roadwork_assets.monitoring import DRIFT_DIR, PRODUCTION_DIR, REFERENCE_DIR
-    from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
+    from roadwork_assets.definitions import build_definitions
+    from roadwork_assets.monitoring import DRIFT_REPORT, PRODUCTION_TRAFFIC, REFERENCE_PROFILE
+    from roadwork_assets.resources import (
+        ArtifactStore,
+        MlflowTracking,
+        ProfileResource,
+        profile_source,
+        resolve_profile,
+    )
     from roadwork_ml.config import load_profile
     from roadwork_ml.monitoring.inference_log import day_path, read_log
     from roadwork_ml.monitoring.scenario import generate_day
@@ -125,7 +131,9 @@ def test_a_day_through_the_server_feeds_production_traffic_and_drift_report(tmp_
     bundle = build_tiny_bundle(tmp_path / "bundle", seed=0)
     store = ArtifactStore(root=str(tmp_path / "artifacts"))
     start = profile.monitoring.scenario.start
-    ref_dir = _reference(bundle, profile, start, store.path(REFERENCE_DIR))
+    with store.staging(REFERENCE_PROFILE, profile=resolve_profile(profile_source(str(profile_yaml)), ())) as out:
+        _reference(bundle, profile, start, out)
+    ref_dir = store.location(REFERENCE_PROFILE)
 
     day = start + timedelta(days=1)
     styles, scenario = _styles_and_scenario(profile)
@@ -160,6 +168,7 @@ def test_a_day_through_the_server_feeds_production_traffic_and_drift_report(tmp_
     }
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        defs = build_definitions(str(profile_yaml))
         result = dg.materialize(
             [*defs.assets, *defs.asset_checks],
             selection=dg.AssetSelection.assets("production_traffic", "drift_report"),
@@ -170,7 +179,7 @@ def test_a_day_through_the_server_feeds_production_traffic_and_drift_report(tmp_
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks]
-    traffic = read_log(store.path(PRODUCTION_DIR, f"day={day.isoformat()}", "log.parquet"))
+    traffic = read_log(store.read(PRODUCTION_TRAFFIC, day.isoformat()) / "log.parquet")
     assert len(traffic) == len(recs) and set(traffic["model_version"]) == set(versions)
-    report = json.loads(store.path(DRIFT_DIR, f"day={day.isoformat()}", "report.json").read_text())
+    report = json.loads((store.read(DRIFT_REPORT, day.isoformat()) / "report.json").read_text())
     assert report["n_rows"] == len(recs) and report["decision"] in ("ok", "alert", "retrain", "rollback")

@@ -341,7 +341,10 @@ def _fake_bundle(d, weights_sha: str):
 def test_watched_bundle_swaps_on_a_new_manifest_and_a_failed_load_keeps_the_old_model(tmp_path):
     from roadwork_ml.serving.server.swap import FixedBundle, ModelHolder
 
+    from roadwork_ml.export.identity import bundle_identity
+
     src = _fake_bundle(tmp_path / "deployed", "a" * 64)
+    va = bundle_identity(src).tag  # the model id the CLI and the inference log use too
     loaded, swaps, failures = [], [], []
 
     def load(path, cand):
@@ -358,18 +361,18 @@ def test_watched_bundle_swaps_on_a_new_manifest_and_a_failed_load_keeps_the_old_
         on_failure=lambda cand, reason: failures.append(reason),
     )
     holder.load_initial()
-    assert holder.model.version == "a" * 12 and not holder.check_once()  # nothing moved
-    _fake_bundle(src, "b" * 64)
-    assert holder.check_once() and holder.model.version == "b" * 12
-    assert swaps == [("a" * 12, None), ("b" * 12, "a" * 12)]
+    assert va.startswith("sha256:") and holder.model.version == va and not holder.check_once()  # nothing moved
+    vb = bundle_identity(_fake_bundle(src, "b" * 64)).tag
+    assert holder.check_once() and holder.model.version == vb != va
+    assert swaps == [(va, None), (vb, va)]
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [holder.model.path.name]  # the old copy is gone
     (src / "poison").write_text("x")
     _fake_bundle(src, "c" * 64)
-    assert not holder.check_once() and holder.model.version == "b" * 12 and failures == ["ValueError: cannot load"]
+    assert not holder.check_once() and holder.model.version == vb and failures == ["ValueError: cannot load"]
     assert not holder.check_once() and len(failures) == 1  # a refused candidate is not retried until the source moves
     (src / "poison").unlink()
-    _fake_bundle(src, "d" * 64)
-    assert holder.check_once() and holder.model.version == "d" * 12
+    vd = bundle_identity(_fake_bundle(src, "d" * 64)).tag
+    assert holder.check_once() and holder.model.version == vd
     holder.stop()
     # an unwatched bundle is loaded once and never re-read
     fixed = FixedBundle(_fake_bundle(tmp_path / "fixed", "e" * 64))

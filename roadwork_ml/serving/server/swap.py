@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from roadwork_ml.artifacts import IntegrityError, sha256_file
-from roadwork_ml.export.bundle import MANIFEST, WEIGHTS
+from roadwork_ml.export.bundle import MANIFEST
 
 log = logging.getLogger("roadwork.serve")
 
@@ -60,10 +60,11 @@ class FixedBundle:
             if self._first is None:
                 raise FileNotFoundError(f"{self.path} is not a roadwork bundle: {MANIFEST} is missing")
             return None  # mid-replacement: keep serving
-        import json
+        from roadwork_ml.export.identity import bundle_identity
 
-        weights = json.loads(manifest.read_text())["files"][WEIGHTS]["sha256"][:12]
-        cand = Candidate(key=sha256_file(manifest), version=weights, log_version=weights)
+        # the same model id the CLI and the inference log use (registry name/version, else sha256:<manifest>)
+        tag = bundle_identity(self.path).tag
+        cand = Candidate(key=sha256_file(manifest), version=tag, log_version=tag)
         self._first = self._first or cand
         return cand
 
