@@ -339,9 +339,8 @@ def _fake_bundle(d, weights_sha: str):
 
 
 def test_watched_bundle_swaps_on_a_new_manifest_and_a_failed_load_keeps_the_old_model(tmp_path):
-    from roadwork_ml.serving.server.swap import FixedBundle, ModelHolder
-
     from roadwork_ml.export.identity import bundle_identity
+    from roadwork_ml.serving.server.swap import FixedBundle, ModelHolder
 
     src = _fake_bundle(tmp_path / "deployed", "a" * 64)
     va = bundle_identity(src).tag  # the model id the CLI and the inference log use too
