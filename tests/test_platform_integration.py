@@ -238,11 +238,19 @@ def test_daemon_sigkill_and_postgres_restart_mid_run(platform):
     # no half-written artifact: every artifact directory verifies against its manifest
     art = platform.home / "artifacts"
     checked = 0
-    for manifest in sorted([*art.rglob("MANIFEST.json"), *art.rglob("bundle/manifest.json")]):
-        if any(part.startswith(".") for part in manifest.relative_to(art).parts):
-            continue  # a staging directory of a killed writer is never read
-        (verify_dir if manifest.name == "MANIFEST.json" else verify_bundle)(manifest.parent)
-        checked += 1
+    # each artifact is a symlink to its current version (artifacts/<key> -> .versions/...): walk
+    # what readers see, following those links; a killed writer's staging directory is never read
+    for top in sorted(p for p in art.iterdir() if not p.name.startswith(".")):
+        for root, _dirs, files in os.walk(top, followlinks=True):
+            here = Path(root)
+            if any(part.startswith(".") for part in here.relative_to(art).parts):
+                continue
+            if "MANIFEST.json" in files:
+                verify_dir(here)
+                checked += 1
+            if here.name == "bundle" and "manifest.json" in files:
+                verify_bundle(here)
+                checked += 1
     assert checked >= 15
     # PostgreSQL holds no broken state: the database checks clean and the instance launches again
     amcheck = subprocess.run(
