@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from roadwork_ml.config import SyntheticStyle
+
 # ---------------------------------------------------------------------------------------
 # image bytes
 
@@ -612,3 +614,45 @@ def make_vistas(tmp_path: Path, min_pixels: int = 400) -> VistasFixture:
         "validation/va_rgb_back": 1,
     }
     return VistasFixture(root=root, ids=ids, expected_labels=expected, skipped_unlabeled=3)
+
+
+# The production profile's styles, written out so the tests do not depend on profile edits.
+NATIX = SyntheticStyle(
+    n_images=6000,
+    positive_rate=0.30,
+    label_noise=0.10,
+    hard_negative_rate=0.35,
+    jpeg_quality=(35, 70),
+    blur_max=1.6,
+    noise_std=9.0,
+    n_cameras=40,
+    frames_per_sequence=(3, 8),
+    night_rate=0.30,
+    weather_probs={"clear": 0.55, "rain": 0.2, "snow": 0.1, "fog": 0.15},
+)
+ROADWORK = SyntheticStyle(
+    n_images=4000,
+    positive_rate=0.92,
+    label_noise=0.05,
+    hard_negative_rate=0.5,
+    jpeg_quality=(85, 95),
+    blur_max=0.4,
+    noise_std=2.0,
+    n_cameras=12,
+    frames_per_sequence=(4, 10),
+    night_rate=0.15,
+    weather_probs={"clear": 0.7, "rain": 0.15, "snow": 0.05, "fog": 0.1},
+)
+MAPILLARY = SyntheticStyle(
+    n_images=4000,
+    positive_rate=0.12,
+    label_noise=0.03,
+    hard_negative_rate=0.45,
+    jpeg_quality=(60, 95),
+    blur_max=1.0,
+    noise_std=5.0,
+    n_cameras=200,
+    frames_per_sequence=(1, 3),
+    night_rate=0.25,
+    weather_probs={"clear": 0.5, "rain": 0.2, "snow": 0.15, "fog": 0.15},
+)

@@ -13,49 +13,9 @@ from __future__ import annotations
 import hashlib
 import sys
 
-from roadwork_ml.config import SyntheticStyle
+from tests.fixtures_data import MAPILLARY, NATIX, ROADWORK
 
-STYLES = {
-    "natix": SyntheticStyle(
-        n_images=6000,
-        positive_rate=0.30,
-        label_noise=0.10,
-        hard_negative_rate=0.35,
-        jpeg_quality=(35, 70),
-        blur_max=1.6,
-        noise_std=9.0,
-        n_cameras=40,
-        frames_per_sequence=(3, 8),
-        night_rate=0.30,
-        weather_probs={"clear": 0.55, "rain": 0.2, "snow": 0.1, "fog": 0.15},
-    ),
-    "roadwork": SyntheticStyle(
-        n_images=4000,
-        positive_rate=0.92,
-        label_noise=0.05,
-        hard_negative_rate=0.5,
-        jpeg_quality=(85, 95),
-        blur_max=0.4,
-        noise_std=2.0,
-        n_cameras=12,
-        frames_per_sequence=(4, 10),
-        night_rate=0.15,
-        weather_probs={"clear": 0.7, "rain": 0.15, "snow": 0.05, "fog": 0.1},
-    ),
-    "mapillary": SyntheticStyle(
-        n_images=4000,
-        positive_rate=0.12,
-        label_noise=0.03,
-        hard_negative_rate=0.45,
-        jpeg_quality=(60, 95),
-        blur_max=1.0,
-        noise_std=5.0,
-        n_cameras=200,
-        frames_per_sequence=(1, 3),
-        night_rate=0.25,
-        weather_probs={"clear": 0.5, "rain": 0.2, "snow": 0.15, "fog": 0.15},
-    ),
-}
+STYLES = {"natix": NATIX, "roadwork": ROADWORK, "mapillary": MAPILLARY}
 SEED = 20260
 N_IMAGES = 40  # per source: covers day/night, every weather and both labels
 N_SEQUENCES = 6  # per source, for the spec and pixel digests

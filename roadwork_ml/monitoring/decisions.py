@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from roadwork_ml.artifacts import atomic_write_bytes, atomic_write_json
+from roadwork_ml.evaluation.display import format_pvalue
 from roadwork_ml.monitoring.cbpe import cbpe, cbpe_reliability
 from roadwork_ml.monitoring.drift_family import DriftSample, drift_family, subsample_groups
 from roadwork_ml.monitoring.drift_stats import bin_shares, embedding_shift, ks, psi, psi_from_shares
@@ -176,7 +177,7 @@ def decide(
                         "psi_retrain",
                         s["psi"],
                         rules.psi_retrain,
-                        f"PSI of {col} {s['psi']:.3f} > {rules.psi_retrain} (Holm p {s['psi_p_holm']:.4f})",
+                        f"PSI of {col} {s['psi']:.3f} > {rules.psi_retrain} (Holm p {format_pvalue(s['psi_p_holm'])})",
                         col,
                     )
                 )
@@ -187,7 +188,7 @@ def decide(
                         "psi_alert",
                         s["psi"],
                         rules.psi_alert,
-                        f"PSI of {col} {s['psi']:.3f} > {rules.psi_alert} (Holm p {s['psi_p_holm']:.4f})",
+                        f"PSI of {col} {s['psi']:.3f} > {rules.psi_alert} (Holm p {format_pvalue(s['psi_p_holm'])})",
                         col,
                     )
                 )
@@ -198,7 +199,7 @@ def decide(
                     "ks",
                     s["ks_p_holm"],
                     a,
-                    f"KS of {col}: Holm p {s['ks_p_holm']:.4f} <= {a} (D = {s['ks_statistic']:.3f}, sequences permuted)",
+                    f"KS of {col}: Holm p {format_pvalue(s['ks_p_holm'])} <= {a} (D = {s['ks_statistic']:.3f}, sequences permuted)",
                     col,
                 )
             )
@@ -211,7 +212,7 @@ def decide(
                     "psi_alert",
                     s["psi"],
                     rules.psi_alert,
-                    f"PSI of {col} shares {s['psi']:.3f} > {rules.psi_alert} (Holm p {s['p_holm']:.4f}){new}",
+                    f"PSI of {col} shares {s['psi']:.3f} > {rules.psi_alert} (Holm p {format_pvalue(s['p_holm'])}){new}",
                     col,
                 )
             )
@@ -222,7 +223,7 @@ def decide(
                 "mmd",
                 mmd["p_holm"],
                 a,
-                f"MMD on embeddings: Holm p {mmd['p_holm']:.4f} <= {a} (sequences permuted)",
+                f"MMD on embeddings: Holm p {format_pvalue(mmd['p_holm'])} <= {a} (sequences permuted)",
                 "embedding",
             )
         )
@@ -261,7 +262,7 @@ def decide(
                     "ece_increase",
                     labelled["ece_increase"],
                     rules.ece_increase_retrain,
-                    f"labelled ECE {labelled['ece']:.3f} is {labelled['ece_increase']:.3f} above the reference's (> {rules.ece_increase_retrain}, Holm p {labelled['ece_increase_p_holm']:.4f})",
+                    f"labelled ECE {labelled['ece']:.3f} is {labelled['ece_increase']:.3f} above the reference's (> {rules.ece_increase_retrain}, Holm p {format_pvalue(labelled['ece_increase_p_holm'])})",
                     "label",
                 )
             )
@@ -276,7 +277,7 @@ def decide(
                     "accuracy_drop",
                     labelled["accuracy_drop"],
                     rules.accuracy_drop_alert,
-                    f"labelled accuracy {acc:.3f} is {100 * labelled['accuracy_drop']:.1f} % below the reference's (> {100 * rules.accuracy_drop_alert:.0f} %, Holm p {labelled['accuracy_drop_p_holm']:.4f})",
+                    f"labelled accuracy {acc:.3f} is {100 * labelled['accuracy_drop']:.1f} % below the reference's (> {100 * rules.accuracy_drop_alert:.0f} %, Holm p {format_pvalue(labelled['accuracy_drop_p_holm'])})",
                     "label",
                 )
             )
