@@ -26,6 +26,24 @@ def record_action(store: ArtifactStore, action: str, **fields) -> dict:
     return entry
 
 
+def record_launch(context, store: ArtifactStore) -> dict | None:
+    """In the first step of a run the drift sensor launched (tag ``roadwork/action``): record
+    ``<action>_launched`` with the run id, so the audit record holds runs that exist."""
+    tags = context.run.tags
+    action = tags.get("roadwork/action")
+    if not action:
+        return None
+    return record_action(
+        store,
+        f"{action}_launched",
+        run_id=context.run_id,
+        job=context.run.job_name,
+        day=tags.get("roadwork/drift_day"),
+        run_key=tags.get("dagster/run_key"),
+        launched_by=tags.get("dagster/sensor_name") or tags.get("roadwork/backfill") or "by hand",
+    )
+
+
 def read_actions(store: ArtifactStore) -> list[dict]:
     path: Path = store.path(*AUDIT_FILE)
     if not path.exists():

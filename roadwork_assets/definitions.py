@@ -21,6 +21,7 @@ from roadwork_assets import (
     recipe,
     training,
 )
+from roadwork_assets.drift_actions import drift_action_sensor
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source, resolve_profile
 from roadwork_assets.run_tags import TRAINING_RUN_TAGS
 from roadwork_assets.selection import excluded_from_build
@@ -83,9 +84,12 @@ CHECKS = [
     bundle.triton_configs_parse,
     evaluation.report_complete,
     deployment.deployed_is_champion,
+    deployment.bundle_model_in_service,
+    deployment.evaluation_model_in_service,
     monitoring.reference_reloads,
     monitoring.traffic_log_valid,
     monitoring.drift_statistics_valid,
+    monitoring.reference_matches_served_model,
 ]
 
 
@@ -104,7 +108,15 @@ def build_definitions(
         asset_checks=CHECKS,
         jobs=[training_job(resolved.profile), *mon.jobs, monitoring.retrain_job, monitoring.rollback_job],
         schedules=mon.schedules,
-        sensors=[monitoring.drift_action_sensor],
+        sensors=[
+            drift_action_sensor,
+            dg.AutomationConditionSensorDefinition(
+                "reference_follows_champion",
+                target=dg.AssetSelection.assets(monitoring.REFERENCE_PROFILE),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                description="rebuilds reference_profile after every change of champion (its eager automation condition)",
+            ),
+        ],
         resources={
             "settings": ProfileResource.bound(source),
             "store": store or ArtifactStore(),

@@ -18,17 +18,25 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 
-from roadwork_assets.audit import record_action
+from roadwork_assets.audit import record_action, record_launch
 from roadwork_assets.bundle import BUNDLE, load_bundle_dir
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
+from roadwork_assets.escalation import clear_escalation
 from roadwork_assets.evaluation import EVALUATION_REPORT, load_evaluation
 from roadwork_assets.metadata import flatten, humane, identity_md, profile_md
 from roadwork_assets.policies import CALIBRATOR
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, ResolvedProfile
 from roadwork_ml.artifacts import atomic_write_json, sha256_file, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
-from roadwork_ml.evaluation.champion import TAG_PREVIOUS, TAG_ROLLED_BACK, plan_promotion, plan_rollback
+from roadwork_ml.evaluation.champion import (
+    TAG_CONTENT,
+    TAG_PREVIOUS,
+    TAG_ROLLED_BACK,
+    plan_promotion,
+    plan_rollback,
+)
 from roadwork_ml.evaluation.display import format_float
+from roadwork_ml.export.content_identity import PromotionEvent, content_id, promotion_verdict
 
 DEPLOYED_MODEL = "deployed_model"
 TAG_MANIFEST = "roadwork.bundle_manifest_sha256"
@@ -37,9 +45,13 @@ TAG_MANIFEST = "roadwork.bundle_manifest_sha256"
 class DeployConfig(dg.Config):
     """``promote`` (default): register the bundle and run the promotion gate. ``sync``: deploy
     whatever the ``champion`` alias points at. ``rollback``: move ``champion`` back to
-    ``previous_champion`` (the demoted version is never promoted again), then sync."""
+    ``previous_champion`` (the demoted content is not promoted again), then sync.
+    ``force`` (with ``force_reason``, audited): promote even content that was rolled back or
+    that the statistical gate refuses."""
 
     mode: Literal["promote", "sync", "rollback"] = "promote"
+    force: bool = False
+    force_reason: str = ""
 
 
 def _val_test_images(store: ArtifactStore, profile, record_ids: np.ndarray):
@@ -59,6 +71,7 @@ def _register(
     bundle_dir: Path,
     manifest_sha: str,
     eval_summary: dict,
+    content: str,
 ) -> str:
     profile = resolved.profile
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
@@ -92,10 +105,45 @@ def _register(
         "bundle",
         tags={
             TAG_MANIFEST: manifest_sha,
+            TAG_CONTENT: content,
             "roadwork.splits_fingerprint": manifest["splits_fingerprint"],
             "dagster.run_id": context.run_id,
         },
     )
+
+
+def version_content(mlflow: MlflowTracking, name: str, version: str, tags: dict[str, str] | None = None) -> str:
+    """The content id of a registered version: its tag, or (versions registered before the tag
+    existed) computed from its downloaded bundle and then tagged."""
+    tags = mlflow.version_tags(name, version) if tags is None else tags
+    if TAG_CONTENT in tags:
+        return tags[TAG_CONTENT]
+    with tempfile.TemporaryDirectory(prefix="content-") as tmp:
+        cid = content_id(mlflow.download_version(name, version, tmp)).sha256
+    mlflow.set_version_tag(name, version, TAG_CONTENT, cid)
+    return cid
+
+
+def champion_history(mlflow: MlflowTracking, name: str) -> list[PromotionEvent]:
+    """The registry as a champion history for :func:`promotion_verdict`: one rollback event per
+    version whose content is blocked (tagged rolled back), then the current champion."""
+    versions = mlflow.versions(name)
+    champion = mlflow.alias_version(name, "champion")
+    champ_cid = version_content(mlflow, name, champion, versions.get(champion)) if champion else ""
+    events = [
+        PromotionEvent(
+            "rollback",
+            champion or "?",
+            champ_cid,
+            from_version=v,
+            from_content_id=version_content(mlflow, name, v, tags),
+        )
+        for v, tags in sorted(versions.items(), key=lambda kv: int(kv[0]))
+        if tags.get(TAG_ROLLED_BACK) == "true"
+    ]
+    if champion:
+        events.append(PromotionEvent("promote", champion, champ_cid))
+    return events
 
 
 def observe_status(context, mlflow: MlflowTracking, name: str, content_hash: str, assets: tuple[str, ...]) -> None:
@@ -177,6 +225,7 @@ def _sync(
 ) -> dg.MaterializeResult:
     name = resolved.profile.deploy.registered_model
     if config.mode == "rollback":
+        record_launch(context, store)
         tags = context.run.tags
         why = (
             f"drift report of {tags.get('roadwork/drift_day', 'an unknown day')} asked for a rollback"
@@ -240,16 +289,23 @@ def deployed_model(
         )
     labels, new_probs, ids = arrays["labels"], arrays["streetvision"], np.array(evaluation["record_ids"])
 
+    if config.force and not config.force_reason.strip():
+        raise dg.Failure(description="force: true needs a force_reason (it goes to the audit log)")
     champion = mlflow.alias_version(name, "champion")
+    content = content_id(bundle_dir).sha256
+    history = champion_history(mlflow, name)  # before registering: the candidate is not its own history
+    verdict = promotion_verdict(content, history, force=config.force, force_reason=config.force_reason or None)
     version = mlflow.find_version(name, TAG_MANIFEST, manifest_sha)
     reused = version is not None
     if version is None:
-        version = _register(context, resolved, store, mlflow, bundle_dir, manifest_sha, evaluation.get("summary", {}))
+        version = _register(
+            context, resolved, store, mlflow, bundle_dir, manifest_sha, evaluation.get("summary", {}), content
+        )
     plan = plan_promotion(
         version,
         champion,
         mlflow.alias_version(name, "previous_champion"),
-        mlflow.version_tags(name, version).get(TAG_ROLLED_BACK) == "true",
+        verdict,
         store.exists(DEPLOYED_MODEL),
         compare=lambda champ: compare_with_champion(store, mlflow, profile, champ, labels, new_probs, ids),
     )
@@ -272,6 +328,8 @@ def deployed_model(
         "decision": plan.decision,
         "reason": reason,
         "bundle_manifest_sha256": manifest_sha,
+        "content_id": content,
+        "content_verdict": verdict.to_dict(),
         "reused_registration": reused,
         "comparison": comparison.to_dict() if comparison is not None else None,
     }
@@ -282,9 +340,11 @@ def deployed_model(
             _deploy_copy(store, mlflow.download_version(name, plan.champion, tmp), record, resolved)
     else:  # same champion: refresh the record around the deployed copy
         _deploy_copy(store, store.read(DEPLOYED_MODEL) / "bundle", record, resolved)
+    if plan.decision == "promoted":  # a new champion ends an escalation (audited)
+        clear_escalation(store, by=f"promotion of version {version}", reason=reason)
     record_action(
         store,
-        f"promotion_{plan.decision}",
+        f"promotion_{'forced' if verdict.forced and plan.decision == 'promoted' else plan.decision}",
         run_id=context.run_id,
         **{k: v for k, v in record.items() if k != "comparison"},
     )
@@ -296,6 +356,8 @@ def deployed_model(
         "decision": plan.decision,
         "reason": reason,
         "judged": identity_md(mlflow, name, manifest_sha)["model"],
+        "judged_content_id": content,
+        "content_rule": verdict.reason,
         "judged_status": identity_md(mlflow, name, manifest_sha, when="materialization")["model_status"],
         **identity_md(mlflow, name, deployed_sha, when="materialization"),
         "registered_model": name,
@@ -397,5 +459,46 @@ def rollback_champion(store: ArtifactStore, mlflow: MlflowTracking, name: str, r
         registered_model=name,
         from_version=plan.from_version,
         to_version=plan.to_version,
+        # the content this rollback blocks from routine re-promotion (deployed_model's content rule)
+        from_content_id=version_content(mlflow, name, plan.from_version),
+        to_content_id=version_content(mlflow, name, plan.to_version),
         reason=reason,
+    )
+
+
+def _model_in_service(asset_key: str, manifest_sha: str, mlflow: MlflowTracking, name: str) -> dg.AssetCheckResult:
+    md = identity_md(mlflow, name, manifest_sha, when="this check")
+    status = md["model_status"].value.split("**")[1] if "**" in md["model_status"].value else "unknown"
+    version = md["model_version"]
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        passed=status == "champion",
+        severity=dg.AssetCheckSeverity.WARN,  # not a defect of the asset: it says whether it is served
+        description=f"{status}: model version {version} of {name} is "
+        + ("the deployed champion" if status == "champion" else f"{status}, not the deployed model"),
+        metadata=humane(md),
+    )
+
+
+# Runs after deployed_model in every run that judges, promotes or rolls back a model (its
+# additional dep), so the Overview page of the bundle states what the registry says of it *now*.
+@dg.asset_check(
+    asset=BUNDLE,
+    additional_deps=[DEPLOYED_MODEL],
+    description="the model in this bundle is the deployed champion (WARN otherwise: challenger, rolled back, superseded)",
+)
+def bundle_model_in_service(store: ArtifactStore, settings: ProfileResource, mlflow: MlflowTracking):
+    sha = sha256_file(load_bundle_dir(store) / "manifest.json")
+    return _model_in_service(BUNDLE, sha, mlflow, settings.load().deploy.registered_model)
+
+
+@dg.asset_check(
+    asset=EVALUATION_REPORT,
+    additional_deps=[DEPLOYED_MODEL],
+    description="the evaluated model is the deployed champion (WARN otherwise: challenger, rolled back, superseded)",
+)
+def evaluation_model_in_service(store: ArtifactStore, settings: ProfileResource, mlflow: MlflowTracking):
+    evaluation, _ = load_evaluation(store)
+    return _model_in_service(
+        EVALUATION_REPORT, str(evaluation["bundle_manifest_sha256"]), mlflow, settings.load().deploy.registered_model
     )

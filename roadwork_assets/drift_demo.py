@@ -5,8 +5,10 @@ schedule and the sensor, compressed into one process so ``make demo`` needs no d
     python -m roadwork_assets.drift_demo [--days N] [--start YYYY-MM-DD]
 
 Every run (daily_drift_job per day, retrain_job / rollback_job from the sensor) is a real
-Dagster run in the runs list, tagged like the daemon tags them; the sensor's cursor is kept in
-the artifact store so a second invocation continues where the first stopped.
+Dagster run in the runs list, tagged like the daemon tags them. The sensor's cursor is the one
+the daemon uses (the instance's key-value store, roadwork_assets.drift_actions), so a second
+invocation — or the daemon switched on afterwards — continues where this one stopped, and the
+demo counts as switching the sensor on when it starts (nothing older is replayed).
 """
 
 import argparse
@@ -18,11 +20,10 @@ import dagster as dg
 
 from roadwork_assets.audit import read_actions
 from roadwork_assets.definitions import build_definitions
-from roadwork_assets.monitoring import drift_action_sensor
+from roadwork_assets.drift_actions import drift_action_sensor
+from roadwork_assets.escalation import escalation_state
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, profile_source
 from roadwork_ml.evaluation.display import format_value
-
-CURSOR_FILE = ("audit", "drift_demo_sensor_cursor.json")
 
 
 def _resources(source: str) -> dict:
@@ -38,8 +39,7 @@ def run_days(days: list[str], source: str) -> list[dict]:
     defs = build_definitions(source)
     resources = _resources(source)
     store: ArtifactStore = resources["store"]
-    cursor_path = store.path(*CURSOR_FILE)
-    cursor = json.loads(cursor_path.read_text())["cursor"] if cursor_path.exists() else None
+    switched_on = time.time()
     daily = defs.resolve_job_def("daily_drift_job")
     summary = []
     for day in days:
@@ -55,11 +55,10 @@ def run_days(days: list[str], source: str) -> list[dict]:
             m = ev.event_specific_data.materialization
             if m.asset_key.to_user_string() == "drift_report":
                 meta = {k: v.value for k, v in m.metadata.items()}
-        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
+        ctx = dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs, last_sensor_start_time=switched_on
+        )
         out = drift_action_sensor(ctx)
-        cursor = ctx.cursor
-        cursor_path.parent.mkdir(parents=True, exist_ok=True)
-        cursor_path.write_text(json.dumps({"cursor": cursor}))
         actions = []
         for req in out if isinstance(out, list) else []:
             if _already_ran(instance, req.run_key):
@@ -80,12 +79,14 @@ def run_days(days: list[str], source: str) -> list[dict]:
             "max_psi": meta.get("max_psi"),
             "actions": "; ".join(actions) or "-",
             "champion": champion,
+            "escalated": bool(escalation_state(store)),
             "seconds": round(time.time() - t0, 1),
         }
         summary.append(row)
         print(
             f"{day}  {row['decision']:<8} acc {format_value(row['labelled_accuracy'])} (est {format_value(row['estimated_accuracy'])})"
-            f"  max PSI {format_value(row['max_psi'])}  champion v{champion}  {row['actions']}  [{row['seconds']} s]",
+            f"  max PSI {format_value(row['max_psi'])}  champion v{champion}{'  ESCALATED' if row['escalated'] else ''}"
+            f"  {row['actions']}  [{row['seconds']} s]",
             flush=True,
         )
     return summary
@@ -126,6 +127,8 @@ def main() -> None:
                         "version",
                         "why",
                         "reason",
+                        "state",
+                        "run_id",
                     )
                 }
             )[:300]

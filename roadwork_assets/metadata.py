@@ -106,7 +106,15 @@ def identity_md(mlflow: MlflowTracking, registered_model: str, content_hash: str
         "model": ident.label,
         "model_version": ident.version or display.MISSING,
         "model_sha256": content_hash,
-        "model_status": dg.MetadataValue.md(f"**{status}**{' at ' + when if when else ''}: {note}"),
+        "model_status": dg.MetadataValue.md(
+            f"**{status}**{' at ' + when if when else ''}: {note}"
+            # a materialization's metadata is frozen; a promotion or rollback afterwards shows in the checks
+            + (
+                " (its status now: the *model_in_service* check, Checks tab)"
+                if when == "materialization" and status != "champion"
+                else ""
+            )
+        ),
     }
 
 

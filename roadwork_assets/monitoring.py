@@ -10,7 +10,6 @@ and keeping them in one file keeps that contract in one place.
 """
 
 import json
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 
@@ -18,14 +17,18 @@ import dagster as dg
 import numpy as np
 import torch
 
-from roadwork_assets.audit import record_action
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
-from roadwork_assets.deployment import DEPLOYED_MODEL, load_deployed
+from roadwork_assets.deployment import (
+    DEPLOYED_MODEL,
+    bundle_model_in_service,
+    evaluation_model_in_service,
+    load_deployed,
+)
 from roadwork_assets.executors import retrain_executor
 from roadwork_assets.metadata import humane, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_assets.run_tags import DRIFT_RUN_TAGS, ROLLBACK_RUN_TAGS, TRAINING_RUN_TAGS
-from roadwork_ml.artifacts import atomic_write_bytes, verify_dir, write_manifest
+from roadwork_ml.artifacts import atomic_write_bytes, atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Purpose, Split, require_split
 from roadwork_ml.export.identity import identity_from_record
@@ -35,6 +38,33 @@ REFERENCE_PROFILE = "reference_profile"
 PRODUCTION_TRAFFIC = "production_traffic"
 DRIFT_REPORT = "drift_report"
 SLICE_COLUMNS = ("time_of_day", "weather", "source")
+
+
+def reference_model(reference_champion: dict, registered_model: str) -> str:
+    """The model a reference profile was built for, as the inference log names models (``name/version``)."""
+    return f"{reference_champion.get('registered_model') or registered_model}/{reference_champion.get('champion')}"
+
+
+def reference_mismatch(served: set[str], reference_champion: dict, registered_model: str) -> str | None:
+    """None when every model in ``served`` (inference-log ``model_version`` values: ``name/version``
+    or ``sha256:<manifest hash prefix>``) is the one the reference was built for; else why not,
+    naming both."""
+    mine = reference_model(reference_champion, registered_model)
+    manifest = str(reference_champion.get("bundle_manifest_sha256") or "")
+
+    def same(model: str) -> bool:
+        return model == mine or (
+            model.startswith("sha256:") and len(model) > 7 and bool(manifest) and manifest.startswith(model[7:])
+        )
+
+    others = sorted(m for m in served if not same(m))
+    if not others:
+        return None
+    return (
+        f"the reference profile was built for {mine}, but the day was served by {', '.join(others)}: "
+        "rebuild reference_profile for the model that served the day (the reference_follows_champion "
+        "automation does this after every change of champion) before comparing them"
+    )
 
 
 def _deployed_predictor(store: ArtifactStore):
@@ -53,7 +83,15 @@ def load_reference(store: ArtifactStore):
     return ref, json.loads((d / "champion.json").read_text())
 
 
-@dg.asset(deps=[DEPLOYED_MODEL, SPLITS, SOURCE_IMAGES], group_name="monitoring", kinds={"numpy"})
+# Eager: every change of champion (promotion, rollback, forced promotion) materializes
+# deployed_model, and the reference_follows_champion sensor then rebuilds the reference; the
+# retrain and rollback jobs rebuild it in the same run.
+@dg.asset(
+    deps=[DEPLOYED_MODEL, SPLITS, SOURCE_IMAGES],
+    group_name="monitoring",
+    kinds={"numpy"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
 def reference_profile(
     context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
 ) -> dg.MaterializeResult:
@@ -87,7 +125,11 @@ def reference_profile(
     with store.staging(REFERENCE_PROFILE, profile=resolved) as out_dir:
         (out_dir / "champion.json").write_text(
             json.dumps(
-                {"champion": deployed.get("champion"), "bundle_manifest_sha256": deployed.get("bundle_manifest_sha256")}
+                {
+                    "registered_model": deployed.get("registered_model"),
+                    "champion": deployed.get("champion"),
+                    "bundle_manifest_sha256": deployed.get("bundle_manifest_sha256"),
+                }
             )
         )
         ref.save(out_dir)  # hashes every file of the directory, champion.json included
@@ -170,7 +212,13 @@ def production_traffic(
         images_kept = 0
     else:
         predictor, deployed = _deployed_predictor(store)
-        projection = load_reference(store)[0].projection
+        reference, built_for = load_reference(store)
+        why = reference_mismatch(
+            {f"{deployed['registered_model']}/{deployed['champion']}"}, built_for, profile.deploy.registered_model
+        )
+        if why:  # its PCA projection belongs to another model's embeddings
+            raise dg.Failure(description=f"{day}: {why}")
+        projection = reference.projection
         styles = {name: src.synthetic for name, src in profile.data.sources.items()}
         kept, tensors = [], []
         for rec in generate_day(styles, mon.scenario, day, profile.data.image_size):
@@ -278,7 +326,12 @@ def drift_report(
     log_dir = store.read(PRODUCTION_TRAFFIC, part)
     verify_dir(log_dir)
     df = read_log(log_dir / "log.parquet")
-    reference, _ = load_reference(store)
+    reference, built_for = load_reference(store)
+    registered = resolved.profile.deploy.registered_model
+    served = sorted(set(df["model_version"].astype(str)))
+    why = reference_mismatch(set(served), built_for, registered)
+    if why:
+        raise dg.Failure(description=f"drift_report {part} refused: {why}")
     report = compute(
         reference,
         df,
@@ -290,6 +343,14 @@ def drift_report(
     )
     with store.staging(DRIFT_REPORT, part, profile=resolved) as out_dir:
         report.save_json(out_dir / "report.json")
+        atomic_write_json(
+            out_dir / "models.json",
+            {
+                "served": served,
+                "reference": reference_model(built_for, registered),
+                "reference_manifest_sha256": built_for.get("bundle_manifest_sha256"),
+            },
+        )
         evidently_html(reference_frame(reference), _current_frame(df), out_dir / "evidently.html")
         write_manifest(
             out_dir, extra={"kind": "drift_report", "day": context.partition_key, "decision": report.decision}
@@ -309,7 +370,11 @@ def drift_report(
         metadata=humane(
             {
                 "decision": report.decision,
+                # the sensor acts only on reports about the model that is champion when it reads them
+                "served_model": ", ".join(served),
+                "reference_model": reference_model(built_for, registered),
                 "reasons": table(report.reasons) if report.reasons else "none",
+                "reason_rules": ",".join(sorted({r["rule"] for r in report.reasons})),
                 "rows": report.n_rows,
                 "labelled_rows": report.n_labelled,
                 "accuracy_rule": accuracy_rule_note(
@@ -397,6 +462,33 @@ def drift_statistics_valid(
     )
 
 
+@dg.asset_check(
+    asset=DRIFT_REPORT,
+    blocking=True,
+    description="the reference the day was compared with was built for the model that served the day (names both)",
+)
+def reference_matches_served_model(
+    context: dg.AssetCheckExecutionContext, store: ArtifactStore, settings: ProfileResource
+) -> dg.AssetCheckResult:
+    d = store.read(DRIFT_REPORT, context.partition_key)
+    verify_dir(d)
+    models = json.loads((d / "models.json").read_text())
+    ref = str(models["reference"])
+    name, _, version = ref.rpartition("/")
+    built_for = {
+        "registered_model": name,
+        "champion": version,
+        "bundle_manifest_sha256": models.get("reference_manifest_sha256"),
+    }
+    why = reference_mismatch(set(models["served"]), built_for, name)
+    return dg.AssetCheckResult(
+        passed=why is None,
+        metadata=humane(
+            {"served_model": ", ".join(models["served"]), "reference_model": ref, "mismatch": why or "none"}
+        ),
+    )
+
+
 def load_labelled_production(store: ArtifactStore, size: int):
     """Labelled production images kept by production_traffic, every day hash-verified: (uint8
     images ``[N, 3, size, size]``, labels ``[N]``, days used). A retrain's feedback read."""
@@ -432,11 +524,28 @@ retrain_job = dg.define_asset_job(
 ROLLBACK_OPS = {"deployed_model": {"config": {"mode": "rollback"}}}
 rollback_job = dg.define_asset_job(
     "rollback_job",
-    selection=dg.AssetSelection.assets("deployed_model", reference_profile),
+    # the model-status checks of bundle and evaluation_report run after the rollback, so their
+    # pages say "rolled back" (issue: the Overview showed the status at materialization)
+    selection=dg.AssetSelection.assets("deployed_model", reference_profile)
+    | dg.AssetSelection.checks(bundle_model_in_service, evaluation_model_in_service),
     config={"ops": ROLLBACK_OPS},
     tags=ROLLBACK_RUN_TAGS,
     description="move the champion alias back to the previous version, redeploy it and rebuild the reference profile",
 )
+
+
+def days_to_request(yesterday: date, reported: set[str], catchup_days: int, first_day: date) -> list[str]:
+    """Yesterday, plus the days after the newest reported day that have no report yet, at most
+    ``catchup_days`` of them and none before ``first_day``; ISO strings, oldest first. With no
+    report at all there is nothing "missed": yesterday only (switching monitoring on never
+    backfills history)."""
+    newest = max((date.fromisoformat(d) for d in reported), default=None)
+    days = [yesterday]
+    if newest is not None:
+        start = max(newest + timedelta(days=1), yesterday - timedelta(days=catchup_days), first_day)
+        days = [start + timedelta(days=i) for i in range((yesterday - start).days + 1)] or [yesterday]
+    keep = [d for d in days if d >= first_day and (d == yesterday or d.isoformat() not in reported)]
+    return [d.isoformat() for d in keep]
 
 
 @dataclass
@@ -483,163 +592,12 @@ def build_monitoring(profile: Profile) -> MonitoringDefinitions:
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
     def daily_drift_schedule(context: dg.ScheduleEvaluationContext):
-        """Every day (the profile's monitoring.schedule_cron): yesterday's traffic and drift report."""
-        yesterday = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).date().isoformat()
-        return dg.RunRequest(run_key=f"drift-{yesterday}", partition_key=yesterday)
+        """Every day (the profile's monitoring.schedule_cron): yesterday's traffic and drift
+        report, and the days missed since the last report (at most ``monitoring.catchup_days``,
+        oldest first; run keys ``drift-<day>`` keep a day from running twice)."""
+        yesterday = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).date()
+        done = context.instance.get_materialized_partitions(dg.AssetKey(DRIFT_REPORT))
+        days = days_to_request(yesterday, done, mon.catchup_days, mon.scenario.start)
+        return [dg.RunRequest(run_key=f"drift-{d}", partition_key=d) for d in days]
 
     return MonitoringDefinitions(assets=[traffic, drift], jobs=[job], schedules=[daily_drift_schedule])
-
-
-ACTIVE_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
-def _webhook(url: str | None, payload: dict, log) -> None:
-    if not url:
-        return
-    try:
-        req = urllib.request.Request(
-            url, data=json.dumps(payload, default=str).encode(), headers={"Content-Type": "application/json"}
-        )
-        urllib.request.urlopen(req, timeout=5).close()
-    except Exception as exc:  # noqa: BLE001 - an unreachable webhook must not stop the sensor
-        log.warning(f"alert webhook {url} failed: {exc}")
-
-
-def _last_retrain_day(store: ArtifactStore, pending: list) -> date | None:
-    """Drift day of the newest retrain request: from this tick, or from the audit record."""
-    from roadwork_assets.audit import read_actions
-
-    days = [
-        date.fromisoformat(r.tags["roadwork/drift_day"]) for r in pending if r.tags.get("roadwork/action") == "retrain"
-    ]
-    days += [
-        date.fromisoformat(a["day"])
-        for a in read_actions(store)
-        if a.get("action") == "retrain_requested" and a.get("day")
-    ]
-    return max(days) if days else None
-
-
-def decided_under(metadata, fallback: ProfileResource) -> ProfileResource:
-    """The profile a drift_report materialization was decided under (its metadata records the
-    source and overrides), or ``fallback`` for a report that carries none."""
-    if "profile" not in metadata:
-        return fallback
-    overrides = metadata["profile_overrides"].value if "profile_overrides" in metadata else []
-    return ProfileResource(profile=str(metadata["profile"].value), overrides=list(overrides))
-
-
-@dg.sensor(jobs=[retrain_job, rollback_job], minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
-def drift_action_sensor(
-    context: dg.SensorEvaluationContext, store: ArtifactStore, settings: ProfileResource, mlflow: MlflowTracking
-):
-    """Reads every new drift_report materialization in order (the cursor is the last storage id
-    seen and always advances); retrain → ``retrain_job``, rollback → ``rollback_job`` (run keys
-    unique per day and decision); alerts go to the log and the optional webhook; each action,
-    and each suppressed one (a run still in flight, the retrain cooldown, no previous champion
-    to roll back to), is written to the audit record. Every decision is acted on under the
-    profile it was made with, and the run it launches carries that profile (run config + tags)."""
-    cursor = int(context.cursor) if context.cursor else None
-    result = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(DRIFT_REPORT), after_storage_id=cursor), limit=100, ascending=True
-    )
-    requests = []
-    for rec in result.records:
-        mat = rec.asset_materialization
-        day = mat.partition
-        decision = mat.metadata["decision"].value if "decision" in mat.metadata else "ok"
-        cursor = rec.storage_id
-        if decision == "ok":
-            continue
-        decided = decided_under(mat.metadata, settings)
-        resolved = decided.resolved()
-        mon = resolved.profile.monitoring
-        reasons = mat.metadata.get("reasons")
-        payload = {
-            "day": day,
-            "decision": decision,
-            "reasons": _reasons_text(reasons),
-            "storage_id": rec.storage_id,
-            "profile_sha256": resolved.sha256,
-        }
-        context.log.warning(f"drift {day}: {decision}")
-        _webhook(mon.webhook_url, payload, context.log)
-        if decision == "alert":
-            record_action(store, "alert", **payload)
-            continue
-        job = retrain_job if decision == "retrain" else rollback_job
-        busy = context.instance.get_runs(filters=dg.RunsFilter(job_name=job.name, statuses=ACTIVE_STATUSES), limit=1)
-        if busy:
-            record_action(
-                store, f"{decision}_suppressed", why=f"{job.name} run {busy[0].run_id} is still in flight", **payload
-            )
-            continue
-        if decision == "retrain":
-            last = _last_retrain_day(store, requests)
-            if last is not None and 0 <= (date.fromisoformat(day) - last).days < mon.retrain_cooldown_days:
-                record_action(
-                    store,
-                    "retrain_suppressed",
-                    why=f"cooldown: last retrain was for {last.isoformat()}, within {mon.retrain_cooldown_days} days",
-                    **payload,
-                )
-                continue
-        if (
-            decision == "rollback"
-            and mlflow.alias_version(resolved.profile.deploy.registered_model, "previous_champion") is None
-        ):
-            record_action(store, "rollback_unavailable", why="no previous champion to roll back to", **payload)
-            continue
-        run_key = f"{decision}-{day}"
-        if decision == "retrain":
-            run_settings = ProfileResource(
-                profile=resolved.source, overrides=[*resolved.overrides, *mon.retrain_overrides]
-            )
-            ops = {"phase1_checkpoint": {"config": {"include_production_labels": True, "init_from": "deployed"}}}
-        else:
-            run_settings, ops = decided, ROLLBACK_OPS
-        run_profile = run_settings.resolved()
-        run_config = {
-            "ops": ops,
-            "resources": {
-                "settings": {"config": {"profile": run_profile.source, "overrides": list(run_profile.overrides)}}
-            },
-        }
-        tags = {
-            "roadwork/action": decision,
-            "roadwork/drift_day": str(day),
-            "roadwork/drift_storage_id": str(rec.storage_id),
-            "roadwork/decided_under_profile_sha256": resolved.sha256,
-            **run_profile.tags(),
-        }
-        requests.append(dg.RunRequest(run_key=run_key, job_name=job.name, run_config=run_config, tags=tags))
-        record_action(
-            store,
-            f"{decision}_requested",
-            run_key=run_key,
-            job=job.name,
-            run_profile_sha256=run_profile.sha256,
-            **payload,
-        )
-    if cursor is not None:
-        context.update_cursor(str(cursor))
-    if requests:
-        return requests
-    return dg.SkipReason("no new drift report asks for an action")
-
-
-def _reasons_text(value) -> str:
-    if value is None:
-        return ""
-    v = value.value
-    if isinstance(v, str):
-        return v
-    records = getattr(v, "records", None)
-    if records is not None:  # a TableMetadataValue: one line per reason
-        return "; ".join(str(r.data.get("message", r.data)) for r in records)
-    return str(v)

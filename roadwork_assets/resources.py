@@ -417,6 +417,16 @@ class MlflowTracking(dg.ConfigurableResource):
             return None
         return next((str(v.version) for v in versions if v.tags.get(tag) == value), None)
 
+    def versions(self, model_name: str) -> dict[str, dict[str, str]]:
+        """Every registered version of ``model_name`` → its tags (empty when the model does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client().search_model_versions(f"name='{model_name}'")
+        except MlflowException:
+            return {}
+        return {str(v.version): dict(v.tags) for v in found}
+
     def version_metric(self, model_name: str, version: str, key: str) -> float | None:
         """The metric ``key`` the run that registered ``version`` logged (what MLflow's UI shows
         for that version), or None."""

@@ -72,9 +72,11 @@ def phase1_checkpoint(
     ``hard_negatives.use_in_training``. Adapters are merged before saving, so the checkpoint is a
     plain classifier. Writes ``model.safetensors`` + ``config.json`` + training curves; tracked in MLflow.
     """
+    from roadwork_assets.audit import record_launch
     from roadwork_assets.deployment import load_deployed_classifier_state
     from roadwork_assets.monitoring import load_labelled_production
 
+    record_launch(context, store)  # a sensor-launched retrain: the audit record names this run
     resolved = settings.resolved()
     profile = resolved.profile
     size = profile.model.img_size

@@ -127,6 +127,8 @@ async def inspect(ws_url: str, args: argparse.Namespace) -> dict:
         report["title"] = await page.eval("document.title")
         report["metadata_rows"] = await page.eval("document.querySelectorAll('tr').length")
         report["text_checks"] = check_text(text, args.expect, args.forbid)
+        Path(f"{args.out}_page.txt").write_text(text)  # what the checks read, for the record
+        report["page_text"] = f"{args.out}_page.txt"
         await page.screenshot(f"{args.out}_page.png")
         report["page_screenshot"] = f"{args.out}_page.png"
         for name in [p for p in args.plots.split(",") if p]:

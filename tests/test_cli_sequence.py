@@ -50,8 +50,10 @@ def test_readme_sequence_then_bundle_plus(tmp_path):
     assert second["files"]["model.safetensors"] == first["files"]["model.safetensors"]  # same weights, rebuilt bundle
     assert second["created"] >= first["created"]
     again = json.loads((art / "deployed_model" / "deployed.json").read_text())
-    # an equivalent bundle: registered as version 2, promoted (difference 0 on VAL_TEST)
-    assert again["version"] == "2" and again["decision"] == "promoted" and again["comparison"]["diff"] == 0.0
+    # the same content rebuilt: registered as version 2, judged by content — the champion's own,
+    # so nothing is promoted (the champion, and the reference built for it, stay as they were)
+    assert again["version"] == "2" and again["decision"] == "unchanged" and again["champion"] == "1", again["reason"]
+    assert again["content_verdict"]["repeats"] == "champion" and again["content_id"] == deployed["content_id"]
     assert "tensorrt is not installed" in log or "CUDA" in log  # the skip reason reaches the logs
     # every artifact path stayed a stable location while versions were swapped under it
     assert (art / "bundle").is_symlink() and len(

@@ -202,9 +202,9 @@ def _day(offset: int) -> str:
 
 
 def _rewrite_bundle(store: ArtifactStore, degrade: bool) -> None:
-    """Re-write the bundle from its own files: the same model (an *equivalent* bundle with a new
-    manifest), or, with ``degrade``, a deliberately broken one whose head always says roadwork.
-    Written like any bundle (hashes, ONNX), so only its numbers are bad."""
+    """Re-write the bundle from its own files: an *equivalent* model (head bias moved by 1e-6, so
+    new content that answers the same), or, with ``degrade``, a deliberately broken one whose
+    head always says roadwork. Written like any bundle (hashes, ONNX), so only its numbers are bad."""
     import torch
     from safetensors.torch import load_file
 
@@ -215,11 +215,13 @@ def _rewrite_bundle(store: ArtifactStore, degrade: bool) -> None:
     src = store.read("bundle")
     manifest, record, policy = load_bundle(src)
     mv = rebuild_model(record, load_file(str(src / "model.safetensors")))
-    if degrade:
-        last = [m for m in mv.model.head.modules() if isinstance(m, torch.nn.Linear)][-1]
-        with torch.no_grad():
+    last = [m for m in mv.model.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        if degrade:
             last.weight.zero_()
             last.bias.copy_(torch.tensor([0.0, 50.0]))
+        else:  # the same answers, other content: promotion is keyed on content, not on the manifest
+            last.bias.add_(1e-6)
     with store.staging("bundle", profile=resolve_profile("tiny", ())) as out:
         write_bundle(
             out,
@@ -236,24 +238,45 @@ def _rewrite_bundle(store: ArtifactStore, degrade: bool) -> None:
 
 
 def _sensor(instance, resources, cursor):
-    from roadwork_assets.monitoring import drift_action_sensor
+    from roadwork_assets.drift_actions import drift_action_sensor
 
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
+    ctx = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=resources, definitions=defs, last_sensor_start_time=0.0
+    )
     out = drift_action_sensor(ctx)
     return (out if isinstance(out, list) else []), ctx.cursor
 
 
-def test_daily_schedule_asks_for_yesterday():
-    from datetime import datetime
+def test_daily_schedule_asks_for_yesterday_and_catches_up_a_bounded_number_of_missed_days():
+    from datetime import date, datetime
+
+    from roadwork_assets.monitoring import days_to_request
 
     daily_drift_schedule = defs.resolve_schedule_def("daily_drift_schedule")
+    at = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
     with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+        reqs = daily_drift_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+        assert [(r.partition_key, r.run_key) for r in reqs] == [
+            ("2026-11-19", "drift-2026-11-19")
+        ]  # nothing missed yet
+        # the daemon was down after the 11-14 report: 11-15 .. 11-18 were missed
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=dg.AssetKey("drift_report"), partition="2026-11-14")
         )
-        req = daily_drift_schedule(ctx)
-    assert req.partition_key == "2026-11-19" and req.run_key == "drift-2026-11-19"
+        reqs = daily_drift_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+    assert [r.partition_key for r in reqs] == ["2026-11-15", "2026-11-16", "2026-11-17", "2026-11-18", "2026-11-19"]
     assert daily_drift_schedule.cron_schedule == "0 2 * * *" and daily_drift_schedule.execution_timezone == "UTC"
+    # bounded: a month down catches up catchup_days days, never before the first day
+    y, first = date(2026, 11, 19), date(2026, 11, 1)
+    assert days_to_request(y, {"2026-10-01"}, 3, date(2026, 9, 1)) == [
+        "2026-11-16",
+        "2026-11-17",
+        "2026-11-18",
+        "2026-11-19",
+    ]
+    assert days_to_request(y, {"2026-11-02"}, 31, first) == [f"2026-11-{d:02d}" for d in range(3, 20)]
+    assert days_to_request(y, {"2026-11-19"}, 7, first) == ["2026-11-19"]  # run key drift-<day> dedupes
+    assert days_to_request(y, set(), 7, first) == ["2026-11-19"]
 
 
 def test_code_location_reads_its_profile_when_it_loads_not_at_import(tmp_path, monkeypatch):
@@ -400,10 +423,128 @@ def test_days_drift_promotion_gate_and_rollback_by_the_sensor(materialized):
     assert _sensor(instance, resources, cursor2)[0] == []
     actions = [a["action"] for a in read_actions(resources["store"])]
     assert (
-        "rollback_requested" in actions
+        "rollback_launched" in actions
         and "rollback" in actions
-        and actions.index("rollback_requested") < actions.index("rollback")
+        and actions.index("rollback_launched") < actions.index("rollback")
     )
+
+
+def _content_parts(mlflow, name: str, versions) -> dict:
+    """The content parts in which the versions differ (for a failure message)."""
+    import tempfile
+
+    from roadwork_ml.export.content_identity import content_id
+
+    parts = {}
+    for v in versions:
+        with tempfile.TemporaryDirectory() as tmp:
+            parts[v] = content_id(mlflow.download_version(name, v, tmp)).parts
+    keys = set().union(*(p.keys() for p in parts.values()))
+    return {
+        k: [parts[v].get(k, "-")[:12] for v in versions] for k in keys if len({parts[v].get(k) for v in versions}) > 1
+    }
+
+
+def test_retrain_then_rollback_then_bundle_plus_keeps_the_rollback(materialized):
+    """The issue's sequence with real runs: a drift retrain is promoted, the drift rollback
+    demotes it, and CI's routine ``bundle+`` re-bundles the same weights under a new version
+    number — refused as a challenger by content (even with a permissive gate), the champion and
+    its reference untouched; only a forced promotion (audited) gets it through, and then the
+    stale reference makes the next drift day refuse to run, naming both versions."""
+    from roadwork_assets.audit import read_actions
+
+    home, _, resources, instance = materialized
+    art, mlflow, name = home / "artifacts", resources["mlflow"], "roadwork-classifier"
+    everything = [*defs.assets, *defs.asset_checks]
+    permissive = ["deploy.promotion.margin=2.0"]
+    before = mlflow.alias_version(name, "champion")
+    retrain = defs.resolve_job_def("retrain_job").execute_in_process(
+        instance=instance,
+        resources=resources,
+        run_config={
+            "ops": {"phase1_checkpoint": {"config": {"include_production_labels": True, "init_from": "deployed"}}},
+            "resources": {"settings": {"config": {"profile": "tiny", "overrides": [*permissive, "train.epochs=1"]}}},
+        },
+        tags={"roadwork/action": "retrain", "roadwork/drift_day": _day(3), "dagster/run_key": f"retrain-{_day(3)}"},
+    )
+    assert retrain.success
+    retrained = mlflow.alias_version(name, "champion")
+    assert retrained != before and mlflow.alias_version(name, "previous_champion") == before
+    launched = [a for a in read_actions(resources["store"]) if a["action"] == "retrain_launched"]
+    assert [a["run_id"] for a in launched] == [retrain.run_id]  # the record names the run that exists
+    # the retrain run rebuilt the reference for its champion in the same run
+    assert json.loads((art / "reference_profile" / "champion.json").read_text())["champion"] == retrained
+
+    rollback = defs.resolve_job_def("rollback_job").execute_in_process(
+        instance=instance,
+        resources=resources,
+        run_config={"ops": {"deployed_model": {"config": {"mode": "rollback"}}}},
+        tags={"roadwork/action": "rollback", "roadwork/drift_day": _day(4)},
+    )
+    assert rollback.success and mlflow.alias_version(name, "champion") == before
+    rolled = next(a for a in reversed(read_actions(resources["store"])) if a["action"] == "rollback")
+    retrained_content = mlflow.version_tags(name, retrained)["roadwork.content_id"]
+    assert rolled["from_version"] == retrained and rolled["from_content_id"] == retrained_content
+
+    auto = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    bundle_plus = dg.AssetSelection.assets("bundle").downstream(depth=1)
+    ci = dg.materialize(
+        everything,
+        selection=bundle_plus,
+        resources=resources,
+        instance=instance,
+        run_config={"resources": {"settings": {"config": {"overrides": permissive}}}},
+    )
+    assert ci.success
+    record = json.loads((art / "deployed_model" / "deployed.json").read_text())
+    rebundled = record["version"]
+    assert rebundled not in (retrained, before) and record["decision"] == "refused", _content_parts(
+        mlflow, name, (retrained, rebundled)
+    )
+    assert record["content_id"] == retrained_content and record["content_verdict"]["blocked_by"] == retrained
+    assert f"version {retrained}, which was rolled back" in record["reason"]
+    assert mlflow.alias_version(name, "champion") == before and mlflow.alias_version(name, "challenger") == rebundled
+    refused = [a for a in read_actions(resources["store"]) if a["action"] == "promotion_refused"]
+    assert refused[-1]["version"] == rebundled and "rolled back" in refused[-1]["reason"]
+    # deployed_model changed: the reference's eager condition asks for a rebuild (the daemon's
+    # reference_follows_champion sensor runs it)
+    auto = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=auto.cursor)
+    assert auto.get_num_requested(dg.AssetKey("reference_profile")) == 1
+
+    forced = dg.materialize(
+        everything,
+        selection=dg.AssetSelection.assets("deployed_model"),
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"deployed_model": {"config": {"force": True, "force_reason": "test: a human decided"}}}},
+    )
+    assert forced.success and mlflow.alias_version(name, "champion") == rebundled
+    assert mlflow.version_tags(name, retrained)["roadwork.rolled_back"].startswith("lifted")
+    assert [a for a in read_actions(resources["store"]) if a["action"] == "promotion_forced"][-1][
+        "version"
+    ] == rebundled
+    # the reference still describes the model before: the next day refuses, naming both
+    day = dg.materialize(
+        everything,
+        selection=dg.AssetSelection.assets(*DAILY),
+        partition_key=_day(5),
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    failure = next(e for e in day.all_events if e.event_type_value == "STEP_FAILURE")
+    text = str(failure.event_specific_data.error)
+    assert f"built for {name}/{before}" in text and f"served by {name}/{rebundled}" in text, text
+    assert dg.materialize(
+        everything, selection=dg.AssetSelection.assets("reference_profile"), resources=resources, instance=instance
+    ).success
+    assert dg.materialize(
+        everything,
+        selection=dg.AssetSelection.assets(*DAILY),
+        partition_key=_day(5),
+        resources=resources,
+        instance=instance,
+    ).success
 
 
 # --- one profile per run, declared artifact I/O, VAL_TEST readers -------------------------------

@@ -258,6 +258,22 @@ def test_decide_most_severe_wins():
     assert reasons[0]["value"] == 0.35 and reasons[0]["column"] == "prob"
 
 
+def test_covariate_shift_retrains_only_when_the_embeddings_moved_too():
+    cols = {c: {"psi": 0.0, "ks_statistic": 0.0, "psi_p_holm": 1.0, "ks_p_holm": 1.0} for c in MODEL_COLUMNS}
+    nights = {"time_of_day": {"psi": 3.2, "p_holm": 0.01, "new": []}}
+    # shares moved a lot, the model's representation did not: an alert
+    assert decide(cols, nights, {"p_holm": 0.4}, None, RULES)[0] == "alert"
+    decision, reasons = decide(cols, nights, {"p_holm": 0.04}, None, RULES)
+    assert decision == "retrain" and [r["rule"] for r in reasons] == ["psi_alert", "covariate_shift", "mmd"]
+    # a small (or not significant) share shift with a moved embedding stays an alert
+    small = {"time_of_day": {"psi": 0.25, "p_holm": 0.01, "new": []}}
+    assert decide(cols, small, {"p_holm": 0.04}, None, RULES)[0] == "alert"
+    assert (
+        decide(cols, {"time_of_day": {**nights["time_of_day"], "p_holm": 0.2}}, {"p_holm": 0.04}, None, RULES)[0]
+        == "alert"
+    )
+
+
 def test_labelled_drift_rules():
     cols = {c: {"psi": 0.0, "ks_statistic": 0.0, "psi_p_holm": 1.0, "ks_p_holm": 1.0} for c in MODEL_COLUMNS}
     lab = {

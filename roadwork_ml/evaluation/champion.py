@@ -1,9 +1,12 @@
 """The champion / challenger state machine of the model registry, as pure functions.
 
 Aliases: ``champion`` (deployed), ``previous_champion`` (what a rollback returns to),
-``challenger`` (a refused candidate). A version tagged rolled back is never promoted again.
-:func:`plan_promotion` and :func:`plan_rollback` decide; the caller applies the alias and tag
-changes to the registry and copies the bundle the plan names.
+``challenger`` (a refused candidate). Promotion is keyed on the model's *content* (weights,
+calibrator, policy: :mod:`roadwork_ml.export.content_identity`), not on the registry version: a
+candidate whose content equals a rolled-back version's is refused — whatever its version number —
+unless the run forces it (audited; the block on that content is then lifted), and one equal to
+the champion's content is a no-op. :func:`plan_promotion` and :func:`plan_rollback` decide; the
+caller applies the alias and tag changes to the registry and copies the bundle the plan names.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from roadwork_ml.evaluation.promotion import PromotionDecision
+from roadwork_ml.export.content_identity import PromotionVerdict
 
 TAG_PREVIOUS = "roadwork.previous_champion"
-TAG_ROLLED_BACK = "roadwork.rolled_back"
+TAG_ROLLED_BACK = "roadwork.rolled_back"  # "true" blocks the version's content; anything else records why not
+TAG_CONTENT = "roadwork.content_id"
+TAG_FORCED = "roadwork.forced_promotion"
 
 
 @dataclass(frozen=True)
@@ -38,20 +44,26 @@ def plan_promotion(
     version: str,
     champion: str | None,
     previous: str | None,
-    rolled_back: bool,
+    verdict: PromotionVerdict,
     deployed_exists: bool,
     compare: Callable[[str], PromotionDecision],
 ) -> PromotionPlan:
     """Decide what happens to candidate ``version`` given the registry's current ``champion``
-    and ``previous`` aliases. ``compare(champion)`` runs the statistical promotion gate; it is
-    called only when a real comparison is needed."""
+    and ``previous`` aliases and the content ``verdict`` (:func:`~roadwork_ml.export.content_identity.promotion_verdict`
+    of the candidate's content against the registry's history). ``compare(champion)`` runs the
+    statistical promotion gate; it is called only when a real comparison is needed (a forced
+    promotion skips it: a human decided)."""
     comparison = None
-    if rolled_back:
-        decision, reason = "refused", f"version {version} was rolled back earlier; it is not promoted again"
+    if champion == version:
+        decision, reason = "unchanged", f"version {version} is already the champion"
+    elif verdict.repeats == "champion" and not verdict.forced:
+        decision, reason = "unchanged", verdict.reason
+    elif not verdict.allowed:
+        decision, reason = "refused", verdict.reason
+    elif verdict.forced:
+        decision, reason = "promoted", verdict.reason
     elif champion is None:
         decision, reason = "promoted", "no champion yet"
-    elif champion == version:
-        decision, reason = "unchanged", f"version {version} is already the champion"
     else:
         gate = compare(champion)
         comparison = gate.comparison
@@ -69,6 +81,10 @@ def plan_promotion(
         new_champion = version
     elif decision == "refused":
         aliases["challenger"] = version
+    if decision == "promoted" and verdict.forced:
+        tags.setdefault(version, {})[TAG_FORCED] = verdict.reason
+        if verdict.blocked_by is not None:  # a human overrode the rollback: lift the block on that content
+            tags[verdict.blocked_by] = {TAG_ROLLED_BACK: f"lifted by the forced promotion of version {version}"}
     if decision == "promoted" or not deployed_exists:
         deploy_from = "candidate" if new_champion == version else "champion"
     else:

@@ -136,12 +136,14 @@ class PromotionEvent:
 @dataclass(frozen=True)
 class PromotionVerdict:
     """``allowed``: may become champion; ``forced``: only because the run forced it; ``reason``: for the UI and audit log;
-    ``blocked_by``: the rolled-back version whose content the candidate repeats (None if none)."""
+    ``blocked_by``: the rolled-back version whose content the candidate repeats (None if none);
+    ``repeats``: what the candidate's content equals — ``"rolled_back"``, ``"champion"`` or ``"nothing"``."""
 
     allowed: bool
     forced: bool
     reason: str
     blocked_by: str | None = None
+    repeats: Literal["nothing", "rolled_back", "champion"] = "nothing"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,7 +181,11 @@ def promotion_verdict(
         v = blocked[candidate_content_id]
         if force:
             return PromotionVerdict(
-                True, True, f"forced: content {short} equals rolled-back version {v}; reason: {force_reason}", v
+                True,
+                True,
+                f"forced: content {short} equals rolled-back version {v}; reason: {force_reason}",
+                v,
+                "rolled_back",
             )
         return PromotionVerdict(
             False,
@@ -187,6 +193,7 @@ def promotion_verdict(
             f"content {short} equals version {v}, which was rolled back; stays challenger until a retrain "
             "produces different weights, calibrator or policy (or a run forces it with a reason)",
             v,
+            "rolled_back",
         )
     if candidate_content_id == champion:
         if force:
@@ -194,8 +201,12 @@ def promotion_verdict(
                 True,
                 True,
                 f"forced: content {short} is already the champion's ({champion_version}); reason: {force_reason}",
+                repeats="champion",
             )
         return PromotionVerdict(
-            False, False, f"content {short} is already the champion's ({champion_version}): nothing to promote"
+            False,
+            False,
+            f"content {short} is already the champion's ({champion_version}): nothing to promote",
+            repeats="champion",
         )
     return PromotionVerdict(True, False, f"content {short} is new (not a rolled-back version, not the champion)")

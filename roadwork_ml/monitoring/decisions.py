@@ -22,7 +22,11 @@ Holm's correction over *all* of them gives ``p_holm``; a test is significant whe
 alert       significant KS or MMD; significant PSI > psi_alert (model or slice column);
             significant relative labelled-accuracy drop > accuracy_drop_alert
 retrain     significant PSI of a model column > psi_retrain; significant ECE increase >
-            ece_increase_retrain; labelled accuracy < accuracy_retrain
+            ece_increase_retrain; labelled accuracy < accuracy_retrain; *covariate shift*:
+            significant MMD on the embeddings together with a significant PSI > psi_retrain of
+            a slice column's shares (the model sees conditions its reference did not hold in
+            that proportion, and its representation moved — the first winter day, before any
+            label says so)
 rollback    labelled accuracy < accuracy_rollback
 ==========  ======================================================================
 
@@ -217,6 +221,19 @@ def decide(
                 )
             )
     if mmd is not None and sig(mmd, "p_holm"):
+        for col, s in categories.items():
+            if s["psi"] > rules.psi_retrain and sig(s, "p_holm"):
+                reasons.append(
+                    _reason(
+                        "retrain",
+                        "covariate_shift",
+                        s["psi"],
+                        rules.psi_retrain,
+                        f"covariate shift: {col} shares PSI {s['psi']:.3f} > {rules.psi_retrain} (Holm p {format_pvalue(s['p_holm'])}) "
+                        f"and the embeddings moved (MMD Holm p {format_pvalue(mmd['p_holm'])})",
+                        col,
+                    )
+                )
         reasons.append(
             _reason(
                 "alert",

@@ -159,6 +159,17 @@ class MonitoringConfig(_Strict):
     retrain_overrides: list[str] = Field(
         description="profile overrides of a drift-triggered retrain, e.g. ['train.epochs=3'] to fine-tune the champion briefly"
     )
+    catchup_days: int = Field(
+        ge=0,
+        le=31,
+        description="the daily schedule also requests the days missed since the last drift report, at most this many (0 = yesterday only)",
+    )
+    escalation_scrc_alpha: float = Field(
+        gt=0,
+        lt=1,
+        description="when the rules ask for an action that is impossible (no earlier champion, retrain in cooldown), "
+        "serving defers more: SCRC at this stricter selective risk until a new champion or a human clears it",
+    )
 
     @model_validator(mode="after")
     def _cron(self) -> MonitoringConfig:
