@@ -163,3 +163,18 @@ def gate_accept_threshold(confidence: np.ndarray, is_wrong: np.ndarray, target_r
         return {"cut": float("inf"), "coverage": 0.0, "risk": 0.0, "feasible": False}
     k = int(ok[-1])
     return {"cut": float(cuts[k]), "coverage": float(coverage[k]), "risk": float(risk[k]), "feasible": True}
+
+
+def scrc_versus(gate: HeldOut, max_prob: HeldOut, alpha: float, ships: str) -> dict:
+    """SCRC on the same held-out folds with the gate's confidence vs max-prob's, at the same ``alpha``:
+    coverage (share accepted) and selective risk of each, and the coverage the gate adds."""
+    g, m = gate.by_method()["scrc"], max_prob.by_method()["scrc"]
+    return {
+        "scrc_alpha": alpha,
+        "ships": ships,
+        "coverage_gate": g["coverage"],
+        "coverage_max_prob": m["coverage"],
+        "coverage_gain": g["coverage"] - m["coverage"],
+        "risk_gate": g["value"],
+        "risk_max_prob": m["value"],
+    }
