@@ -29,6 +29,7 @@ from roadwork_ml.artifacts import atomic_write_json, sha256_file, verify_dir, wr
 from roadwork_ml.contracts import Split
 from roadwork_ml.evaluation.champion import TAG_PREVIOUS, TAG_ROLLED_BACK, plan_promotion, plan_rollback
 from roadwork_ml.evaluation.display import format_float
+from roadwork_ml.policy.gate.feature_gate import describe_gate
 
 DEPLOYED_MODEL = "deployed_model"
 TAG_MANIFEST = "roadwork.bundle_manifest_sha256"
@@ -299,6 +300,7 @@ def deployed_model(
         "judged_status": identity_md(mlflow, name, manifest_sha, when="materialization")["model_status"],
         **identity_md(mlflow, name, deployed_sha, when="materialization"),
         "registered_model": name,
+        "gate": describe_gate(store.read(DEPLOYED_MODEL) / "bundle"),
         "version": version,
         "champion": str(plan.champion),
         "previous_champion": str(plan.previous_champion),
