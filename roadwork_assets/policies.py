@@ -310,6 +310,7 @@ def gate_metadata(choice, store: ArtifactStore, threshold: dict) -> dict:
         "auroc_difference": dg.MetadataValue.float(float(c.get("difference", float("nan")))),
         "auroc_difference_interval": f"[{interval[0]:+.4f}, {interval[1]:+.4f}] ({c.get('level', 0.95):.0%}, paired bootstrap)",
         "decision_reason": choice.reason,
+        "within_fold_auroc_diagnostic": table(choice.within_fold) if choice.within_fold else "none",
         "accept_cut": threshold["cut"],
         "accept_coverage_oof": threshold["coverage"],
         "accept_risk_oof": threshold["risk"],
@@ -376,12 +377,15 @@ def scrc_params(
     probs, conf = cal["probs"].astype(np.float64), gat["confidence"].astype(np.float64)
     fitted = suite.fit_all(probs, preds.labels, conf, cfg, preds.split)
     held = suite.held_out_evaluation(probs, preds.labels, conf, cfg, preds.split)
-    # the same held-out folds with max-prob as SCRC's confidence: what the gate buys at the same alpha
-    held_mp = suite.held_out_evaluation(
-        probs, preds.labels, gat["max_prob_confidence"].astype(np.float64), cfg, preds.split
-    )
+    # the same held-out folds with max-prob, and with the feature gate's nested out-of-fold
+    # confidence (shipped or not), as SCRC's confidence: what the gate buys at the same alpha
+    others = {"max_prob": gat["max_prob_confidence"], "feature_gate": 1.0 - gat["gate_oof_score"]}
+    held_by = {"shipped": held} | {
+        k: suite.held_out_evaluation(probs, preds.labels, v.astype(np.float64), cfg, preds.split)
+        for k, v in others.items()
+    }
     gate_record = load_json(store, GATE, "selection.json")
-    versus = suite.scrc_versus(held, held_mp, cfg.scrc_alpha, gate_record["ships"])
+    versus = suite.scrc_versus(held_by, cfg.scrc_alpha, gate_record["ships"])
     scrc = fitted["scrc"]
     with store.staging(SCRC, profile=resolved) as out:
         atomic_write_json(
@@ -398,10 +402,12 @@ def scrc_params(
                 "path": dg.MetadataValue.path(str(store.location(SCRC) / "conformal.json")),
                 "gate": gate_record["headline"],
                 "scrc_confidence": gate_record["ships"],
-                "scrc_coverage_held_out_gate": versus["coverage_gate"],
+                "scrc_coverage_held_out_shipped": versus["coverage_shipped"],
                 "scrc_coverage_held_out_max_prob": versus["coverage_max_prob"],
-                "scrc_risk_held_out_gate": versus["risk_gate"],
+                "scrc_coverage_held_out_feature_gate": versus["coverage_feature_gate"],
+                "scrc_risk_held_out_shipped": versus["risk_shipped"],
                 "scrc_risk_held_out_max_prob": versus["risk_max_prob"],
+                "scrc_risk_held_out_feature_gate": versus["risk_feature_gate"],
                 "scrc_coverage_gain": versus["coverage_gain"],
                 "lambda_gate": float(scrc.lambda_gate_),
                 "lambda_conf": float(scrc.lambda_conf_),

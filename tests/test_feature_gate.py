@@ -41,6 +41,8 @@ def test_falls_back_to_max_prob_when_the_features_add_nothing():
     assert choice.headline.startswith("gate: falls back to max-prob") and f"{c['difference']:+.3f}" in choice.headline
     assert set(choice.crossfit.set_auroc) == {"max_prob", "softmax", "softmax+distance"}
     assert len(choice.crossfit.fold_choices) == 5
+    record = choice.to_dict()
+    assert len(record["within_fold"]) == 5 and set(record["within_fold_mean"]) == {"gate_auroc", "max_prob_auroc"}
     # the fallback's confidence is the calibrated max prob, whatever the features say
     cal = np.array([[0.2, 0.8], [0.7, 0.3]])
     conf = choice.gate.confidence(GateInputs(np.zeros((2, 2)), np.zeros((2, 7))), cal)
@@ -155,3 +157,13 @@ def test_bundle_verification_covers_the_gate_files(served, tmp_path):
     (d / "gate.safetensors").write_bytes(bytes(data))
     with pytest.raises(IntegrityError):
         verify_bundle(d)
+
+
+def test_scrc_versus_reports_each_confidence_at_the_same_alpha():
+    from roadwork_ml.policy.suite import HeldOut, scrc_versus
+
+    def held(coverage, risk):
+        return HeldOut([{"method": "lac", "value": 0.9}, {"method": "scrc", "value": risk, "coverage": coverage}])
+
+    v = scrc_versus({"shipped": held(0.9, 0.05), "max_prob": held(0.85, 0.04)}, 0.1, "feature_gate")
+    assert v["coverage_gain"] == pytest.approx(0.05) and v["risk_shipped"] == 0.05 and v["scrc_alpha"] == 0.1

@@ -165,16 +165,14 @@ def gate_accept_threshold(confidence: np.ndarray, is_wrong: np.ndarray, target_r
     return {"cut": float(cuts[k]), "coverage": float(coverage[k]), "risk": float(risk[k]), "feasible": True}
 
 
-def scrc_versus(gate: HeldOut, max_prob: HeldOut, alpha: float, ships: str) -> dict:
-    """SCRC on the same held-out folds with the gate's confidence vs max-prob's, at the same ``alpha``:
-    coverage (share accepted) and selective risk of each, and the coverage the gate adds."""
-    g, m = gate.by_method()["scrc"], max_prob.by_method()["scrc"]
-    return {
-        "scrc_alpha": alpha,
-        "ships": ships,
-        "coverage_gate": g["coverage"],
-        "coverage_max_prob": m["coverage"],
-        "coverage_gain": g["coverage"] - m["coverage"],
-        "risk_gate": g["value"],
-        "risk_max_prob": m["value"],
-    }
+def scrc_versus(held: dict[str, HeldOut], alpha: float, ships: str) -> dict:
+    """SCRC on the same held-out folds with each confidence in ``held`` (name -> evaluation; must
+    hold ``shipped`` and ``max_prob``), at the same ``alpha``: coverage (share accepted) and
+    selective risk of each, and the coverage the shipped confidence adds over max-prob."""
+    rows = {name: h.by_method()["scrc"] for name, h in held.items()}
+    out = {"scrc_alpha": alpha, "ships": ships}
+    for name, r in rows.items():
+        out[f"coverage_{name}"] = r["coverage"]
+        out[f"risk_{name}"] = r["value"]
+    out["coverage_gain"] = rows["shipped"]["coverage"] - rows["max_prob"]["coverage"]
+    return out

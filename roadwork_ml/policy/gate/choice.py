@@ -10,7 +10,7 @@ rule: the logistic gate on the chosen set ships only when the interval of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ class GateChoice:
     comparison: dict | None
     auprc: dict
     reason: str
+    within_fold: list[dict] = field(default_factory=list)
 
     @property
     def oof_score(self) -> np.ndarray | None:
@@ -72,6 +73,11 @@ class GateChoice:
             "crossfit": cf,
             "comparison": self.comparison,
             "auprc": self.auprc,
+            # diagnostic, not the rule: each outer fold's AUROC of its own model vs max-prob's on the
+            # same rows (pooling scores of 5 different fold models costs a cross-fitted gate some
+            # AUROC that one deployed model would not lose)
+            "within_fold": self.within_fold,
+            "within_fold_mean": _fold_means(self.within_fold),
         }
 
 
@@ -109,7 +115,8 @@ def choose_gate(
     else:
         reason = f"the interval of ΔAUROC includes or lies below 0 (lower bound {cmp['interval'][0]:+.4f})"
         ships = SHIPS_MAX_PROB
-    choice = GateChoice(None, ships, cf, cmp, auprc, reason)  # type: ignore[arg-type]
+    within = _within_fold(y, cf.oof_score, max_prob, g, folds)
+    choice = GateChoice(None, ships, cf, cmp, auprc, reason, within)  # type: ignore[arg-type]
     record = {k: choice.to_dict()[k] for k in ("ships", "headline", "comparison")} | {"chosen": cf.chosen}
     choice.gate = (
         FeatureGate.fit_logistic(blocks, cf.chosen, tuple(names[cf.chosen]), y, flip, distance, record)
@@ -117,3 +124,29 @@ def choose_gate(
         else FeatureGate.max_prob_fallback(flip, record)
     )
     return choice
+
+
+def _within_fold(y: np.ndarray, score: np.ndarray, max_prob: np.ndarray, g: np.ndarray, folds: int) -> list[dict]:
+    """AUROC of the out-of-fold gate score and of 1 - max_prob inside each outer fold (the same
+    GroupKFold split :func:`cross_fit_gate` uses)."""
+    from sklearn.model_selection import GroupKFold
+
+    rows = []
+    for k, (_, te) in enumerate(GroupKFold(n_splits=folds).split(np.zeros(len(y)), y, g)):
+        if 0 < y[te].sum() < len(te):
+            rows.append(
+                {
+                    "fold": k,
+                    "n": len(te),
+                    "n_wrong": int(y[te].sum()),
+                    "gate_auroc": float(metrics.auroc(y[te], score[te])),
+                    "max_prob_auroc": float(metrics.auroc(y[te], 1.0 - max_prob[te])),
+                }
+            )
+    return rows
+
+
+def _fold_means(rows: list[dict]) -> dict:
+    if not rows:
+        return {}
+    return {k: float(np.mean([r[k] for r in rows])) for k in ("gate_auroc", "max_prob_auroc")}
