@@ -56,11 +56,11 @@ def _headline(store: ArtifactStore, policy: DecisionPolicy, size: int) -> dict:
 
 def gate_inputs(store: ArtifactStore, policy: DecisionPolicy, preds, size: int) -> dict:
     """The extra inputs the policy's gate reads for the predictions ``preds`` (VAL_CALIB rows):
-    embeddings and view logits from the predictions, the decoded images when it reads them."""
-    from roadwork_assets.predictions import load_val_calib_images
+    embeddings and view logits from the predictions, image quality (decoded in chunks) when it reads it."""
+    from roadwork_assets.predictions import val_calib_image_quality
 
-    images = load_val_calib_images(store, preds, size) if "images" in policy.gate_needs else None
-    return {"embeddings": preds.embeddings, "view_logits": preds.view_logits, "images": images}
+    quality = val_calib_image_quality(store, preds, size) if "images" in policy.gate_needs else None
+    return {"embeddings": preds.embeddings, "view_logits": preds.view_logits, "image_quality": quality}
 
 
 def _parity_images(store: ArtifactStore, profile: Profile) -> torch.Tensor:

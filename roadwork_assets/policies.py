@@ -12,9 +12,9 @@ from roadwork_assets.data import SOURCE_IMAGES, SPLITS
 from roadwork_assets.metadata import humane, image_md, profile_md, table
 from roadwork_assets.predictions import (
     VAL_CALIB_LOGITS,
-    load_val_calib_images,
     load_val_calib_predictions,
     train_embeddings,
+    val_calib_image_quality,
 )
 from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_assets.training import PHASE1
@@ -264,8 +264,8 @@ def gate(context: dg.AssetExecutionContext, settings: ProfileResource, store: Ar
     cal = load_arrays(store, CALIBRATOR)
     train_x, train_y = train_embeddings(store, inf, g.train_images, g.seed)
     distance = TrainDistanceFeatures(max_train=g.train_images, seed=g.seed).fit(train_x, train_y)
-    images = load_val_calib_images(store, preds, inf.input_size)
-    inputs = GateInputs(preds.logits, preds.features, preds.embeddings, preds.view_logits, images)
+    quality = val_calib_image_quality(store, preds, inf.input_size)
+    inputs = GateInputs(preds.logits, preds.features, preds.embeddings, preds.view_logits, quality=quality)
     blocks = gate_blocks(inputs, distance, inf.flip_tta)
     is_wrong = (preds.probs.argmax(1) != preds.labels).astype(np.int64)
     groups = preds.meta["group_id"].astype(str).to_numpy()

@@ -115,9 +115,24 @@ def train_embeddings(store: ArtifactStore, inf, max_images: int, seed: int, chun
     return np.concatenate(parts), rows["label"].to_numpy().astype(np.int64)
 
 
-def load_val_calib_images(store: ArtifactStore, preds: Predictions, size: int):
-    """The VAL_CALIB images uint8 [N, 3, size, size] in the predictions' row order."""
-    rows = load_split_rows(store, Split.VAL_CALIB)
-    if not np.array_equal(rows["record_id"].to_numpy(), preds.record_ids):
+def load_val_calib_images(store: ArtifactStore, preds: Predictions, size: int, rows=None):
+    """The VAL_CALIB images uint8 [N, 3, size, size] in the predictions' row order (``rows``: a
+    subset of the split rows, e.g. one chunk)."""
+    split_rows = load_split_rows(store, Split.VAL_CALIB)
+    if not np.array_equal(split_rows["record_id"].to_numpy(), preds.record_ids):
         raise ContractError("VAL_CALIB split rows and val_calib_logits rows differ: re-materialize val_calib_logits")
-    return load_split_tensors(store, rows, Split.VAL_CALIB, size).images
+    return load_split_tensors(
+        store, split_rows if rows is None else split_rows.iloc[rows], Split.VAL_CALIB, size
+    ).images
+
+
+def val_calib_image_quality(store: ArtifactStore, preds: Predictions, size: int, chunk: int = 256) -> np.ndarray:
+    """Image-quality features [N, 3] of the VAL_CALIB images as the served model sees them
+    (decoded at ``size``), ``chunk`` images at a time so the split is never held in memory."""
+    from roadwork_ml.policy.failure_features import image_quality
+
+    parts = [
+        image_quality(load_val_calib_images(store, preds, size, slice(s, s + chunk)).numpy())
+        for s in range(0, len(preds), chunk)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 3))

@@ -103,6 +103,12 @@ def served(tmp_path_factory):
     inputs = GateInputs(out.logits, out.features, out.embeddings, out.view_logits, calib_images)
     blocks = gate_blocks(inputs, dist, flip=True)
     assert blocks["views"].shape == (40, 2) and blocks["quality"].shape == (40, 3)
+    from roadwork_ml.policy.failure_features import image_quality
+
+    streamed = GateInputs(
+        out.logits, out.features, out.embeddings, out.view_logits, quality=image_quality(calib_images.numpy())
+    )
+    assert np.array_equal(gate_blocks(streamed, dist, flip=True)["quality"], blocks["quality"])
     fail = (np.arange(40) % 3 == 0).astype(np.int64)
     names = ("softmax", "distance", "views", "quality")
     gate = FeatureGate.fit_logistic(blocks, "all", names, fail, True, dist, {"headline": "test gate"})

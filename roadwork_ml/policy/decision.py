@@ -4,7 +4,7 @@ shared by the bundle predictor, the evaluation report and the drift monitor.
 Inputs per image: aggregated ``logits`` [N, C] (log of aggregated probabilities), the 7
 uncertainty ``features`` [N, 7] and, for a feature gate that reads them, mean-over-views
 ``embeddings`` [N, D], ``view_logits`` [N, V, C] and the decoded ``images`` uint8 [N, 3, H, W]
-(:class:`~roadwork_ml.policy.gate.GateInputs`). Outputs:
+(or their ``image_quality`` [N, 3], computed in chunks; :class:`~roadwork_ml.policy.gate.GateInputs`). Outputs:
 
 * ``calibrated`` [N, C] — the calibrator's probabilities;
 * ``streetvision`` [N] — P(roadwork) with the MCC-optimal cut folded onto 0.5 (finite, in [0, 1]);
@@ -90,6 +90,7 @@ class DecisionPolicy:
         embeddings: np.ndarray | None = None,
         view_logits: np.ndarray | None = None,
         images=None,
+        image_quality: np.ndarray | None = None,
     ) -> Decisions:
         logits = np.asarray(logits, dtype=np.float64)
         raw = softmax(logits, axis=1)
@@ -97,7 +98,8 @@ class DecisionPolicy:
         sv = fold_probability(raw[:, 1], self.decision_cut)
         label = (sv > 0.5).astype(np.int64)
         if isinstance(self.gate, FeatureGate):
-            gate_conf = self.gate.confidence(GateInputs(logits, features, embeddings, view_logits, images), cal)
+            inputs = GateInputs(logits, features, embeddings, view_logits, images, image_quality)
+            gate_conf = self.gate.confidence(inputs, cal)
         elif self.gate is not None:
             gate_conf = self.gate.confidence(features)
         else:

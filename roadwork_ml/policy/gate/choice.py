@@ -116,8 +116,8 @@ def choose_gate(
         reason = f"the interval of ΔAUROC includes or lies below 0 (lower bound {cmp['interval'][0]:+.4f})"
         ships = SHIPS_MAX_PROB
     within = _within_fold(y, cf.oof_score, max_prob, g, folds)
-    choice = GateChoice(None, ships, cf, cmp, auprc, reason, within)  # type: ignore[arg-type]
-    record = {k: choice.to_dict()[k] for k in ("ships", "headline", "comparison")} | {"chosen": cf.chosen}
+    choice = GateChoice(FeatureGate.max_prob_fallback(flip), ships, cf, cmp, auprc, reason, within)
+    record = {"ships": ships, "headline": choice.headline, "comparison": cmp, "chosen": cf.chosen}
     choice.gate = (
         FeatureGate.fit_logistic(blocks, cf.chosen, tuple(names[cf.chosen]), y, flip, distance, record)
         if ships == SHIPS_GATE

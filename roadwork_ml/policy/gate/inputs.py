@@ -28,13 +28,16 @@ __all__ = ["GateInputs", "gate_blocks", "view_probability_inputs"]
 class GateInputs:
     """Per image: aggregated ``logits`` [N, C], the 7 uncertainty ``features`` [N, 7], mean-over-views
     ``embeddings`` [N, D], ``view_logits`` [N, V, C] and the decoded ``images`` uint8 [N, 3, H, W]
-    (the last three may be None when the gate does not use them)."""
+    (the last three may be None when the gate does not use them). ``quality`` [N, 3]: the
+    image-quality block already computed (from the same decoded images) in place of ``images``,
+    for callers that stream a split in chunks."""
 
     logits: Any
     features: Any
     embeddings: Any = None
     view_logits: Any = None
     images: Any = None
+    quality: Any = None
 
     def __len__(self) -> int:
         return int(np.asarray(self.logits).shape[0])
@@ -84,6 +87,8 @@ def gate_blocks(
     )
     if not use_distance:
         blocks.pop("distance")
+    if "quality" in want and inputs.images is None and inputs.quality is not None:
+        blocks["quality"] = np.asarray(inputs.quality, dtype=np.float64).reshape(len(probs), 3)
     if need is not None:
         missing = sorted(want - set(blocks))
         if missing:
