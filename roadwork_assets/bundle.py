@@ -19,6 +19,7 @@ from roadwork_ml.artifacts import IntegrityError, sha256_file, verify_dir
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Split
 from roadwork_ml.policy.decision import DecisionPolicy
+from roadwork_ml.policy.gate.feature_gate import describe_gate
 
 BUNDLE = "bundle"
 ENGINE = "tensorrt_engine"
@@ -34,12 +35,12 @@ def load_bundle_dir(store: ArtifactStore) -> "Path":
     return directory
 
 
-def _headline(store: ArtifactStore, policy: DecisionPolicy) -> dict:
+def _headline(store: ArtifactStore, policy: DecisionPolicy, size: int) -> dict:
     """VAL_SELECT MCC of the served views and VAL_CALIB figures of the decision path."""
     from roadwork_ml.evaluation.metrics import ece, mcc
 
     preds = load_val_calib_predictions(store)
-    d = policy.decide(preds.logits, preds.features)
+    d = policy.decide(preds.logits, preds.features, **gate_inputs(store, policy, preds, size))
     y = preds.labels
     acc = d.accepted
     _, choice, _ = load_aggregator(store)
@@ -51,6 +52,15 @@ def _headline(store: ArtifactStore, policy: DecisionPolicy) -> dict:
         "val_calib_policy_coverage": float(acc.mean()),
         "val_calib_policy_risk": float((d.label[acc] != y[acc]).mean()) if acc.any() else 0.0,
     }
+
+
+def gate_inputs(store: ArtifactStore, policy: DecisionPolicy, preds, size: int) -> dict:
+    """The extra inputs the policy's gate reads for the predictions ``preds`` (VAL_CALIB rows):
+    embeddings and view logits from the predictions, image quality (decoded in chunks) when it reads it."""
+    from roadwork_assets.predictions import val_calib_image_quality
+
+    quality = val_calib_image_quality(store, preds, size) if "images" in policy.gate_needs else None
+    return {"embeddings": preds.embeddings, "view_logits": preds.view_logits, "image_quality": quality}
 
 
 def _parity_images(store: ArtifactStore, profile: Profile) -> torch.Tensor:
@@ -76,7 +86,7 @@ def bundle(
     profile = resolved.profile
     mv, choice, model_cfg = load_served_model(store, profile.inference)
     policy = load_decision_policy(store, profile)
-    headline = _headline(store, policy)
+    headline = _headline(store, policy, profile.inference.input_size)
     splits_manifest = verify_dir(store.read(SPLITS))
 
     def onnx_export(model, path, input_size):
@@ -108,6 +118,7 @@ def bundle(
             {
                 "path": dg.MetadataValue.path(str(directory)),
                 "active_policy": manifest["active_policy"],
+                "gate": describe_gate(directory),
                 "views_per_image": manifest["n_views"],
                 "input_size": manifest["input_size"],
                 "onnx_max_prob_diff": parity.max_prob_diff,
@@ -238,7 +249,13 @@ def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.Asset
     out = predictor.predict_tensor(images, batch_size=profile.inference.batch_size)
     preds = load_val_calib_predictions(store)
     n = len(images)
-    ref = predictor.policy.decide(preds.logits[:n], preds.features[:n])
+    ref = predictor.policy.decide(
+        preds.logits[:n],
+        preds.features[:n],
+        embeddings=preds.embeddings[:n],
+        view_logits=preds.view_logits[:n],
+        images=images,
+    )
     prob_diff = float(np.abs(out.decisions.calibrated - ref.calibrated).max())
     feat_diff = float(np.abs(out.features - preds.features[:n]).max())
     sv = out.decisions.streetvision

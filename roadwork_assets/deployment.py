@@ -37,6 +37,7 @@ from roadwork_ml.evaluation.champion import (
 )
 from roadwork_ml.evaluation.display import format_float
 from roadwork_ml.export.content_identity import PromotionEvent, content_id, promotion_verdict
+from roadwork_ml.policy.gate.feature_gate import describe_gate
 
 DEPLOYED_MODEL = "deployed_model"
 TAG_MANIFEST = "roadwork.bundle_manifest_sha256"
@@ -361,6 +362,7 @@ def deployed_model(
         "judged_status": identity_md(mlflow, name, manifest_sha, when="materialization")["model_status"],
         **identity_md(mlflow, name, deployed_sha, when="materialization"),
         "registered_model": name,
+        "gate": describe_gate(store.read(DEPLOYED_MODEL) / "bundle"),
         "version": version,
         "champion": str(plan.champion),
         "previous_champion": str(plan.previous_champion),

@@ -7,9 +7,17 @@ import json
 import dagster as dg
 import numpy as np
 
+from roadwork_assets.aggregation import VIEW_AGGREGATOR
+from roadwork_assets.data import SOURCE_IMAGES, SPLITS
 from roadwork_assets.metadata import humane, image_md, profile_md, table
-from roadwork_assets.predictions import VAL_CALIB_LOGITS, load_val_calib_predictions
+from roadwork_assets.predictions import (
+    VAL_CALIB_LOGITS,
+    load_val_calib_predictions,
+    train_embeddings,
+    val_calib_image_quality,
+)
 from roadwork_assets.resources import ArtifactStore, ProfileResource
+from roadwork_assets.training import PHASE1
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.config import Profile
 from roadwork_ml.evaluation.plots import threshold_sweep
@@ -234,90 +242,113 @@ def calibrator_not_worse(store: ArtifactStore, settings: ProfileResource) -> dg.
     )
 
 
-@dg.asset(deps=[VAL_CALIB_LOGITS], group_name="policies", kinds={"pytorch"})
+@dg.asset(
+    deps=[VAL_CALIB_LOGITS, calibrator, VIEW_AGGREGATOR, PHASE1, SPLITS, SOURCE_IMAGES],
+    group_name="policies",
+    kinds={"pytorch", "scikitlearn"},
+)
 def gate(context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore) -> dg.MaterializeResult:
-    """Phase 3: the failure-predictor MLP on the 7 uncertainty features, cross-fitted on VAL_CALIB
-    so the reported AUROC / AUPRC of detecting wrong predictions is out-of-fold."""
-    from roadwork_ml.policy.gate import GateConfig, cross_fit_gate
+    """Phase 3: the failure gate. Feature blocks on VAL_CALIB (softmax, max-prob, distances to the
+    TRAIN embeddings, flip-TTA / view disagreement, image quality), the set chosen by nested group
+    cross-fitting, its honest out-of-fold AUROC compared with max-prob's by a paired bootstrap; the
+    logistic gate ships only when the interval lies above 0, otherwise the gate falls back to max-prob."""
+    from roadwork_ml.policy.failure_features import TrainDistanceFeatures
+    from roadwork_ml.policy.gate import GateInputs, gate_blocks
+    from roadwork_ml.policy.gate.choice import SHIPS_GATE, choose_gate
     from roadwork_ml.policy.suite import gate_accept_threshold
 
     resolved = settings.resolved()
     profile = resolved.profile
-    g = profile.policy.gate
+    g, inf = profile.policy.gate, profile.inference
     preds = load_val_calib_predictions(store)
+    cal = load_arrays(store, CALIBRATOR)
+    train_x, train_y = train_embeddings(store, inf, g.train_images, g.seed)
+    distance = TrainDistanceFeatures(max_train=g.train_images, seed=g.seed).fit(train_x, train_y)
+    quality = val_calib_image_quality(store, preds, inf.input_size)
+    inputs = GateInputs(preds.logits, preds.features, preds.embeddings, preds.view_logits, quality=quality)
+    blocks = gate_blocks(inputs, distance, inf.flip_tta)
     is_wrong = (preds.probs.argmax(1) != preds.labels).astype(np.int64)
-    gcfg = GateConfig(
-        hidden_sizes=tuple(g.hidden_sizes),
-        dropouts=tuple(g.dropouts),
-        pos_weight=g.pos_weight,
-        lr=g.lr,
-        weight_decay=g.weight_decay,
-        epochs=g.epochs,
-        batch_size=g.batch_size,
-        seed=g.seed,
-    )
-    result = cross_fit_gate(preds.features, is_wrong, n_folds=g.n_folds, seed=g.seed, config=gcfg, split=preds.split)
-    threshold = gate_accept_threshold(result.oof_confidence, is_wrong, g.target_risk)
+    groups = preds.meta["group_id"].astype(str).to_numpy()
+    choice = choose_gate(blocks, is_wrong, groups, inf.flip_tta, distance, g.n_folds, g.bootstrap_resamples, g.seed)
+    context.log.info(choice.headline)
+    max_prob_conf = cal["probs"].max(1)  # out-of-fold calibrated max prob: the fallback's confidence
+    confidence = 1.0 - choice.oof_score if choice.ships == SHIPS_GATE else max_prob_conf
+    threshold = gate_accept_threshold(confidence, is_wrong, g.target_risk)
+    record = {**choice.to_dict(), "n_val_calib": len(preds), "n_train_embeddings": len(train_x), "groups": "group_id"}
     with store.staging(GATE, profile=resolved) as out:
-        result.gate.save(out)
-        atomic_write_json(out / "crossfit.json", result.to_dict())
+        choice.gate.save(out)
+        atomic_write_json(out / "selection.json", record)
         atomic_write_json(out / "gate_policy.json", {"kind": "gate", **threshold, "target_risk": g.target_risk})
         _save_arrays(
             out / "oof.safetensors",
-            confidence=result.oof_confidence,
-            baseline=1 - result.oof_baseline_score,
+            confidence=confidence,
+            max_prob_confidence=max_prob_conf,
+            baseline=blocks["max_prob"][:, 0],
+            gate_oof_score=choice.oof_score if choice.oof_score is not None else 1.0 - blocks["max_prob"][:, 0],
             is_wrong=is_wrong,
-            folds=result.fold_ids,
         )
-        write_manifest(out, extra={"kind": "gate"})
-    pooled = result.pooled
-    return dg.MaterializeResult(
-        metadata=humane(
-            {
-                "path": dg.MetadataValue.path(str(store.location(GATE))),
-                "n_val_calib": int(result.n),
-                "wrong_predictions": int(result.n_wrong),
-                "folds_used": int(result.n_folds_used),
-                "fallback": str(result.fallback or "none"),
-                "gate_auroc_oof": dg.MetadataValue.float(float(pooled.get("gate_auroc") or float("nan"))),
-                "maxprob_auroc_oof": dg.MetadataValue.float(float(pooled.get("baseline_auroc") or float("nan"))),
-                "gate_auprc_oof": dg.MetadataValue.float(float(pooled.get("gate_auprc") or float("nan"))),
-                "maxprob_auprc_oof": dg.MetadataValue.float(float(pooled.get("baseline_auprc") or float("nan"))),
-                "accept_cut": threshold["cut"],
-                "accept_coverage_oof": threshold["coverage"],
-                "accept_risk_oof": threshold["risk"],
-                "per_fold": table(result.per_fold) if result.per_fold else "none",
-                "notes": "; ".join(result.notes) or "none",
-                **profile_md(resolved),
-            }
-        )
-    )
+        write_manifest(out, extra={"kind": "gate", "ships": choice.ships})
+    return dg.MaterializeResult(metadata=humane({**gate_metadata(choice, store, threshold), **profile_md(resolved)}))
+
+
+def gate_metadata(choice, store: ArtifactStore, threshold: dict) -> dict:
+    """The gate asset's metadata: every candidate set's inner AUROC, the choice, the comparison, the decision."""
+    cf, c = choice.crossfit, choice.comparison or {}
+    rows = [{"set": k, "inner_oof_auroc": v, "chosen": k == cf.chosen} for k, v in (cf.set_auroc if cf else {}).items()]
+    interval = c.get("interval", [float("nan"), float("nan")])
+    return {
+        "path": dg.MetadataValue.path(str(store.location(GATE))),
+        "gate": choice.headline,
+        "ships": choice.ships,
+        "chosen_set": cf.chosen if cf else "none",
+        "fold_choices": ", ".join(cf.fold_choices) if cf else "none",
+        "candidate_sets": table(rows) if rows else "none",
+        "gate_auroc_oof": dg.MetadataValue.float(float(c.get("gate_auroc", float("nan")))),
+        "maxprob_auroc_oof": dg.MetadataValue.float(float(c.get("max_prob_auroc", float("nan")))),
+        "gate_auprc_oof": dg.MetadataValue.float(float(choice.auprc.get("gate", float("nan")))),
+        "maxprob_auprc_oof": dg.MetadataValue.float(float(choice.auprc.get("max_prob", float("nan")))),
+        "auroc_difference": dg.MetadataValue.float(float(c.get("difference", float("nan")))),
+        "auroc_difference_interval": f"[{interval[0]:+.4f}, {interval[1]:+.4f}] ({c.get('level', 0.95):.0%}, paired bootstrap)",
+        "decision_reason": choice.reason,
+        "within_fold_auroc_diagnostic": table(choice.within_fold) if choice.within_fold else "none",
+        "accept_cut": threshold["cut"],
+        "accept_coverage_oof": threshold["coverage"],
+        "accept_risk_oof": threshold["risk"],
+    }
 
 
 # Not blocking: SCRC keeps its finite-sample guarantee with any gate score, so a gate that
 # fails to beat max-prob makes the selective rule less efficient, not wrong. The failure is
 # still an ERROR in the UI and says by how much.
 @dg.asset_check(
-    asset=gate, blocking=False, description="out-of-fold gate AUROC ≥ the max-prob baseline's AUROC on the same folds"
+    asset=gate,
+    blocking=False,
+    description="the shipped gate is not worse than max-prob: a feature gate ships only with out-of-fold AUROC above max-prob's (recomputed from the saved arrays) and a bootstrap interval above 0; otherwise max-prob ships",
 )
 def gate_beats_max_prob(store: ArtifactStore) -> dg.AssetCheckResult:
     from roadwork_ml.evaluation.metrics import auroc
 
     arrays = load_arrays(store, GATE)
+    selection = load_json(store, GATE, "selection.json")
     y = arrays["is_wrong"]
     if y.min() == y.max():
         return dg.AssetCheckResult(
             passed=False, metadata=humane({"reason": "VAL_CALIB has only one class of is_wrong: no AUROC to compare"})
         )
-    gate_auc = auroc(y, 1 - arrays["confidence"])
+    gate_auc = auroc(y, arrays["gate_oof_score"])
     base_auc = auroc(y, 1 - arrays["baseline"])
+    interval = (selection.get("comparison") or {}).get("interval", [float("nan")] * 2)
+    ships_gate = selection["ships"] == "feature_gate"
+    passed = (gate_auc > base_auc and interval[0] > 0) if ships_gate else True
     return dg.AssetCheckResult(
-        passed=bool(gate_auc >= base_auc),
+        passed=bool(passed),
         # the two AUROCs stay exact: the verdict is their comparison, which rounding could blur
         metadata={
             "gate_auroc_oof": gate_auc,
             "maxprob_auroc_oof": base_auc,
             "difference": dg.MetadataValue.text(f"{gate_auc - base_auc:+.2e}"),
+            "ships": selection["ships"],
+            "gate": dg.MetadataValue.text(selection["headline"]),
             "wrong_predictions": int(y.sum()),
             "n": len(y),
         },
@@ -346,6 +377,15 @@ def scrc_params(
     probs, conf = cal["probs"].astype(np.float64), gat["confidence"].astype(np.float64)
     fitted = suite.fit_all(probs, preds.labels, conf, cfg, preds.split)
     held = suite.held_out_evaluation(probs, preds.labels, conf, cfg, preds.split)
+    # the same held-out folds with max-prob, and with the feature gate's nested out-of-fold
+    # confidence (shipped or not), as SCRC's confidence: what the gate buys at the same alpha
+    others = {"max_prob": gat["max_prob_confidence"], "feature_gate": 1.0 - gat["gate_oof_score"]}
+    held_by = {"shipped": held} | {
+        k: suite.held_out_evaluation(probs, preds.labels, v.astype(np.float64), cfg, preds.split)
+        for k, v in others.items()
+    }
+    gate_record = load_json(store, GATE, "selection.json")
+    versus = suite.scrc_versus(held_by, cfg.scrc_alpha, gate_record["ships"])
     scrc = fitted["scrc"]
     with store.staging(SCRC, profile=resolved) as out:
         atomic_write_json(
@@ -353,12 +393,22 @@ def scrc_params(
             {"kind": "conformal_suite", "methods": suite.to_dict(fitted), "active_policy": profile.policy.active_kind},
         )
         atomic_write_json(out / "held_out.json", held.rows)
+        atomic_write_json(out / "gate_versus_max_prob.json", {**versus, "gate": gate_record["headline"]})
         write_manifest(out, extra={"kind": "scrc_params"})
     accept = scrc.accept(probs, conf)
     return dg.MaterializeResult(
         metadata=humane(
             {
                 "path": dg.MetadataValue.path(str(store.location(SCRC) / "conformal.json")),
+                "gate": gate_record["headline"],
+                "scrc_confidence": gate_record["ships"],
+                "scrc_coverage_held_out_shipped": versus["coverage_shipped"],
+                "scrc_coverage_held_out_max_prob": versus["coverage_max_prob"],
+                "scrc_coverage_held_out_feature_gate": versus["coverage_feature_gate"],
+                "scrc_risk_held_out_shipped": versus["risk_shipped"],
+                "scrc_risk_held_out_max_prob": versus["risk_max_prob"],
+                "scrc_risk_held_out_feature_gate": versus["risk_feature_gate"],
+                "scrc_coverage_gain": versus["coverage_gain"],
                 "lambda_gate": float(scrc.lambda_gate_),
                 "lambda_conf": float(scrc.lambda_conf_),
                 "scrc_certified": bool(getattr(scrc, "certified_", True)),
@@ -395,7 +445,7 @@ def load_decision_policy(store: ArtifactStore, profile: Profile) -> DecisionPoli
     predictor, read (hash-verified) from the policy assets' artifacts."""
     from roadwork_ml.policy.calibration import calibrator_from_dict
     from roadwork_ml.policy.conformal import conformal_from_dict
-    from roadwork_ml.policy.gate import FailureGate
+    from roadwork_ml.policy.decision import load_gate
 
     cal = load_json(store, CALIBRATOR, "calibrator.json")
     cal.pop("slice_key", None)
@@ -406,7 +456,7 @@ def load_decision_policy(store: ArtifactStore, profile: Profile) -> DecisionPoli
     if kind in ("gate", "scrc"):
         gate_dir = store.read(GATE)
         verify_dir(gate_dir)
-        failure_gate = FailureGate.load(gate_dir)
+        failure_gate = load_gate(gate_dir)
         if kind == "gate":
             params = json.loads((gate_dir / "gate_policy.json").read_text())
     return DecisionPolicy(

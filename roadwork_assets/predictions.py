@@ -98,3 +98,41 @@ def predictions_valid(store: ArtifactStore) -> dg.AssetCheckResult:
             }
         ),
     )
+
+
+def train_embeddings(store: ArtifactStore, inf, max_images: int, seed: int, chunk: int = 512):
+    """(embeddings [M, D], observed labels [M]) of the served model over a seeded sample of at
+    most ``max_images`` TRAIN images (all of TRAIN when smaller), decoded ``chunk`` images at a
+    time so TRAIN is never held in memory: what the gate's distance features are fitted on."""
+    mv, _, _ = load_served_model(store, inf)
+    rows = load_split_rows(store, Split.TRAIN)
+    if len(rows) > max_images:
+        rows = rows.sample(n=max_images, random_state=seed).sort_values("record_id")
+    parts = []
+    for start in range(0, len(rows), chunk):
+        data = load_split_tensors(store, rows.iloc[start : start + chunk], Split.TRAIN, inf.input_size)
+        parts.append(predict_views(mv, data.images, inf.batch_size).embeddings)
+    return np.concatenate(parts), rows["label"].to_numpy().astype(np.int64)
+
+
+def load_val_calib_images(store: ArtifactStore, preds: Predictions, size: int, rows=None):
+    """The VAL_CALIB images uint8 [N, 3, size, size] in the predictions' row order (``rows``: a
+    subset of the split rows, e.g. one chunk)."""
+    split_rows = load_split_rows(store, Split.VAL_CALIB)
+    if not np.array_equal(split_rows["record_id"].to_numpy(), preds.record_ids):
+        raise ContractError("VAL_CALIB split rows and val_calib_logits rows differ: re-materialize val_calib_logits")
+    return load_split_tensors(
+        store, split_rows if rows is None else split_rows.iloc[rows], Split.VAL_CALIB, size
+    ).images
+
+
+def val_calib_image_quality(store: ArtifactStore, preds: Predictions, size: int, chunk: int = 256) -> np.ndarray:
+    """Image-quality features [N, 3] of the VAL_CALIB images as the served model sees them
+    (decoded at ``size``), ``chunk`` images at a time so the split is never held in memory."""
+    from roadwork_ml.policy.failure_features import image_quality
+
+    parts = [
+        image_quality(load_val_calib_images(store, preds, size, slice(s, s + chunk)).numpy())
+        for s in range(0, len(preds), chunk)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 3))

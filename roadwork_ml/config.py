@@ -442,6 +442,12 @@ class GatePolicyConfig(_Strict):
     batch_size: int = Field(ge=1)
     seed: int
     target_risk: float = Field(gt=0, lt=1, description="gate policy: error rate among accepted predictions it aims for")
+    train_images: int = Field(
+        default=20000, ge=20, description="TRAIN images (seeded sample) whose embeddings the distance features use"
+    )
+    bootstrap_resamples: int = Field(
+        default=1000, ge=100, description="paired-bootstrap resamples of AUROC(gate) - AUROC(max-prob)"
+    )
 
 
 class ConformalConfig(_Strict):

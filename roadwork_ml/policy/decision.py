@@ -1,8 +1,10 @@
 """The deployed decision path, from model outputs to what a caller receives: one code path
 shared by the bundle predictor, the evaluation report and the drift monitor.
 
-Inputs per image: aggregated ``logits`` [N, C] (log of aggregated probabilities) and the 7
-uncertainty ``features`` [N, 7]. Outputs:
+Inputs per image: aggregated ``logits`` [N, C] (log of aggregated probabilities), the 7
+uncertainty ``features`` [N, 7] and, for a feature gate that reads them, mean-over-views
+``embeddings`` [N, D], ``view_logits`` [N, V, C] and the decoded ``images`` uint8 [N, 3, H, W]
+(or their ``image_quality`` [N, 3], computed in chunks; :class:`~roadwork_ml.policy.gate.GateInputs`). Outputs:
 
 * ``calibrated`` [N, C] — the calibrator's probabilities;
 * ``streetvision`` [N] — P(roadwork) with the MCC-optimal cut folded onto 0.5 (finite, in [0, 1]);
@@ -25,7 +27,7 @@ import numpy as np
 from roadwork_ml.numerics import softmax
 from roadwork_ml.policy.calibration import Calibrator, calibrator_from_dict
 from roadwork_ml.policy.conformal import conformal_from_dict
-from roadwork_ml.policy.gate import FailureGate
+from roadwork_ml.policy.gate import FEATURE_GATE_KIND, FailureGate, FeatureGate, GateInputs, gate_kind
 from roadwork_ml.policy.selection import PolicyKind
 from roadwork_ml.policy.thresholds import ExitThresholds, fold_probability
 
@@ -60,7 +62,7 @@ class DecisionPolicy:
         params: dict,
         decision_cut: float,
         set_predictor,
-        gate: FailureGate | None = None,
+        gate: FailureGate | FeatureGate | None = None,
     ):
         self.kind = PolicyKind(kind).value
         if self.kind in ("gate", "scrc") and gate is None:
@@ -75,13 +77,33 @@ class DecisionPolicy:
         self._thresholds = ExitThresholds.from_dict(params) if self.kind == "thresholds" else None
         self._scrc = conformal_from_dict(params) if self.kind == "scrc" else None
 
-    def decide(self, logits: np.ndarray, features: np.ndarray) -> Decisions:
+    @property
+    def gate_needs(self) -> tuple[str, ...]:
+        """Inputs beyond logits / features the gate reads (``embeddings``, ``view_logits``, ``images``)."""
+        return self.gate.needs if isinstance(self.gate, FeatureGate) else ()
+
+    def decide(
+        self,
+        logits: np.ndarray,
+        features: np.ndarray,
+        *,
+        embeddings: np.ndarray | None = None,
+        view_logits: np.ndarray | None = None,
+        images=None,
+        image_quality: np.ndarray | None = None,
+    ) -> Decisions:
         logits = np.asarray(logits, dtype=np.float64)
         raw = softmax(logits, axis=1)
         cal = self.calibrator.predict_proba(logits)
         sv = fold_probability(raw[:, 1], self.decision_cut)
         label = (sv > 0.5).astype(np.int64)
-        gate_conf = self.gate.confidence(features) if self.gate is not None else np.full(len(raw), np.nan)
+        if isinstance(self.gate, FeatureGate):
+            inputs = GateInputs(logits, features, embeddings, view_logits, images, image_quality)
+            gate_conf = self.gate.confidence(inputs, cal)
+        elif self.gate is not None:
+            gate_conf = self.gate.confidence(features)
+        else:
+            gate_conf = np.full(len(raw), np.nan)
         if self.kind == "thresholds":
             accepted = self._thresholds.exits(raw[:, 1])
         elif self.kind == "gate":
@@ -118,7 +140,7 @@ class DecisionPolicy:
     def load(cls, directory: str | Path) -> DecisionPolicy:
         d = Path(directory)
         policy = json.loads((d / POLICY_FILE).read_text())
-        gate = FailureGate.load(d) if policy["kind"] in ("gate", "scrc") else None
+        gate = load_gate(d) if policy["kind"] in ("gate", "scrc") else None
         return cls(
             calibrator_from_dict(json.loads((d / CALIBRATOR_FILE).read_text())),
             policy["kind"],
@@ -127,3 +149,8 @@ class DecisionPolicy:
             conformal_from_dict(json.loads((d / SETS_FILE).read_text())),
             gate,
         )
+
+
+def load_gate(directory: str | Path) -> FailureGate | FeatureGate:
+    """The gate in ``directory``: a :class:`FeatureGate` or, for older artifacts, the MLP :class:`FailureGate`."""
+    return FeatureGate.load(directory) if gate_kind(directory) == FEATURE_GATE_KIND else FailureGate.load(directory)

@@ -104,14 +104,54 @@ class TrainDistanceFeatures:
         cov = centred.T @ centred / len(z)
         cov += self.shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
         self.precision_ = np.linalg.inv(cov)
-        self.knn_ = NearestNeighbors(n_neighbors=self.n_neighbors).fit(z)
-        self.class_nn_ = {}
+        # the k-NN searches run over float32-rounded points: what the served gate stores and reloads
+        self.train_z_ = z.astype(np.float32)
+        z32 = self.train_z_.astype(np.float64)
+        self.knn_ = NearestNeighbors(n_neighbors=self.n_neighbors).fit(z32)
+        self.class_nn_, self.dense_ = {}, {}
         for c in self.classes_:
-            zc = z[y == c]
+            zc = z32[y == c]
             k = min(self.n_neighbors, len(zc) - 1)
             radius = NearestNeighbors(n_neighbors=k + 1).fit(zc).kneighbors(zc)[0][:, -1]
             dense = zc[radius <= np.quantile(radius, 1 - self.trust_alpha)] if k >= 1 else zc
+            self.dense_[int(c)] = dense.astype(np.float32)
             self.class_nn_[int(c)] = NearestNeighbors(n_neighbors=1).fit(dense)
+        return self
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as plain arrays (for safetensors; no pickle): the standardised TRAIN
+        points behind the k-NN searches as float32, everything else float64. The hyper-parameters
+        travel as ``params`` (int64 k, float64 alpha / shrinkage)."""
+        arrays = {
+            "mean": self.mean_,
+            "scale": self.scale_,
+            "classes": self.classes_.astype(np.int64),
+            "class_means": self.class_means_,
+            "precision": self.precision_,
+            "train_z": self.train_z_,
+            "params": np.array([self.n_neighbors, self.trust_alpha, self.shrinkage], dtype=np.float64),
+        }
+        for c in self.classes_:
+            arrays[f"dense_{int(c)}"] = self.dense_[int(c)]
+        return {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, Any]) -> TrainDistanceFeatures:
+        """Rebuild from :meth:`to_arrays` (the k-NN indexes are rebuilt over the stored points, so
+        :meth:`transform` of the rebuilt object is what serving computes)."""
+        k, alpha, shrinkage = (float(v) for v in np.asarray(arrays["params"]).reshape(-1))
+        self = cls(n_neighbors=int(k), trust_alpha=alpha, shrinkage=shrinkage)
+        self.mean_ = np.asarray(arrays["mean"], dtype=np.float64)
+        self.scale_ = np.asarray(arrays["scale"], dtype=np.float64)
+        self.classes_ = np.asarray(arrays["classes"], dtype=np.int64)
+        self.class_means_ = np.asarray(arrays["class_means"], dtype=np.float64)
+        self.precision_ = np.asarray(arrays["precision"], dtype=np.float64)
+        self.train_z_ = np.asarray(arrays["train_z"], dtype=np.float32)
+        self.knn_ = NearestNeighbors(n_neighbors=self.n_neighbors).fit(self.train_z_.astype(np.float64))
+        self.dense_ = {int(c): np.asarray(arrays[f"dense_{int(c)}"], dtype=np.float32) for c in self.classes_}
+        self.class_nn_ = {
+            int(c): NearestNeighbors(n_neighbors=1).fit(d.astype(np.float64)) for c, d in self.dense_.items()
+        }
         return self
 
     def transform(self, embeddings: Any, predicted: Any) -> np.ndarray:

@@ -163,3 +163,16 @@ def gate_accept_threshold(confidence: np.ndarray, is_wrong: np.ndarray, target_r
         return {"cut": float("inf"), "coverage": 0.0, "risk": 0.0, "feasible": False}
     k = int(ok[-1])
     return {"cut": float(cuts[k]), "coverage": float(coverage[k]), "risk": float(risk[k]), "feasible": True}
+
+
+def scrc_versus(held: dict[str, HeldOut], alpha: float, ships: str) -> dict:
+    """SCRC on the same held-out folds with each confidence in ``held`` (name -> evaluation; must
+    hold ``shipped`` and ``max_prob``), at the same ``alpha``: coverage (share accepted) and
+    selective risk of each, and the coverage the shipped confidence adds over max-prob."""
+    rows = {name: h.by_method()["scrc"] for name, h in held.items()}
+    out = {"scrc_alpha": alpha, "ships": ships}
+    for name, r in rows.items():
+        out[f"coverage_{name}"] = r["coverage"]
+        out[f"risk_{name}"] = r["value"]
+    out["coverage_gain"] = rows["shipped"]["coverage"] - rows["max_prob"]["coverage"]
+    return out

@@ -152,7 +152,9 @@ class BundlePredictor:
             raise ValueError("predict_tensor got no images")
         logits, vl, ve = (np.concatenate([p[k] for p in parts]) for k in range(3))
         features = view_features(logits, vl, ve)
-        return Outputs(logits, features, ve.mean(1), self.policy.decide(logits, features))
+        embeddings = ve.mean(1)
+        decisions = self.policy.decide(logits, features, embeddings=embeddings, view_logits=vl, images=images)
+        return Outputs(logits, features, embeddings, decisions)
 
     # -- the monitoring inference log --------------------------------------------------------
     def inference_log(

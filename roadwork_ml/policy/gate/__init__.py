@@ -20,6 +20,12 @@ Because SCRC is calibrated on the same split, use the *out-of-fold* confidences 
 :func:`cross_fit_gate` (``CrossFitResult.oof_confidence``) there, not the refit gate's
 in-sample scores, which are optimistic.
 
+The gate that ships today is :class:`FeatureGate` (:mod:`.feature_gate`): a logistic
+regression on the feature set :mod:`.choice` picks by nested group cross-fitting, with features
+beyond the softmax (TRAIN distances, flip-TTA variance, image quality), or max-prob when that
+does not beat max-prob with a paired-bootstrap interval above 0. :class:`FailureGate` (the MLP
+on the 7 uncertainty features) stays loadable for bundles written before.
+
 Files: ``gate.safetensors`` (MLP weights, BatchNorm buffers, standardization mean/std) and
 ``gate.json`` (config, feature names, metrics, sha256 of the weights). No pickle anywhere.
 """
@@ -28,12 +34,19 @@ from __future__ import annotations
 
 from roadwork_ml.policy.gate.crossfit import CrossFitResult, cross_fit_gate
 from roadwork_ml.policy.gate.estimator import GATE_JSON_FILE, GATE_KIND, GATE_WEIGHTS_FILE, FailureGate
+from roadwork_ml.policy.gate.feature_gate import FEATURE_GATE_KIND, FeatureGate, gate_kind
+from roadwork_ml.policy.gate.inputs import GateInputs, gate_blocks
 from roadwork_ml.policy.gate.model import MODE_MAX_PROB, MODE_MLP, GateConfig, GateMLP
 
 __all__ = [
     "GateConfig",
     "GateMLP",
     "FailureGate",
+    "FeatureGate",
+    "FEATURE_GATE_KIND",
+    "GateInputs",
+    "gate_blocks",
+    "gate_kind",
     "CrossFitResult",
     "cross_fit_gate",
     "GATE_WEIGHTS_FILE",
