@@ -113,7 +113,9 @@ def build_definitions(
             dg.AutomationConditionSensorDefinition(
                 "reference_follows_champion",
                 target=dg.AssetSelection.assets(monitoring.REFERENCE_PROFILE),
-                default_status=dg.DefaultSensorStatus.RUNNING,
+                # switched on with drift_action_sensor (like Dagster's own automation sensor); until
+                # it runs, production_traffic / drift_report refuse a reference of another model
+                default_status=dg.DefaultSensorStatus.STOPPED,
                 description="rebuilds reference_profile after every change of champion (its eager automation condition)",
             ),
         ],

@@ -24,6 +24,7 @@ from roadwork_assets.deployment import (
     evaluation_model_in_service,
     load_deployed,
 )
+from roadwork_assets.escalation import escalation_state
 from roadwork_assets.executors import retrain_executor
 from roadwork_assets.metadata import humane, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
@@ -207,6 +208,7 @@ def production_traffic(
     day = date.fromisoformat(context.partition_key)
     part = context.partition_key
     quarantined: list[dict] = []
+    escalated = None
     if mon.serving_log_dir:
         df = _read_serving_log(mon, day)
         images_kept = 0
@@ -219,6 +221,8 @@ def production_traffic(
         if why:  # its PCA projection belongs to another model's embeddings
             raise dg.Failure(description=f"{day}: {why}")
         projection = reference.projection
+        escalated = escalation_state(store)
+        predictor.policy.escalated = escalated is not None  # SCRC at the stricter risk: defers more
         styles = {name: src.synthetic for name, src in profile.data.sources.items()}
         kept, tensors = [], []
         for rec in generate_day(styles, mon.scenario, day, profile.data.image_size):
@@ -270,6 +274,12 @@ def production_traffic(
                 "quarantined": len(quarantined),
                 "model_version": str(df["model_version"].iloc[0]),
                 "decisions": table([{"decision": str(k), "images": int(v)} for k, v in decisions.items()]),
+                "defer_share": float((df["decision"] == "defer").mean()),
+                "decision_policy": (
+                    f"ESCALATED since {escalated['since']}: SCRC at selective risk {escalated['scrc_alpha']} (defers more) — {escalated['state']}"
+                    if escalated
+                    else "normal"
+                ),
                 "night_share": float((df["time_of_day"] == "night").mean()),
                 "snow_share": float((df["weather"] == "snow").mean()),
                 "mean_probability": float(df["prob"].mean()),

@@ -387,10 +387,19 @@ def scrc_params(
     gate_record = load_json(store, GATE, "selection.json")
     versus = suite.scrc_versus(held_by, cfg.scrc_alpha, gate_record["ships"])
     scrc = fitted["scrc"]
+    escalated = suite.fit_escalated_scrc(
+        probs, preds.labels, conf, cfg, preds.split, profile.monitoring.escalation_scrc_alpha
+    )
     with store.staging(SCRC, profile=resolved) as out:
         atomic_write_json(
             out / "conformal.json",
-            {"kind": "conformal_suite", "methods": suite.to_dict(fitted), "active_policy": profile.policy.active_kind},
+            {
+                "kind": "conformal_suite",
+                "methods": suite.to_dict(fitted),
+                # what serving switches to while monitoring has escalated (roadwork_assets.escalation)
+                "escalated_scrc": escalated.to_dict(),
+                "active_policy": profile.policy.active_kind,
+            },
         )
         atomic_write_json(out / "held_out.json", held.rows)
         atomic_write_json(out / "gate_versus_max_prob.json", {**versus, "gate": gate_record["headline"]})
@@ -411,6 +420,8 @@ def scrc_params(
                 "scrc_coverage_gain": versus["coverage_gain"],
                 "lambda_gate": float(scrc.lambda_gate_),
                 "lambda_conf": float(scrc.lambda_conf_),
+                "escalated_scrc_alpha": float(profile.monitoring.escalation_scrc_alpha),
+                "escalated_scrc_coverage_val_calib": float(escalated.accept(probs, conf).mean()),
                 "scrc_certified": bool(getattr(scrc, "certified_", True)),
                 "scrc_coverage_val_calib": float(accept.mean()),
                 "lac_threshold": float(fitted["lac"].threshold_),
@@ -452,7 +463,9 @@ def load_decision_policy(store: ArtifactStore, profile: Profile) -> DecisionPoli
     fitted_thresholds = load_json(store, THRESHOLDS, "thresholds.json")
     suite = load_json(store, SCRC, "conformal.json")["methods"]
     kind = profile.policy.active_kind
-    failure_gate, params = None, {"thresholds": fitted_thresholds, "scrc": suite["scrc"]}.get(kind)
+    conformal = load_json(store, SCRC, "conformal.json")
+    scrc = {**suite["scrc"], "escalated": conformal.get("escalated_scrc")}
+    failure_gate, params = None, {"thresholds": fitted_thresholds, "scrc": scrc}.get(kind)
     if kind in ("gate", "scrc"):
         gate_dir = store.read(GATE)
         verify_dir(gate_dir)

@@ -76,6 +76,11 @@ class DecisionPolicy:
         )
         self._thresholds = ExitThresholds.from_dict(params) if self.kind == "thresholds" else None
         self._scrc = conformal_from_dict(params) if self.kind == "scrc" else None
+        strict = params.get("escalated") if self.kind == "scrc" and isinstance(params, dict) else None
+        self._scrc_escalated = conformal_from_dict(strict) if strict else None
+        # set while monitoring has escalated (roadwork_assets.escalation): SCRC at its stricter
+        # risk; a bundle without the stricter fit then defers everything (the safe side)
+        self.escalated = False
 
     @property
     def gate_needs(self) -> tuple[str, ...]:
@@ -110,6 +115,12 @@ class DecisionPolicy:
             accepted = gate_conf >= float(self.params["cut"])
         else:
             accepted = self._scrc.accept(cal, gate_conf)
+            if self.escalated:
+                accepted = (
+                    self._scrc_escalated.accept(cal, gate_conf)
+                    if self._scrc_escalated is not None
+                    else np.zeros(len(cal), dtype=bool)
+                )
         decision = np.where(accepted, np.where(label == 1, "roadwork", "no_roadwork"), "defer")
         sets = self.set_predictor.predict_sets(cal)
         return Decisions(cal, sv, label, np.asarray(accepted, bool), decision, sets, gate_conf)

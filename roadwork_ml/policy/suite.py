@@ -54,6 +54,21 @@ def fit_all(
     return fitted
 
 
+def fit_escalated_scrc(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    gate_conf: np.ndarray,
+    cfg: ConformalConfig,
+    split: Split | str,
+    alpha: float,
+) -> SCRC:
+    """SCRC at the stricter selective risk ``alpha`` the decision policy switches to while
+    monitoring has escalated (same delta, grid and data as the profile's SCRC)."""
+    require_split(Purpose.FIT_POLICY, split)
+    est = SCRC(alpha, cfg.scrc_delta, n_grid=cfg.scrc_grid, seed=cfg.seed, contamination_eps=cfg.contamination_eps)
+    return est.fit(probs, labels, gate_conf, split=split)
+
+
 def to_dict(fitted: dict) -> dict:
     return {name: est.to_dict() for name, est in fitted.items()}
 
