@@ -86,6 +86,7 @@ CHECKS = [
     deployment.deployed_is_champion,
     deployment.bundle_model_in_service,
     deployment.evaluation_model_in_service,
+    deployment.calibrator_model_in_service,
     monitoring.reference_reloads,
     monitoring.traffic_log_valid,
     monitoring.drift_statistics_valid,

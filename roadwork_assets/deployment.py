@@ -504,3 +504,23 @@ def evaluation_model_in_service(store: ArtifactStore, settings: ProfileResource,
     return _model_in_service(
         EVALUATION_REPORT, str(evaluation["bundle_manifest_sha256"]), mlflow, settings.load().deploy.registered_model
     )
+
+
+@dg.asset_check(
+    asset=CALIBRATOR,
+    additional_deps=[DEPLOYED_MODEL],
+    description="the calibrator is the one in the deployed champion's bundle (WARN otherwise: it belongs to a challenger, a rolled-back or an unjudged bundle)",
+)
+def calibrator_model_in_service(store: ArtifactStore, settings: ProfileResource, mlflow: MlflowTracking):
+    name = settings.load().deploy.registered_model
+    bundle_dir = load_bundle_dir(store)
+    mine = json.loads((store.read(CALIBRATOR) / "calibrator.json").read_text())
+    mine.pop("slice_key", None)
+    in_bundle = json.loads((bundle_dir / "calibrator.json").read_text())
+    if mine != in_bundle:  # fitted after the current bundle was built: no bundle carries it yet
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="not in a bundle yet: no deployed model uses this calibrator",
+        )
+    return _model_in_service(CALIBRATOR, sha256_file(bundle_dir / "manifest.json"), mlflow, name)

@@ -1,12 +1,13 @@
 """Production monitoring: the reference profile, a day of traffic through the champion, the
-daily drift report, and the jobs, schedule and sensor that act on it.
+daily drift report, the retrain / rollback jobs and the daily schedule (the sensor that acts on
+the reports is :mod:`roadwork_assets.drift_actions`).
 
 The daily partitions and the schedule's cron come from the profile the code location loads, so
 the partitioned assets, their job and the schedule are built by :func:`build_monitoring`.
 
-Longer than the other asset modules (~640 lines) on purpose: the sensor's decisions, the jobs it
-launches and the assets whose reports it reads share one set of keys, tags and run-config shapes,
-and keeping them in one file keeps that contract in one place.
+Longer than the other asset modules (~610 lines): the three assets, their checks and the jobs
+share one set of keys, tags and run-config shapes, and the reference-identity rule that the
+traffic, the report and its blocking check all apply.
 """
 
 import json
@@ -21,6 +22,7 @@ from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_sp
 from roadwork_assets.deployment import (
     DEPLOYED_MODEL,
     bundle_model_in_service,
+    calibrator_model_in_service,
     evaluation_model_in_service,
     load_deployed,
 )
@@ -537,7 +539,7 @@ rollback_job = dg.define_asset_job(
     # the model-status checks of bundle and evaluation_report run after the rollback, so their
     # pages say "rolled back" (issue: the Overview showed the status at materialization)
     selection=dg.AssetSelection.assets("deployed_model", reference_profile)
-    | dg.AssetSelection.checks(bundle_model_in_service, evaluation_model_in_service),
+    | dg.AssetSelection.checks(bundle_model_in_service, evaluation_model_in_service, calibrator_model_in_service),
     config={"ops": ROLLBACK_OPS},
     tags=ROLLBACK_RUN_TAGS,
     description="move the champion alias back to the previous version, redeploy it and rebuild the reference profile",

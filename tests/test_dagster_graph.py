@@ -402,6 +402,12 @@ def test_days_drift_promotion_gate_and_rollback_by_the_sensor(materialized):
     ]
     assert on_bundle and on_bundle[-1].metadata["model_status"].value.startswith("**rolled back**")
     assert on_bundle[-1].metadata["model_version"].value == "3"
+    # ... and by the model-in-service checks the rollback run re-evaluates (what the page's
+    # status and Checks tab show): the demoted bundle, its evaluation and its calibrator warn
+    status = {e.check_name: e for e in rolled.get_asset_check_evaluations()}
+    for check in ("bundle_model_in_service", "evaluation_model_in_service", "calibrator_model_in_service"):
+        assert not status[check].passed and status[check].severity == dg.AssetCheckSeverity.WARN
+        assert status[check].description.startswith("rolled back: model version 3"), status[check].description
     # the rolled-back version is never promoted again, whatever the margin
     again = dg.materialize(
         everything,
