@@ -513,10 +513,10 @@ def evaluation_model_in_service(store: ArtifactStore, settings: ProfileResource,
 )
 def calibrator_model_in_service(store: ArtifactStore, settings: ProfileResource, mlflow: MlflowTracking):
     name = settings.load().deploy.registered_model
-    bundle_dir = load_bundle_dir(store)
     mine = json.loads((store.read(CALIBRATOR) / "calibrator.json").read_text())
     mine.pop("slice_key", None)
-    in_bundle = json.loads((bundle_dir / "calibrator.json").read_text())
+    bundle_dir = load_bundle_dir(store) if store.exists(BUNDLE) else None
+    in_bundle = json.loads((bundle_dir / "calibrator.json").read_text()) if bundle_dir else None
     if mine != in_bundle:  # fitted after the current bundle was built: no bundle carries it yet
         return dg.AssetCheckResult(
             passed=False,
