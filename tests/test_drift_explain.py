@@ -79,10 +79,13 @@ def test_drift_report_asset_explains_itself_and_logs_the_html_to_mlflow(tmp_path
     day = day if isinstance(day, str) else day.isoformat()
     store = ArtifactStore(root=str(tmp_path / "artifacts"))
     with store.staging(REFERENCE_PROFILE, profile=resolved) as out:
-        (out / "champion.json").write_text(json.dumps({"champion": "1", "bundle_manifest_sha256": "0" * 64}))
+        (out / "champion.json").write_text(
+            json.dumps({"registered_model": "roadwork-classifier", "champion": "1", "bundle_manifest_sha256": "0" * 64})
+        )
         reference.save(out)
     n_labels = resolved.profile.monitoring.rules.min_labels_for_accuracy - 7
     log = as_log(_with_accuracy(simulate(300, seed=5), 0.9, n_labels=n_labels), day=day)
+    log["model_version"] = "roadwork-classifier/1"  # the model the reference was built for
     with store.staging(PRODUCTION_TRAFFIC, day, profile=resolved) as out:
         write_log(out / "log.parquet", log)
         write_manifest(out)

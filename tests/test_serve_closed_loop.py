@@ -6,8 +6,10 @@ are materialized from that log on a real Dagster instance."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -61,7 +63,9 @@ def _reference(bundle, profile, day, out_dir):
         projection=proj,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "champion.json").write_text(json.dumps({"champion": None, "bundle_manifest_sha256": None}))
+    # an unregistered bundle: the reference names it by its manifest hash, as the server's log does
+    manifest_sha = hashlib.sha256((Path(bundle) / "manifest.json").read_bytes()).hexdigest()
+    (out_dir / "champion.json").write_text(json.dumps({"champion": None, "bundle_manifest_sha256": manifest_sha}))
     ref.save(out_dir)  # hashes champion.json too, like the asset
     return out_dir
 
