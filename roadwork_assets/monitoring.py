@@ -479,9 +479,7 @@ def drift_statistics_valid(
     blocking=True,
     description="the reference the day was compared with was built for the model that served the day (names both)",
 )
-def reference_matches_served_model(
-    context: dg.AssetCheckExecutionContext, store: ArtifactStore, settings: ProfileResource
-) -> dg.AssetCheckResult:
+def reference_matches_served_model(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> dg.AssetCheckResult:
     d = store.read(DRIFT_REPORT, context.partition_key)
     verify_dir(d)
     models = json.loads((d / "models.json").read_text())
