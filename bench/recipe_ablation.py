@@ -54,7 +54,14 @@ SINGLE_CHANGES = {
     "ema": ["train.ema.enabled=true"],
     "hpo_best": [],  # the study's best parameters, applied to the train section
 }
-ALL = [*SINGLE_CHANGES, "combo"]
+# Not in the default list: follow-ups a first pass suggested (run with --variants).
+FOLLOW_UPS = {
+    # the validator levels on half the samples, the stored photo as is on the other half
+    "validator_half": ["train.augmentation.policy=validator", "train.augmentation.source_prob=0.5"],
+    # today's recipe with train.seed + 1: the difference a new seed alone makes (the noise floor)
+    "seed_control": [],
+}
+ALL = [*SINGLE_CHANGES, *FOLLOW_UPS, "combo"]
 
 
 def _log(msg: str) -> None:
@@ -210,7 +217,7 @@ class Bench:
             if not self.args.combo_of:
                 raise SystemExit("combo needs --combo-of")
             return [o for v in self.args.combo_of.split(",") for o in self.overrides(v)]
-        return list(SINGLE_CHANGES[variant])
+        return list({**SINGLE_CHANGES, **FOLLOW_UPS}[variant])
 
     # ------------------------------------------------------------------ evaluation
     def predict_fn(self, model, profile):
@@ -242,9 +249,17 @@ class Bench:
         meta_path, npz_path = self.cache / f"{key}.json", self.cache / f"{key}.npz"
         if meta_path.exists() and npz_path.exists():
             return json.loads(meta_path.read_text())
+        twin = f"seed_control_s{seed - 1}"  # today's recipe at train.seed = seed: the same run
+        if variant == "baseline" and (self.cache / f"{twin}.npz").exists():
+            meta = {**json.loads((self.cache / f"{twin}.json").read_text()), "variant": "baseline", "seed": seed}
+            meta["reused_from"] = twin
+            np.savez(npz_path, **np.load(self.cache / f"{twin}.npz"))
+            meta_path.write_text(json.dumps(meta, indent=2))
+            return meta
         overrides = self.overrides(variant)
         hpo_params = self.hpo_best()["best_params"] if self.uses_hpo(variant) else None
-        profile = load(self.args.profile, [*overrides, f"train.seed={seed}"], self.args.threads)
+        train_seed = seed + 1 if variant == "seed_control" else seed
+        profile = load(self.args.profile, [*overrides, f"train.seed={train_seed}"], self.args.threads)
         train_cfg = apply_params(profile.train, hpo_params) if hpo_params else profile.train
         weights, hn_meta = (None, None)
         if profile.hard_negatives.use_in_training:
@@ -273,6 +288,7 @@ class Bench:
         meta = {
             "variant": variant,
             "seed": seed,
+            "train_seed": train_seed,
             "overrides": overrides,
             "hpo_params": hpo_params,
             "hard_negatives": hn_meta,
@@ -315,6 +331,66 @@ def train_phase1_subset(bench: Bench, profile, cfg, fit_idx):
         log=_log,
         progress=False,
     )
+
+
+def epoch_cpu_costs(bench: Bench, variants: list[str]) -> dict:
+    """Process CPU seconds (one thread, so little affected by other processes on the machine)
+    of one TRAIN epoch's parts: the optimizer steps of today's model (forward + backward over
+    every batch), the legacy batch augmentation, and each variant's per-sample validator
+    transform. Wall times of the runs above are shared-machine numbers; these are the costs."""
+    from roadwork_ml.data.transforms import augment_batch, to_float
+    from roadwork_ml.models.classifier import build_classifier
+    from roadwork_ml.training.losses import build_loss
+    from roadwork_ml.training.trainer import _train_transform
+
+    torch.set_num_threads(bench.args.threads)
+    p = bench.profile
+    cfg, ds = p.train, bench.train
+    n, bs = len(ds), cfg.batch_size
+    images = torch.stack([ds[i][0] for i in range(n)])  # decoded, no transform
+    labels = torch.as_tensor(np.asarray(ds.labels), dtype=torch.int64)
+    out: dict = {"n_train": n, "batch_size": bs}
+    torch.manual_seed(0)
+    model = build_classifier(p.model).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    loss_fn = build_loss(cfg.loss, cfg.label_smoothing, np.asarray(ds.labels))
+    t = time.process_time()
+    for s in range(0, n, bs):
+        loss = loss_fn(model(to_float(images[s : s + bs])), labels[s : s + bs], None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out["steps_cpu_s"] = time.process_time() - t
+    gen = torch.Generator().manual_seed(0)
+    a = cfg.augmentation
+    t = time.process_time()
+    for s in range(0, n, bs):
+        augment_batch(
+            to_float(images[s : s + bs]),
+            gen,
+            scale=(cfg.crop_scale_min, 1.0),
+            max_shift=a.max_shift,
+            jitter=a.jitter,
+            flip_prob=a.flip_prob,
+        )
+    out["legacy_augment_cpu_s"] = time.process_time() - t
+    from roadwork_assets.recipe import photo_styles
+
+    for v in variants:
+        vp = load(bench.args.profile, bench.overrides(v), bench.args.threads)
+        transform = _train_transform(vp.train, ds.size, photo_styles(vp))
+        if transform is None:
+            continue
+        t = time.process_time()
+        for i in range(n):
+            transform(images[i], i)
+        out[f"{v}_transform_cpu_s"] = time.process_time() - t
+    base = out["steps_cpu_s"] + out["legacy_augment_cpu_s"]
+    out["epoch_cost_ratio_vs_baseline"] = {
+        v: (out["steps_cpu_s"] + out[f"{v}_transform_cpu_s"]) / base for v in variants if f"{v}_transform_cpu_s" in out
+    }
+    _log(f"epoch CPU costs: {out}")
+    return out
 
 
 # ---------------------------------------------------------------------- report
@@ -396,7 +472,7 @@ def table(res: dict, variants: list[str], seeds: list[int]) -> str:
         "",
         "Difference vs baseline of the same seed (paired bootstrap over the same images, 95 % intervals):",
         "",
-        "| variant | seed | train time x | Δ VAL_SELECT MCC | Δ L0 MCC | Δ L1 MCC | Δ L2 MCC | Δ L3 MCC | Δ gap L0-L3 | Δ pooled reward |",
+        "| variant | seed | epoch wall x (shared CPU) | Δ VAL_SELECT MCC | Δ L0 MCC | Δ L1 MCC | Δ L2 MCC | Δ L3 MCC | Δ gap L0-L3 | Δ pooled reward |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for seed in seeds:
@@ -422,6 +498,14 @@ def table(res: dict, variants: list[str], seeds: list[int]) -> str:
                 )
                 + " |"
             )
+    costs = res.get("epoch_cpu_costs")
+    if costs:
+        ratios = ", ".join(f"{v} {r:.2f}x" for v, r in costs["epoch_cost_ratio_vs_baseline"].items())
+        lines += [
+            "",
+            f"One TRAIN epoch's CPU cost (1 thread, process time): optimizer steps {costs['steps_cpu_s']:.1f} s, "
+            f"legacy augmentation {costs['legacy_augment_cpu_s']:.1f} s; per-sample policies vs today: {ratios}.",
+        ]
     return "\n".join(lines)
 
 
@@ -439,6 +523,7 @@ def main() -> None:
     ap.add_argument("--n-resamples", type=int, default=1000)
     ap.add_argument("--cache-dir", default=None, help="default: <home>/recipe_ablation (outside the repo)")
     ap.add_argument("--set", action="append", default=[], help="override under every variant (smoke runs)")
+    ap.add_argument("--time-epoch", action="store_true", help="also measure one epoch's CPU cost per part")
     ap.add_argument("--report-only", action="store_true", help="no training: the table from the cache")
     ap.add_argument("--out", default="bench/results/recipe_ablation.json")
     args = ap.parse_args()
@@ -459,6 +544,10 @@ def main() -> None:
     if "baseline" not in variants:
         variants.insert(0, "baseline")
     res = compare(bench.cache, bench.y, variants, seeds, args.n_resamples)
+    cost_path = bench.cache / "epoch_cpu_costs.json"
+    if args.time_epoch:
+        cost_path.write_text(json.dumps(epoch_cpu_costs(bench, variants), indent=2))
+    res["epoch_cpu_costs"] = json.loads(cost_path.read_text()) if cost_path.exists() else None
     hpo_files = sorted(bench.cache.glob("hpo_*.json"))
     res.update(
         {
