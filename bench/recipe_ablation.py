@@ -26,6 +26,24 @@ what is missing; ``--report-only`` just rebuilds the table and JSON from the cac
       python bench/recipe_ablation.py --seeds 42 --hpo-trials 6 --hpo-epochs 4 \\
         --out bench/results/recipe_ablation_demo.json
 
+How bench/results/recipe_ablation_demo.json was made (2026-11-29, a copy of a make-demo home,
+1 thread per process, up to 2 processes at once on a shared 2-core machine; the cache makes
+the split into invocations safe):
+
+    H="--home /work/ablation_home --profile demo"
+    python bench/recipe_ablation.py $H --variants baseline,validator_aug,balance,focal,ema --seeds 42
+    python bench/recipe_ablation.py $H --variants hard_negatives,hpo_best --seeds 42 --hpo-trials 8 --hpo-epochs 3
+    python bench/recipe_ablation.py $H --variants seed_control,validator_half --seeds 42
+    python bench/recipe_ablation.py $H --variants baseline,validator_half --seeds 43
+    python bench/recipe_ablation.py $H --variants validator_aug --seeds 43
+    python bench/recipe_ablation.py $H --variants seed_control --seeds 43
+    python bench/recipe_ablation.py $H --variants validator_half --seeds 44
+    python bench/recipe_ablation.py $H --variants baseline --seeds 44      # reuses seed_control_s43
+    python bench/recipe_ablation.py $H --report-only --time-epoch --variants baseline,validator_aug,validator_half
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44 --hpo-trials 8 --hpo-epochs 3 \
+      --variants baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best \
+      --out bench/results/recipe_ablation_demo.json
+
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
 Training runs on --threads CPU threads (default 1) with the DataLoader in-process.
