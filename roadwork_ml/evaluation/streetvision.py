@@ -31,9 +31,23 @@ import torch
 
 from roadwork_ml.augment.streetvision import IMAGE_SIZE, LEVELS, ValidatorParams, draw_params, validator_augment
 from roadwork_ml.evaluation import metrics as M
-from roadwork_ml.evaluation.bootstrap import bootstrap_statistic
+from roadwork_ml.evaluation.bootstrap import (
+    Interval,
+    bootstrap_distribution,
+    bootstrap_statistic,
+    interval_from_distribution,
+)
 
-__all__ = ["IMAGE_SIZE", "LEVELS", "augment", "load_generated_slice", "reward", "score_outputs", "streetvision_eval"]
+__all__ = [
+    "IMAGE_SIZE",
+    "LEVELS",
+    "augment",
+    "load_generated_slice",
+    "paired_streetvision",
+    "reward",
+    "score_outputs",
+    "streetvision_eval",
+]
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -224,4 +238,79 @@ def streetvision_eval(
     result.update(pooled=summary(lvls), n_images=int(y.shape[0]), seed=int(seed))
     if return_outputs:
         result["outputs"] = outputs
+    return result
+
+
+class _PairedLevelsStatistic:
+    """Per level MCC, the level-0 minus level-3 MCC gap and the pooled reward of two models on rows ``idx``."""
+
+    def __init__(self, labels: np.ndarray, preds: dict[str, dict[int, np.ndarray]], levels: list[int], gap: tuple):
+        self.labels, self.preds, self.levels, self.gap = labels, preds, levels, gap
+
+    def __call__(self, idx: np.ndarray) -> dict[str, float]:
+        y = self.labels[idx]
+        out: dict[str, float] = {}
+        for name, by_level in self.preds.items():
+            mccs = {lv: M.mcc(y, by_level[lv][idx]) for lv in self.levels}
+            out.update({f"{name}/mcc_level_{lv}": m for lv, m in mccs.items()})
+            if self.gap:
+                out[f"{name}/mcc_gap_{self.gap[0]}_{self.gap[1]}"] = mccs[self.gap[0]] - mccs[self.gap[1]]
+            yy = np.tile(y, len(self.levels))
+            pp = np.concatenate([by_level[lv][idx] for lv in self.levels])
+            acc, m = M.accuracy(yy, pp), M.mcc(yy, pp)
+            out.update(
+                {f"{name}/pooled_mcc": m, f"{name}/pooled_accuracy": acc, f"{name}/pooled_reward": reward(m, acc)}
+            )
+        return out
+
+
+def paired_streetvision(
+    labels: Any,
+    outputs_new: dict[int, Any],
+    outputs_ref: dict[int, Any],
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    n_jobs: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """Compare two models' StreetVision emulation outputs on the same images by a paired bootstrap.
+
+    Args:
+        labels: 0/1 ``[N]``. outputs_new, outputs_ref: ``{level: P(roadwork) [N]}`` (e.g.
+            :func:`streetvision_eval`'s ``"outputs"``), the same levels in both; invalid
+            outputs count as wrong answers (:func:`score_outputs`).
+
+    Each resample draws N images once and scores both models on them at every level, so the
+    per-level MCC, the level-0 minus level-3 MCC gap (when both levels are present) and the
+    pooled reward are all paired. Returns ``{metric: {"new": Interval, "ref": Interval,
+    "diff": Interval}}`` (percentile intervals; ``diff`` = new - ref) for ``mcc_level_<lv>``,
+    ``mcc_gap_0_3``, ``pooled_mcc``, ``pooled_accuracy`` and ``pooled_reward``.
+    """
+    y = np.asarray(labels).astype(np.int64).reshape(-1)
+    levels = sorted(int(lv) for lv in outputs_new)
+    if sorted(int(lv) for lv in outputs_ref) != levels or not levels:
+        raise ValueError(
+            f"both models need the same, non-empty levels; got {sorted(outputs_new)} and {sorted(outputs_ref)}"
+        )
+    preds = {
+        name: {int(lv): score_outputs(out, y)["preds"] for lv, out in outs.items()}
+        for name, outs in (("new", outputs_new), ("ref", outputs_ref))
+    }
+    gap = (0, 3) if {0, 3} <= set(levels) else ()
+    est, dist = bootstrap_distribution(
+        y.shape[0], _PairedLevelsStatistic(y, preds, levels, gap), n_resamples, seed, n_jobs
+    )
+    keys = list(est)
+    col = {k: i for i, k in enumerate(keys)}
+    metrics = [k.split("/", 1)[1] for k in keys if k.startswith("new/")]
+    result: dict[str, dict[str, Interval]] = {}
+    for m in metrics:
+        a, b = col[f"new/{m}"], col[f"ref/{m}"]
+        result[m] = {
+            "new": interval_from_distribution(est[f"new/{m}"], dist[:, a], "percentile", level),
+            "ref": interval_from_distribution(est[f"ref/{m}"], dist[:, b], "percentile", level),
+            "diff": interval_from_distribution(
+                est[f"new/{m}"] - est[f"ref/{m}"], dist[:, a] - dist[:, b], "percentile", level
+            ),
+        }
     return result

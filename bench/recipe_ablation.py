@@ -1,0 +1,598 @@
+"""Recipe ablation (issue 11, item 6): today's phase-1 recipe vs each single change, on a
+profile's own splits, compared on the same VAL_SELECT images by a paired bootstrap.
+
+Variants (profile overrides on top of the profile; the same seeds for all):
+
+    baseline        today's recipe
+    validator_aug   train.augmentation.policy=validator (StreetVision levels 0-3 in training)
+    balance         train.sampler.kind=class_source (class x source sampler, 50 % positives)
+    focal           train.loss.name=focal
+    hard_negatives  loss weights of the mined TRAIN false positives (the hard_negatives asset's
+                    library functions: out-of-fold scores, mine_hard_negatives)
+    ema             train.ema.enabled=true
+    hpo_best        an Optuna study with the project's hpo code (roadwork_ml.training.hpo) at
+                    --hpo-epochs epochs for --hpo-trials trials; the best parameters at full epochs
+    combo           the union of the overrides of --combo-of (e.g. the changes that helped)
+
+Each model is scored on VAL_SELECT (never VAL_TEST) through the served view path (global view
+plus the profile's flip TTA, P(roadwork) > 0.5): MCC on the stored images, and the StreetVision
+emulation (roadwork_ml.evaluation.streetvision: 224 px, levels 0-3, JPEG q75) per-level MCC,
+the level-0 minus level-3 MCC gap and the pooled reward. Every variant is compared with the
+baseline of the same seed by a paired bootstrap over images (95 % percentile intervals of the
+difference). Each trained variant is cached (predictions + timings), so a re-run only trains
+what is missing; ``--report-only`` just rebuilds the table and JSON from the cache.
+
+    DAGSTER_HOME=/work/ablation_home ROADWORK_PROFILE=demo \\
+      python bench/recipe_ablation.py --seeds 42 --hpo-trials 6 --hpo-epochs 4 \\
+        --out bench/results/recipe_ablation_demo.json
+
+How bench/results/recipe_ablation_demo.json was made (2026-11-29, a copy of a make-demo home,
+1 thread per process, up to 2 processes at once on a shared 2-core machine; the cache makes
+the split into invocations safe):
+
+    H="--home /work/ablation_home --profile demo"
+    python bench/recipe_ablation.py $H --variants baseline,validator_aug,balance,focal,ema --seeds 42
+    python bench/recipe_ablation.py $H --variants hard_negatives,hpo_best --seeds 42 --hpo-trials 8 --hpo-epochs 3
+    python bench/recipe_ablation.py $H --variants seed_control,validator_half --seeds 42
+    python bench/recipe_ablation.py $H --variants baseline,validator_half --seeds 43
+    python bench/recipe_ablation.py $H --variants validator_aug --seeds 43
+    python bench/recipe_ablation.py $H --variants seed_control --seeds 43
+    python bench/recipe_ablation.py $H --variants validator_half --seeds 44
+    python bench/recipe_ablation.py $H --variants baseline --seeds 44      # reuses seed_control_s43
+    python bench/recipe_ablation.py $H --report-only --time-epoch --variants baseline,validator_aug,validator_half
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44 --hpo-trials 8 --hpo-epochs 3 \
+      --variants baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best \
+      --out bench/results/recipe_ablation_demo.json
+
+The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
+home, copied: nothing is written into the store; the cache goes under --cache-dir).
+Training runs on --threads CPU threads (default 1) with the DataLoader in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SINGLE_CHANGES = {
+    "baseline": [],
+    "validator_aug": ["train.augmentation.policy=validator"],
+    "balance": ["train.sampler.kind=class_source"],
+    "focal": ["train.loss.name=focal"],
+    "hard_negatives": ["hard_negatives.use_in_training=true"],
+    "ema": ["train.ema.enabled=true"],
+    "hpo_best": [],  # the study's best parameters, applied to the train section
+}
+# Not in the default list: follow-ups a first pass suggested (run with --variants).
+FOLLOW_UPS = {
+    # the validator levels on half the samples, the stored photo as is on the other half
+    "validator_half": ["train.augmentation.policy=validator", "train.augmentation.source_prob=0.5"],
+    # today's recipe with train.seed + 1: the difference a new seed alone makes (the noise floor)
+    "seed_control": [],
+}
+ALL = [*SINGLE_CHANGES, *FOLLOW_UPS, "combo"]
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+EXTRA: list[str] = []  # --set: overrides under every variant (smoke runs: train.epochs=1)
+
+
+def load(profile_name: str, overrides: list[str], threads: int):
+    from roadwork_ml.config import load_profile
+
+    base = [f"train.num_threads={threads}", "data.loader.num_workers=0", "data.loader.persistent_workers=false"]
+    return load_profile(profile_name, [*base, *EXTRA, *overrides])
+
+
+class Bench:
+    def __init__(self, args):
+        from roadwork_assets.data import load_split_rows, load_split_tensors
+        from roadwork_assets.recipe import phase1_datasets
+        from roadwork_assets.resources import ArtifactStore
+        from roadwork_ml.contracts import Split
+
+        self.args = args
+        self.cache = Path(args.cache_dir)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
+        self.profile = load(args.profile, [], args.threads)
+        self.train_rows, self.train, self.val_rows, self.val = phase1_datasets(self.store, self.profile)
+        p = self.profile
+        native_size = max(p.inference.input_size, p.evaluation.streetvision.size)
+        rows = load_split_rows(self.store, Split.VAL_SELECT)
+        self.native = load_split_tensors(self.store, rows, Split.VAL_SELECT, native_size)
+        self.y = self.native.labels.numpy()
+        _log(f"TRAIN {len(self.train)}, VAL_SELECT {len(self.y)} images ({self.y.mean():.1%} positive)")
+
+    # ------------------------------------------------------------------ training
+    def _train(self, profile, train_cfg, weights=None, on_epoch=None):
+        from roadwork_assets.recipe import photo_styles
+        from roadwork_ml.training.phase1 import train_phase1
+
+        torch.set_num_threads(self.args.threads)
+        return train_phase1(
+            profile.model,
+            train_cfg,
+            self.train,
+            self.val,
+            loader=profile.data.loader,
+            sample_weights=weights,
+            styles=photo_styles(profile),
+            on_epoch=on_epoch,
+            log=_log,
+            progress=False,
+        )
+
+    def hard_negative_weights(self) -> tuple[np.ndarray, dict]:
+        """The hard_negatives asset's computation (out-of-fold TRAIN scores with the profile's
+        recipe, then mine_hard_negatives), cached; weights [N TRAIN]."""
+        from roadwork_ml.training.hard_negatives import (
+            false_positive_rate,
+            hard_negative_slice,
+            mine_hard_negatives,
+            out_of_fold_scores,
+        )
+        from roadwork_ml.training.trainer import predict_dataset
+
+        path = self.cache / "hard_negatives.npz"
+        meta_path = self.cache / "hard_negatives.json"
+        if path.exists():
+            return np.load(path)["weights"], json.loads(meta_path.read_text())
+        p = self.profile
+        hn = p.hard_negatives
+        fold_cfg = p.train.model_copy(update={"epochs": self.args.hn_epochs or hn.epochs or p.train.epochs})
+        t0 = time.perf_counter()
+
+        def fit_predict(fit_idx, score_idx):
+            _log(f"hard negatives: fold model on {len(fit_idx)} rows, scoring {len(score_idx)}")
+            run = train_phase1_subset(self, p, fold_cfg, fit_idx)
+            logits = predict_dataset(run.model, self.train.subset(score_idx), p.inference.batch_size, p.data.loader)
+            return torch.softmax(logits, 1)[:, 1].numpy()
+
+        labels = self.train_rows["label"].to_numpy()
+        scores = out_of_fold_scores(
+            fit_predict, labels, self.train_rows["group_id"].to_numpy(), hn.n_folds, p.train.seed
+        )
+        mined = mine_hard_negatives(scores, labels, hn.min_score, hn.max_fraction, hn.weight)
+        in_slice = hard_negative_slice(self.train_rows["tags"].tolist())
+        meta = {
+            "n_folds": hn.n_folds,
+            "fold_epochs": fold_cfg.epochs,
+            "mined": len(mined.indices),
+            "weight": hn.weight,
+            "min_score": hn.min_score,
+            "max_fraction": hn.max_fraction,
+            "oof_fpr_hard_negative_slice": false_positive_rate(scores, labels, in_slice, hn.min_score),
+            "oof_fpr_all_negatives": false_positive_rate(scores, labels, None, hn.min_score),
+            "seconds": time.perf_counter() - t0,
+        }
+        np.savez(path, weights=mined.weights, scores=scores)
+        meta_path.write_text(json.dumps(meta, indent=2))
+        _log(f"hard negatives: {meta}")
+        return mined.weights, meta
+
+    def hpo_best(self) -> dict:
+        """A small Optuna study (roadwork_ml.training.hpo) at reduced epochs; cached best params."""
+        import optuna
+
+        from roadwork_ml.training.hpo import build_study, phase1_objective, run_study
+
+        a, p = self.args, self.profile
+        name = f"ablation_{p.name}_e{a.hpo_epochs}"
+        out = self.cache / f"hpo_{name}.json"
+        hpo_cfg = p.hpo.model_copy(update={"n_trials": a.hpo_trials, "study_name": name})
+        base = p.train.model_copy(update={"epochs": a.hpo_epochs})
+        study = build_study(f"sqlite:///{self.cache / 'hpo.db'}", hpo_cfg, base.epochs)
+        t0 = time.perf_counter()
+
+        def train_fn(cfg, report) -> float:
+            def on_epoch(s) -> None:
+                report(s.epoch, s.val_mcc)
+
+            return self._train(p, cfg, on_epoch=on_epoch).result.best_mcc
+
+        run_study(study, phase1_objective(train_fn, base, hpo_cfg.search_space), hpo_cfg)
+        trials = [
+            {"number": t.number, "state": t.state.name, "value": t.value, **t.params}
+            for t in study.trials
+            if t.state != optuna.trial.TrialState.RUNNING
+        ]
+        prev = json.loads(out.read_text()) if out.exists() else {"seconds": 0.0}
+        res = {
+            "study_name": name,
+            "trial_epochs": a.hpo_epochs,
+            "n_trials": len(trials),
+            "complete": sum(t["state"] == "COMPLETE" for t in trials),
+            "pruned": sum(t["state"] == "PRUNED" for t in trials),
+            "best_trial": study.best_trial.number,
+            "best_value": study.best_value,
+            "best_params": study.best_params,
+            "trials": trials,
+            "seconds": prev["seconds"] + time.perf_counter() - t0,
+        }
+        out.write_text(json.dumps(res, indent=2))
+        _log(f"hpo: best trial {res['best_trial']} VAL_SELECT MCC {res['best_value']:.4f} {res['best_params']}")
+        return res
+
+    def uses_hpo(self, variant: str) -> bool:
+        return variant == "hpo_best" or (variant == "combo" and "hpo_best" in self.args.combo_of.split(","))
+
+    def overrides(self, variant: str) -> list[str]:
+        """Profile overrides of a variant (hpo_best's parameters are applied to the train section apart)."""
+        if variant == "combo":
+            if not self.args.combo_of:
+                raise SystemExit("combo needs --combo-of")
+            return [o for v in self.args.combo_of.split(",") for o in self.overrides(v)]
+        return list({**SINGLE_CHANGES, **FOLLOW_UPS}[variant])
+
+    # ------------------------------------------------------------------ evaluation
+    def predict_fn(self, model, profile):
+        """uint8 [B, 3, H, W] at the StreetVision size -> P(roadwork) [B], as the evaluation
+        asset serves it: resized to inference.input_size, global view (+ flip TTA), mean."""
+        from roadwork_ml.data.transforms import to_float
+        from roadwork_ml.evaluation.report import resize_images
+        from roadwork_ml.models.inference import multiview_model
+
+        mv = multiview_model(
+            model, profile.model, profile.inference, choice={"multi_view": False, "aggregator": "mean", "top_k": 1}
+        )
+
+        @torch.no_grad()
+        def fn(batch: torch.Tensor) -> np.ndarray:
+            out = []
+            for s in range(0, batch.shape[0], profile.inference.batch_size):
+                x = to_float(resize_images(batch[s : s + profile.inference.batch_size], profile.inference.input_size))
+                out.append(mv(x)[0].exp()[:, 1])
+            return torch.cat(out).double().numpy()
+
+        return fn
+
+    def run_variant(self, variant: str, seed: int) -> dict:
+        from roadwork_ml.evaluation.streetvision import streetvision_eval
+        from roadwork_ml.training.hpo import apply_params
+
+        key = f"{variant}_s{seed}"
+        meta_path, npz_path = self.cache / f"{key}.json", self.cache / f"{key}.npz"
+        if meta_path.exists() and npz_path.exists():
+            return json.loads(meta_path.read_text())
+        twin = f"seed_control_s{seed - 1}"  # today's recipe at train.seed = seed: the same run
+        if variant == "baseline" and (self.cache / f"{twin}.npz").exists():
+            meta = {**json.loads((self.cache / f"{twin}.json").read_text()), "variant": "baseline", "seed": seed}
+            meta["reused_from"] = twin
+            np.savez(npz_path, **np.load(self.cache / f"{twin}.npz"))
+            meta_path.write_text(json.dumps(meta, indent=2))
+            return meta
+        overrides = self.overrides(variant)
+        hpo_params = self.hpo_best()["best_params"] if self.uses_hpo(variant) else None
+        train_seed = seed + 1 if variant == "seed_control" else seed
+        profile = load(self.args.profile, [*overrides, f"train.seed={train_seed}"], self.args.threads)
+        train_cfg = apply_params(profile.train, hpo_params) if hpo_params else profile.train
+        weights, hn_meta = (None, None)
+        if profile.hard_negatives.use_in_training:
+            weights, hn_meta = self.hard_negative_weights()
+        _log(f"{key}: training with {overrides}")
+        t0 = time.perf_counter()
+        run = self._train(profile, train_cfg, weights)
+        wall = time.perf_counter() - t0
+        model = run.model.cpu().eval()
+        t1 = time.perf_counter()
+        fn = self.predict_fn(model, profile)
+        p_val = fn(self.native.images)
+        sv = streetvision_eval(
+            fn,
+            self.native.images,
+            self.y,
+            levels=profile.evaluation.streetvision.levels,
+            seed=profile.evaluation.streetvision.seed,
+            batch_size=profile.inference.batch_size,
+            n_resamples=self.args.n_resamples,
+            n_jobs=1,
+            return_outputs=True,
+        )
+        outputs = sv.pop("outputs")
+        r = run.result
+        meta = {
+            "variant": variant,
+            "seed": seed,
+            "train_seed": train_seed,
+            "overrides": overrides,
+            "hpo_params": hpo_params,
+            "hard_negatives": hn_meta,
+            "train_wall_seconds": wall,
+            "train_epoch_seconds": float(sum(h.seconds for h in r.history)),
+            "epochs_run": len(r.history),
+            "best_epoch": r.best_epoch,
+            "best_is_ema": r.best_is_ema,
+            "best_val_select_mcc_during_training": r.best_mcc,
+            "eval_seconds": time.perf_counter() - t1,
+            "streetvision": {
+                k: (
+                    {kk: (vv.to_dict() if hasattr(vv, "to_dict") else vv) for kk, vv in v.items()}
+                    if isinstance(v, dict)
+                    else v
+                )
+                for k, v in sv.items()
+            },
+        }
+        np.savez(npz_path, p_val=p_val, **{f"level_{lv}": o for lv, o in outputs.items()})
+        meta_path.write_text(json.dumps(meta, indent=2))
+        _log(
+            f"{key}: train {wall:.0f}s ({len(r.history)} epochs, best {r.best_epoch}), "
+            f"VAL_SELECT MCC {r.best_mcc:.4f}, pooled reward {sv['pooled']['reward'].estimate:.4f}"
+        )
+        return meta
+
+
+def train_phase1_subset(bench: Bench, profile, cfg, fit_idx):
+    from roadwork_assets.recipe import photo_styles
+    from roadwork_ml.training.phase1 import train_phase1
+
+    return train_phase1(
+        profile.model,
+        cfg,
+        bench.train.subset(fit_idx),
+        bench.val,
+        loader=profile.data.loader,
+        styles=photo_styles(profile),
+        log=_log,
+        progress=False,
+    )
+
+
+def epoch_cpu_costs(bench: Bench, variants: list[str]) -> dict:
+    """Process CPU seconds (one thread, so little affected by other processes on the machine)
+    of one TRAIN epoch's parts: the optimizer steps of today's model (forward + backward over
+    every batch), the legacy batch augmentation, and each variant's per-sample validator
+    transform. Wall times of the runs above are shared-machine numbers; these are the costs."""
+    from roadwork_ml.data.transforms import augment_batch, to_float
+    from roadwork_ml.models.classifier import build_classifier
+    from roadwork_ml.training.losses import build_loss
+    from roadwork_ml.training.trainer import _train_transform
+
+    torch.set_num_threads(bench.args.threads)
+    p = bench.profile
+    cfg, ds = p.train, bench.train
+    n, bs = len(ds), cfg.batch_size
+    images = torch.stack([ds[i][0] for i in range(n)])  # decoded, no transform
+    labels = torch.as_tensor(np.asarray(ds.labels), dtype=torch.int64)
+    out: dict = {"n_train": n, "batch_size": bs}
+    torch.manual_seed(0)
+    model = build_classifier(p.model).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    loss_fn = build_loss(cfg.loss, cfg.label_smoothing, np.asarray(ds.labels))
+    t = time.process_time()
+    for s in range(0, n, bs):
+        loss = loss_fn(model(to_float(images[s : s + bs])), labels[s : s + bs], None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out["steps_cpu_s"] = time.process_time() - t
+    gen = torch.Generator().manual_seed(0)
+    a = cfg.augmentation
+    t = time.process_time()
+    for s in range(0, n, bs):
+        augment_batch(
+            to_float(images[s : s + bs]),
+            gen,
+            scale=(cfg.crop_scale_min, 1.0),
+            max_shift=a.max_shift,
+            jitter=a.jitter,
+            flip_prob=a.flip_prob,
+        )
+    out["legacy_augment_cpu_s"] = time.process_time() - t
+    from roadwork_assets.recipe import photo_styles
+
+    for v in variants:
+        vp = load(bench.args.profile, bench.overrides(v), bench.args.threads)
+        transform = _train_transform(vp.train, ds.size, photo_styles(vp))
+        if transform is None:
+            continue
+        t = time.process_time()
+        for i in range(n):
+            transform(images[i], i)
+        out[f"{v}_transform_cpu_s"] = time.process_time() - t
+    base = out["steps_cpu_s"] + out["legacy_augment_cpu_s"]
+    out["epoch_cost_ratio_vs_baseline"] = {
+        v: (out["steps_cpu_s"] + out[f"{v}_transform_cpu_s"]) / base for v in variants if f"{v}_transform_cpu_s" in out
+    }
+    _log(f"epoch CPU costs: {out}")
+    return out
+
+
+# ---------------------------------------------------------------------- report
+def _fmt(iv: dict, digits: int = 3, signed: bool = True) -> str:
+    f = (lambda v: f"{v:+.{digits}f}") if signed else (lambda v: f"{v:.{digits}f}")
+    return f"{f(iv['estimate'])} [{f(iv['low'])}, {f(iv['high'])}]"
+
+
+def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n_resamples: int) -> dict:
+    from roadwork_ml.evaluation.bootstrap import bootstrap_metrics, paired_bootstrap
+    from roadwork_ml.evaluation.streetvision import paired_streetvision
+
+    out: dict = {"runs": {}, "comparisons": {}, "absolute": {}}
+    for seed in seeds:
+        ref_key = f"baseline_s{seed}"
+        if not (cache / f"{ref_key}.npz").exists():
+            continue
+        ref = np.load(cache / f"{ref_key}.npz")
+        levels = sorted(int(k.split("_")[1]) for k in ref.files if k.startswith("level_"))
+        for variant in variants:
+            key = f"{variant}_s{seed}"
+            if not (cache / f"{key}.npz").exists():
+                continue
+            new = np.load(cache / f"{key}.npz")
+            meta = json.loads((cache / f"{key}.json").read_text())
+            out["runs"][key] = meta
+            sv = paired_streetvision(
+                y,
+                {lv: new[f"level_{lv}"] for lv in levels},
+                {lv: ref[f"level_{lv}"] for lv in levels},
+                n_resamples=n_resamples,
+                seed=seed,
+            )
+            absolute = bootstrap_metrics(y, new["p_val"], metrics=["mcc"], n_resamples=n_resamples, n_jobs=1)
+            out["absolute"][key] = {
+                "val_select_mcc": absolute["mcc"]["percentile"].to_dict(),
+                **{m: sv[m]["new"].to_dict() for m in sv},
+            }
+            if variant == "baseline":
+                continue
+            vs = paired_bootstrap(y, new["p_val"], ref["p_val"], "mcc", n_resamples=n_resamples, seed=seed, n_jobs=1)
+            out["comparisons"][key] = {
+                "val_select_mcc": vs.to_dict(),
+                **{m: {"diff": sv[m]["diff"].to_dict()} for m in sv},
+            }
+    return out
+
+
+def table(res: dict, variants: list[str], seeds: list[int]) -> str:
+    lines = [
+        "Absolute (VAL_SELECT; 95 % bootstrap intervals):",
+        "",
+        "| variant | seed | train s | epochs (best) | VAL_SELECT MCC | L0 MCC | L1 MCC | L2 MCC | L3 MCC | gap L0-L3 | pooled reward |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for seed in seeds:
+        for v in variants:
+            key = f"{v}_s{seed}"
+            if key not in res["absolute"]:
+                continue
+            a, m = res["absolute"][key], res["runs"][key]
+            lines.append(
+                f"| {v} | {seed} | {m['train_wall_seconds']:.0f} | {m['epochs_run']} ({m['best_epoch']}) | "
+                + " | ".join(
+                    _fmt(a[k], signed=False)
+                    for k in (
+                        "val_select_mcc",
+                        "mcc_level_0",
+                        "mcc_level_1",
+                        "mcc_level_2",
+                        "mcc_level_3",
+                        "mcc_gap_0_3",
+                        "pooled_reward",
+                    )
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "Difference vs baseline of the same seed (paired bootstrap over the same images, 95 % intervals):",
+        "",
+        "| variant | seed | epoch wall x (shared CPU) | Δ VAL_SELECT MCC | Δ L0 MCC | Δ L1 MCC | Δ L2 MCC | Δ L3 MCC | Δ gap L0-L3 | Δ pooled reward |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for seed in seeds:
+        base = res["runs"].get(f"baseline_s{seed}")
+        for v in variants:
+            key = f"{v}_s{seed}"
+            if key not in res["comparisons"]:
+                continue
+            c, m = res["comparisons"][key], res["runs"][key]
+            ratio = m["train_epoch_seconds"] / m["epochs_run"] / (base["train_epoch_seconds"] / base["epochs_run"])
+            lines.append(
+                f"| {v} | {seed} | {ratio:.2f} | {_fmt(c['val_select_mcc']['interval'])} | "
+                + " | ".join(
+                    _fmt(c[k]["diff"])
+                    for k in (
+                        "mcc_level_0",
+                        "mcc_level_1",
+                        "mcc_level_2",
+                        "mcc_level_3",
+                        "mcc_gap_0_3",
+                        "pooled_reward",
+                    )
+                )
+                + " |"
+            )
+    costs = res.get("epoch_cpu_costs")
+    if costs:
+        ratios = ", ".join(f"{v} {r:.2f}x" for v, r in costs["epoch_cost_ratio_vs_baseline"].items())
+        lines += [
+            "",
+            f"One TRAIN epoch's CPU cost (1 thread, process time): optimizer steps {costs['steps_cpu_s']:.1f} s, "
+            f"legacy augmentation {costs['legacy_augment_cpu_s']:.1f} s; per-sample policies vs today: {ratios}.",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--home", default=os.environ.get("DAGSTER_HOME", "dagster_home"))
+    ap.add_argument("--profile", default=os.environ.get("ROADWORK_PROFILE", "demo"))
+    ap.add_argument("--variants", default=",".join(SINGLE_CHANGES), help=f"comma list of {ALL}")
+    ap.add_argument("--combo-of", default="", help="variants whose overrides the combo variant joins")
+    ap.add_argument("--seeds", default="42", help="comma list of train.seed values")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--hpo-trials", type=int, default=6)
+    ap.add_argument("--hpo-epochs", type=int, default=4)
+    ap.add_argument("--hn-epochs", type=int, default=0, help="epochs of each hard-negative fold model (0 = profile)")
+    ap.add_argument("--n-resamples", type=int, default=1000)
+    ap.add_argument("--cache-dir", default=None, help="default: <home>/recipe_ablation (outside the repo)")
+    ap.add_argument("--set", action="append", default=[], help="override under every variant (smoke runs)")
+    ap.add_argument("--time-epoch", action="store_true", help="also measure one epoch's CPU cost per part")
+    ap.add_argument("--report-only", action="store_true", help="no training: the table from the cache")
+    ap.add_argument("--out", default="bench/results/recipe_ablation.json")
+    args = ap.parse_args()
+    args.cache_dir = args.cache_dir or str(Path(args.home) / "recipe_ablation")
+    EXTRA[:] = args.set
+    torch.set_num_threads(args.threads)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(ALL))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {ALL}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    bench = Bench(args)
+    t0 = time.perf_counter()
+    if not args.report_only:  # the listed variants only (another invocation may be training the baseline)
+        for seed in seeds:
+            for v in variants:
+                bench.run_variant(v, seed)
+    if "baseline" not in variants:
+        variants.insert(0, "baseline")
+    res = compare(bench.cache, bench.y, variants, seeds, args.n_resamples)
+    cost_path = bench.cache / "epoch_cpu_costs.json"
+    if args.time_epoch:
+        cost_path.write_text(json.dumps(epoch_cpu_costs(bench, variants), indent=2))
+    res["epoch_cpu_costs"] = json.loads(cost_path.read_text()) if cost_path.exists() else None
+    hpo_files = sorted(bench.cache.glob("hpo_*.json"))
+    res.update(
+        {
+            "profile": args.profile,
+            "split": "VAL_SELECT",
+            "n_images": int(len(bench.y)),
+            "positive_share": float(bench.y.mean()),
+            "seeds": seeds,
+            "threads": args.threads,
+            "n_resamples": args.n_resamples,
+            "variants": {v: bench.overrides(v) for v in variants},
+            "combo_of": args.combo_of or None,
+            "hpo": [json.loads(f.read_text()) for f in hpo_files],
+            "hard_negatives": json.loads((bench.cache / "hard_negatives.json").read_text())
+            if (bench.cache / "hard_negatives.json").exists()
+            else None,
+            "command": " ".join(sys.argv),
+            "seconds_this_invocation": time.perf_counter() - t0,
+        }
+    )
+    md = table(res, variants, seeds)
+    res["table_markdown"] = md
+    print(md)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2, default=float))
+    _log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
