@@ -91,6 +91,12 @@ def add_serve_parser(sub) -> argparse.ArgumentParser:
         help="serve without a token (only behind something that authenticates)",
     )
     p.add_argument(
+        "--escalation-file",
+        default=os.environ.get("ROADWORK_ESCALATION_FILE"),
+        help="the platform's escalation state ($DAGSTER_HOME/artifacts/audit/escalation.json; default "
+        "$ROADWORK_ESCALATION_FILE): while it exists, the SCRC policy decides at its stricter risk",
+    )
+    p.add_argument(
         "--cache-dir",
         help="where champions are copied before loading (default: a temporary directory)",
     )
@@ -173,6 +179,7 @@ def build_server(args: argparse.Namespace):
             instances=sv.instances,
             device=args.device,
             reference_dir=args.reference if log_dir else None,
+            escalation_file=args.escalation_file,
         )
         model.warm_up(warm)
         return model

@@ -50,7 +50,9 @@ class ServedModel:
     ``version``: the protocol's model version (registry version number, or the weights'
     sha256 prefix); ``log_version``: the inference log's ``model_version`` (e.g.
     ``roadwork-classifier/3``). ``reference_dir``: a ``reference_profile`` whose PCA projection
-    the logged embeddings go through (needed only when the server writes the log)."""
+    the logged embeddings go through (needed only when the server writes the log).
+    ``escalation_file``: the platform's escalation state (``roadwork_assets.escalation``); while
+    the file exists, an SCRC decision policy decides at its stricter risk (defers more)."""
 
     def __init__(
         self,
@@ -64,8 +66,10 @@ class ServedModel:
         instances: int = 1,
         device: str | None = None,
         reference_dir: str | Path | None = None,
+        escalation_file: str | Path | None = None,
     ):
         self.path = Path(bundle)
+        self.escalation_file = Path(escalation_file) if escalation_file else None
         self.predictors = [
             BundlePredictor(
                 self.path,
@@ -102,7 +106,9 @@ class ServedModel:
 
     def run(self, instance: int, images: np.ndarray) -> BatchOutputs:
         """``images`` float32 ``[B, 3, S, S]`` in [0, 1] → :class:`BatchOutputs` (on this thread)."""
-        out = self.predictors[instance].predict_tensor(images, batch_size=max(1, len(images)))
+        predictor = self.predictors[instance]
+        predictor.policy.escalated = self.escalated  # one stat per batch: set or cleared without a restart
+        out = predictor.predict_tensor(images, batch_size=max(1, len(images)))
         d = out.decisions
         return BatchOutputs(
             d.calibrated[:, 1].astype(np.float32),
@@ -114,6 +120,11 @@ class ServedModel:
             out.embeddings,
             self,
         )
+
+    @property
+    def escalated(self) -> bool:
+        """Whether the platform has escalated (its escalation file exists)."""
+        return self.escalation_file is not None and self.escalation_file.exists()
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Run every instance once per batch size so the first requests do not pay for
