@@ -33,14 +33,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from roadwork_ml.artifacts import atomic_write_json
-from roadwork_ml.monitoring.drift_family import drift_family, subsample_groups
+from roadwork_ml.monitoring.drift_family import drift_family
 from roadwork_ml.monitoring.drift_stats import (
     bin_shares,
     ks,
-    median_heuristic_sigma,
     mmd_permutation_test,
     psi_from_shares,
-    quantile_edges,
 )
 from roadwork_ml.monitoring.group_tests import day_seed
 from roadwork_ml.monitoring.simulation import (
@@ -49,7 +47,7 @@ from roadwork_ml.monitoring.simulation import (
     WINTER,
     as_sample,
     simulate_day,
-    simulate_reference,
+    simulated_reference_setup,
 )
 
 ALPHA = 0.05
@@ -99,13 +97,7 @@ def main() -> None:
     ap.add_argument("--permutations", type=int, default=499)
     args = ap.parse_args()
 
-    ref = simulate_reference(1200, seed=1)
-    emb_rows = subsample_groups(
-        ref["sequence_id"].to_numpy(dtype=object), 500, seed=0
-    )  # whole sequences, as the reference keeps them
-    vals = ref[list(MODEL_COLUMNS_SIM)].to_numpy()
-    edges = {c: quantile_edges(vals[:, j], 10) for j, c in enumerate(MODEL_COLUMNS_SIM)}
-    sigma = median_heuristic_sigma(np.stack(ref["embedding"].to_numpy())[emb_rows].astype(np.float64))
+    ref, emb_rows, edges, sigma = simulated_reference_setup(1200, 500)  # whole sequences, as the reference keeps them
     rs = as_sample(ref, emb_rows)
 
     out = {

@@ -15,7 +15,6 @@ from statsmodels.stats.multitest import multipletests
 from roadwork_ml.monitoring.drift_family import drift_family, subsample_groups
 from roadwork_ml.monitoring.drift_stats import (
     bin_shares,
-    median_heuristic_sigma,
     mmd_permutation_test,
     psi_from_shares,
     quantile_edges,
@@ -41,7 +40,7 @@ from roadwork_ml.monitoring.simulation import (
     WINTER,
     as_sample,
     simulate_day,
-    simulate_reference,
+    simulated_reference_setup,
 )
 
 ALPHA, B, N_STABLE, N_DAY = 0.05, 499, 200, 200
@@ -50,14 +49,7 @@ BOUND = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / N_STABLE)  # Monte-Carlo err
 
 @pytest.fixture(scope="module")
 def setup():
-    ref = simulate_reference(900, seed=1)
-    emb_rows = subsample_groups(
-        ref["sequence_id"].to_numpy(dtype=object), 400, seed=0
-    )  # whole sequences, as the reference keeps them
-    vals = ref[list(MODEL_COLUMNS_SIM)].to_numpy()
-    edges = {c: quantile_edges(vals[:, j], 10) for j, c in enumerate(MODEL_COLUMNS_SIM)}
-    sigma = median_heuristic_sigma(np.stack(ref["embedding"].to_numpy())[emb_rows].astype(np.float64))
-    return ref, emb_rows, edges, sigma
+    return simulated_reference_setup(900, 400)  # MMD rows: whole sequences, as the reference keeps them
 
 
 def _rates(

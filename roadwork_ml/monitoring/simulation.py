@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from roadwork_ml.monitoring.drift_family import DriftSample
+from roadwork_ml.monitoring.drift_family import DriftSample, subsample_groups
+from roadwork_ml.monitoring.drift_stats import median_heuristic_sigma, quantile_edges
 
 __all__ = [
     "CONCEPT",
@@ -36,6 +37,7 @@ __all__ = [
     "simulate_day",
     "simulate_frame",
     "simulate_reference",
+    "simulated_reference_setup",
 ]
 
 MODEL_COLUMNS_SIM = ("prob", "entropy", "margin", "f_view", "f_tta", "f_seq1", "f_seq2", "f_noise")
@@ -128,6 +130,20 @@ def as_sample(df: pd.DataFrame, embedding_rows: np.ndarray | None = None, iid: b
 def simulate_reference(n: int = 1200, seed: int = 0, label_fraction: float = 1.0) -> pd.DataFrame:
     """A VAL_CALIB-like reference: ``n`` stable frames (all labelled by default)."""
     return simulate_frame(n, DayConfig(label_fraction=label_fraction), np.random.default_rng(seed), "ref")
+
+
+def simulated_reference_setup(
+    n: int, mmd_rows: int, seed: int = 1, bins: int = 10
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray], float]:
+    """What a reference profile keeps, on :func:`simulate_reference` ``(n, seed)``: (the frame,
+    the embedding rows of whole sequences kept for the MMD (about ``mmd_rows``), quantile bin
+    edges per model column (``bins`` bins), the MMD bandwidth by the median heuristic)."""
+    ref = simulate_reference(n, seed=seed)
+    emb_rows = subsample_groups(ref["sequence_id"].to_numpy(dtype=object), mmd_rows, seed=0)
+    vals = ref[list(MODEL_COLUMNS_SIM)].to_numpy()
+    edges = {c: quantile_edges(vals[:, j], bins) for j, c in enumerate(MODEL_COLUMNS_SIM)}
+    sigma = median_heuristic_sigma(np.stack(ref["embedding"].to_numpy())[emb_rows].astype(np.float64))
+    return ref, emb_rows, edges, sigma
 
 
 def simulate_day(n: int, config: DayConfig, seed: int, day: int) -> pd.DataFrame:
