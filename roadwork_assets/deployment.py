@@ -469,9 +469,9 @@ def rollback_champion(store: ArtifactStore, mlflow: MlflowTracking, name: str, r
 
 
 def _model_in_service(asset_key: str, manifest_sha: str, mlflow: MlflowTracking, name: str) -> dg.AssetCheckResult:
-    md = identity_md(mlflow, name, manifest_sha, when="this check")
-    status = md["model_status"].value.split("**")[1] if "**" in md["model_status"].value else "unknown"
-    version = md["model_version"]
+    known = mlflow.identity(name, manifest_sha)
+    md = identity_md(mlflow, name, manifest_sha, when="this check", known=known)
+    status, version = known["status"], md["model_version"]
     return dg.AssetCheckResult(
         asset_key=asset_key,
         passed=status == "champion",

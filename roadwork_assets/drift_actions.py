@@ -192,12 +192,10 @@ def drift_action_sensor(
             continue
         impossible = None
         if decision == "retrain":
-            if _within(day, pending, mon.retrain_cooldown_days):
+            launching = _within(day, pending, mon.retrain_cooldown_days)
+            if launching:
                 record_action(
-                    store,
-                    "retrain_suppressed",
-                    why=f"the retrain for {max(_within(day, pending, mon.retrain_cooldown_days))} is being launched",
-                    **payload,
+                    store, "retrain_suppressed", why=f"the retrain for {max(launching)} is being launched", **payload
                 )
                 continue
             cooling = _within(day, retrain_days, mon.retrain_cooldown_days)

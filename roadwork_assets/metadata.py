@@ -92,11 +92,14 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def identity_md(mlflow: MlflowTracking, registered_model: str, content_hash: str, *, when: str = "") -> dict[str, Any]:
+def identity_md(
+    mlflow: MlflowTracking, registered_model: str, content_hash: str, *, when: str = "", known: dict | None = None
+) -> dict[str, Any]:
     """The model one asset belongs to, the same identity the CLI prints (registry version +
     bundle manifest sha256), and its status in the registry at ``when`` (e.g. "materialization"):
-    champion, challenger, rolled back, previous champion, superseded or not registered."""
-    known = mlflow.identity(registered_model, content_hash)
+    champion, challenger, rolled back, previous champion, superseded or not registered.
+    ``known``: :meth:`MlflowTracking.identity`'s answer when the caller already asked."""
+    known = known if known is not None else mlflow.identity(registered_model, content_hash)
     ident, status = known["identity"], known["status"]
     note = {
         "champion": "this is the deployed model",

@@ -360,7 +360,8 @@ def drift_report(
             {
                 "served": served,
                 "reference": reference_model(built_for, registered),
-                "reference_manifest_sha256": built_for.get("bundle_manifest_sha256"),
+                "registered_model": registered,
+                "reference_built_for": built_for,  # the reference's champion.json, as its check re-reads it
             },
         )
         evidently_html(reference_frame(reference), _current_frame(df), out_dir / "evidently.html")
@@ -484,13 +485,7 @@ def reference_matches_served_model(context: dg.AssetCheckExecutionContext, store
     verify_dir(d)
     models = json.loads((d / "models.json").read_text())
     ref = str(models["reference"])
-    name, _, version = ref.rpartition("/")
-    built_for = {
-        "registered_model": name,
-        "champion": version,
-        "bundle_manifest_sha256": models.get("reference_manifest_sha256"),
-    }
-    why = reference_mismatch(set(models["served"]), built_for, name)
+    why = reference_mismatch(set(models["served"]), models["reference_built_for"], models["registered_model"])
     return dg.AssetCheckResult(
         passed=why is None,
         metadata=humane(
