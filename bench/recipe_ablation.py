@@ -72,12 +72,37 @@ SINGLE_CHANGES = {
     "ema": ["train.ema.enabled=true"],
     "hpo_best": [],  # the study's best parameters, applied to the train section
 }
+_HALF = ["train.augmentation.policy=validator", "train.augmentation.source_prob=0.5"]
+_LONG = ["train.epochs=20", "train.early_stopping_patience=6"]
 # Not in the default list: follow-ups a first pass suggested (run with --variants).
 FOLLOW_UPS = {
     # the validator levels on half the samples, the stored photo as is on the other half
-    "validator_half": ["train.augmentation.policy=validator", "train.augmentation.source_prob=0.5"],
+    "validator_half": _HALF,
     # today's recipe with train.seed + 1: the difference a new seed alone makes (the noise floor)
     "seed_control": [],
+    # validator on half the samples with today's batch augmentation on top of every sample
+    "validator_half_legacy": [*_HALF, "train.augmentation.legacy_on_top=true"],
+    # today's recipe plus chroma scaling (the validator's colour-saturation step) on half the samples
+    "legacy_saturation": ["train.augmentation.saturation_prob=0.5"],
+    # ... plus the validator's geometry (rotation, 20-100 % square crop) on half the samples
+    "legacy_saturation_geometry": ["train.augmentation.saturation_prob=0.5", "train.augmentation.geometry_prob=0.5"],
+    # chroma factor 0.25-0.5 (around the validator's 0.4 / 0.3) on half the samples
+    "legacy_saturation_strong": [
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.saturation_range=[0.25,0.5]",
+    ],
+    # saturation with brightness/contrast jitter 1 +- 0.3 (the validator's contrast step darkens to 0.85 / 0.725)
+    "legacy_colour": ["train.augmentation.saturation_prob=0.5", "train.augmentation.jitter=0.3"],
+    "legacy_colour_geometry": [
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.jitter=0.3",
+        "train.augmentation.geometry_prob=0.5",
+    ],
+    # twice today's epochs (patience 6): whether level 0 comes back with a longer schedule
+    "baseline_e20": _LONG,
+    "validator_half_e20": [*_HALF, *_LONG],
+    "validator_half_legacy_e20": [*_HALF, "train.augmentation.legacy_on_top=true", *_LONG],
+    "legacy_saturation_e20": ["train.augmentation.saturation_prob=0.5", *_LONG],
 }
 ALL = [*SINGLE_CHANGES, *FOLLOW_UPS, "combo"]
 
@@ -287,6 +312,9 @@ class Bench:
         run = self._train(profile, train_cfg, weights)
         wall = time.perf_counter() - t0
         model = run.model.cpu().eval()
+        from roadwork_ml.training.checkpoint import save_checkpoint
+
+        save_checkpoint(model, profile.model, self.cache / f"{key}_checkpoint", info={"overrides": overrides})
         t1 = time.perf_counter()
         fn = self.predict_fn(model, profile)
         p_val = fn(self.native.images)
@@ -379,27 +407,35 @@ def epoch_cpu_costs(bench: Bench, variants: list[str]) -> dict:
         loss.backward()
         opt.step()
     out["steps_cpu_s"] = time.process_time() - t
-    gen = torch.Generator().manual_seed(0)
-    a = cfg.augmentation
-    t = time.process_time()
-    for s in range(0, n, bs):
-        augment_batch(
-            to_float(images[s : s + bs]),
-            gen,
-            scale=(cfg.crop_scale_min, 1.0),
-            max_shift=a.max_shift,
-            jitter=a.jitter,
-            flip_prob=a.flip_prob,
-        )
-    out["legacy_augment_cpu_s"] = time.process_time() - t
+
+    def legacy_cpu_s(train_cfg) -> float:
+        gen, a = torch.Generator().manual_seed(0), train_cfg.augmentation
+        t = time.process_time()
+        for s in range(0, n, bs):
+            augment_batch(
+                to_float(images[s : s + bs]),
+                gen,
+                scale=(train_cfg.crop_scale_min, 1.0),
+                max_shift=a.max_shift,
+                jitter=a.jitter,
+                flip_prob=a.flip_prob,
+                saturation=tuple(a.saturation_range),
+                saturation_prob=a.saturation_prob,
+                geometry_prob=a.geometry_prob,
+                rotation=a.rotation,
+            )
+        return time.process_time() - t
+
+    out["legacy_augment_cpu_s"] = legacy_cpu_s(cfg)
     from roadwork_assets.recipe import photo_styles
 
     for v in variants:
         vp = load(bench.args.profile, bench.overrides(v), bench.args.threads)
         transform = _train_transform(vp.train, ds.size, photo_styles(vp))
-        if transform is None:
-            continue
         t = time.process_time()
+        if transform is None:  # a batch-wise (legacy) policy with this variant's knobs
+            out[f"{v}_transform_cpu_s"] = legacy_cpu_s(vp.train)
+            continue
         for i in range(n):
             transform(images[i], i)
         out[f"{v}_transform_cpu_s"] = time.process_time() - t
@@ -454,6 +490,36 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
                 "val_select_mcc": vs.to_dict(),
                 **{m: {"diff": sv[m]["diff"].to_dict()} for m in sv},
             }
+    out["seed_mean"] = seed_mean_comparisons(cache, y, variants, seeds, n_resamples)
+    return out
+
+
+def seed_mean_comparisons(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n_resamples: int) -> dict:
+    """Each variant run at two or more of ``seeds`` against the baseline at the same seeds: the
+    seed-averaged metrics compared by one paired bootstrap over images (the per-seed rows show
+    the seed-to-seed spread that this interval does not cover)."""
+    from roadwork_ml.evaluation.streetvision import paired_streetvision
+
+    out: dict = {}
+    for variant in variants:
+        if variant == "baseline":
+            continue
+        both = [
+            s for s in seeds if (cache / f"{variant}_s{s}.npz").exists() and (cache / f"baseline_s{s}.npz").exists()
+        ]
+        if len(both) < 2:
+            continue
+        new = [np.load(cache / f"{variant}_s{s}.npz") for s in both]
+        ref = [np.load(cache / f"baseline_s{s}.npz") for s in both]
+        levels = sorted(int(k.split("_")[1]) for k in ref[0].files if k.startswith("level_"))
+        sv = paired_streetvision(
+            y,
+            [{lv: r[f"level_{lv}"] for lv in levels} for r in new],
+            [{lv: r[f"level_{lv}"] for lv in levels} for r in ref],
+            n_resamples=n_resamples,
+            seed=0,
+        )
+        out[variant] = {"seeds": both, **{m: {k: iv.to_dict() for k, iv in sv[m].items()} for m in sv}}
     return out
 
 
@@ -516,13 +582,30 @@ def table(res: dict, variants: list[str], seeds: list[int]) -> str:
                 )
                 + " |"
             )
+    if res.get("seed_mean"):
+        lines += [
+            "",
+            "Mean over the seeds each variant ran (minus the baseline at the same seeds; one paired bootstrap over images):",
+            "",
+            "| variant | seeds | L0 MCC | L3 MCC | gap L0-L3 | pooled reward | Δ L0 MCC | Δ L3 MCC | Δ gap L0-L3 | Δ pooled reward |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for v, c in res["seed_mean"].items():
+            keys = ("mcc_level_0", "mcc_level_3", "mcc_gap_0_3", "pooled_reward")
+            lines.append(
+                f"| {v} | {','.join(map(str, c['seeds']))} | "
+                + " | ".join(_fmt(c[k]["new"], signed=False) for k in keys)
+                + " | "
+                + " | ".join(_fmt(c[k]["diff"]) for k in keys)
+                + " |"
+            )
     costs = res.get("epoch_cpu_costs")
     if costs:
         ratios = ", ".join(f"{v} {r:.2f}x" for v, r in costs["epoch_cost_ratio_vs_baseline"].items())
         lines += [
             "",
             f"One TRAIN epoch's CPU cost (1 thread, process time): optimizer steps {costs['steps_cpu_s']:.1f} s, "
-            f"legacy augmentation {costs['legacy_augment_cpu_s']:.1f} s; per-sample policies vs today: {ratios}.",
+            f"legacy augmentation {costs['legacy_augment_cpu_s']:.1f} s; each variant's augmentation, epoch cost vs today: {ratios}.",
         ]
     return "\n".join(lines)
 

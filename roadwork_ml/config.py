@@ -179,6 +179,21 @@ class AugmentConfig(_Strict):
     max_shift: float = Field(default=0.1, ge=0, lt=1, description="legacy: max translation, fraction of half the side")
     jitter: float = Field(default=0.2, ge=0, lt=1, description="legacy: brightness/contrast factor range 1 ± jitter")
     flip_prob: float = Field(default=0.5, ge=0, le=1, description="legacy: horizontal flip probability")
+    saturation_prob: float = Field(
+        default=0.0, ge=0, le=1, description="legacy: P(scale the chroma by a factor from saturation_range)"
+    )
+    saturation_range: tuple[float, float] = Field(
+        default=(0.3, 1.0), description="legacy: chroma factor range (the validator's levels 2-3 use 0.4 and 0.3)"
+    )
+    geometry_prob: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="legacy: P(the validator's geometry instead of zoom/shift: rotation, then a square crop of 20-100 % of the area)",
+    )
+    rotation: float = Field(
+        default=20.0, ge=0, le=180, description="legacy: max rotation of the geometry step, degrees"
+    )
     level_probs: list[float] = Field(
         default_factory=lambda: [0.25, 0.25, 0.25, 0.25],
         min_length=4,
@@ -193,6 +208,17 @@ class AugmentConfig(_Strict):
     )
     validator_size: int = Field(default=224, gt=0, description="validator: the side the level is applied at, px")
     validator_jpeg: bool = Field(default=True, description="validator: end with Pillow JPEG q75 as the validator does")
+    legacy_on_top: bool = Field(
+        default=False,
+        description="validator: also apply the legacy batch augmentation (zoom/shift, flip, jitter) to every sample",
+    )
+
+    @model_validator(mode="after")
+    def _saturation_range(self) -> AugmentConfig:
+        lo, hi = self.saturation_range
+        if not 0 <= lo <= hi:
+            raise ValueError(f"saturation_range must satisfy 0 <= low <= high, got {self.saturation_range}")
+        return self
 
 
 class OptimizerConfig(_Strict):

@@ -54,3 +54,25 @@ def test_levels_must_match():
     y = np.array([0, 1, 0, 1])
     with pytest.raises(ValueError, match="same, non-empty levels"):
         paired_streetvision(y, {0: y * 1.0}, {0: y * 1.0, 3: y * 1.0})
+
+
+def test_runs_of_each_recipe_are_averaged_on_the_same_resampled_images():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 300)
+    shares_new = {0: 0.05, 1: 0.08, 2: 0.10, 3: 0.12}
+    shares_ref = {0: 0.05, 1: 0.10, 2: 0.15, 3: 0.25}
+    new_runs = [_outputs(y, shares_new, s) for s in (1, 2, 3)]
+    ref_runs = [_outputs(y, shares_ref, s) for s in (11, 12, 13)]
+    pooled = paired_streetvision(y, new_runs, ref_runs, n_resamples=200, seed=0)
+    singles = [paired_streetvision(y, n, r, n_resamples=200, seed=0) for n, r in zip(new_runs, ref_runs, strict=True)]
+    for m in ("mcc_level_0", "mcc_level_3", "mcc_gap_0_3", "pooled_reward"):
+        mean_diff = np.mean([s[m]["diff"].estimate for s in singles])
+        assert pooled[m]["diff"].estimate == pytest.approx(mean_diff)
+        # averaging three runs narrows the interval of the difference relative to one run
+        widths = [s[m]["diff"].high - s[m]["diff"].low for s in singles]
+        assert pooled[m]["diff"].high - pooled[m]["diff"].low < np.mean(widths)
+    # one run given as a list is the same as the dict form
+    one = paired_streetvision(y, [new_runs[0]], [ref_runs[0]], n_resamples=200, seed=0)
+    assert one["pooled_reward"]["diff"].estimate == singles[0]["pooled_reward"]["diff"].estimate
+    with pytest.raises(ValueError, match="same, non-empty levels"):
+        paired_streetvision(y, [new_runs[0], {0: new_runs[1][0]}], ref_runs, n_resamples=10)

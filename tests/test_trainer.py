@@ -132,3 +132,27 @@ def test_warmup_cosine_shape():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert np.all(np.diff(lrs[:10]) > 0) and np.all(np.diff(lrs[10:]) <= 1e-12)
     assert lrs[-1] == pytest.approx(0.01, abs=0.01)
+
+
+@pytest.mark.parametrize(("saturation_prob", "grey"), [(0.0, False), (1.0, True)])
+def test_the_profiles_saturation_knobs_reach_the_training_batches(saturation_prob, grey):
+    mcfg, tcfg = _cfgs(epochs=1, augment=True)
+    aug = tcfg.augmentation.model_copy(
+        update={"policy": "legacy", "saturation_prob": saturation_prob, "saturation_range": (0.0, 0.0)}
+    )
+    tcfg = tcfg.model_copy(update={"augmentation": aug})
+    model = build_classifier(mcfg)
+    chroma = []
+
+    def record(module, args):
+        if module.training:
+            x = args[0]
+            chroma.append(float((x.amax(dim=1) - x.amin(dim=1)).max()))
+
+    model.register_forward_pre_hook(record)
+    train_classifier(model, _data(64, 4, "train"), _data(32, 5, "val_select"), tcfg, progress=False, log=lambda s: None)
+    assert len(chroma) == 2  # 64 images, batch 32
+    if grey:
+        assert max(chroma) < 1e-5  # every training image lost its colour
+    else:
+        assert min(chroma) > 0.3  # the orange patches keep theirs

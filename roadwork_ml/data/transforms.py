@@ -51,11 +51,23 @@ def augment_batch(
     max_shift: float = 0.1,
     jitter: float = 0.2,
     flip_prob: float = 0.5,
+    saturation: tuple[float, float] = (1.0, 1.0),
+    saturation_prob: float = 0.0,
+    geometry_prob: float = 0.0,
+    rotation: float = 20.0,
+    geometry_scale: tuple[float, float] = (0.2, 1.0),
 ) -> torch.Tensor:
-    """Random resized crop (affine zoom + shift), horizontal flip, brightness/contrast jitter.
+    """Random resized crop (affine zoom + shift), horizontal flip, brightness/contrast jitter,
+    and with probability ``saturation_prob`` a chroma factor drawn from U(``saturation``).
+
+    With probability ``geometry_prob`` a sample gets the StreetVision validator's geometry
+    instead of the zoom/shift: a rotation by U(-``rotation``, ``rotation``) degrees with black
+    corners, then a square crop of U(``geometry_scale``) of the area at a uniform position.
 
     ``images``: float ``[B, 3, H, W]`` in [0, 1]; returns the same shape, clamped to [0, 1].
-    One affine grid for the whole batch keeps this a handful of tensor ops per step.
+    One affine grid for the whole batch keeps this a handful of tensor ops per step. With
+    ``saturation_prob`` and ``geometry_prob`` 0 no extra random numbers are drawn, so the
+    stream is as before.
     """
     b = images.shape[0]
     dev = images.device
@@ -71,8 +83,47 @@ def augment_batch(
     theta[:, 1, 2] = ty
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if geometry_prob > 0:
+        out = _validator_geometry(images, out, flip, rand, geometry_prob, rotation, geometry_scale)
     brightness = 1 + (rand(b, 1, 1, 1) * 2 - 1) * jitter
     contrast = 1 + (rand(b, 1, 1, 1) * 2 - 1) * jitter
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * contrast + mean * brightness
+    if saturation_prob > 0:
+        # the StreetVision validator's worst distortion: its colour-saturation step scales the
+        # chroma to 0.4 or 0.3 around the luma (levels 2-3)
+        factor = saturation[0] + (saturation[1] - saturation[0]) * rand(b, 1, 1, 1)
+        factor = torch.where(rand(b, 1, 1, 1) < saturation_prob, factor, torch.ones_like(factor))
+        out = desaturate(out, factor)
     return out.clamp_(0, 1)
+
+
+def _validator_geometry(images, out, flip, rand, prob, rotation, scale) -> torch.Tensor:
+    b = images.shape[0]
+    chosen = rand(b) < prob
+    angle = torch.deg2rad((rand(b) * 2 - 1) * rotation)
+    side = torch.sqrt(scale[0] + (scale[1] - scale[0]) * rand(b))  # crop side, fraction of the image side
+    cx = (rand(b) * 2 - 1) * (1 - side)
+    cy = (rand(b) * 2 - 1) * (1 - side)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # output u -> crop centre c + side * u in the rotated image -> R(-angle) back to the source
+    theta = torch.zeros(b, 2, 3, device=images.device)
+    theta[:, 0, 0] = side * cos * flip
+    theta[:, 0, 1] = side * sin
+    theta[:, 1, 0] = -side * sin * flip
+    theta[:, 1, 1] = side * cos
+    theta[:, 0, 2] = cos * cx + sin * cy
+    theta[:, 1, 2] = -sin * cx + cos * cy
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    geo = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return torch.where(chosen.view(b, 1, 1, 1), geo, out)
+
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the Y of the validator's YCbCr
+
+
+def desaturate(images: torch.Tensor, factor: torch.Tensor | float) -> torch.Tensor:
+    """Scale the chroma of float ``[B, 3, H, W]`` RGB around its BT.601 luma by ``factor`` (``[B, 1, 1, 1]`` or scalar)."""
+    w = torch.tensor(_LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    luma = (images * w).sum(dim=1, keepdim=True)
+    return luma + (images - luma) * factor

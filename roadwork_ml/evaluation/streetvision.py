@@ -242,32 +242,38 @@ def streetvision_eval(
 
 
 class _PairedLevelsStatistic:
-    """Per level MCC, the level-0 minus level-3 MCC gap and the pooled reward of two models on rows ``idx``."""
+    """Per level MCC, the level-0 minus level-3 MCC gap and the pooled reward of two models on
+    rows ``idx``, each the mean over that model's runs (e.g. training seeds)."""
 
-    def __init__(self, labels: np.ndarray, preds: dict[str, dict[int, np.ndarray]], levels: list[int], gap: tuple):
+    def __init__(
+        self, labels: np.ndarray, preds: dict[str, list[dict[int, np.ndarray]]], levels: list[int], gap: tuple
+    ):
         self.labels, self.preds, self.levels, self.gap = labels, preds, levels, gap
+
+    def _one(self, y: np.ndarray, by_level: dict[int, np.ndarray], idx: np.ndarray) -> dict[str, float]:
+        mccs = {lv: M.mcc(y, by_level[lv][idx]) for lv in self.levels}
+        out = {f"mcc_level_{lv}": m for lv, m in mccs.items()}
+        if self.gap:
+            out[f"mcc_gap_{self.gap[0]}_{self.gap[1]}"] = mccs[self.gap[0]] - mccs[self.gap[1]]
+        yy = np.tile(y, len(self.levels))
+        pp = np.concatenate([by_level[lv][idx] for lv in self.levels])
+        acc, m = M.accuracy(yy, pp), M.mcc(yy, pp)
+        out.update({"pooled_mcc": m, "pooled_accuracy": acc, "pooled_reward": reward(m, acc)})
+        return out
 
     def __call__(self, idx: np.ndarray) -> dict[str, float]:
         y = self.labels[idx]
         out: dict[str, float] = {}
-        for name, by_level in self.preds.items():
-            mccs = {lv: M.mcc(y, by_level[lv][idx]) for lv in self.levels}
-            out.update({f"{name}/mcc_level_{lv}": m for lv, m in mccs.items()})
-            if self.gap:
-                out[f"{name}/mcc_gap_{self.gap[0]}_{self.gap[1]}"] = mccs[self.gap[0]] - mccs[self.gap[1]]
-            yy = np.tile(y, len(self.levels))
-            pp = np.concatenate([by_level[lv][idx] for lv in self.levels])
-            acc, m = M.accuracy(yy, pp), M.mcc(yy, pp)
-            out.update(
-                {f"{name}/pooled_mcc": m, f"{name}/pooled_accuracy": acc, f"{name}/pooled_reward": reward(m, acc)}
-            )
+        for name, runs in self.preds.items():
+            per_run = [self._one(y, by_level, idx) for by_level in runs]
+            out.update({f"{name}/{k}": float(np.mean([r[k] for r in per_run])) for k in per_run[0]})
         return out
 
 
 def paired_streetvision(
     labels: Any,
-    outputs_new: dict[int, Any],
-    outputs_ref: dict[int, Any],
+    outputs_new: dict[int, Any] | Sequence[dict[int, Any]],
+    outputs_ref: dict[int, Any] | Sequence[dict[int, Any]],
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
@@ -278,23 +284,31 @@ def paired_streetvision(
     Args:
         labels: 0/1 ``[N]``. outputs_new, outputs_ref: ``{level: P(roadwork) [N]}`` (e.g.
             :func:`streetvision_eval`'s ``"outputs"``), the same levels in both; invalid
-            outputs count as wrong answers (:func:`score_outputs`).
+            outputs count as wrong answers (:func:`score_outputs`). Either may be a list of
+            such dicts, one per run of the recipe (training seeds): each metric is then the
+            mean over the runs, on the same resampled images.
 
     Each resample draws N images once and scores both models on them at every level, so the
     per-level MCC, the level-0 minus level-3 MCC gap (when both levels are present) and the
     pooled reward are all paired. Returns ``{metric: {"new": Interval, "ref": Interval,
     "diff": Interval}}`` (percentile intervals; ``diff`` = new - ref) for ``mcc_level_<lv>``,
-    ``mcc_gap_0_3``, ``pooled_mcc``, ``pooled_accuracy`` and ``pooled_reward``.
+    ``mcc_gap_0_3``, ``pooled_mcc``, ``pooled_accuracy`` and ``pooled_reward``. With runs, the
+    interval covers the image sample for these seeds, not the spread of further seeds.
     """
     y = np.asarray(labels).astype(np.int64).reshape(-1)
-    levels = sorted(int(lv) for lv in outputs_new)
-    if sorted(int(lv) for lv in outputs_ref) != levels or not levels:
-        raise ValueError(
-            f"both models need the same, non-empty levels; got {sorted(outputs_new)} and {sorted(outputs_ref)}"
-        )
-    preds = {
-        name: {int(lv): score_outputs(out, y)["preds"] for lv, out in outs.items()}
+    runs = {
+        name: [outs] if isinstance(outs, dict) else list(outs)
         for name, outs in (("new", outputs_new), ("ref", outputs_ref))
+    }
+    if not runs["new"] or not runs["ref"]:
+        raise ValueError("each model needs at least one run of outputs")
+    levels = sorted(int(lv) for lv in runs["new"][0])
+    for outs in (*runs["new"], *runs["ref"]):
+        if sorted(int(lv) for lv in outs) != levels or not levels:
+            raise ValueError(f"every run needs the same, non-empty levels; got {sorted(outs)} and {levels}")
+    preds = {
+        name: [{int(lv): score_outputs(out, y)["preds"] for lv, out in outs.items()} for outs in model_runs]
+        for name, model_runs in runs.items()
     }
     gap = (0, 3) if {0, 3} <= set(levels) else ()
     est, dist = bootstrap_distribution(

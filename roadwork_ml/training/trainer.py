@@ -213,7 +213,7 @@ def train_classifier(
     if transform is not None:
         train_ds = copy.copy(train_ds)  # shares the decoded data / paths, not the transform
         train_ds.transform, train_ds.seed = transform, cfg.seed
-    legacy_aug = cfg.augment and cfg.augmentation.policy == "legacy"
+    legacy_aug = cfg.augment and (cfg.augmentation.policy == "legacy" or cfg.augmentation.legacy_on_top)
     n = len(train_ds)
     weights = None
     if sample_weights is not None:
@@ -268,6 +268,10 @@ def train_classifier(
                     max_shift=a.max_shift,
                     jitter=a.jitter,
                     flip_prob=a.flip_prob,
+                    saturation=tuple(a.saturation_range),
+                    saturation_prob=a.saturation_prob,
+                    geometry_prob=a.geometry_prob,
+                    rotation=a.rotation,
                 )
 
             loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps)

@@ -1,0 +1,103 @@
+"""The legacy batch augmentation's chroma step against the validator's own colour-saturation code."""
+
+import numpy as np
+import pytest
+import torch
+
+from roadwork_ml.augment.streetvision import SEVERITY_TABLES, apply_distortion
+from roadwork_ml.data.transforms import augment_batch, desaturate
+
+
+def _scene(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(20, 236, size=(48, 48, 3), dtype=np.uint8)
+    img[10:30, 10:30] = (255, 140, 0)  # a saturated orange patch, like a cone
+    return img
+
+
+@pytest.mark.parametrize("severity", [1, 2])
+def test_desaturate_matches_the_validators_colour_saturation(severity):
+    rgb = _scene(severity)
+    ref_bgr = apply_distortion(rgb[:, :, ::-1].copy(), "CS", severity)
+    ref = ref_bgr[:, :, ::-1].astype(np.float64)
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    factor = SEVERITY_TABLES["CS"][severity - 1]
+    ours = (desaturate(x, factor)[0].permute(1, 2, 0).numpy() * 255).astype(np.float64)
+    # the validator truncates to uint8 after a float round trip: at most ~1 grey level apart
+    assert np.abs(ours - ref).max() <= 1.5
+    # and it really removed colour: the patch's chroma shrank by the factor
+    chroma_in = np.ptp(rgb[15, 15].astype(float))
+    chroma_out = np.ptp(ours[15, 15])
+    assert chroma_out == pytest.approx(chroma_in * factor, abs=2.0)
+
+
+def test_desaturate_extremes():
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(desaturate(x, 1.0), x, atol=1e-6)
+    grey = desaturate(x, 0.0)
+    assert torch.allclose(grey[:, 0], grey[:, 1], atol=1e-6) and torch.allclose(grey[:, 1], grey[:, 2], atol=1e-6)
+
+
+def test_saturation_prob_zero_keeps_the_random_stream_and_output():
+    x = torch.rand(16, 3, 12, 12)
+    a = augment_batch(x.clone(), torch.Generator().manual_seed(3))
+    b = augment_batch(x.clone(), torch.Generator().manual_seed(3), saturation=(0.3, 1.0), saturation_prob=0.0)
+    assert torch.equal(a, b)
+
+
+def test_saturation_step_desaturates_about_the_requested_share():
+    n = 2000
+    x = torch.rand(n, 3, 4, 4)
+    x[:, 0] = 0.9  # strongly coloured input: chroma spread per image is large
+    x[:, 2] = 0.1
+    out = augment_batch(
+        x.clone(), torch.Generator().manual_seed(0), max_shift=0, jitter=0, flip_prob=0,
+        scale=(1.0, 1.0), saturation=(0.3, 0.3), saturation_prob=0.4,
+    )  # fmt: skip
+    spread_in = (x.amax(1) - x.amin(1)).mean(dim=(1, 2))
+    spread_out = (out.amax(1) - out.amin(1)).mean(dim=(1, 2))
+    ratio = spread_out / spread_in
+    desaturated = ratio < 0.5
+    assert desaturated.float().mean().item() == pytest.approx(0.4, abs=0.04)
+    assert ratio[desaturated].mean().item() == pytest.approx(0.3, abs=0.02)
+    assert ratio[~desaturated].min().item() > 0.95
+
+
+def _plain(**kw):
+    return dict(scale=(1.0, 1.0), max_shift=0.0, jitter=0.0, flip_prob=0.0, **kw)
+
+
+def test_geometry_without_rotation_or_crop_is_the_identity():
+    x = torch.rand(3, 3, 16, 16)
+    out = augment_batch(
+        x.clone(),
+        torch.Generator().manual_seed(0),
+        **_plain(geometry_prob=1.0, rotation=0.0, geometry_scale=(1.0, 1.0)),
+    )
+    assert torch.allclose(out, x, atol=1e-5)
+
+
+def test_geometry_crops_the_requested_area_on_the_requested_share():
+    n, side = 1000, 32
+    ramp = torch.linspace(0, 1, side).view(1, 1, 1, side).expand(n, 3, side, side).contiguous()
+    out = augment_batch(
+        ramp.clone(), torch.Generator().manual_seed(0),
+        **_plain(geometry_prob=0.3, rotation=0.0, geometry_scale=(0.25, 0.25)),
+    )  # fmt: skip
+    width = out[:, 0, side // 2, -1] - out[:, 0, side // 2, 0]  # ramp range left to right
+    cropped = width < 0.75
+    assert cropped.float().mean().item() == pytest.approx(0.3, abs=0.05)
+    assert width[cropped].mean().item() == pytest.approx(0.5 * (side - 1) / side, abs=0.03)  # side sqrt(0.25)
+    assert width[~cropped].min().item() > 0.9
+
+
+def test_geometry_rotation_leaves_black_corners():
+    x = torch.ones(200, 3, 32, 32)
+    out = augment_batch(
+        x.clone(),
+        torch.Generator().manual_seed(0),
+        **_plain(geometry_prob=1.0, rotation=20.0, geometry_scale=(1.0, 1.0)),
+    )
+    corner_dark = out[:, :, :3, :3].mean(dim=(1, 2, 3)) < 0.7
+    assert corner_dark.float().mean().item() > 0.5  # full-frame crops of a rotated frame show the fill
+    assert out[:, :, 14:18, 14:18].min().item() > 0.99  # the centre stays image
