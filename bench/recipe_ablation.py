@@ -266,23 +266,9 @@ class Bench:
     def predict_fn(self, model, profile):
         """uint8 [B, 3, H, W] at the StreetVision size -> P(roadwork) [B], as the evaluation
         asset serves it: resized to inference.input_size, global view (+ flip TTA), mean."""
-        from roadwork_ml.data.transforms import to_float
-        from roadwork_ml.evaluation.report import resize_images
-        from roadwork_ml.models.inference import multiview_model
+        from roadwork_ml.models.inference import global_view_probability
 
-        mv = multiview_model(
-            model, profile.model, profile.inference, choice={"multi_view": False, "aggregator": "mean", "top_k": 1}
-        )
-
-        @torch.no_grad()
-        def fn(batch: torch.Tensor) -> np.ndarray:
-            out = []
-            for s in range(0, batch.shape[0], profile.inference.batch_size):
-                x = to_float(resize_images(batch[s : s + profile.inference.batch_size], profile.inference.input_size))
-                out.append(mv(x)[0].exp()[:, 1])
-            return torch.cat(out).double().numpy()
-
-        return fn
+        return global_view_probability(model, profile.model, profile.inference)
 
     def run_variant(self, variant: str, seed: int) -> dict:
         from roadwork_ml.evaluation.streetvision import streetvision_eval

@@ -54,6 +54,26 @@ def multiview_model(
     ).eval()
 
 
+def global_view_probability(model: RoadworkClassifier, model_cfg: ModelConfig, inf: InferenceConfig):
+    """``predict(uint8 [B, 3, H, W]) -> P(roadwork) [B]`` (float64 numpy) as the served global
+    view computes it: resized to ``inf.input_size``, the global view (plus the profile's flip
+    TTA), mean of the views' probabilities; batches of ``inf.batch_size``. For benchmarks that
+    score a torch model on the StreetVision emulation without building a bundle."""
+    from roadwork_ml.evaluation.report import resize_images
+
+    mv = multiview_model(model, model_cfg, inf, choice={"multi_view": False, "aggregator": "mean", "top_k": 1})
+
+    @torch.no_grad()
+    def predict(batch: torch.Tensor) -> np.ndarray:
+        out = []
+        for s in range(0, batch.shape[0], inf.batch_size):
+            x = to_float(resize_images(batch[s : s + inf.batch_size], inf.input_size))
+            out.append(mv(x)[0].exp()[:, 1])
+        return torch.cat(out).double().numpy()
+
+    return predict
+
+
 def view_features(logits: np.ndarray, view_logits: np.ndarray, view_embeddings: np.ndarray) -> np.ndarray:
     """The 7 uncertainty features ``[N, 7]`` from a multi-view model's outputs: aggregated
     ``logits`` [N, C] (log of aggregated probabilities), ``view_logits`` [N, V, C] and
