@@ -14,6 +14,15 @@ Variants (profile overrides on top of the profile; the same seeds for all):
                     --hpo-epochs epochs for --hpo-trials trials; the best parameters at full epochs
     combo           the union of the overrides of --combo-of (e.g. the changes that helped)
 
+Follow-ups (run with --variants; FOLLOW_UPS below has their overrides): validator_half (the
+validator policy on half the samples), validator_half_legacy (plus the legacy batch steps on
+top), legacy_saturation (the legacy batch augmentation plus the validator's colour-saturation
+step on half the samples: the profiles' default since this ablation), legacy_saturation_strong
+(chroma 0.25-0.5), legacy_colour (plus brightness/contrast jitter 0.3),
+legacy_saturation_geometry (plus the validator's rotation and crop on half the samples),
+*_e20 (20 epochs, patience 6) and seed_control (today's recipe at the next seed: the noise
+floor). "Today's recipe" pins the chroma step off (TODAY below), whatever the profile's default.
+
 Each model is scored on VAL_SELECT (never VAL_TEST) through the served view path (global view
 plus the profile's flip TTA, P(roadwork) > 0.5): MCC on the stored images, and the StreetVision
 emulation (roadwork_ml.evaluation.streetvision: 224 px, levels 0-3, JPEG q75) per-level MCC,
@@ -39,10 +48,28 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants seed_control --seeds 43
     python bench/recipe_ablation.py $H --variants validator_half --seeds 44
     python bench/recipe_ablation.py $H --variants baseline --seeds 44      # reuses seed_control_s43
-    python bench/recipe_ablation.py $H --report-only --time-epoch --variants baseline,validator_aug,validator_half
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44 --hpo-trials 8 --hpo-epochs 3 \
-      --variants baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best \
-      --out bench/results/recipe_ablation_demo.json
+    # second pass (issue 11 follow-ups, after bench/streetvision_distortions.py named the
+    # colour-saturation step); every run also saves its checkpoint in the cache
+    python bench/recipe_ablation.py $H --variants validator_half_legacy --seeds 42
+    python bench/recipe_ablation.py $H --variants validator_half_e20 --seeds 42
+    python bench/recipe_ablation.py $H --variants validator_half_legacy --seeds 43
+    python bench/recipe_ablation.py $H --variants legacy_saturation --seeds 42
+    python bench/recipe_ablation.py $H --variants legacy_saturation --seeds 43
+    python bench/recipe_ablation.py $H --variants legacy_saturation_geometry --seeds 42
+    python bench/recipe_ablation.py $H --variants legacy_saturation --seeds 44
+    python bench/recipe_ablation.py $H --variants legacy_colour --seeds 42
+    python bench/recipe_ablation.py $H --variants legacy_saturation_strong --seeds 42
+    python bench/recipe_ablation.py $H --variants legacy_saturation_e20 --seeds 42
+    python bench/recipe_ablation.py $H --variants baseline_e20 --seeds 42
+    python bench/recipe_ablation.py $H --variants legacy_saturation_geometry --seeds 43
+    python bench/recipe_ablation.py $H --variants baseline,legacy_saturation --seeds 45
+    python bench/recipe_ablation.py $H --report-only --time-epoch \
+      --variants baseline,validator_aug,validator_half,legacy_saturation,legacy_saturation_geometry
+    V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
+    V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
+    V=$V,legacy_colour,legacy_saturation_geometry,baseline_e20,legacy_saturation_e20
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --hpo-trials 8 --hpo-epochs 3 \
+      --variants $V --out bench/results/recipe_ablation_demo.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
@@ -111,6 +138,9 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# "Today's recipe" is the one before this ablation's changes: the profiles now default to the
+# chroma step it found, so the baseline (and every single change on top of it) pins it off.
+TODAY = ["train.augmentation.saturation_prob=0.0"]
 EXTRA: list[str] = []  # --set: overrides under every variant (smoke runs: train.epochs=1)
 
 
@@ -118,7 +148,7 @@ def load(profile_name: str, overrides: list[str], threads: int):
     from roadwork_ml.config import load_profile
 
     base = [f"train.num_threads={threads}", "data.loader.num_workers=0", "data.loader.persistent_workers=false"]
-    return load_profile(profile_name, [*base, *EXTRA, *overrides])
+    return load_profile(profile_name, [*base, *TODAY, *EXTRA, *overrides])
 
 
 class Bench:
