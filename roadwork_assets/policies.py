@@ -13,6 +13,7 @@ from roadwork_assets.metadata import humane, image_md, profile_md, table
 from roadwork_assets.predictions import (
     VAL_CALIB_LOGITS,
     load_val_calib_predictions,
+    load_val_calib_streetvision,
     train_embeddings,
     val_calib_image_quality,
 )
@@ -39,8 +40,26 @@ def thresholds(
     profile = resolved.profile
     preds = load_val_calib_predictions(store)
     cfg = profile.thresholds
+    rule, emulated = cfg.decision_cut, None
+    if rule == "validator_reward":
+        emulated = load_val_calib_streetvision(store)
+        if emulated is None:
+            context.log.warning(
+                "decision_cut: validator_reward, but val_calib_logits holds no StreetVision emulation; "
+                "the cut falls back to clean_mcc (re-materialize val_calib_logits)"
+            )
+            rule = "clean_mcc"
+    levels, vp = emulated if emulated is not None else ([], None)
     fitted = fit_thresholds(
-        preds.probs[:, 1], preds.labels, preds.split, cfg.target_fnr_exit, cfg.min_coverage, cfg.grid_size
+        preds.probs[:, 1],
+        preds.labels,
+        preds.split,
+        cfg.target_fnr_exit,
+        cfg.min_coverage,
+        cfg.grid_size,
+        cut_rule=rule,
+        validator_p1=vp.reshape(-1) if vp is not None else None,
+        validator_labels=np.tile(preds.labels, len(levels)) if vp is not None else None,
     )
     if not fitted.feasible_:
         context.log.warning(
@@ -68,7 +87,9 @@ def thresholds(
                 "fnr_exit": fitted.fnr_exit_,
                 "feasible": fitted.feasible_,
                 "decision_cut": fitted.decision_cut_,
+                "decision_cut_rule": rule,
                 "mcc_at_cut": fitted.mcc_at_cut_,
+                "streetvision_reward_at_cut": fitted.reward_at_cut_,
                 "n_val_calib": len(preds),
                 "sweep": image_md(store.location(THRESHOLDS) / "sweep.png", "exit sweep"),
                 **profile_md(resolved),

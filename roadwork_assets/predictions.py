@@ -7,6 +7,8 @@ happens, in view_aggregator, and VAL_TEST is read by evaluation_report alone.
 
 import dagster as dg
 import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
 
 from roadwork_assets.aggregation import VIEW_AGGREGATOR, load_served_model
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
@@ -15,10 +17,13 @@ from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_assets.training import PHASE1
 from roadwork_ml.artifacts import verify_dir, write_manifest
 from roadwork_ml.contracts import ContractError, Split
+from roadwork_ml.evaluation.report import resize_images
+from roadwork_ml.evaluation.streetvision import emulated_outputs
 from roadwork_ml.models.inference import predict_views
 from roadwork_ml.models.predictions import Predictions, read_predictions, softmax, write_predictions
 
 VAL_CALIB_LOGITS = "val_calib_logits"
+STREETVISION_FILE = "streetvision_p1.safetensors"
 
 
 @dg.asset(deps=[VIEW_AGGREGATOR, PHASE1, SPLITS, SOURCE_IMAGES], group_name="predictions", kinds={"pytorch", "parquet"})
@@ -34,7 +39,15 @@ def val_calib_logits(
     rows = load_split_rows(store, Split.VAL_CALIB)
     data = load_split_tensors(store, rows, Split.VAL_CALIB, inf.input_size)
     outputs = predict_views(mv, data.images, inf.batch_size)
+    emulated = None
+    if resolved.profile.thresholds.decision_cut == "validator_reward":
+        emulated = val_calib_streetvision(mv, store, rows, resolved.profile)
     with store.staging(VAL_CALIB_LOGITS, profile=resolved) as out:
+        if emulated is not None:
+            save_file(
+                {"p1": torch.from_numpy(emulated[1]), "levels": torch.as_tensor(emulated[0], dtype=torch.int64)},
+                str(out / STREETVISION_FILE),
+            )
         write_predictions(
             out / "predictions.parquet",
             Split.VAL_CALIB,
@@ -57,10 +70,38 @@ def val_calib_logits(
                 "views_per_image": int(outputs.view_logits.shape[1]),
                 "positive_share": float(rows["label"].mean()) if len(rows) else 0.0,
                 "accuracy_at_0.5": acc,
+                "streetvision_levels": list(emulated[0])
+                if emulated is not None
+                else "not computed (decision_cut: clean_mcc)",
                 **profile_md(resolved),
             }
         ),
     )
+
+
+def val_calib_streetvision(mv, store: ArtifactStore, rows, profile) -> tuple[list[int], np.ndarray]:
+    """P(roadwork) of the served model on VAL_CALIB as the validator would send it:
+    (levels, float64 ``[L, N]``), the evaluation's emulation settings, one batch in memory at a time."""
+    inf, sv = profile.inference, profile.evaluation.streetvision
+    native = load_split_tensors(store, rows, Split.VAL_CALIB, max(inf.input_size, sv.size))
+
+    def predict(batch: torch.Tensor) -> np.ndarray:
+        out = predict_views(mv, resize_images(batch, inf.input_size), inf.batch_size)
+        return softmax(out.logits)[:, 1]
+
+    outs = emulated_outputs(predict, native.images, sv.levels, sv.seed, inf.batch_size, sv.size)
+    return list(outs), np.stack([outs[lv] for lv in outs])
+
+
+def load_val_calib_streetvision(store: ArtifactStore) -> tuple[list[int], np.ndarray] | None:
+    """(levels, P(roadwork) ``[L, N]``) of VAL_CALIB through the StreetVision emulation, hash-verified;
+    None when the artifact was built without it (``thresholds.decision_cut: clean_mcc``)."""
+    directory = store.read(VAL_CALIB_LOGITS)
+    verify_dir(directory)
+    if not (directory / STREETVISION_FILE).exists():
+        return None
+    t = load_file(str(directory / STREETVISION_FILE))
+    return [int(v) for v in t["levels"].tolist()], t["p1"].double().numpy()
 
 
 def load_val_calib_predictions(store: ArtifactStore, expected_ids: np.ndarray | None = None) -> Predictions:

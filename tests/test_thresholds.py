@@ -75,3 +75,54 @@ def test_leakage_and_serialization():
     again = ExitThresholds.from_dict(fitted.to_dict())
     assert again.tau_ == fitted.tau_ and again.decision_cut_ == fitted.decision_cut_
     assert (again.fold(p) == fitted.fold(p)).all()
+
+
+def _reward_sklearn(p, y, cut, share):
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+    w = np.where(y == 1, share / (y == 1).sum(), (1 - share) / (y == 0).sum())
+    pred = (p > cut).astype(int)
+    m = matthews_corrcoef(y, pred, sample_weight=w)
+    a = accuracy_score(y, pred, sample_weight=w)
+    return (0.5 * m + 0.5 * a) ** 3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reward_optimal_cut_matches_a_brute_force_search_with_sklearn(seed):
+    from roadwork_ml.policy.thresholds import reward_optimal_cut
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random(300) < 0.35).astype(int)  # fewer positives than the validator's 50 %
+    p = np.clip(0.3 * y + rng.normal(0.35, 0.2, 300), 0, 1).round(3)  # ties on purpose
+    cut, best = reward_optimal_cut(p, y, 0.5)
+    s = np.unique(p)
+    candidates = np.r_[(s[1:] + s[:-1]) / 2, s[0] / 2, s[-1]]
+    brute = max(_reward_sklearn(p, y, c, 0.5) for c in candidates)
+    assert best == pytest.approx(brute, abs=1e-9)
+    assert _reward_sklearn(p, y, cut, 0.5) == pytest.approx(best, abs=1e-9)
+
+
+def test_validator_cut_follows_the_shifted_scores_the_clean_cut_misses():
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.4).astype(int)
+    clean = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.08, 400), 0, 1)
+    distorted = np.clip(clean - 0.35 * y, 0, 1)  # distortion pulls positives down (colour lost)
+    vp, vy = np.r_[clean, distorted], np.r_[y, y]
+    clean_fit = fit_thresholds(clean, y, "val_calib", 0.05, 0.5)
+    val_fit = fit_thresholds(
+        clean, y, "val_calib", 0.05, 0.5, cut_rule="validator_reward", validator_p1=vp, validator_labels=vy
+    )
+    assert val_fit.decision_cut_ < clean_fit.decision_cut_
+    from roadwork_ml.evaluation.streetvision import reward
+
+    def pooled_reward(cut):
+        pred = (vp > cut).astype(int)
+        from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+        return reward(matthews_corrcoef(vy, pred), accuracy_score(vy, pred))
+
+    assert pooled_reward(val_fit.decision_cut_) > pooled_reward(clean_fit.decision_cut_) + 0.05
+    again = ExitThresholds.from_dict(val_fit.to_dict())
+    assert again.cut_rule == "validator_reward" and again.decision_cut_ == val_fit.decision_cut_
+    with pytest.raises(Exception, match="needs validator_p1"):
+        fit_thresholds(clean, y, "val_calib", 0.05, 0.5, cut_rule="validator_reward")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -169,6 +170,28 @@ def test_peft_checkpoint_passes_the_bundle_checks(home, mode):
     assert parity.passed and parity.metadata["max_prob_diff"].value <= 1e-4
     failed = [n for n, e in evals.items() if not e.passed and n != "gate_beats_max_prob"]
     assert failed == []
+    # the StreetVision cut is tuned on VAL_CALIB as the validator would send it: recomputed here
+    # from the stored emulated outputs with sklearn (class weights 50/50, every level pooled)
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+    from roadwork_assets.predictions import load_val_calib_predictions, load_val_calib_streetvision
+
+    store = _resources(home[0], "bundle")["store"]
+    meta = r.asset_materializations_for_node("thresholds")[0].metadata
+    levels, vp = load_val_calib_streetvision(store)
+    y = load_val_calib_predictions(store).labels
+    assert meta["decision_cut_rule"].value == "validator_reward" and levels == [0, 1, 2, 3]
+    yy, pp = np.tile(y, len(levels)), vp.reshape(-1)
+    w = np.where(yy == 1, 0.5 / (yy == 1).sum(), 0.5 / (yy == 0).sum())
+
+    def reward_at(cut: float) -> float:
+        pred = (pp > cut).astype(int)
+        m, a = matthews_corrcoef(yy, pred, sample_weight=w), accuracy_score(yy, pred, sample_weight=w)
+        return (0.5 * m + 0.5 * a) ** 3
+
+    cut = meta["decision_cut"].value
+    assert reward_at(cut) == pytest.approx(meta["streetvision_reward_at_cut"].value, rel=1e-3)
+    assert all(reward_at(c) <= reward_at(cut) + 1e-3 for c in np.linspace(0.02, 0.98, 49))
 
 
 def test_explora_then_phase1_from_its_backbone(home):

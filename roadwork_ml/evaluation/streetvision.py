@@ -42,6 +42,7 @@ __all__ = [
     "IMAGE_SIZE",
     "LEVELS",
     "augment",
+    "emulated_outputs",
     "load_generated_slice",
     "paired_streetvision",
     "reward",
@@ -171,6 +172,36 @@ class _RewardStatistic:
         return {"mcc": m, "accuracy": acc, "reward": reward(m, acc)}
 
 
+def emulated_outputs(
+    predict_fn: Callable[[torch.Tensor], np.ndarray],
+    images: torch.Tensor | Sequence[torch.Tensor],
+    levels: Sequence[int] = LEVELS,
+    seed: int = 0,
+    batch_size: int = 64,
+    size: int = IMAGE_SIZE,
+) -> dict[int, np.ndarray]:
+    """``predict_fn``'s outputs on ``images`` as the validator would send them: ``{level:
+    float64 [N]}``, image i at every level drawn from ``(seed, i)`` (:func:`augment`), in
+    batches of ``batch_size`` so only one batch of emulated images is in memory."""
+    imgs = _image_list(images)
+    if int(batch_size) < 1:
+        raise ValueError("batch_size must be >= 1")
+    outputs: dict[int, np.ndarray] = {}
+    for lv in (_check_level(v) for v in levels):
+        parts = [np.empty(0, dtype=np.float64)]
+        for s in range(0, len(imgs), int(batch_size)):
+            batch = augment(imgs[s : s + int(batch_size)], lv, seed, size, start_index=s)
+            raw = predict_fn(batch)
+            if isinstance(raw, torch.Tensor):
+                raw = raw.detach().float().cpu().numpy()
+            out = np.asarray(raw, dtype=np.float64).reshape(-1)
+            if out.shape[0] != batch.shape[0]:
+                raise ValueError(f"predict_fn returned {out.shape[0]} outputs for a batch of {batch.shape[0]} images")
+            parts.append(out)
+        outputs[lv] = np.concatenate(parts)
+    return outputs
+
+
 def streetvision_eval(
     predict_fn: Callable[[torch.Tensor], np.ndarray],
     images: torch.Tensor | Sequence[torch.Tensor],
@@ -211,20 +242,7 @@ def streetvision_eval(
     lvls = [_check_level(lv) for lv in levels]
     if not lvls or int(batch_size) < 1:
         raise ValueError("need at least one level and batch_size >= 1")
-    outputs: dict[int, np.ndarray] = {}
-    for lv in lvls:
-        parts = []
-        for s in range(0, len(imgs), int(batch_size)):
-            batch = augment(imgs[s : s + int(batch_size)], lv, seed, IMAGE_SIZE, start_index=s)
-            raw = predict_fn(batch)
-            if isinstance(raw, torch.Tensor):
-                raw = raw.detach().float().cpu().numpy()
-            out = np.asarray(raw, dtype=np.float64).reshape(-1)
-            if out.shape[0] != batch.shape[0]:
-                raise ValueError(f"predict_fn returned {out.shape[0]} outputs for a batch of {batch.shape[0]} images")
-            parts.append(out)
-        outputs[lv] = np.concatenate(parts)
-
+    outputs = emulated_outputs(predict_fn, imgs, lvls, seed, batch_size)
     scored = {lv: score_outputs(outputs[lv], y) for lv in lvls}
 
     def summary(levels_: list[int]) -> dict[str, Any]:

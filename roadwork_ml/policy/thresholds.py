@@ -5,9 +5,12 @@
   ``max(f, 1 − f) ≥ τ``; otherwise it is deferred to the next stage. We choose the τ with the highest coverage (exited share) whose false-negative
   rate among exited samples, FN / (TP + FN), is at most ``target_fnr_exit``, provided that
   coverage is at least ``min_coverage``.
-* **Decision cut** t*: the cut on p1 that maximizes MCC; ``fold_probability`` maps p1
-  monotonically so that t* lands on 0.5 ("above 0.5 means roadwork", the StreetVision
-  contract) and every output is a finite value in [0, 1].
+* **Decision cut** t*: ``cut_rule="clean_mcc"``, the cut on p1 that maximizes MCC on the
+  VAL_CALIB images as stored; ``"validator_reward"``, the cut that maximizes the StreetVision
+  reward ``(0.5 MCC + 0.5 accuracy)^3`` on VAL_CALIB as the validator would send it (the
+  emulation's levels 0-3 pooled, the classes weighted to ``positive_share``), the distribution a
+  miner is paid on. ``fold_probability`` maps p1 monotonically so that t* lands on 0.5 ("above
+  0.5 means roadwork", the StreetVision contract) and every output is a finite value in [0, 1].
 """
 
 from __future__ import annotations
@@ -24,14 +27,30 @@ class ExitThresholds(PolicyEstimator):
     """The exit threshold τ and the decision cut t*, fitted on VAL_CALIB probabilities.
 
     Hyper-parameters: ``target_fnr_exit`` (max FN / (TP + FN) among exited samples),
-    ``min_coverage`` (min exited share), ``grid_size`` (τ grid on [0.5, 1]).
+    ``min_coverage`` (min exited share), ``grid_size`` (τ grid on [0.5, 1]), ``cut_rule``
+    (``clean_mcc`` | ``validator_reward``, module docstring) and ``positive_share`` (the
+    validator's label prior for ``validator_reward``).
     Fitted: ``tau_``, ``coverage_``, ``fnr_exit_``, ``feasible_``, ``decision_cut_``,
-    ``mcc_at_cut_`` and ``sweep_`` (``{"tau", "coverage", "fnr"}`` lists over the grid).
+    ``mcc_at_cut_`` (clean VAL_CALIB), ``reward_at_cut_`` (the emulated reward, NaN for
+    ``clean_mcc``) and ``sweep_`` (``{"tau", "coverage", "fnr"}`` lists over the grid).
     """
 
     kind = "thresholds"
 
-    def __init__(self, target_fnr_exit: float = 0.05, min_coverage: float = 0.5, grid_size: int = 1001) -> None:
+    def __init__(
+        self,
+        target_fnr_exit: float = 0.05,
+        min_coverage: float = 0.5,
+        grid_size: int = 1001,
+        cut_rule: str = "clean_mcc",
+        positive_share: float = 0.5,
+    ) -> None:
+        if cut_rule not in ("clean_mcc", "validator_reward"):
+            raise ValueError(f"ExitThresholds: cut_rule must be 'clean_mcc' or 'validator_reward', got {cut_rule!r}")
+        if not 0.0 < positive_share < 1.0:
+            raise ValueError(f"ExitThresholds: positive_share must lie in (0, 1), got {positive_share}")
+        self.cut_rule = cut_rule
+        self.positive_share = float(positive_share)
         if not 0.0 <= target_fnr_exit <= 1.0 or not 0.0 <= min_coverage <= 1.0:
             raise ValueError(
                 f"ExitThresholds: target_fnr_exit and min_coverage must lie in [0, 1], got {target_fnr_exit}, {min_coverage}"
@@ -42,8 +61,19 @@ class ExitThresholds(PolicyEstimator):
         self.min_coverage = float(min_coverage)
         self.grid_size = int(grid_size)
 
-    def fit(self, p1: np.ndarray, labels: np.ndarray, *, split: Split | str) -> ExitThresholds:
-        """Fit both thresholds on VAL_CALIB probabilities ``p1`` ``[N]`` with labels ``[N]``."""
+    def fit(
+        self,
+        p1: np.ndarray,
+        labels: np.ndarray,
+        *,
+        split: Split | str,
+        validator_p1: np.ndarray | None = None,
+        validator_labels: np.ndarray | None = None,
+    ) -> ExitThresholds:
+        """Fit both thresholds on VAL_CALIB probabilities ``p1`` ``[N]`` with labels ``[N]``;
+        ``cut_rule="validator_reward"`` also needs ``validator_p1`` ``[M]`` with
+        ``validator_labels`` ``[M]``: the same images through the StreetVision emulation,
+        every level pooled."""
         self.check_split(split)
         p1 = np.asarray(p1, dtype=np.float64)
         labels = np.asarray(labels).astype(np.int64)
@@ -52,6 +82,21 @@ class ExitThresholds(PolicyEstimator):
                 f"ExitThresholds.fit: p1 and labels must be [N] with N > 0, got {list(p1.shape)}, {list(labels.shape)}"
             )
         cut, mcc = mcc_optimal_cut(p1, labels)
+        reward = float("nan")
+        if self.cut_rule == "validator_reward":
+            if validator_p1 is None or validator_labels is None:
+                raise ContractError(
+                    "ExitThresholds.fit: cut_rule 'validator_reward' needs validator_p1 and validator_labels"
+                )
+            vp = np.asarray(validator_p1, dtype=np.float64)
+            vy = np.asarray(validator_labels).astype(np.int64)
+            if vp.ndim != 1 or vy.shape != vp.shape or vp.size == 0:
+                raise ContractError(
+                    f"ExitThresholds.fit: validator_p1 and validator_labels must be [M] with M > 0, got {list(vp.shape)}, {list(vy.shape)}"
+                )
+            cut, reward = reward_optimal_cut(vp, vy, self.positive_share)
+            pred = p1 > cut
+            mcc = float(_weighted_mcc_acc(*_confusion(pred, labels, np.ones_like(p1)))[0])
         taus = np.linspace(0.5, 1.0, self.grid_size)
         coverage, fnr = exit_sweep(fold_probability(p1, cut), labels, taus)
         ok = (fnr <= self.target_fnr_exit) & (coverage >= self.min_coverage)
@@ -68,6 +113,7 @@ class ExitThresholds(PolicyEstimator):
         self.feasible_ = feasible
         self.decision_cut_ = cut
         self.mcc_at_cut_ = mcc
+        self.reward_at_cut_ = reward
         self.sweep_ = {"tau": taus.tolist(), "coverage": coverage.tolist(), "fnr": fnr.tolist()}
         return self
 
@@ -117,6 +163,54 @@ def mcc_optimal_cut(p1: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float(np.clip(cut, _EPS, 1 - _EPS)), float(mcc[k])
 
 
+def _confusion(pred: np.ndarray, labels: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
+    pos = labels == 1
+    return (
+        float(w[pred & pos].sum()),
+        float(w[pred & ~pos].sum()),
+        float(w[~pred & pos].sum()),
+        float(w[~pred & ~pos].sum()),
+    )
+
+
+def _weighted_mcc_acc(tp, fp, fn, tn):
+    tp, fp, fn, tn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, tn))
+    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    mcc = np.where(denom > 0, (tp * tn - fp * fn) / np.where(denom > 0, denom, 1), 0.0)
+    return mcc, (tp + tn) / (tp + fp + fn + tn)
+
+
+def reward_optimal_cut(p1: np.ndarray, labels: np.ndarray, positive_share: float = 0.5) -> tuple[float, float]:
+    """The cut t maximizing the StreetVision reward ``(0.5 MCC + 0.5 accuracy)^3`` of ``p1 > t``
+    with each class weighted so positives make ``positive_share`` of the weight (the validator
+    draws half its images from each class). ``p1``, ``labels``: ``[M]``. t is a midpoint between
+    distinct scores. Returns (t, reward at t)."""
+    p1 = np.asarray(p1, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64)
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ContractError("reward_optimal_cut needs both classes")
+    w = np.where(y == 1, positive_share / n_pos, (1 - positive_share) / n_neg)
+    order = np.argsort(-p1, kind="stable")
+    s, yy, ww = p1[order], y[order], w[order]
+    tp = np.cumsum(ww * yy)
+    fp = np.cumsum(ww * (1 - yy))
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    tp, fp = tp[last_of_tie], fp[last_of_tie]
+    # candidate k: everything scored at or above s_distinct[k] is called roadwork; plus "none"
+    tp, fp = np.r_[0.0, tp], np.r_[0.0, fp]
+    mcc, acc = _weighted_mcc_acc(tp, fp, positive_share - tp, (1 - positive_share) - fp)
+    reward = (0.5 * mcc + 0.5 * acc) ** 3
+    k = int(np.argmax(reward))
+    s_distinct = s[last_of_tie]
+    if k == 0:
+        cut = float(s_distinct[0])  # nothing above: the top score itself is not > cut
+    else:
+        below = s_distinct[k] if k < len(s_distinct) else 0.0
+        cut = float((s_distinct[k - 1] + below) / 2)
+    return float(np.clip(cut, _EPS, 1 - _EPS)), float(reward[k])
+
+
 def fold_probability(p1: np.ndarray, cut: float) -> np.ndarray:
     """Piecewise-linear monotone map with ``cut → 0.5``, ``0 → 0``, ``1 → 1``; NaN-safe (NaN → 0.5 − ε).
 
@@ -137,6 +231,12 @@ def fit_thresholds(
     target_fnr_exit: float,
     min_coverage: float,
     grid_size: int = 1001,
+    cut_rule: str = "clean_mcc",
+    positive_share: float = 0.5,
+    validator_p1: np.ndarray | None = None,
+    validator_labels: np.ndarray | None = None,
 ) -> ExitThresholds:
-    """``ExitThresholds(target_fnr_exit, min_coverage, grid_size).fit(p1, labels, split=split)``."""
-    return ExitThresholds(target_fnr_exit, min_coverage, grid_size).fit(p1, labels, split=split)
+    """``ExitThresholds(...).fit(p1, labels, split=split, validator_p1=..., validator_labels=...)``."""
+    return ExitThresholds(target_fnr_exit, min_coverage, grid_size, cut_rule, positive_share).fit(
+        p1, labels, split=split, validator_p1=validator_p1, validator_labels=validator_labels
+    )
