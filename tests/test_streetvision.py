@@ -170,3 +170,11 @@ def test_generated_slice_folder_is_read_with_the_safe_decoder(tmp_path):
     assert r["level_0"]["accuracy"].estimate == 1.0
     with pytest.raises(FileNotFoundError):
         load_generated_slice(tmp_path / "missing", decode)
+
+
+@pytest.mark.parametrize("level", [0, 3])
+def test_threads_do_not_change_the_augmentation(level):
+    imgs = _images(n=6, seed=4)
+    one = augment(imgs, level, seed=9, start_index=5)
+    many = augment(imgs, level, seed=9, start_index=5, n_threads=3)
+    assert torch.equal(one, many)

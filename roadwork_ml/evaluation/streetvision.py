@@ -22,7 +22,9 @@ of the cube of a noisy window).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +77,12 @@ def _image_list(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Ten
 
 
 def augment(
-    images: torch.Tensor | Sequence[torch.Tensor], level: int, seed: int, size: int = IMAGE_SIZE, start_index: int = 0
+    images: torch.Tensor | Sequence[torch.Tensor],
+    level: int,
+    seed: int,
+    size: int = IMAGE_SIZE,
+    start_index: int = 0,
+    n_threads: int = 1,
 ) -> torch.Tensor:
     """Apply a validator augmentation level to every image, ending as the validator does
     (8-bit, Pillow JPEG q75).
@@ -85,6 +92,8 @@ def augment(
         level: 0..3. seed: int; image i uses a generator seeded with
             ``(seed, start_index + i)``, so results do not depend on batching.
         size: output side in pixels (the validator: 224).
+        n_threads: images augmented at once (OpenCV, Pillow and torch release the GIL);
+            the result does not depend on it.
 
     Returns:
         uint8 ``[N, 3, size, size]``.
@@ -93,11 +102,20 @@ def augment(
     imgs = _image_list(images)
     if not imgs:
         return torch.empty((0, 3, size, size), dtype=torch.uint8)
-    out = []
-    for i, im in enumerate(imgs):
+
+    def one(i: int) -> torch.Tensor:
+        im = imgs[i]
         prm = image_params(seed, start_index + i, lv, int(im.shape[-2]), int(im.shape[-1]))
-        out.append(validator_augment(im, prm, int(size)))
-    return torch.stack(out)
+        return validator_augment(im, prm, int(size))
+
+    if int(n_threads) > 1 and len(imgs) > 1:
+        with ThreadPoolExecutor(min(int(n_threads), len(imgs))) as pool:
+            return torch.stack(list(pool.map(one, range(len(imgs)))))
+    return torch.stack([one(i) for i in range(len(imgs))])
+
+
+def _default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def load_generated_slice(
@@ -179,10 +197,13 @@ def emulated_outputs(
     seed: int = 0,
     batch_size: int = 64,
     size: int = IMAGE_SIZE,
+    n_threads: int | None = None,
 ) -> dict[int, np.ndarray]:
     """``predict_fn``'s outputs on ``images`` as the validator would send them: ``{level:
     float64 [N]}``, image i at every level drawn from ``(seed, i)`` (:func:`augment`), in
-    batches of ``batch_size`` so only one batch of emulated images is in memory."""
+    batches of ``batch_size`` so only one batch of emulated images is in memory. ``n_threads``
+    (default: the CPU count, at most 8) augments a batch's images at once."""
+    threads = _default_threads() if n_threads is None else int(n_threads)
     imgs = _image_list(images)
     if int(batch_size) < 1:
         raise ValueError("batch_size must be >= 1")
@@ -190,7 +211,7 @@ def emulated_outputs(
     for lv in (_check_level(v) for v in levels):
         parts = [np.empty(0, dtype=np.float64)]
         for s in range(0, len(imgs), int(batch_size)):
-            batch = augment(imgs[s : s + int(batch_size)], lv, seed, size, start_index=s)
+            batch = augment(imgs[s : s + int(batch_size)], lv, seed, size, start_index=s, n_threads=threads)
             raw = predict_fn(batch)
             if isinstance(raw, torch.Tensor):
                 raw = raw.detach().float().cpu().numpy()
