@@ -400,10 +400,10 @@ def epoch_cpu_costs(bench: Bench, variants: list[str]) -> dict:
     of one TRAIN epoch's parts: the optimizer steps of today's model (forward + backward over
     every batch), the legacy batch augmentation, and each variant's per-sample validator
     transform. Wall times of the runs above are shared-machine numbers; these are the costs."""
-    from roadwork_ml.data.transforms import augment_batch, to_float
+    from roadwork_ml.data.transforms import to_float
     from roadwork_ml.models.classifier import build_classifier
     from roadwork_ml.training.losses import build_loss
-    from roadwork_ml.training.trainer import _train_transform
+    from roadwork_ml.training.trainer import _train_transform, legacy_augment
 
     torch.set_num_threads(bench.args.threads)
     p = bench.profile
@@ -425,21 +425,10 @@ def epoch_cpu_costs(bench: Bench, variants: list[str]) -> dict:
     out["steps_cpu_s"] = time.process_time() - t
 
     def legacy_cpu_s(train_cfg) -> float:
-        gen, a = torch.Generator().manual_seed(0), train_cfg.augmentation
+        gen = torch.Generator().manual_seed(0)
         t = time.process_time()
         for s in range(0, n, bs):
-            augment_batch(
-                to_float(images[s : s + bs]),
-                gen,
-                scale=(train_cfg.crop_scale_min, 1.0),
-                max_shift=a.max_shift,
-                jitter=a.jitter,
-                flip_prob=a.flip_prob,
-                saturation=tuple(a.saturation_range),
-                saturation_prob=a.saturation_prob,
-                geometry_prob=a.geometry_prob,
-                rotation=a.rotation,
-            )
+            legacy_augment(to_float(images[s : s + bs]), gen, train_cfg)
         return time.process_time() - t
 
     out["legacy_augment_cpu_s"] = legacy_cpu_s(cfg)

@@ -168,6 +168,23 @@ def _train_transform(cfg: TrainConfig, size: int, styles: Sequence = ()):
     )
 
 
+def legacy_augment(x: torch.Tensor, gen: torch.Generator, cfg: TrainConfig) -> torch.Tensor:
+    """The profile's batch-wise augmentation (``train.augmentation``'s legacy knobs) on float ``[B, 3, H, W]``."""
+    a = cfg.augmentation
+    return augment_batch(
+        x,
+        gen,
+        scale=(cfg.crop_scale_min, 1.0),
+        max_shift=a.max_shift,
+        jitter=a.jitter,
+        flip_prob=a.flip_prob,
+        saturation=tuple(a.saturation_range),
+        saturation_prob=a.saturation_prob,
+        geometry_prob=a.geometry_prob,
+        rotation=a.rotation,
+    )
+
+
 def _forward_backward(model, loss_fn, x, y, w, amp: bool, accum: int) -> torch.Tensor:
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         loss = loss_fn(model(x).float(), y, w)
@@ -260,19 +277,7 @@ def train_classifier(
             y = batch.labels.to(device, non_blocking=True)
             w = weights[batch.indices].to(device) if weights is not None else None
             if legacy_aug:
-                a = cfg.augmentation
-                x = augment_batch(
-                    x,
-                    gen,
-                    scale=(cfg.crop_scale_min, 1.0),
-                    max_shift=a.max_shift,
-                    jitter=a.jitter,
-                    flip_prob=a.flip_prob,
-                    saturation=tuple(a.saturation_range),
-                    saturation_prob=a.saturation_prob,
-                    geometry_prob=a.geometry_prob,
-                    rotation=a.rotation,
-                )
+                x = legacy_augment(x, gen, cfg)
 
             loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps)
             last = b == batches_per_epoch - 1
