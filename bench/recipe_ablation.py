@@ -528,6 +528,9 @@ def seed_mean_comparisons(cache: Path, y: np.ndarray, variants: list[str], seeds
     return out
 
 
+STREETVISION_COLUMNS = ("mcc_level_0", "mcc_level_1", "mcc_level_2", "mcc_level_3", "mcc_gap_0_3", "pooled_reward")
+
+
 def table(res: dict, variants: list[str], seeds: list[int]) -> str:
     lines = [
         "Absolute (VAL_SELECT; 95 % bootstrap intervals):",
@@ -543,18 +546,7 @@ def table(res: dict, variants: list[str], seeds: list[int]) -> str:
             a, m = res["absolute"][key], res["runs"][key]
             lines.append(
                 f"| {v} | {seed} | {m['train_wall_seconds']:.0f} | {m['epochs_run']} ({m['best_epoch']}) | "
-                + " | ".join(
-                    _fmt(a[k], signed=False)
-                    for k in (
-                        "val_select_mcc",
-                        "mcc_level_0",
-                        "mcc_level_1",
-                        "mcc_level_2",
-                        "mcc_level_3",
-                        "mcc_gap_0_3",
-                        "pooled_reward",
-                    )
-                )
+                + " | ".join(_fmt(a[k], signed=False) for k in ("val_select_mcc", *STREETVISION_COLUMNS))
                 + " |"
             )
     lines += [
@@ -574,17 +566,7 @@ def table(res: dict, variants: list[str], seeds: list[int]) -> str:
             ratio = m["train_epoch_seconds"] / m["epochs_run"] / (base["train_epoch_seconds"] / base["epochs_run"])
             lines.append(
                 f"| {v} | {seed} | {ratio:.2f} | {_fmt(c['val_select_mcc']['interval'])} | "
-                + " | ".join(
-                    _fmt(c[k]["diff"])
-                    for k in (
-                        "mcc_level_0",
-                        "mcc_level_1",
-                        "mcc_level_2",
-                        "mcc_level_3",
-                        "mcc_gap_0_3",
-                        "pooled_reward",
-                    )
-                )
+                + " | ".join(_fmt(c[k]["diff"]) for k in STREETVISION_COLUMNS)
                 + " |"
             )
     if res.get("seed_mean"):

@@ -40,7 +40,7 @@ def thresholds(
     profile = resolved.profile
     preds = load_val_calib_predictions(store)
     cfg = profile.thresholds
-    rule, emulated = cfg.decision_cut, None
+    rule, validator_p1, validator_labels = cfg.decision_cut, None, None
     if rule == "validator_reward":
         emulated = load_val_calib_streetvision(store)
         if emulated is None:
@@ -49,7 +49,9 @@ def thresholds(
                 "the cut falls back to clean_mcc (re-materialize val_calib_logits)"
             )
             rule = "clean_mcc"
-    levels, vp = emulated if emulated is not None else ([], None)
+        else:
+            levels, p1_by_level = emulated  # [L, N], level-major like the tiled labels
+            validator_p1, validator_labels = p1_by_level.reshape(-1), np.tile(preds.labels, len(levels))
     fitted = fit_thresholds(
         preds.probs[:, 1],
         preds.labels,
@@ -58,8 +60,8 @@ def thresholds(
         cfg.min_coverage,
         cfg.grid_size,
         cut_rule=rule,
-        validator_p1=vp.reshape(-1) if vp is not None else None,
-        validator_labels=np.tile(preds.labels, len(levels)) if vp is not None else None,
+        validator_p1=validator_p1,
+        validator_labels=validator_labels,
     )
     if not fitted.feasible_:
         context.log.warning(

@@ -12,14 +12,15 @@ model's level-2/3 loss was the colour-saturation step.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from roadwork_ml.augment.streetvision import DISTORTION_ORDER, IMAGE_SIZE, ValidatorParams, validator_augment
+from roadwork_ml.augment.streetvision import DISTORTION_ORDER, IMAGE_SIZE, ValidatorParams
 from roadwork_ml.evaluation import metrics as M
-from roadwork_ml.evaluation.streetvision import image_params
+from roadwork_ml.evaluation.streetvision import image_params, predict_augmented
 
 __all__ = ["distortion_breakdown", "distortion_rows"]
 
@@ -32,7 +33,7 @@ def distortion_rows(severities: Sequence[int] = (1, 2)) -> list[tuple[str, int, 
     return rows
 
 
-def _params(seed: int, index: int, level: int, sev: dict[str, int], h: int, w: int) -> ValidatorParams:
+def _params(seed: int, level: int, sev: dict[str, int], index: int, h: int, w: int) -> ValidatorParams:
     if level == 0:
         return ValidatorParams(0)
     geo = image_params(seed, index, 1, h, w)
@@ -62,16 +63,7 @@ def distortion_breakdown(
         raise ValueError(f"{len(imgs)} images but {y.shape[0]} labels")
     out: list[dict[str, Any]] = []
     for name, level, sev in distortion_rows(severities):
-        probs = []
-        for start in range(0, len(imgs), batch_size):
-            batch = [
-                validator_augment(
-                    img, _params(seed, start + j, level, sev, int(img.shape[-2]), int(img.shape[-1])), size
-                )
-                for j, img in enumerate(imgs[start : start + batch_size])
-            ]
-            probs.append(np.asarray(predict(torch.stack(batch)), dtype=np.float64).reshape(-1))
-        p = np.concatenate(probs)
+        p = predict_augmented(predict, imgs, partial(_params, seed, level, sev), batch_size, size)
         pred = (p > 0.5).astype(np.int64)
         out.append(
             {

@@ -44,9 +44,11 @@ __all__ = [
     "IMAGE_SIZE",
     "LEVELS",
     "augment",
+    "augment_with",
     "emulated_outputs",
     "load_generated_slice",
     "paired_streetvision",
+    "predict_augmented",
     "reward",
     "score_outputs",
     "streetvision_eval",
@@ -99,14 +101,30 @@ def augment(
         uint8 ``[N, 3, size, size]``.
     """
     lv = _check_level(level)
+    return augment_with(
+        images, lambda i, h, w: image_params(seed, i, lv, h, w), size, start_index=start_index, n_threads=n_threads
+    )
+
+
+ParamsOf = Callable[[int, int, int], ValidatorParams]  # (image index, height, width) -> its draw
+
+
+def augment_with(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    params_of: ParamsOf,
+    size: int = IMAGE_SIZE,
+    start_index: int = 0,
+    n_threads: int = 1,
+) -> torch.Tensor:
+    """:func:`augment` with each image's parameters from ``params_of(start_index + i, H, W)``
+    (e.g. one distortion at a time, :mod:`roadwork_ml.evaluation.distortions`)."""
     imgs = _image_list(images)
     if not imgs:
         return torch.empty((0, 3, size, size), dtype=torch.uint8)
 
     def one(i: int) -> torch.Tensor:
         im = imgs[i]
-        prm = image_params(seed, start_index + i, lv, int(im.shape[-2]), int(im.shape[-1]))
-        return validator_augment(im, prm, int(size))
+        return validator_augment(im, params_of(start_index + i, int(im.shape[-2]), int(im.shape[-1])), int(size))
 
     if int(n_threads) > 1 and len(imgs) > 1:
         with ThreadPoolExecutor(min(int(n_threads), len(imgs))) as pool:
@@ -190,6 +208,35 @@ class _RewardStatistic:
         return {"mcc": m, "accuracy": acc, "reward": reward(m, acc)}
 
 
+def predict_augmented(
+    predict_fn: Callable[[torch.Tensor], np.ndarray],
+    images: torch.Tensor | Sequence[torch.Tensor],
+    params_of: ParamsOf,
+    batch_size: int = 64,
+    size: int = IMAGE_SIZE,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """``predict_fn``'s outputs (float64 ``[N]``) on ``images`` augmented as
+    :func:`augment_with` does, in batches of ``batch_size`` so only one batch of augmented
+    images is in memory; ``n_threads`` (default: the CPU count, at most 8) augments a batch's
+    images at once."""
+    threads = _default_threads() if n_threads is None else int(n_threads)
+    imgs = _image_list(images)
+    if int(batch_size) < 1:
+        raise ValueError("batch_size must be >= 1")
+    parts = [np.empty(0, dtype=np.float64)]
+    for s in range(0, len(imgs), int(batch_size)):
+        batch = augment_with(imgs[s : s + int(batch_size)], params_of, size, start_index=s, n_threads=threads)
+        raw = predict_fn(batch)
+        if isinstance(raw, torch.Tensor):
+            raw = raw.detach().float().cpu().numpy()
+        out = np.asarray(raw, dtype=np.float64).reshape(-1)
+        if out.shape[0] != batch.shape[0]:
+            raise ValueError(f"predict_fn returned {out.shape[0]} outputs for a batch of {batch.shape[0]} images")
+        parts.append(out)
+    return np.concatenate(parts)
+
+
 def emulated_outputs(
     predict_fn: Callable[[torch.Tensor], np.ndarray],
     images: torch.Tensor | Sequence[torch.Tensor],
@@ -200,27 +247,15 @@ def emulated_outputs(
     n_threads: int | None = None,
 ) -> dict[int, np.ndarray]:
     """``predict_fn``'s outputs on ``images`` as the validator would send them: ``{level:
-    float64 [N]}``, image i at every level drawn from ``(seed, i)`` (:func:`augment`), in
-    batches of ``batch_size`` so only one batch of emulated images is in memory. ``n_threads``
-    (default: the CPU count, at most 8) augments a batch's images at once."""
-    threads = _default_threads() if n_threads is None else int(n_threads)
+    float64 [N]}``, image i at every level drawn from ``(seed, i)`` (:func:`augment`), through
+    :func:`predict_augmented`."""
     imgs = _image_list(images)
-    if int(batch_size) < 1:
-        raise ValueError("batch_size must be >= 1")
-    outputs: dict[int, np.ndarray] = {}
-    for lv in (_check_level(v) for v in levels):
-        parts = [np.empty(0, dtype=np.float64)]
-        for s in range(0, len(imgs), int(batch_size)):
-            batch = augment(imgs[s : s + int(batch_size)], lv, seed, size, start_index=s, n_threads=threads)
-            raw = predict_fn(batch)
-            if isinstance(raw, torch.Tensor):
-                raw = raw.detach().float().cpu().numpy()
-            out = np.asarray(raw, dtype=np.float64).reshape(-1)
-            if out.shape[0] != batch.shape[0]:
-                raise ValueError(f"predict_fn returned {out.shape[0]} outputs for a batch of {batch.shape[0]} images")
-            parts.append(out)
-        outputs[lv] = np.concatenate(parts)
-    return outputs
+    return {
+        lv: predict_augmented(
+            predict_fn, imgs, lambda i, h, w, lv=lv: image_params(seed, i, lv, h, w), batch_size, size, n_threads
+        )
+        for lv in (_check_level(v) for v in levels)
+    }
 
 
 def streetvision_eval(

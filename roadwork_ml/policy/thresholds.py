@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from roadwork_ml.contracts import ContractError, Split
+from roadwork_ml.evaluation import metrics
 from roadwork_ml.policy.estimator import PolicyEstimator
 
 _EPS = 1e-6
@@ -95,8 +96,7 @@ class ExitThresholds(PolicyEstimator):
                     f"ExitThresholds.fit: validator_p1 and validator_labels must be [M] with M > 0, got {list(vp.shape)}, {list(vy.shape)}"
                 )
             cut, reward = reward_optimal_cut(vp, vy, self.positive_share)
-            pred = p1 > cut
-            mcc = float(_weighted_mcc_acc(*_confusion(pred, labels, np.ones_like(p1)))[0])
+            mcc = metrics.mcc(labels, (p1 > cut).astype(np.int64))
         taus = np.linspace(0.5, 1.0, self.grid_size)
         coverage, fnr = exit_sweep(fold_probability(p1, cut), labels, taus)
         ok = (fnr <= self.target_fnr_exit) & (coverage >= self.min_coverage)
@@ -153,9 +153,7 @@ def mcc_optimal_cut(p1: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     P, N = tp[-1], fp[-1]
     last_of_tie = np.r_[s[1:] != s[:-1], True]  # cut only between distinct scores
     tp, fp = tp[last_of_tie], fp[last_of_tie]
-    fn, tn = P - tp, N - fp
-    denom = np.sqrt((tp + fp).astype(float) * (tp + fn) * (tn + fp) * (tn + fn))
-    mcc = np.where(denom > 0, (tp * tn - fp * fn) / np.where(denom > 0, denom, 1), 0.0)
+    mcc, _ = _mcc_acc(tp, fp, P - tp, N - fp)
     k = int(np.argmax(mcc))
     s_distinct = s[last_of_tie]
     below = s_distinct[k + 1] if k + 1 < len(s_distinct) else 0.0
@@ -163,19 +161,11 @@ def mcc_optimal_cut(p1: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float(np.clip(cut, _EPS, 1 - _EPS)), float(mcc[k])
 
 
-def _confusion(pred: np.ndarray, labels: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
-    pos = labels == 1
-    return (
-        float(w[pred & pos].sum()),
-        float(w[pred & ~pos].sum()),
-        float(w[~pred & pos].sum()),
-        float(w[~pred & ~pos].sum()),
-    )
-
-
-def _weighted_mcc_acc(tp, fp, fn, tn):
+def _mcc_acc(tp, fp, fn, tn) -> tuple[np.ndarray, np.ndarray]:
+    """MCC (0 where a margin is empty) and accuracy of confusion counts or weights, element-wise."""
     tp, fp, fn, tn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, tn))
-    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    with np.errstate(invalid="ignore"):  # weights summing to a share leave margins of -1e-17: MCC 0 there
+        denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     mcc = np.where(denom > 0, (tp * tn - fp * fn) / np.where(denom > 0, denom, 1), 0.0)
     return mcc, (tp + tn) / (tp + fp + fn + tn)
 
@@ -199,7 +189,7 @@ def reward_optimal_cut(p1: np.ndarray, labels: np.ndarray, positive_share: float
     tp, fp = tp[last_of_tie], fp[last_of_tie]
     # candidate k: everything scored at or above s_distinct[k] is called roadwork; plus "none"
     tp, fp = np.r_[0.0, tp], np.r_[0.0, fp]
-    mcc, acc = _weighted_mcc_acc(tp, fp, positive_share - tp, (1 - positive_share) - fp)
+    mcc, acc = _mcc_acc(tp, fp, positive_share - tp, (1 - positive_share) - fp)
     reward = (0.5 * mcc + 0.5 * acc) ** 3
     k = int(np.argmax(reward))
     s_distinct = s[last_of_tie]
