@@ -7,6 +7,7 @@ from torch import nn
 
 from roadwork_ml.config import ModelConfig
 from roadwork_ml.models.backbone import create_backbone
+from roadwork_ml.models.photometric import PhotometricNorm
 
 
 class ClassificationHead(nn.Module):
@@ -32,14 +33,23 @@ class ClassificationHead(nn.Module):
 class RoadworkClassifier(nn.Module):
     """Image ``[B, 3, H, W]`` float in [0, 1] → logits ``[B, C]``.
 
-    Mean/std normalization lives inside the module (as buffers) so every export of the
-    model (ONNX, TensorRT) takes the same plain [0, 1] input.
+    The optional per-image photometric normalization (``input_norm``) and the mean/std
+    normalization (buffers) live inside the module so every export of the model (ONNX,
+    TensorRT) takes the same plain [0, 1] input.
     """
 
-    def __init__(self, backbone: nn.Module, head: ClassificationHead, mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: ClassificationHead,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        input_norm: PhotometricNorm | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.input_norm = input_norm if input_norm is not None else PhotometricNorm("none")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -49,7 +59,7 @@ class RoadworkClassifier(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``[B, D]``."""
-        return self.backbone((images - self.mean) / self.std)
+        return self.backbone((self.input_norm(images) - self.mean) / self.std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(images))
@@ -66,7 +76,7 @@ def build_classifier(cfg: ModelConfig) -> RoadworkClassifier:
     mean = tuple(data_cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(data_cfg.get("std", (0.229, 0.224, 0.225)))
     head = ClassificationHead(int(backbone.num_features), cfg.num_classes, cfg.head_hidden, cfg.head_dropout)
-    model = RoadworkClassifier(backbone, head, mean, std)
+    model = RoadworkClassifier(backbone, head, mean, std, PhotometricNorm(cfg.input_norm))
     if cfg.freeze_backbone:
         for p in model.backbone.parameters():
             p.requires_grad_(False)

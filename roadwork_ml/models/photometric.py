@@ -1,0 +1,76 @@
+"""Per-image photometric normalization at the model's input: luma and chroma gains undone.
+
+The StreetVision validator's levels 2-3 scale each image's chroma by 0.4 or 0.3 (colour
+saturation) and every pixel by 0.85 or 0.725 (colour contrast). Both are gains: with the luma
+``Y = 0.299 R + 0.587 G + 0.114 B`` (BT.601, the validator's YCbCr) and the chroma residual
+``C = RGB - Y``, saturation multiplies ``C`` by a factor and contrast multiplies ``Y`` and
+``C``. A model that sees ``C / rms(C)`` and ``Y / mean(Y)`` sees the same image whatever the
+gains, up to 8-bit rounding, so it cannot learn "orange" as a saturation level the validator
+takes away. Hue and every spatial pattern are kept.
+
+``mode``:
+
+* ``none``: identity (the input as given).
+* ``chroma``: ``C`` rescaled to a per-image RMS of ``chroma_target``.
+* ``chroma_luma``: also ``Y`` rescaled to a per-image mean of ``luma_target``.
+
+The floors keep an almost grey (or black) image from having its rounding noise amplified
+without bound: an image whose chroma RMS is below ``chroma_floor`` is amplified by at most
+``chroma_target / chroma_floor``.
+
+Plain tensor arithmetic (no parameters or buffers), so it exports to ONNX and TensorRT with
+the model and adds nothing to the state dict.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+InputNorm = Literal["none", "chroma", "chroma_luma"]
+INPUT_NORMS: tuple[str, ...] = ("none", "chroma", "chroma_luma")
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # RGB order
+
+
+class PhotometricNorm(nn.Module):
+    """Image ``[B, 3, H, W]`` float RGB (about [0, 1]) → the same shape with per-image luma and
+    chroma gains normalized (see the module docstring). Targets are in [0, 1] pixel units."""
+
+    def __init__(
+        self,
+        mode: InputNorm = "chroma",
+        chroma_target: float = 0.08,
+        luma_target: float = 0.45,
+        chroma_floor: float = 0.005,
+        luma_floor: float = 0.02,
+    ):
+        super().__init__()
+        if mode not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {mode!r}")
+        if min(chroma_target, luma_target, chroma_floor, luma_floor) <= 0:
+            raise ValueError("photometric targets and floors must be > 0")
+        self.mode = mode
+        self.chroma_target = float(chroma_target)
+        self.luma_target = float(luma_target)
+        self.chroma_floor = float(chroma_floor)
+        self.luma_floor = float(luma_floor)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, chroma_target={self.chroma_target}, luma_target={self.luma_target}"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return images
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected RGB images [B, 3, H, W], got {tuple(images.shape)}")
+        w = images.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+        luma = (images * w).sum(1, keepdim=True)  # [B, 1, H, W]
+        chroma = images - luma  # [B, 3, H, W]; RGB = Y + C
+        rms = chroma.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+        chroma = chroma * (self.chroma_target / rms.clamp_min(self.chroma_floor))
+        if self.mode == "chroma_luma":
+            mean = luma.mean(dim=(1, 2, 3), keepdim=True)
+            luma = luma * (self.luma_target / mean.clamp_min(self.luma_floor))
+        return luma + chroma
