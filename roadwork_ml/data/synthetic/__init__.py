@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from roadwork_ml.data.synthetic.camera import encode_jpeg, render_scene
 from roadwork_ml.data.synthetic.records import generate_source
-from roadwork_ml.data.synthetic.scene import make_sequence, visible_objects
+from roadwork_ml.data.synthetic.scene import make_sequence, roadwork_boxes, visible_objects
 from roadwork_ml.data.synthetic.spec import (
     ROADWORK_KINDS,
     Building,
@@ -61,6 +61,7 @@ __all__ = [
     "generate_source",
     "make_sequence",
     "render_scene",
+    "roadwork_boxes",
     "visible_objects",
     "encode_jpeg",
 ]

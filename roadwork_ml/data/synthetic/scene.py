@@ -134,6 +134,19 @@ def visible_objects(spec: SceneSpec, role: str | None = None) -> list[tuple[Scen
     return [(o, h) for o, h, _a, _z in _visible(spec, role)]
 
 
+def roadwork_boxes(spec: SceneSpec) -> list[tuple[float, float, float, float]]:
+    """Boxes ``(u0, v0, u1, v1)`` (image fractions, clipped to the frame above the bonnet) of the
+    roadwork objects that count as visible (:func:`visible_objects`) and are not lost in fog."""
+    bottom = 1.0 - spec.camera.hood
+    out = []
+    for o, _h, _a, z in _visible(spec, "roadwork"):
+        if _fog_clear(spec, z) < 0.45:
+            continue
+        u0, v0, u1, v1 = _screen_box(spec, o, z)  # type: ignore[misc]  # _visible kept only boxes in view
+        out.append((max(u0, 0.0), max(v0, 0.0), min(u1, 1.0), min(v1, bottom)))
+    return out
+
+
 def _max_height(visible: list[tuple[SceneObject, float]]) -> float:
     return max((h for o, h in visible if o.kind not in _FLAT), default=0.0)
 
