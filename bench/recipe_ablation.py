@@ -130,6 +130,19 @@ FOLLOW_UPS = {
     "validator_half_e20": [*_HALF, *_LONG],
     "validator_half_legacy_e20": [*_HALF, "train.augmentation.legacy_on_top=true", *_LONG],
     "legacy_saturation_e20": ["train.augmentation.saturation_prob=0.5", *_LONG],
+    # per-image photometric normalization in the model (roadwork_ml.models.photometric): the
+    # validator's saturation (and contrast) gains undone by construction instead of learned
+    "chroma_norm": ["model.input_norm=chroma"],
+    "photometric_norm": ["model.input_norm=chroma_luma"],
+    "photometric_norm_saturation": ["model.input_norm=chroma_luma", "train.augmentation.saturation_prob=0.5"],
+    "photometric_norm_half": ["model.input_norm=chroma_luma", *_HALF],
+    # TRAIN kept at the stored 128 px: the batch zoom samples real pixels, then shrinks to the input
+    "photometric_norm_source": ["model.input_norm=chroma_luma", "train.augmentation.source_side=128"],
+    "photometric_norm_source_geometry": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.source_side=128",
+        "train.augmentation.geometry_prob=0.5",
+    ],
 }
 ALL = [*SINGLE_CHANGES, *FOLLOW_UPS, "combo"]
 
@@ -138,9 +151,10 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# "Today's recipe" is the one before this ablation's changes: the profiles now default to the
-# chroma step it found, so the baseline (and every single change on top of it) pins it off.
-TODAY = ["train.augmentation.saturation_prob=0.0"]
+# "Today's recipe" is the one before this ablation's changes: the profiles now default to what
+# it found (the chroma step, the photometric normalization, the 128-px augmentation source), so
+# the baseline (and every single change on top of it) pins them off.
+TODAY = ["train.augmentation.saturation_prob=0.0", "model.input_norm=none", "train.augmentation.source_side=0"]
 EXTRA: list[str] = []  # --set: overrides under every variant (smoke runs: train.epochs=1)
 
 
@@ -151,29 +165,89 @@ def load(profile_name: str, overrides: list[str], threads: int):
     return load_profile(profile_name, [*base, *TODAY, *EXTRA, *overrides])
 
 
+class DirectoryStore:
+    """A dereferenced copy of a store's ``splits`` and ``source_images`` (``cp -rL`` of
+    ``artifacts/splits`` and ``artifacts/source_images``), read without Dagster: the same rows,
+    files and sha256 checks as the store, for a machine that has only the ML libraries (a GPU
+    box). The splits directory's MANIFEST is verified; each image's sha256 is checked on decode."""
+
+    def __init__(self, root: str | Path):
+        from roadwork_ml.artifacts import verify_dir
+
+        self.root = Path(root)
+        verify_dir(self.root / "splits")
+        import pandas as pd
+
+        self.table = pd.read_parquet(self.root / "splits" / "splits.parquet")
+
+    def rows(self, split):
+        df = self.table[self.table["split"] == split.value]
+        return df.sort_values("record_id", kind="stable").reset_index(drop=True)
+
+    def paths(self, rows) -> list[Path]:
+        return [
+            self.root / "source_images" / m.rsplit("/", 1)[-1] / p
+            for m, p in zip(rows["manifest_dir"], rows["path"], strict=True)
+        ]
+
+    def dataset(self, rows, split, size: int, profile, cache_side: int | None = None):
+        from roadwork_ml.training.dataset import open_rows_dataset
+
+        data = profile.data
+        return open_rows_dataset(self.paths(rows), rows, split, size, data.decode, data.loader, cache_side)
+
+    def tensors(self, rows, split, size: int):
+        from roadwork_ml.artifacts import sha256_file
+        from roadwork_ml.data.transforms import load_image_batch
+        from roadwork_ml.training.trainer import TensorSplit
+
+        paths = self.paths(rows)
+        bad = [str(p) for p, d in zip(paths, rows["sha256"], strict=True) if sha256_file(p) != d]
+        if bad:
+            raise ValueError(f"{len(bad)} images changed since source_images wrote them, e.g. {bad[0]}")
+        labels = torch.from_numpy(rows["label"].to_numpy().astype(np.int64))
+        return TensorSplit(load_image_batch(paths, size), labels, split)
+
+
 class Bench:
     def __init__(self, args):
-        from roadwork_assets.data import load_split_rows, load_split_tensors
-        from roadwork_assets.recipe import phase1_datasets
-        from roadwork_assets.resources import ArtifactStore
         from roadwork_ml.contracts import Split
+        from roadwork_ml.training.trainer import train_cache_side
 
         self.args = args
         self.cache = Path(args.cache_dir)
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
-        self.profile = load(args.profile, [], args.threads)
-        self.train_rows, self.train, self.val_rows, self.val = phase1_datasets(self.store, self.profile)
-        p = self.profile
+        self.profile = p = load(args.profile, [], args.threads)
         native_size = max(p.inference.input_size, p.evaluation.streetvision.size)
-        rows = load_split_rows(self.store, Split.VAL_SELECT)
-        self.native = load_split_tensors(self.store, rows, Split.VAL_SELECT, native_size)
+        if getattr(args, "store_dir", None):
+            d = DirectoryStore(args.store_dir)
+            self.train_rows, self.val_rows = d.rows(Split.TRAIN), d.rows(Split.VAL_SELECT)
+            if p.train.max_train_images:  # as load_train_rows draws them
+                n = min(len(self.train_rows), p.train.max_train_images)
+                self.train_rows = (
+                    self.train_rows.sample(n=n, random_state=p.train.seed)
+                    .sort_values("record_id")
+                    .reset_index(drop=True)
+                )
+            side = train_cache_side(p.model, p.train)
+            self.train = d.dataset(self.train_rows, Split.TRAIN, p.model.img_size, p, side)
+            self.val = d.dataset(self.val_rows, Split.VAL_SELECT, p.model.img_size, p)
+            self.native = d.tensors(self.val_rows, Split.VAL_SELECT, native_size)
+        else:
+            from roadwork_assets.data import load_split_rows, load_split_tensors
+            from roadwork_assets.recipe import phase1_datasets
+            from roadwork_assets.resources import ArtifactStore
+
+            self.store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
+            self.train_rows, self.train, self.val_rows, self.val = phase1_datasets(self.store, p)
+            rows = load_split_rows(self.store, Split.VAL_SELECT)
+            self.native = load_split_tensors(self.store, rows, Split.VAL_SELECT, native_size)
         self.y = self.native.labels.numpy()
         _log(f"TRAIN {len(self.train)}, VAL_SELECT {len(self.y)} images ({self.y.mean():.1%} positive)")
 
     # ------------------------------------------------------------------ training
     def _train(self, profile, train_cfg, weights=None, on_epoch=None):
-        from roadwork_assets.recipe import photo_styles
+        from roadwork_ml.augment.policy import photo_styles
         from roadwork_ml.training.phase1 import train_phase1
 
         torch.set_num_threads(self.args.threads)
@@ -302,7 +376,6 @@ class Bench:
 
     def run_variant(self, variant: str, seed: int) -> dict:
         from roadwork_ml.evaluation.streetvision import streetvision_eval
-        from roadwork_ml.training.hpo import apply_params
 
         key = f"{variant}_s{seed}"
         meta_path, npz_path = self.cache / f"{key}.json", self.cache / f"{key}.npz"
@@ -319,7 +392,11 @@ class Bench:
         hpo_params = self.hpo_best()["best_params"] if self.uses_hpo(variant) else None
         train_seed = seed + 1 if variant == "seed_control" else seed
         profile = load(self.args.profile, [*overrides, f"train.seed={train_seed}"], self.args.threads)
-        train_cfg = apply_params(profile.train, hpo_params) if hpo_params else profile.train
+        train_cfg = profile.train
+        if hpo_params:  # optuna is needed only here (a GPU box may not have it)
+            from roadwork_ml.training.hpo import apply_params
+
+            train_cfg = apply_params(profile.train, hpo_params)
         weights, hn_meta = (None, None)
         if profile.hard_negatives.use_in_training:
             weights, hn_meta = self.hard_negative_weights()
@@ -380,7 +457,7 @@ class Bench:
 
 
 def train_phase1_subset(bench: Bench, profile, cfg, fit_idx):
-    from roadwork_assets.recipe import photo_styles
+    from roadwork_ml.augment.policy import photo_styles
     from roadwork_ml.training.phase1 import train_phase1
 
     return train_phase1(
@@ -432,7 +509,7 @@ def epoch_cpu_costs(bench: Bench, variants: list[str]) -> dict:
         return time.process_time() - t
 
     out["legacy_augment_cpu_s"] = legacy_cpu_s(cfg)
-    from roadwork_assets.recipe import photo_styles
+    from roadwork_ml.augment.policy import photo_styles
 
     for v in variants:
         vp = load(bench.args.profile, bench.overrides(v), bench.args.threads)
@@ -600,6 +677,11 @@ def table(res: dict, variants: list[str], seeds: list[int]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--home", default=os.environ.get("DAGSTER_HOME", "dagster_home"))
+    ap.add_argument(
+        "--store-dir",
+        default=None,
+        help="read splits and source_images from this dereferenced copy of <home>/artifacts instead (no Dagster needed)",
+    )
     ap.add_argument("--profile", default=os.environ.get("ROADWORK_PROFILE", "demo"))
     ap.add_argument("--variants", default=",".join(SINGLE_CHANGES), help=f"comma list of {ALL}")
     ap.add_argument("--combo-of", default="", help="variants whose overrides the combo variant joins")
@@ -613,6 +695,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="override under every variant (smoke runs)")
     ap.add_argument("--time-epoch", action="store_true", help="also measure one epoch's CPU cost per part")
     ap.add_argument("--report-only", action="store_true", help="no training: the table from the cache")
+    ap.add_argument("--budget-s", type=float, default=0, help="start no new run after this many seconds (0: no limit)")
     ap.add_argument("--out", default="bench/results/recipe_ablation.json")
     args = ap.parse_args()
     args.cache_dir = args.cache_dir or str(Path(args.home) / "recipe_ablation")
@@ -628,6 +711,9 @@ def main() -> None:
     if not args.report_only:  # the listed variants only (another invocation may be training the baseline)
         for seed in seeds:
             for v in variants:
+                if args.budget_s and time.perf_counter() - t0 > args.budget_s:
+                    _log(f"budget of {args.budget_s:.0f} s spent: {v}_s{seed} and later runs not started")
+                    break
                 bench.run_variant(v, seed)
     if "baseline" not in variants:
         variants.insert(0, "baseline")

@@ -354,22 +354,16 @@ def split_image_paths(store: ArtifactStore, rows: pd.DataFrame, split: Split) ->
     return [dirs[m] / p for m, p in zip(rows["manifest_dir"], rows["path"], strict=True)]
 
 
-def load_split_dataset(store: ArtifactStore, rows: pd.DataFrame, split: Split, size: int, profile):
+def load_split_dataset(
+    store: ArtifactStore, rows: pd.DataFrame, split: Split, size: int, profile, cache_side: int | None = None
+):
     """The streaming dataset of ``rows`` (:func:`roadwork_ml.training.dataset.open_split_dataset`):
     decoded in the profile's DataLoader workers, each file's sha256 checked against the manifest,
     kept decoded in memory only when it fits ``data.loader.in_memory_max_gb``."""
-    from roadwork_ml.training.dataset import open_split_dataset
+    from roadwork_ml.training.dataset import open_rows_dataset
 
-    return open_split_dataset(
-        split_image_paths(store, rows, split),
-        rows["label"].to_numpy(),
-        Split(split),
-        size,
-        profile.data.decode,
-        profile.data.loader,
-        sha256=list(rows["sha256"]),
-        sources=rows["source"].to_numpy(),
-    )
+    paths = split_image_paths(store, rows, split)
+    return open_rows_dataset(paths, rows, Split(split), size, profile.data.decode, profile.data.loader, cache_side)
 
 
 def load_train_rows(store: ArtifactStore, profile) -> pd.DataFrame:

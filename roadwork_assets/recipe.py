@@ -18,7 +18,7 @@ from roadwork_assets.explora import EXPLORA, load_explora_dir
 from roadwork_assets.metadata import image_md, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, dagster_home
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
-from roadwork_ml.augment.policy import PhotoStyle
+from roadwork_ml.augment.policy import photo_styles
 from roadwork_ml.contracts import Split
 from roadwork_ml.training.hard_negatives import (
     false_positive_rate,
@@ -27,17 +27,12 @@ from roadwork_ml.training.hard_negatives import (
     out_of_fold_scores,
 )
 from roadwork_ml.training.phase1 import train_phase1
-from roadwork_ml.training.trainer import predict_dataset
+from roadwork_ml.training.trainer import predict_dataset, train_cache_side
 
 HARD_NEGATIVES = "hard_negatives"
 HPO_STUDY = "hpo_study"
 WEIGHTS_FILE = "weights.parquet"
 BEST_FILE = "best_params.json"
-
-
-def photo_styles(profile) -> list[PhotoStyle]:
-    """Each source's photo style, for the validator augmentation policy."""
-    return [PhotoStyle.from_synthetic(s.synthetic) for s in profile.data.sources.values()]
 
 
 def phase1_datasets(store: ArtifactStore, profile):
@@ -47,7 +42,9 @@ def phase1_datasets(store: ArtifactStore, profile):
     val_rows = load_split_rows(store, Split.VAL_SELECT)
     return (
         train_rows,
-        load_split_dataset(store, train_rows, Split.TRAIN, size, profile),
+        load_split_dataset(
+            store, train_rows, Split.TRAIN, size, profile, train_cache_side(profile.model, profile.train)
+        ),
         val_rows,
         load_split_dataset(store, val_rows, Split.VAL_SELECT, size, profile),
     )

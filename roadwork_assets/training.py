@@ -17,11 +17,11 @@ from roadwork_assets.recipe import (
     load_hard_negative_weights,
     load_hpo_best,
     phase1_datasets,
-    photo_styles,
 )
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_assets.run_tags import GPU_OP_TAGS
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
+from roadwork_ml.augment.policy import photo_styles
 from roadwork_ml.contracts import Split
 from roadwork_ml.evaluation.plots import training_curves
 from roadwork_ml.training.checkpoint import load_checkpoint, save_checkpoint

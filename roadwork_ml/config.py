@@ -149,6 +149,11 @@ class ModelConfig(_Strict):
     allow_random_init: bool = Field(
         description="false: training without weights_path / init_from is refused (a random-init ViT-L trains an input-blind model)"
     )
+    input_norm: Literal["none", "chroma", "chroma_luma"] = Field(
+        default="none",
+        description="per-image photometric normalization inside the model (roadwork_ml.models.photometric): "
+        "none, chroma (chroma gain undone), chroma_luma (luma gain too)",
+    )
 
 
 class LoraSettings(_Strict):
@@ -211,6 +216,13 @@ class AugmentConfig(_Strict):
     legacy_on_top: bool = Field(
         default=False,
         description="validator: also apply the legacy batch augmentation (zoom/shift, flip, jitter) to every sample",
+    )
+    source_side: int = Field(
+        default=0,
+        ge=0,
+        description="legacy: TRAIN images are kept at this side (px) and the batch zoom / crop samples them before "
+        "bringing the batch to model.img_size (antialiased), so zoomed crops keep real detail as the validator's "
+        "crops of a larger photo do; validator: the side its crops are taken from; 0 = model.img_size",
     )
 
     @model_validator(mode="after")

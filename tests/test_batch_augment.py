@@ -101,3 +101,40 @@ def test_geometry_rotation_leaves_black_corners():
     corner_dark = out[:, :, :3, :3].mean(dim=(1, 2, 3)) < 0.7
     assert corner_dark.float().mean().item() > 0.5  # full-frame crops of a rotated frame show the fill
     assert out[:, :, 14:18, 14:18].min().item() > 0.99  # the centre stays image
+
+
+def _stripes(side: int) -> torch.Tensor:
+    """float [1, 3, side, side]: vertical stripes of period 4 px at 128 px (fine detail)."""
+    x = torch.arange(side, dtype=torch.float32) * 128 / side
+    row = (torch.sin(x * 2 * np.pi / 4) > 0).float()
+    return row.view(1, 1, 1, side).expand(1, 3, side, side).contiguous()
+
+
+def _detail(x: torch.Tensor) -> float:
+    """Mean absolute horizontal gradient: how much fine detail survived."""
+    return float((x[..., 1:] - x[..., :-1]).abs().mean())
+
+
+def test_out_size_resizes_with_antialias_and_keeps_the_stream():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32)
+    kw = dict(scale=(1.0, 1.0), max_shift=0.0, jitter=0.0, flip_prob=0.0)
+    out = augment_batch(x.clone(), torch.Generator().manual_seed(1), out_size=16, **kw)
+    ref = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
+    assert out.shape == (4, 3, 16, 16) and torch.allclose(out, ref.clamp(0, 1), atol=1e-5)
+    # out_size equal to the input: the same draws and output as before the knob existed
+    a = augment_batch(x.clone(), torch.Generator().manual_seed(2))
+    b = augment_batch(x.clone(), torch.Generator().manual_seed(2), out_size=32)
+    assert torch.equal(a, b)
+
+
+def test_zoomed_crops_from_a_larger_source_keep_detail():
+    """The validator crops a 224-px photo: a zoom sampled from the photo keeps fine detail that a
+    zoom of the already shrunken model input has lost."""
+    kw = dict(scale=(0.45, 0.45), max_shift=0.0, jitter=0.0, flip_prob=0.0)
+    big = _stripes(128)
+    small = torch.nn.functional.interpolate(big, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    from_big = augment_batch(big, torch.Generator().manual_seed(0), out_size=32, **kw)
+    from_small = augment_batch(small, torch.Generator().manual_seed(0), **kw)
+    assert from_big.shape == from_small.shape == (1, 3, 32, 32)
+    assert _detail(from_big) > 3 * _detail(from_small)

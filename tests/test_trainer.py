@@ -156,3 +156,25 @@ def test_the_profiles_saturation_knobs_reach_the_training_batches(saturation_pro
         assert max(chroma) < 1e-5  # every training image lost its colour
     else:
         assert min(chroma) > 0.3  # the orange patches keep theirs
+
+
+def test_source_side_feeds_the_model_its_input_size_from_larger_images():
+    """train.augmentation.source_side: TRAIN images cached at 2x the input; the batch step samples
+    them and the model still gets img_size inputs; VAL_SELECT is scored at img_size."""
+    from roadwork_ml.training.dataset import TensorImageDataset
+    from roadwork_ml.training.trainer import train_cache_side
+
+    mcfg, tcfg = _cfgs(epochs=1, augment=True)
+    aug = tcfg.augmentation.model_copy(update={"policy": "legacy", "source_side": 2 * SIZE})
+    tcfg = tcfg.model_copy(update={"augmentation": aug})
+    assert train_cache_side(mcfg, tcfg) == 2 * SIZE
+    assert train_cache_side(mcfg, tcfg.model_copy(update={"augment": False})) is None
+    big = _data(64, 4, "train")
+    images = torch.nn.functional.interpolate(big.images.float(), size=(2 * SIZE, 2 * SIZE)).to(torch.uint8)
+    train = TensorImageDataset(images, big.labels, Split.TRAIN, size=SIZE)
+    model = build_classifier(mcfg)
+    shapes = []
+    model.register_forward_pre_hook(lambda m, args: shapes.append((m.training, tuple(args[0].shape[-2:]))))
+    train_classifier(model, train, _data(32, 5, "val_select"), tcfg, progress=False, log=lambda s: None)
+    assert {s for t, s in shapes if t} == {(SIZE, SIZE)} and {s for t, s in shapes if not t} == {(SIZE, SIZE)}
+    assert train.size == SIZE  # the caller's dataset is untouched

@@ -24,7 +24,7 @@ from PIL import Image, ImageFilter
 from roadwork_ml.augment.streetvision import IMAGE_SIZE, draw_level, draw_params, validator_augment
 from roadwork_ml.training.dataset import resize_uint8
 
-__all__ = ["PhotoStyle", "ValidatorPolicy", "apply_photo_style"]
+__all__ = ["PhotoStyle", "ValidatorPolicy", "apply_photo_style", "photo_styles"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class PhotoStyle:
     def from_synthetic(cls, style) -> PhotoStyle:
         """From a :class:`roadwork_ml.config.SyntheticStyle`."""
         return cls(tuple(style.jpeg_quality), float(style.blur_max), float(style.noise_std))
+
+
+def photo_styles(profile) -> list[PhotoStyle]:
+    """Each configured source's photo style (``profile.data.sources``), for the validator policy."""
+    return [PhotoStyle.from_synthetic(s.synthetic) for s in profile.data.sources.values()]
 
 
 def apply_photo_style(img: torch.Tensor, style: PhotoStyle, rng: np.random.Generator) -> torch.Tensor:

@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
 
-import imagehash
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -256,6 +255,8 @@ def phash64(img: Image.Image) -> int:
     Bit order is imagehash's (row-major, first bit most significant), so
     ``phash64(img) == int(str(imagehash.phash(img)), 16)``.
     """
+    import imagehash  # only the ingest hashes images: training and evaluation machines do without it
+
     bits = imagehash.phash(img, hash_size=8).hash.flatten()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 

@@ -56,6 +56,7 @@ def augment_batch(
     geometry_prob: float = 0.0,
     rotation: float = 20.0,
     geometry_scale: tuple[float, float] = (0.2, 1.0),
+    out_size: int | None = None,
 ) -> torch.Tensor:
     """Random resized crop (affine zoom + shift), horizontal flip, brightness/contrast jitter,
     and with probability ``saturation_prob`` a chroma factor drawn from U(``saturation``).
@@ -64,7 +65,9 @@ def augment_batch(
     instead of the zoom/shift: a rotation by U(-``rotation``, ``rotation``) degrees with black
     corners, then a square crop of U(``geometry_scale``) of the area at a uniform position.
 
-    ``images``: float ``[B, 3, H, W]`` in [0, 1]; returns the same shape, clamped to [0, 1].
+    ``images``: float ``[B, 3, H, W]`` in [0, 1]; returns ``[B, 3, out_size, out_size]`` (default:
+    the input's shape), clamped to [0, 1]. A larger input than ``out_size`` makes the zoom and
+    crop sample real pixels, then an antialiased resize brings the batch to ``out_size``.
     One affine grid for the whole batch keeps this a handful of tensor ops per step. With
     ``saturation_prob`` and ``geometry_prob`` 0 no extra random numbers are drawn, so the
     stream is as before.
@@ -85,6 +88,8 @@ def augment_batch(
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if geometry_prob > 0:
         out = _validator_geometry(images, out, flip, rand, geometry_prob, rotation, geometry_scale)
+    if out_size is not None and tuple(out.shape[-2:]) != (out_size, out_size):
+        out = F.interpolate(out, size=(out_size, out_size), mode="bilinear", antialias=True, align_corners=False)
     brightness = 1 + (rand(b, 1, 1, 1) * 2 - 1) * jitter
     contrast = 1 + (rand(b, 1, 1, 1) * 2 - 1) * jitter
     mean = out.mean(dim=(1, 2, 3), keepdim=True)

@@ -15,11 +15,13 @@ shared memory).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ __all__ = [
     "TensorImageDataset",
     "build_loader",
     "iterate_batches",
+    "open_rows_dataset",
     "open_split_dataset",
     "resize_uint8",
 ]
@@ -107,6 +110,12 @@ class ImageDataset(Dataset):
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def with_size(self, size: int) -> ImageDataset:
+        """The same rows (shared decoded data or paths) with items of ``size`` px."""
+        out = copy.copy(self)
+        out.size = int(size)
+        return out
 
     def set_epoch(self, epoch: int) -> None:
         """Call before iterating a DataLoader over this dataset: seeds per-sample augmentation."""
@@ -348,6 +357,30 @@ class Batch:
     images: torch.Tensor  # uint8 [B, 3, S, S]
     labels: torch.Tensor  # int64 [B]
     indices: torch.Tensor  # int64 [B], rows of the dataset
+
+
+def open_rows_dataset(
+    paths: Sequence[str | Path],
+    rows: Any,
+    split: Split,
+    size: int,
+    decode: DecodeConfig,
+    loader: LoaderConfig,
+    cache_side: int | None = None,
+) -> ImageDataset:
+    """:func:`open_split_dataset` over rows of the splits table (a DataFrame with ``label``,
+    ``sha256`` and ``source`` columns) whose stored files are ``paths``."""
+    return open_split_dataset(
+        paths,
+        rows["label"].to_numpy(),
+        split,
+        size,
+        decode,
+        loader,
+        sha256=list(rows["sha256"]),
+        sources=rows["source"].to_numpy(),
+        cache_side=cache_side,
+    )
 
 
 def iterate_batches(loader: DataLoader) -> Iterator[Batch]:

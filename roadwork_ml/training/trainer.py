@@ -168,8 +168,18 @@ def _train_transform(cfg: TrainConfig, size: int, styles: Sequence = ()):
     )
 
 
-def legacy_augment(x: torch.Tensor, gen: torch.Generator, cfg: TrainConfig) -> torch.Tensor:
-    """The profile's batch-wise augmentation (``train.augmentation``'s legacy knobs) on float ``[B, 3, H, W]``."""
+def train_cache_side(model_cfg, cfg: TrainConfig) -> int | None:
+    """The side TRAIN images should be kept at (``train.augmentation.source_side``) when it is
+    larger than the model's input, else None (kept at the input size)."""
+    side = cfg.augmentation.source_side
+    return side if cfg.augment and side > model_cfg.img_size else None
+
+
+def legacy_augment(
+    x: torch.Tensor, gen: torch.Generator, cfg: TrainConfig, out_size: int | None = None
+) -> torch.Tensor:
+    """The profile's batch-wise augmentation (``train.augmentation``'s legacy knobs) on float
+    ``[B, 3, H, W]``; returns ``[B, 3, out_size, out_size]`` (default: the input's size)."""
     a = cfg.augmentation
     return augment_batch(
         x,
@@ -182,6 +192,7 @@ def legacy_augment(x: torch.Tensor, gen: torch.Generator, cfg: TrainConfig) -> t
         saturation_prob=a.saturation_prob,
         geometry_prob=a.geometry_prob,
         rotation=a.rotation,
+        out_size=out_size,
     )
 
 
@@ -231,6 +242,9 @@ def train_classifier(
         train_ds = copy.copy(train_ds)  # shares the decoded data / paths, not the transform
         train_ds.transform, train_ds.seed = transform, cfg.seed
     legacy_aug = cfg.augment and (cfg.augmentation.policy == "legacy" or cfg.augmentation.legacy_on_top)
+    input_size = train_ds.size  # the model's input side
+    if legacy_aug and transform is None and cfg.augmentation.source_side > input_size:
+        train_ds = train_ds.with_size(cfg.augmentation.source_side)  # the batch step samples, then resizes
     n = len(train_ds)
     weights = None
     if sample_weights is not None:
@@ -277,7 +291,7 @@ def train_classifier(
             y = batch.labels.to(device, non_blocking=True)
             w = weights[batch.indices].to(device) if weights is not None else None
             if legacy_aug:
-                x = legacy_augment(x, gen, cfg)
+                x = legacy_augment(x, gen, cfg, out_size=input_size)
 
             loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps)
             last = b == batches_per_epoch - 1
