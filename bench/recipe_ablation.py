@@ -474,13 +474,16 @@ def train_phase1_subset(bench: Bench, profile, cfg, fit_idx):
 
 def epoch_cpu_costs(bench: Bench, variants: list[str]) -> dict:
     """Process CPU seconds (one thread, so little affected by other processes on the machine)
-    of one TRAIN epoch's parts: the optimizer steps of today's model (forward + backward over
-    every batch), the legacy batch augmentation, and each variant's per-sample validator
-    transform. Wall times of the runs above are shared-machine numbers; these are the costs."""
+    of one TRAIN epoch's parts: the optimizer steps (forward + backward over every batch) of
+    today's model and of each variant's model where it differs (``model.input_norm``), the
+    legacy batch augmentation (at the variant's ``source_side``), and each variant's per-sample
+    validator transform. Wall times of the runs above are shared-machine numbers; these are the
+    costs."""
+    from roadwork_ml.augment.policy import photo_styles
     from roadwork_ml.data.transforms import to_float
     from roadwork_ml.models.classifier import build_classifier
     from roadwork_ml.training.losses import build_loss
-    from roadwork_ml.training.trainer import _train_transform, legacy_augment
+    from roadwork_ml.training.trainer import _train_transform, legacy_augment, train_cache_side
 
     torch.set_num_threads(bench.args.threads)
     p = bench.profile
@@ -489,41 +492,48 @@ def epoch_cpu_costs(bench: Bench, variants: list[str]) -> dict:
     images = torch.stack([ds[i][0] for i in range(n)])  # decoded, no transform
     labels = torch.as_tensor(np.asarray(ds.labels), dtype=torch.int64)
     out: dict = {"n_train": n, "batch_size": bs}
-    torch.manual_seed(0)
-    model = build_classifier(p.model).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    loss_fn = build_loss(cfg.loss, cfg.label_smoothing, np.asarray(ds.labels))
-    t = time.process_time()
-    for s in range(0, n, bs):
-        loss = loss_fn(model(to_float(images[s : s + bs])), labels[s : s + bs], None)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    out["steps_cpu_s"] = time.process_time() - t
 
-    def legacy_cpu_s(train_cfg) -> float:
-        gen = torch.Generator().manual_seed(0)
+    def steps_cpu_s(model_cfg) -> float:
+        torch.manual_seed(0)
+        model = build_classifier(model_cfg).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+        loss_fn = build_loss(cfg.loss, cfg.label_smoothing, np.asarray(ds.labels))
         t = time.process_time()
         for s in range(0, n, bs):
-            legacy_augment(to_float(images[s : s + bs]), gen, train_cfg)
+            loss = loss_fn(model(to_float(images[s : s + bs])), labels[s : s + bs], None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         return time.process_time() - t
 
-    out["legacy_augment_cpu_s"] = legacy_cpu_s(cfg)
-    from roadwork_ml.augment.policy import photo_styles
+    def legacy_cpu_s(train_cfg, side: int | None = None) -> float:
+        batches = [to_float(images[s : s + bs]) for s in range(0, n, bs)]
+        if side:  # the source_side cache (decoded once, not per epoch): larger images in, input size out
+            batches = [torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear") for x in batches]
+        gen = torch.Generator().manual_seed(0)
+        t = time.process_time()
+        for x in batches:
+            legacy_augment(x, gen, train_cfg, out_size=ds.size)
+        return time.process_time() - t
 
+    out["steps_cpu_s"] = steps_cpu_s(p.model)
+    out["legacy_augment_cpu_s"] = legacy_cpu_s(cfg)
     for v in variants:
         vp = load(bench.args.profile, bench.overrides(v), bench.args.threads)
+        out[f"{v}_steps_cpu_s"] = out["steps_cpu_s"] if vp.model == p.model else steps_cpu_s(vp.model)
         transform = _train_transform(vp.train, ds.size, photo_styles(vp))
-        t = time.process_time()
         if transform is None:  # a batch-wise (legacy) policy with this variant's knobs
-            out[f"{v}_transform_cpu_s"] = legacy_cpu_s(vp.train)
+            out[f"{v}_transform_cpu_s"] = legacy_cpu_s(vp.train, train_cache_side(vp.model, vp.train))
             continue
+        t = time.process_time()
         for i in range(n):
             transform(images[i], i)
         out[f"{v}_transform_cpu_s"] = time.process_time() - t
     base = out["steps_cpu_s"] + out["legacy_augment_cpu_s"]
     out["epoch_cost_ratio_vs_baseline"] = {
-        v: (out["steps_cpu_s"] + out[f"{v}_transform_cpu_s"]) / base for v in variants if f"{v}_transform_cpu_s" in out
+        v: (out[f"{v}_steps_cpu_s"] + out[f"{v}_transform_cpu_s"]) / base
+        for v in variants
+        if f"{v}_transform_cpu_s" in out
     }
     _log(f"epoch CPU costs: {out}")
     return out
@@ -576,23 +586,25 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
     return out
 
 
-def seed_mean_comparisons(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n_resamples: int) -> dict:
-    """Each variant run at two or more of ``seeds`` against the baseline at the same seeds: the
-    seed-averaged metrics compared by one paired bootstrap over images (the per-seed rows show
-    the seed-to-seed spread that this interval does not cover)."""
+def seed_mean_comparisons(
+    cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n_resamples: int, reference: str = "baseline"
+) -> dict:
+    """Each variant run at two or more of ``seeds`` against ``reference`` (today's recipe) at the
+    same seeds: the seed-averaged metrics compared by one paired bootstrap over images (the
+    per-seed rows show the seed-to-seed spread that this interval does not cover)."""
     from roadwork_ml.evaluation.streetvision import paired_streetvision
 
     out: dict = {}
     for variant in variants:
-        if variant == "baseline":
+        if variant == reference:
             continue
         both = [
-            s for s in seeds if (cache / f"{variant}_s{s}.npz").exists() and (cache / f"baseline_s{s}.npz").exists()
+            s for s in seeds if (cache / f"{variant}_s{s}.npz").exists() and (cache / f"{reference}_s{s}.npz").exists()
         ]
         if len(both) < 2:
             continue
         new = [np.load(cache / f"{variant}_s{s}.npz") for s in both]
-        ref = [np.load(cache / f"baseline_s{s}.npz") for s in both]
+        ref = [np.load(cache / f"{reference}_s{s}.npz") for s in both]
         levels = sorted(int(k.split("_")[1]) for k in ref[0].files if k.startswith("level_"))
         sv = paired_streetvision(
             y,
@@ -663,13 +675,25 @@ def table(res: dict, variants: list[str], seeds: list[int]) -> str:
                 + " | ".join(_fmt(c[k]["diff"]) for k in keys)
                 + " |"
             )
+    for pair, c in (res.get("pairs") or {}).items():
+        if c is None:
+            continue
+        keys = ("mcc_level_0", "mcc_level_3", "mcc_gap_0_3", "pooled_reward")
+        lines += [
+            "",
+            f"{pair.replace(':', ' minus ')} over seeds {','.join(map(str, c['seeds']))} (paired bootstrap over images):",
+            "",
+            "| Δ L0 MCC | Δ L3 MCC | Δ gap L0-L3 | Δ pooled reward |",
+            "|---|---|---|---|",
+            "| " + " | ".join(_fmt(c[k]["diff"]) for k in keys) + " |",
+        ]
     costs = res.get("epoch_cpu_costs")
     if costs:
         ratios = ", ".join(f"{v} {r:.2f}x" for v, r in costs["epoch_cost_ratio_vs_baseline"].items())
         lines += [
             "",
             f"One TRAIN epoch's CPU cost (1 thread, process time): optimizer steps {costs['steps_cpu_s']:.1f} s, "
-            f"legacy augmentation {costs['legacy_augment_cpu_s']:.1f} s; each variant's augmentation, epoch cost vs today: {ratios}.",
+            f"legacy augmentation {costs['legacy_augment_cpu_s']:.1f} s; each variant's epoch (its model's steps and its augmentation) vs today's: {ratios}.",
         ]
     return "\n".join(lines)
 
@@ -695,6 +719,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="override under every variant (smoke runs)")
     ap.add_argument("--time-epoch", action="store_true", help="also measure one epoch's CPU cost per part")
     ap.add_argument("--report-only", action="store_true", help="no training: the table from the cache")
+    ap.add_argument("--pairs", default="", help="extra seed-mean comparisons NEW:REF, e.g. a new default vs the old")
     ap.add_argument("--budget-s", type=float, default=0, help="start no new run after this many seconds (0: no limit)")
     ap.add_argument("--out", default="bench/results/recipe_ablation.json")
     args = ap.parse_args()
@@ -742,6 +767,11 @@ def main() -> None:
             "seconds_this_invocation": time.perf_counter() - t0,
         }
     )
+    for pair in [p for p in args.pairs.split(",") if p]:
+        new, ref = pair.split(":")
+        res.setdefault("pairs", {})[pair] = seed_mean_comparisons(
+            bench.cache, bench.y, [new], seeds, args.n_resamples, ref
+        ).get(new)
     md = table(res, variants, seeds)
     res["table_markdown"] = md
     print(md)
