@@ -154,6 +154,15 @@ class ModelConfig(_Strict):
         description="per-image photometric normalization inside the model (roadwork_ml.models.photometric): "
         "none, chroma (chroma gain undone), chroma_luma (luma gain too)",
     )
+    input_norm_chroma_floor: float = Field(
+        default=0.005, gt=0, description="input_norm: chroma RMS below this is amplified as if it were this"
+    )
+    input_norm_min_luma: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="input_norm: darker pixels (a rotation's black fill) stay out of the statistics",
+    )
 
 
 class LoraSettings(_Strict):

@@ -132,3 +132,20 @@ def test_onnx_export_matches_torch(tmp_path):
     x[3] = 0.5  # a flat grey image: the floors, not a division by zero
     report = onnx_parity(mv, tmp_path / "model.onnx", x, batch_size=4)
     assert report.n == 6 and report.max_prob_diff <= 1e-4, report
+
+
+def test_black_rotation_corners_stay_out_of_the_statistics():
+    """The validator rotates with a black fill: with min_luma the normalization of the image
+    inside the corners is about what it was without them; with the plain mean it is brightened."""
+    import torchvision.transforms.v2.functional as TF
+
+    x = tensor(scene(seed=2, size=96))
+    rotated = TF.rotate(x, 20.0, fill=[0.0])
+    inside = (rotated.sum(1, keepdim=True) > 0.05).expand_as(x)
+    ref = TF.rotate(PhotometricNorm("chroma_luma")(x), 20.0, fill=[0.0])  # normalized, then rotated
+    robust = PhotometricNorm("chroma_luma", min_luma=0.02)(rotated)
+    plain = PhotometricNorm("chroma_luma")(rotated)
+    err_robust = float((robust - ref)[inside].abs().mean())
+    err_plain = float((plain - ref)[inside].abs().mean())
+    # what remains is the content the rotation cut off (the image's own corners)
+    assert err_robust < 0.025 and err_plain > 3 * err_robust

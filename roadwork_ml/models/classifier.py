@@ -76,7 +76,13 @@ def build_classifier(cfg: ModelConfig) -> RoadworkClassifier:
     mean = tuple(data_cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(data_cfg.get("std", (0.229, 0.224, 0.225)))
     head = ClassificationHead(int(backbone.num_features), cfg.num_classes, cfg.head_hidden, cfg.head_dropout)
-    model = RoadworkClassifier(backbone, head, mean, std, PhotometricNorm(cfg.input_norm))
+    model = RoadworkClassifier(
+        backbone,
+        head,
+        mean,
+        std,
+        PhotometricNorm(cfg.input_norm, chroma_floor=cfg.input_norm_chroma_floor, min_luma=cfg.input_norm_min_luma),
+    )
     if cfg.freeze_backbone:
         for p in model.backbone.parameters():
             p.requires_grad_(False)

@@ -16,7 +16,9 @@ takes away. Hue and every spatial pattern are kept.
 
 The floors keep an almost grey (or black) image from having its rounding noise amplified
 without bound: an image whose chroma RMS is below ``chroma_floor`` is amplified by at most
-``chroma_target / chroma_floor``.
+``chroma_target / chroma_floor``. ``min_luma`` > 0 leaves pixels darker than it out of both
+statistics: the validator's rotation fills the corners with black, which would otherwise pull
+the mean luma down (and brighten the rest) by an amount that depends on the angle.
 
 Plain tensor arithmetic (no parameters or buffers), so it exports to ONNX and TensorRT with
 the model and adds nothing to the state dict.
@@ -45,6 +47,7 @@ class PhotometricNorm(nn.Module):
         luma_target: float = 0.45,
         chroma_floor: float = 0.005,
         luma_floor: float = 0.02,
+        min_luma: float = 0.0,
     ):
         super().__init__()
         if mode not in INPUT_NORMS:
@@ -56,9 +59,15 @@ class PhotometricNorm(nn.Module):
         self.luma_target = float(luma_target)
         self.chroma_floor = float(chroma_floor)
         self.luma_floor = float(luma_floor)
+        if not 0 <= min_luma < 1:
+            raise ValueError(f"min_luma must be in [0, 1), got {min_luma}")
+        self.min_luma = float(min_luma)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, chroma_target={self.chroma_target}, luma_target={self.luma_target}"
+        return (
+            f"mode={self.mode!r}, chroma_target={self.chroma_target}, luma_target={self.luma_target}, "
+            f"chroma_floor={self.chroma_floor}, min_luma={self.min_luma}"
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.mode == "none":
@@ -68,9 +77,15 @@ class PhotometricNorm(nn.Module):
         w = images.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
         luma = (images * w).sum(1, keepdim=True)  # [B, 1, H, W]
         chroma = images - luma  # [B, 3, H, W]; RGB = Y + C
-        rms = chroma.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+        if self.min_luma > 0:  # statistics over the pixels brighter than min_luma
+            keep = (luma > self.min_luma).to(images.dtype)
+            n = keep.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
+            rms = ((chroma.pow(2) * keep).sum(dim=(1, 2, 3), keepdim=True) / (3 * n)).sqrt()
+            mean = (luma * keep).sum(dim=(1, 2, 3), keepdim=True) / n
+        else:
+            rms = chroma.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            mean = luma.mean(dim=(1, 2, 3), keepdim=True)
         chroma = chroma * (self.chroma_target / rms.clamp_min(self.chroma_floor))
         if self.mode == "chroma_luma":
-            mean = luma.mean(dim=(1, 2, 3), keepdim=True)
             luma = luma * (self.luma_target / mean.clamp_min(self.luma_floor))
         return luma + chroma
