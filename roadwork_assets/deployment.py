@@ -20,9 +20,9 @@ import numpy as np
 
 from roadwork_assets.audit import record_action, record_launch
 from roadwork_assets.bundle import BUNDLE, load_bundle_dir
-from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
+from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows
 from roadwork_assets.escalation import clear_escalation
-from roadwork_assets.evaluation import EVALUATION_REPORT, load_evaluation
+from roadwork_assets.evaluation import EVALUATION_REPORT, load_evaluation, load_val_test_inputs
 from roadwork_assets.metadata import flatten, humane, identity_md, profile_md
 from roadwork_assets.policies import CALIBRATOR
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, ResolvedProfile
@@ -61,7 +61,7 @@ def _val_test_images(store: ArtifactStore, profile, record_ids: np.ndarray):
         raise ValueError(
             "evaluation_report's VAL_TEST rows differ from the current splits: re-materialize evaluation_report"
         )
-    return load_split_tensors(store, rows, Split.VAL_TEST, profile.inference.input_size).images
+    return load_val_test_inputs(store, profile, rows)[1]
 
 
 def _register(

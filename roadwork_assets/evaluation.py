@@ -19,6 +19,16 @@ EVALUATION_REPORT = "evaluation_report"
 EVAL_ARRAYS = "val_test_outputs.safetensors"
 
 
+def load_val_test_inputs(store: ArtifactStore, profile, rows):
+    """(VAL_TEST at the StreetVision emulation's native size, the served input resized from it to
+    ``inference.input_size``): the report and the champion comparison score the same pixels.
+    Decoding straight to the input size resamples differently, and a model whose outputs sit
+    near the cut would then be compared with itself on other images."""
+    size = profile.inference.input_size
+    native = load_split_tensors(store, rows, Split.VAL_TEST, max(size, profile.evaluation.streetvision.size))
+    return native, resize_images(native.images, size)
+
+
 @dg.asset(deps=[BUNDLE, SPLITS, SOURCE_IMAGES], group_name="evaluation", kinds={"onnx", "mlflow"})
 def evaluation_report(
     context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking
@@ -36,9 +46,9 @@ def evaluation_report(
     bundle_dir = load_bundle_dir(store)
     predictor = BundlePredictor(bundle_dir, backend="onnx")
     rows = load_split_rows(store, Split.VAL_TEST)
-    native = load_split_tensors(store, rows, Split.VAL_TEST, max(size, ev.streetvision.size))
+    native, served = load_val_test_inputs(store, profile, rows)
     y = native.labels.numpy()
-    d = predictor.predict_tensor(resize_images(native.images, size), batch_size=batch).decisions
+    d = predictor.predict_tensor(served, batch_size=batch).decisions
     context.log.info(f"VAL_TEST: {len(y)} images through the bundle ({predictor.backend}, {predictor.n_views} views)")
     result = build_report(
         y,
