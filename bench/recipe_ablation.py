@@ -21,7 +21,11 @@ step on half the samples: the profiles' default since this ablation), legacy_sat
 (chroma 0.25-0.5), legacy_colour (plus brightness/contrast jitter 0.3),
 legacy_saturation_geometry (plus the validator's rotation and crop on half the samples),
 *_e20 (20 epochs, patience 6) and seed_control (today's recipe at the next seed: the noise
-floor). "Today's recipe" pins the chroma step off (TODAY below), whatever the profile's default.
+floor). Third pass: chroma_norm / photometric_norm (model.input_norm chroma / chroma_luma),
+photometric_norm_saturation (plus the chroma step: the profiles' default since), _half (plus
+the validator policy on half the samples), _source (a 128-px zoom source), _black / _robust
+(statistics without the rotation's black corners / and a higher chroma floor). "Today's recipe"
+pins all of these off (TODAY below), whatever the profile's default.
 
 Each model is scored on VAL_SELECT (never VAL_TEST) through the served view path (global view
 plus the profile's flip TTA, P(roadwork) > 0.5): MCC on the stored images, and the StreetVision
@@ -63,13 +67,25 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants baseline_e20 --seeds 42
     python bench/recipe_ablation.py $H --variants legacy_saturation_geometry --seeds 43
     python bench/recipe_ablation.py $H --variants baseline,legacy_saturation --seeds 45
-    python bench/recipe_ablation.py $H --report-only --time-epoch \
-      --variants baseline,validator_aug,validator_half,legacy_saturation,legacy_saturation_geometry
+    # third pass (2026-11-30): the photometric normalization in the model (model.input_norm)
+    python bench/recipe_ablation.py $H --variants photometric_norm,chroma_norm --seeds 42
+    python bench/recipe_ablation.py $H --variants photometric_norm_half --seeds 42
+    python bench/recipe_ablation.py $H --variants photometric_norm --seeds 43      # then 44, 45
+    python bench/recipe_ablation.py $H --variants photometric_norm_saturation --seeds 42   # then 43-45
+    python bench/recipe_ablation.py $H --variants photometric_norm_source --seeds 42       # and 43
+    python bench/recipe_ablation.py $H --variants chroma_norm --seeds 43
+    python bench/recipe_ablation.py $H --variants photometric_norm_black,photometric_norm_robust --seeds 42
+    python bench/recipe_ablation.py $H --variants photometric_norm_robust --seeds 43       # then 44, 45
     V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
     V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
     V=$V,legacy_colour,legacy_saturation_geometry,baseline_e20,legacy_saturation_e20
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --hpo-trials 8 --hpo-epochs 3 \
-      --variants $V --out bench/results/recipe_ablation_demo.json
+    V=$V,chroma_norm,photometric_norm,photometric_norm_saturation,photometric_norm_half
+    V=$V,photometric_norm_source,photometric_norm_black,photometric_norm_robust
+    P=photometric_norm_robust:photometric_norm_saturation
+    python bench/recipe_ablation.py $H --report-only --time-epoch --seeds 42,43,44,45 \
+      --hpo-trials 8 --hpo-epochs 3 --variants $V \
+      --pairs photometric_norm_saturation:legacy_saturation,photometric_norm:legacy_saturation,$P \
+      --out bench/results/recipe_ablation_demo.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
@@ -136,6 +152,18 @@ FOLLOW_UPS = {
     "photometric_norm": ["model.input_norm=chroma_luma"],
     "photometric_norm_saturation": ["model.input_norm=chroma_luma", "train.augmentation.saturation_prob=0.5"],
     "photometric_norm_half": ["model.input_norm=chroma_luma", *_HALF],
+    # the statistics leave the rotation's black corners out / also amplify low-chroma crops less
+    "photometric_norm_black": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "model.input_norm_min_luma=0.02",
+    ],
+    "photometric_norm_robust": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "model.input_norm_min_luma=0.02",
+        "model.input_norm_chroma_floor=0.02",
+    ],
     # TRAIN kept at the stored 128 px: the batch zoom samples real pixels, then shrinks to the input
     "photometric_norm_source": ["model.input_norm=chroma_luma", "train.augmentation.source_side=128"],
     "photometric_norm_source_geometry": [
