@@ -164,6 +164,12 @@ FOLLOW_UPS = {
         "model.input_norm_min_luma=0.02",
         "model.input_norm_chroma_floor=0.02",
     ],
+    # the default plus the validator's rotation and crop on half the batch: level 1 with the colour gone
+    "photometric_norm_geometry": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=0.5",
+    ],
     # TRAIN kept at the stored 128 px: the batch zoom samples real pixels, then shrinks to the input
     "photometric_norm_source": ["model.input_norm=chroma_luma", "train.augmentation.source_side=128"],
     "photometric_norm_source_geometry": [
@@ -180,9 +186,14 @@ def _log(msg: str) -> None:
 
 
 # "Today's recipe" is the one before this ablation's changes: the profiles now default to what
-# it found (the chroma step, the photometric normalization, the 128-px augmentation source), so
-# the baseline (and every single change on top of it) pins them off.
-TODAY = ["train.augmentation.saturation_prob=0.0", "model.input_norm=none", "train.augmentation.source_side=0"]
+# it found (the chroma step, the photometric normalization, the validator geometry in the batch
+# step), so the baseline (and every single change on top of it) pins them off.
+TODAY = [
+    "train.augmentation.saturation_prob=0.0",
+    "train.augmentation.geometry_prob=0.0",
+    "model.input_norm=none",
+    "train.augmentation.source_side=0",
+]
 EXTRA: list[str] = []  # --set: overrides under every variant (smoke runs: train.epochs=1)
 
 
