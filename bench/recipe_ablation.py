@@ -24,7 +24,8 @@ legacy_saturation_geometry (plus the validator's rotation and crop on half the s
 floor). Third pass: chroma_norm / photometric_norm (model.input_norm chroma / chroma_luma),
 photometric_norm_saturation (plus the chroma step: the profiles' default since), _half (plus
 the validator policy on half the samples), _source (a 128-px zoom source), _black / _robust
-(statistics without the rotation's black corners / and a higher chroma floor). "Today's recipe"
+(statistics without the rotation's black corners / and a higher chroma floor), _geometry
+(_saturation plus the validator geometry on half the batch: the best measured). "Today's recipe"
 pins all of these off (TODAY below), whatever the profile's default.
 
 Each model is scored on VAL_SELECT (never VAL_TEST) through the served view path (global view
@@ -76,13 +77,16 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants chroma_norm --seeds 43
     python bench/recipe_ablation.py $H --variants photometric_norm_black,photometric_norm_robust --seeds 42
     python bench/recipe_ablation.py $H --variants photometric_norm_robust --seeds 43       # then 44, 45
+    python bench/recipe_ablation.py $H --variants photometric_norm_geometry --seeds 42     # then 43-45
     V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
     V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
     V=$V,legacy_colour,legacy_saturation_geometry,baseline_e20,legacy_saturation_e20
-    V=$V,chroma_norm,photometric_norm,photometric_norm_saturation,photometric_norm_half
+    V=$V,chroma_norm,photometric_norm,photometric_norm_saturation,photometric_norm_geometry,photometric_norm_half
     V=$V,photometric_norm_source,photometric_norm_black,photometric_norm_robust
-    P=photometric_norm_robust:photometric_norm_saturation
-    python bench/recipe_ablation.py $H --report-only --time-epoch --seeds 42,43,44,45 \
+    P=photometric_norm_robust:photometric_norm_saturation,chroma_norm:photometric_norm_saturation
+    P=$P,photometric_norm_geometry:photometric_norm_saturation,photometric_norm_geometry:legacy_saturation_geometry
+    # (the epoch costs the JSON carries are the cache's, from an earlier --time-epoch report)
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 \
       --hpo-trials 8 --hpo-epochs 3 --variants $V \
       --pairs photometric_norm_saturation:legacy_saturation,photometric_norm:legacy_saturation,$P \
       --out bench/results/recipe_ablation_demo.json
@@ -186,8 +190,8 @@ def _log(msg: str) -> None:
 
 
 # "Today's recipe" is the one before this ablation's changes: the profiles now default to what
-# it found (the chroma step, the photometric normalization, the validator geometry in the batch
-# step), so the baseline (and every single change on top of it) pins them off.
+# it found (the chroma step, the photometric normalization) or may (the validator geometry in
+# the batch step, source_side), so the baseline (and every single change on top of it) pins them off.
 TODAY = [
     "train.augmentation.saturation_prob=0.0",
     "train.augmentation.geometry_prob=0.0",
