@@ -240,16 +240,11 @@ class DirectoryStore:
         return open_rows_dataset(self.paths(rows), rows, split, size, data.decode, data.loader, cache_side)
 
     def tensors(self, rows, split, size: int):
-        from roadwork_ml.artifacts import sha256_file
-        from roadwork_ml.data.transforms import load_image_batch
+        from roadwork_ml.data.transforms import load_verified_batch
         from roadwork_ml.training.trainer import TensorSplit
 
-        paths = self.paths(rows)
-        bad = [str(p) for p, d in zip(paths, rows["sha256"], strict=True) if sha256_file(p) != d]
-        if bad:
-            raise ValueError(f"{len(bad)} images changed since source_images wrote them, e.g. {bad[0]}")
         labels = torch.from_numpy(rows["label"].to_numpy().astype(np.int64))
-        return TensorSplit(load_image_batch(paths, size), labels, split)
+        return TensorSplit(load_verified_batch(self.paths(rows), list(rows["sha256"]), size), labels, split)
 
 
 class Bench:

@@ -12,7 +12,6 @@ import torch
 from roadwork_assets.metadata import humane, image_md, profile_md, table
 from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_ml.artifacts import (
-    IntegrityError,
     atomic_path,
     atomic_write_json,
     sha256_file,
@@ -24,7 +23,7 @@ from roadwork_ml.contracts import Split
 from roadwork_ml.data.decode import manifest_row, store_relpath
 from roadwork_ml.data.records import MANIFEST_SCHEMA, SPLITS_SCHEMA, Quarantined, quarantine_table, validate_table
 from roadwork_ml.data.sources import iter_source
-from roadwork_ml.data.transforms import load_image_batch
+from roadwork_ml.data.transforms import load_image_batch, load_verified_batch
 from roadwork_ml.evaluation.plots import thumbnail_grid
 from roadwork_ml.training.trainer import TensorSplit
 
@@ -329,18 +328,11 @@ def load_split_tensors(
 ) -> TensorSplit:
     """Decode the images of ``rows`` (from their source_images partitions) to ``[N, 3, size, size]``
     uint8, checking each file's sha256 first."""
-    dirs = {
-        m: store.read(SOURCE_IMAGES, m.rsplit("/", 1)[-1], split=Split(split).value)
-        for m in rows["manifest_dir"].unique()
-    }
-    paths = [dirs[m] / p for m, p in zip(rows["manifest_dir"], rows["path"], strict=False)]
+    paths = split_image_paths(store, rows, split)
     if verify:
-        for path, digest in zip(paths, rows["sha256"], strict=False):
-            if sha256_file(path) != digest:
-                raise IntegrityError(
-                    f"{path} changed since source_images wrote it (sha256 mismatch): re-materialize source_images"
-                )
-    images = load_image_batch(paths, size, progress=progress)
+        images = load_verified_batch(paths, list(rows["sha256"]), size, progress=progress)
+    else:
+        images = load_image_batch(paths, size, progress=progress)
     labels = torch.from_numpy(rows["label"].to_numpy().astype(np.int64))
     return TensorSplit(images, labels, Split(split))
 

@@ -39,6 +39,21 @@ def load_image_batch(paths: Sequence[str | Path], size: int, progress: bool = Fa
     return out
 
 
+def load_verified_batch(
+    paths: Sequence[str | Path], sha256: Sequence[str], size: int, progress: bool = False
+) -> torch.Tensor:
+    """:func:`load_image_batch` after checking each file's sha256 against ``sha256`` (the
+    source_images manifest's); a changed file raises ``IntegrityError`` naming it."""
+    from roadwork_ml.artifacts import IntegrityError, sha256_file
+
+    for path, digest in zip(paths, sha256, strict=True):
+        if sha256_file(path) != digest:
+            raise IntegrityError(
+                f"{path} changed since source_images wrote it (sha256 mismatch): re-materialize source_images"
+            )
+    return load_image_batch(paths, size, progress=progress)
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[B, 3, H, W]`` → float32 in [0, 1] (the model's input contract)."""
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
