@@ -26,13 +26,13 @@ the model and adds nothing to the state dict.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 InputNorm = Literal["none", "chroma", "chroma_luma"]
-INPUT_NORMS: tuple[str, ...] = ("none", "chroma", "chroma_luma")
+INPUT_NORMS: tuple[str, ...] = get_args(InputNorm)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # RGB order
 
 
