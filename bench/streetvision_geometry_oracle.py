@@ -56,7 +56,7 @@ def main() -> None:
 
     from roadwork_ml.config import load_profile
     from roadwork_ml.contracts import Split
-    from roadwork_ml.evaluation.bootstrap import bootstrap_metrics
+    from roadwork_ml.evaluation.bootstrap import bootstrap_metrics, paired_bootstrap
     from roadwork_ml.evaluation.geometry_oracle import oracle_outputs
     from roadwork_ml.evaluation.metrics.classification import mcc
     from roadwork_ml.evaluation.streetvision import image_params
@@ -104,16 +104,11 @@ def main() -> None:
     for lv in (0, 1):
         b = bootstrap_metrics(y, oracle[lv], metrics=["mcc", "accuracy"], n_resamples=args.n_resamples, n_jobs=1)
         res["oracle"][f"level_{lv}"] = {k: {m: iv.to_dict() for m, iv in v.items()} for k, v in b.items()}
-    diff = np.array(
-        [
-            mcc(y[idx], oracle[0][idx] > 0.5) - mcc(y[idx], oracle[1][idx] > 0.5)
-            for idx in np.random.default_rng(0).integers(0, len(y), (args.n_resamples, len(y)))
-        ]
-    )
+    drop = paired_bootstrap(y, oracle[0], oracle[1], "mcc", n_resamples=args.n_resamples, n_jobs=1)
     res["oracle"]["mcc_drop_level_0_to_1"] = {
-        "estimate": float(mcc(y, oracle[0] > 0.5) - mcc(y, oracle[1] > 0.5)),
-        "low": float(np.quantile(diff, 0.025)),
-        "high": float(np.quantile(diff, 0.975)),
+        "estimate": drop.diff,
+        "low": drop.interval.low,
+        "high": drop.interval.high,
     }
 
     for key in [m for m in args.models.split(",") if m]:
