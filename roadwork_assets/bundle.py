@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import torch
 
 from roadwork_assets.aggregation import VIEW_AGGREGATOR, load_aggregator, load_served_model
@@ -238,9 +237,12 @@ def bundle_onnx_matches_pytorch(store: ArtifactStore, settings: ProfileResource)
     asset=bundle,
     name="predicts_through_predictor",
     blocking=True,
-    description="BundlePredictor (ONNX Runtime) loads the bundle and reproduces the decision path on VAL_CALIB: calibrated probabilities match the val_calib_logits path within 1e-4; StreetVision outputs finite in [0, 1]",
+    description="BundlePredictor (ONNX Runtime) on VAL_CALIB vs the val_calib_logits path (PyTorch): P(roadwork) "
+    "and features within the profile's tolerance (1e-4), >= 99 % equal decisions; the bundle's policy vs the "
+    "policy assets' on the same outputs: equal to 1e-9; StreetVision outputs finite in [0, 1]",
 )
 def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
+    from roadwork_ml.serving.parity import ModelOutputs, decision_path_parity
     from roadwork_ml.serving.predictor import BundlePredictor
 
     profile = settings.load()
@@ -249,27 +251,22 @@ def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.Asset
     out = predictor.predict_tensor(images, batch_size=profile.inference.batch_size)
     preds = load_val_calib_predictions(store)
     n = len(images)
-    ref = predictor.policy.decide(
-        preds.logits[:n],
-        preds.features[:n],
-        embeddings=preds.embeddings[:n],
-        view_logits=preds.view_logits[:n],
+    parity = decision_path_parity(
+        ModelOutputs(out.logits, out.features, out.embeddings, out.view_logits),
+        out.decisions,
+        predictor.policy,
+        ModelOutputs(preds.logits[:n], preds.features[:n], preds.embeddings[:n], preds.view_logits[:n]),
+        load_decision_policy(store, profile),
         images=images,
     )
-    prob_diff = float(np.abs(out.decisions.calibrated - ref.calibrated).max())
-    feat_diff = float(np.abs(out.features - preds.features[:n]).max())
-    sv = out.decisions.streetvision
-    sv_ok = bool(np.isfinite(sv).all() and sv.min() >= 0 and sv.max() <= 1)
-    agree = float((out.decisions.decision == ref.decision).mean())
+    tol = profile.export.parity_tolerance
     return dg.AssetCheckResult(
-        passed=bool(prob_diff <= 1e-4 and sv_ok and agree >= 0.99),
+        passed=parity.passed(tol),
         metadata=humane(
             {
                 "images": n,
-                "max_calibrated_prob_diff": prob_diff,
-                "max_feature_diff": feat_diff,
-                "decision_agreement": agree,
-                "streetvision_valid": sv_ok,
+                "tolerance": tol,
+                **{k: v for k, v in parity.as_dict().items() if k != "n"},
                 "decisions": table(
                     [
                         {"decision": k, "images": int((out.decisions.decision == k).sum())}

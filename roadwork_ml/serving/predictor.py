@@ -37,6 +37,7 @@ class Outputs:
     features: np.ndarray
     embeddings: np.ndarray  # [N, D], mean over views
     decisions: Decisions
+    view_logits: np.ndarray | None = None  # [N, V, C], what a feature gate reads
 
     def records(self, ids: list[str] | None = None) -> list[dict]:
         """One JSON-ready dict per image."""
@@ -154,7 +155,7 @@ class BundlePredictor:
         features = view_features(logits, vl, ve)
         embeddings = ve.mean(1)
         decisions = self.policy.decide(logits, features, embeddings=embeddings, view_logits=vl, images=images)
-        return Outputs(logits, features, embeddings, decisions)
+        return Outputs(logits, features, embeddings, decisions, view_logits=vl)
 
     # -- the monitoring inference log --------------------------------------------------------
     def inference_log(
