@@ -208,6 +208,19 @@ class AugmentConfig(_Strict):
     rotation: float = Field(
         default=20.0, ge=0, le=180, description="legacy: max rotation of the geometry step, degrees"
     )
+    noise_prob: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="legacy: P(the validator's Gaussian colour noise, drawn at validator_size and resized with the "
+        "batch as the validator's images are)",
+    )
+    noise_variances: list[float] = Field(
+        default_factory=lambda: [0.001, 0.002],
+        min_length=1,
+        description="legacy: the noise variances drawn with equal probability, YCbCr/255 units (the validator's "
+        "severities 1 and 2)",
+    )
     level_probs: list[float] = Field(
         default_factory=lambda: [0.25, 0.25, 0.25, 0.25],
         min_length=4,
@@ -239,6 +252,8 @@ class AugmentConfig(_Strict):
         lo, hi = self.saturation_range
         if not 0 <= lo <= hi:
             raise ValueError(f"saturation_range must satisfy 0 <= low <= high, got {self.saturation_range}")
+        if any(v < 0 for v in self.noise_variances):
+            raise ValueError(f"noise_variances must be >= 0, got {self.noise_variances}")
         return self
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from roadwork_ml.augment.streetvision import SEVERITY_TABLES, apply_distortion
-from roadwork_ml.data.transforms import augment_batch, desaturate
+from roadwork_ml.data.transforms import augment_batch, desaturate, validator_noise
 
 
 def _scene(seed: int = 0) -> np.ndarray:
@@ -138,3 +138,53 @@ def test_zoomed_crops_from_a_larger_source_keep_detail():
     from_small = augment_batch(small, torch.Generator().manual_seed(0), **kw)
     assert from_big.shape == from_small.shape == (1, 3, 32, 32)
     assert _detail(from_big) > 3 * _detail(from_small)
+
+
+def _validator_noise_at_the_model_input(variance_severity: int, side: int, n: int = 8) -> np.ndarray:
+    """The validator's own noise code (cv2 YCbCr round trip, uint8) on a mid-grey 224-px image,
+    resized to ``side`` px as the served path resizes; returns the noise, RGB in [0, 1], [n, 3, side, side]."""
+    grey = np.full((224, 224, 3), 128, np.uint8)
+    rng = np.random.default_rng(7)
+    noisy = np.stack([apply_distortion(grey, "GNC", variance_severity, rng)[:, :, ::-1] for _ in range(n)])
+    x = torch.from_numpy(noisy.copy()).permute(0, 3, 1, 2).float() / 255
+    clean = torch.full_like(x, 128 / 255)
+    resize = lambda t: torch.nn.functional.interpolate(t, size=(side, side), mode="bilinear", antialias=True)
+    return (resize(x) - resize(clean)).numpy()
+
+
+@pytest.mark.parametrize("severity", [1, 2])
+def test_validator_noise_has_the_validators_amplitude_and_colour_at_the_model_input(severity):
+    side = 64
+    ref = _validator_noise_at_the_model_input(severity, side)
+    x = torch.full((8, 3, side, side), 128 / 255)
+    variance = SEVERITY_TABLES["GNC"][severity - 1]
+    ours = (validator_noise(x, torch.Generator().manual_seed(1), 1.0, (variance,), size=224) - x).numpy()
+    ref_std, our_std = ref.std(axis=(0, 2, 3)), ours.std(axis=(0, 2, 3))
+    # per channel (R, G, B): the validator's 9-13 grey levels of luma at 224 px, shrunk by the resize
+    assert np.allclose(our_std, ref_std, rtol=0.08), (our_std * 255, ref_std * 255)
+    # the colour of the noise: R, G, B correlated as the YCbCr mix makes them (R-B 0.29, R-G 0.02)
+    corr = lambda a: np.corrcoef(a.transpose(1, 0, 2, 3).reshape(3, -1))
+    assert np.abs(corr(ours) - corr(ref)).max() < 0.06
+    assert corr(ref)[0, 2] > 0.2 and abs(corr(ref)[0, 1]) < 0.1
+    # the naive step (the variance drawn straight at the model's 64 px, the same in every channel)
+    # is over twice too strong and colourless
+    naive = np.random.default_rng(0).normal(0, np.sqrt(variance), ours.shape)
+    assert naive.std() > 2 * ref_std.max() and np.abs(corr(naive) - corr(ref)).max() > 0.2
+
+
+def test_noise_step_hits_the_requested_share_and_keeps_the_stream_when_off():
+    x = torch.full((400, 3, 16, 16), 0.5)
+    noisy = augment_batch(
+        x,
+        torch.Generator().manual_seed(3),
+        jitter=0.0,
+        flip_prob=0.0,
+        max_shift=0.0,
+        scale=(1.0, 1.0),
+        noise_prob=0.5,
+        noise_size=32,
+    )
+    changed = (noisy - 0.5).abs().amax(dim=(1, 2, 3)) > 1e-3
+    assert 0.42 < changed.float().mean() < 0.58
+    off = augment_batch(x, torch.Generator().manual_seed(3), noise_prob=0.0)
+    assert torch.equal(off, augment_batch(x, torch.Generator().manual_seed(3)))

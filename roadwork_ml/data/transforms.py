@@ -71,6 +71,9 @@ def augment_batch(
     geometry_prob: float = 0.0,
     rotation: float = 20.0,
     geometry_scale: tuple[float, float] = (0.2, 1.0),
+    noise_prob: float = 0.0,
+    noise_variances: Sequence[float] = (0.001, 0.002),
+    noise_size: int = 224,
     out_size: int | None = None,
 ) -> torch.Tensor:
     """Random resized crop (affine zoom + shift), horizontal flip, brightness/contrast jitter,
@@ -80,12 +83,16 @@ def augment_batch(
     instead of the zoom/shift: a rotation by U(-``rotation``, ``rotation``) degrees with black
     corners, then a square crop of U(``geometry_scale``) of the area at a uniform position.
 
+    With probability ``noise_prob`` a sample gets the validator's Gaussian colour noise
+    (:func:`validator_noise`), a variance drawn from ``noise_variances``, after the colour steps
+    as in the validator's level 3.
+
     ``images``: float ``[B, 3, H, W]`` in [0, 1]; returns ``[B, 3, out_size, out_size]`` (default:
     the input's shape), clamped to [0, 1]. A larger input than ``out_size`` makes the zoom and
     crop sample real pixels, then an antialiased resize brings the batch to ``out_size``.
     One affine grid for the whole batch keeps this a handful of tensor ops per step. With
     ``saturation_prob`` and ``geometry_prob`` 0 no extra random numbers are drawn, so the
-    stream is as before.
+    stream is as before (likewise ``noise_prob``).
     """
     b = images.shape[0]
     dev = images.device
@@ -115,6 +122,8 @@ def augment_batch(
         factor = saturation[0] + (saturation[1] - saturation[0]) * rand(b, 1, 1, 1)
         factor = torch.where(rand(b, 1, 1, 1) < saturation_prob, factor, torch.ones_like(factor))
         out = desaturate(out, factor)
+    if noise_prob > 0:
+        out = validator_noise(out, generator, noise_prob, noise_variances, noise_size)
     return out.clamp_(0, 1)
 
 
@@ -137,6 +146,49 @@ def _validator_geometry(images, out, flip, rand, prob, rotation, scale) -> torch
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     geo = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return torch.where(chosen.view(b, 1, 1, 1), geo, out)
+
+
+# Unit Gaussian noise on the validator's Y, Cb, Cr → RGB in [0, 1] units: its DeeperForensics
+# conversion (roadwork_ml.augment.streetvision) scales Y by 255/219 and Cb, Cr by 255/224 on the
+# way back, then OpenCV's YCrCb → BGR mixes them (R = Y + 1.403 Cr, G = Y - 0.344 Cb - 0.714 Cr,
+# B = Y + 1.773 Cb). Rows R, G, B; columns Y, Cb, Cr.
+_NOISE_TO_RGB = (
+    (255 / 219, 0.0, 1.403 * 255 / 224),
+    (255 / 219, -0.344 * 255 / 224, -0.714 * 255 / 224),
+    (255 / 219, 1.773 * 255 / 224, 0.0),
+)
+
+
+def validator_noise(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    prob: float,
+    variances: Sequence[float] = (0.001, 0.002),
+    size: int = 224,
+) -> torch.Tensor:
+    """The StreetVision validator's Gaussian colour noise on a share ``prob`` of float
+    ``[B, 3, H, W]`` RGB in [0, 1] (returns a new tensor, unclamped).
+
+    The validator adds independent N(0, variance) to Y, Cb and Cr (YCbCr/255 units) of its
+    ``size``-px image; a model that takes ``H`` < ``size`` px sees that noise through the
+    resize. So the noise is drawn at ``size`` px, mixed into RGB (``_NOISE_TO_RGB``) and brought
+    to ``H`` x ``W`` by the same antialiased bilinear resize the served path uses: the noise the
+    model sees has the validator's amplitude and spectrum at the model's input (its 9-13 grey
+    levels of luma at 224 px are ~2-3 at 64 px)."""
+    b, _, h, w = images.shape
+    chosen = torch.rand(b, generator=generator) < prob
+    k = int(chosen.sum())
+    if k == 0:
+        return images.clone()
+    pick = torch.randint(len(variances), (k,), generator=generator)
+    sigma = torch.tensor(variances, dtype=torch.float32)[pick].sqrt().view(k, 1, 1, 1)
+    ycc = torch.randn(k, 3, size, size, generator=generator) * sigma
+    rgb = torch.einsum("ij,bjhw->bihw", torch.tensor(_NOISE_TO_RGB, dtype=torch.float32), ycc)
+    if (h, w) != (size, size):
+        rgb = F.interpolate(rgb, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    out = images.clone()
+    out[chosen.to(images.device)] += rgb.to(images.device, images.dtype)
+    return out
 
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, the Y of the validator's YCbCr

@@ -192,6 +192,9 @@ def legacy_augment(
         saturation_prob=a.saturation_prob,
         geometry_prob=a.geometry_prob,
         rotation=a.rotation,
+        noise_prob=a.noise_prob,
+        noise_variances=tuple(a.noise_variances),
+        noise_size=a.validator_size,
         out_size=out_size,
     )
 
