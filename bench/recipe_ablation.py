@@ -174,6 +174,66 @@ FOLLOW_UPS = {
         "train.augmentation.saturation_prob=0.5",
         "train.augmentation.geometry_prob=0.5",
     ],
+    # _geometry with a longer schedule: whether level 0 comes back
+    "photometric_norm_geometry_e14": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=0.5",
+        "train.epochs=14",
+        "train.early_stopping_patience=6",
+    ],
+    "photometric_norm_geometry_e20": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=0.5",
+        *_LONG,
+    ],
+    "photometric_norm_geometry75_e14": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=0.75",
+        "train.epochs=14",
+        "train.early_stopping_patience=6",
+    ],
+    "photometric_norm_geometry100_e14": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=1.0",
+        "train.epochs=14",
+        "train.early_stopping_patience=6",
+    ],
+    # _geometry75_e14 with the validator's Gaussian colour noise on half the batch (level 3's
+    # costliest step for it once the colour gains are gone: bench/streetvision_distortions.py)
+    "photometric_norm_geometry75_noise_e14": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=0.75",
+        "train.augmentation.noise_prob=0.5",
+        "train.epochs=14",
+        "train.early_stopping_patience=6",
+    ],
+    "photometric_norm_geometry_noise_e14": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=0.5",
+        "train.augmentation.noise_prob=0.5",
+        "train.epochs=14",
+        "train.early_stopping_patience=6",
+    ],
+    # the validator's rotation and crop on three quarters of the batch
+    "photometric_norm_geometry75": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=0.75",
+    ],
+    # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
+    # validator's does (from the full-size image), then shrinks to the input
+    "photometric_norm_geometry_source": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=0.5",
+        "train.augmentation.source_side=128",
+    ],
     # TRAIN kept at the stored 128 px: the batch zoom samples real pixels, then shrinks to the input
     "photometric_norm_source": ["model.input_norm=chroma_luma", "train.augmentation.source_side=128"],
     "photometric_norm_source_geometry": [
@@ -197,6 +257,7 @@ TODAY = [
     "train.augmentation.geometry_prob=0.0",
     "model.input_norm=none",
     "train.augmentation.source_side=0",
+    "train.augmentation.noise_prob=0.0",
 ]
 EXTRA: list[str] = []  # --set: overrides under every variant (smoke runs: train.epochs=1)
 
