@@ -238,8 +238,9 @@ def bundle_onnx_matches_pytorch(store: ArtifactStore, settings: ProfileResource)
     name="predicts_through_predictor",
     blocking=True,
     description="BundlePredictor (ONNX Runtime) on VAL_CALIB vs the val_calib_logits path (PyTorch): P(roadwork) "
-    "and features within the profile's tolerance (1e-4), >= 99 % equal decisions; the bundle's policy vs the "
-    "policy assets' on the same outputs: equal to 1e-9; StreetVision outputs finite in [0, 1]",
+    "and features within the profile's tolerance (1e-4), the same decision for every image a move within that "
+    "tolerance cannot flip; the bundle's policy vs the policy assets' on the same outputs: equal to 1e-9; "
+    "StreetVision outputs finite in [0, 1]",
 )
 def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     from roadwork_ml.serving.parity import ModelOutputs, decision_path_parity
@@ -257,15 +258,19 @@ def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.Asset
         predictor.policy,
         ModelOutputs(preds.logits[:n], preds.features[:n], preds.embeddings[:n], preds.view_logits[:n]),
         load_decision_policy(store, profile),
+        tolerance=profile.export.parity_tolerance,
         images=images,
     )
     tol = profile.export.parity_tolerance
+    failures = parity.failures(tol)
     return dg.AssetCheckResult(
-        passed=parity.passed(tol),
+        passed=not failures,
+        description="; ".join(failures) or None,
         metadata=humane(
             {
                 "images": n,
                 "tolerance": tol,
+                "failures": "; ".join(failures) or "none",
                 **{k: v for k, v in parity.as_dict().items() if k != "n"},
                 "decisions": table(
                     [
