@@ -373,3 +373,24 @@ def test_evidently_html_report(tmp_path, reference):
 def test_log_from_simulation_is_valid():
     validate_log(as_log(simulate(50, seed=0)))
     assert date.fromisoformat("2026-03-01")
+
+
+def test_evidently_html_survives_a_column_that_differs_only_in_its_last_bits(tmp_path):
+    """A saturated probability column (1.0 and 1.0 + 2e-16) left numpy no 10 finite histogram
+    bins and failed the day's drift_report; the noise below float32 precision is rounded away,
+    real differences stay."""
+    from roadwork_ml.monitoring.decisions import _snap_float_noise
+
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"a": rng.normal(size=200), "p": np.full(200, 1.0)})
+    cur = pd.DataFrame({"a": rng.normal(size=40), "p": np.r_[np.ones(39), 1.0 + 2.2e-16]})
+    with pytest.raises(ValueError, match="finite-sized bins"):
+        np.histogram(cur["p"].to_numpy(), bins=10)  # what evidently does with the raw column
+    out = evidently_html(ref, cur, tmp_path / "drift.html")
+    assert out.stat().st_size > 10_000
+    snapped_ref, snapped_cur = _snap_float_noise(ref, cur)
+    assert snapped_cur["p"].nunique() == 1
+    # real values keep 7 significant digits of the column's scale
+    scale = max(np.abs(ref["a"]).max(), np.abs(cur["a"]).max())
+    assert np.abs(snapped_ref["a"] - ref["a"]).max() <= 1e-6 * scale
+    assert snapped_ref["a"].nunique() == 200

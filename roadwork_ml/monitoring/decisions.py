@@ -513,6 +513,27 @@ def reference_frame(reference: ReferenceProfile) -> pd.DataFrame:
     return df
 
 
+def _snap_float_noise(
+    reference_df: pd.DataFrame, current_df: pd.DataFrame, digits: int = 7
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both frames with every float column rounded to ``digits`` significant digits of the
+    column's largest magnitude (over both frames), index reset.
+
+    Evidently histograms each column into 10 bins over its range; a column whose values differ
+    only in the last bits (a saturated probability: 1.0 and 1.0 + 2e-16) has a range too small
+    for 10 finite bins, and numpy refuses. Differences below float32's precision carry no drift,
+    so they are rounded away: the column becomes constant, which Evidently handles."""
+    ref, cur = reference_df.reset_index(drop=True).copy(), current_df.reset_index(drop=True).copy()
+    for c in ref.columns:
+        if not (pd.api.types.is_float_dtype(ref[c]) and pd.api.types.is_float_dtype(cur[c])):
+            continue
+        scale = np.nanmax(np.abs(np.r_[ref[c].to_numpy(), cur[c].to_numpy()]), initial=0.0)
+        if np.isfinite(scale) and scale > 0:
+            unit = 10.0 ** (np.floor(np.log10(scale)) - digits + 1)
+            ref[c], cur[c] = (ref[c] / unit).round() * unit, (cur[c] / unit).round() * unit
+    return ref, cur
+
+
 def evidently_html(
     reference_df: pd.DataFrame, current_df: pd.DataFrame, path: str | Path, columns: Sequence[str] | None = None
 ) -> Path:
@@ -531,9 +552,8 @@ def evidently_html(
             and not (len(current_df) and isinstance(current_df[c].iloc[0], (list, np.ndarray)))
         ]
     cols = list(columns)
-    snapshot = Report([DataDriftPreset(columns=cols)]).run(
-        current_data=current_df[cols].reset_index(drop=True), reference_data=reference_df[cols].reset_index(drop=True)
-    )
+    ref, cur = _snap_float_noise(reference_df[cols], current_df[cols])
+    snapshot = Report([DataDriftPreset(columns=cols)]).run(current_data=cur, reference_data=ref)
     html = snapshot.get_html_str(as_iframe=False)
     atomic_write_bytes(path, html.encode("utf-8"))
     return Path(path)
