@@ -25,8 +25,12 @@ floor). Third pass: chroma_norm / photometric_norm (model.input_norm chroma / ch
 photometric_norm_saturation (plus the chroma step: the profiles' default since), _half (plus
 the validator policy on half the samples), _source (a 128-px zoom source), _black / _robust
 (statistics without the rotation's black corners / and a higher chroma floor), _geometry
-(_saturation plus the validator geometry on half the batch: the best measured). "Today's recipe"
-pins all of these off (TODAY below), whatever the profile's default.
+(_saturation plus the validator geometry on half the batch). Fourth pass: _geometry_source
+(its crop from the 128-px photo), _geometry_e14 / _e20 (14 / 20 epochs), _geometry75_e14 /
+_geometry100_e14 (the geometry on 3/4 / all of the batch), _geometry75_noise_e14 (plus the
+validator's colour noise on half the batch: the profiles' default since). "Today's recipe"
+pins all of these off (TODAY below, epochs excepted: today's demo trains 10), whatever the
+profile's default.
 
 Each model is scored on VAL_SELECT (never VAL_TEST) through the served view path (global view
 plus the profile's flip TTA, P(roadwork) > 0.5): MCC on the stored images, and the StreetVision
@@ -78,13 +82,26 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants photometric_norm_black,photometric_norm_robust --seeds 42
     python bench/recipe_ablation.py $H --variants photometric_norm_robust --seeds 43       # then 44, 45
     python bench/recipe_ablation.py $H --variants photometric_norm_geometry --seeds 42     # then 43-45
+    # fourth pass (2026-11-30, after the bundle's predictor check was fixed): the schedule,
+    # more geometry, the validator's colour noise in the batch (train.augmentation.noise_prob)
+    python bench/recipe_ablation.py $H --variants photometric_norm_geometry_source --seeds 42
+    python bench/recipe_ablation.py $H --variants photometric_norm_geometry_e14 --seeds 42   # then 43-45
+    python bench/recipe_ablation.py $H --variants photometric_norm_geometry_e20 --seeds 42
+    python bench/recipe_ablation.py $H --variants photometric_norm_geometry75_e14 --seeds 42   # then 43-45
+    python bench/recipe_ablation.py $H --variants photometric_norm_geometry100_e14 --seeds 42
+    python bench/recipe_ablation.py $H --variants photometric_norm_geometry75_noise_e14 --seeds 42   # then 43-45
     V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
     V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
     V=$V,legacy_colour,legacy_saturation_geometry,baseline_e20,legacy_saturation_e20
     V=$V,chroma_norm,photometric_norm,photometric_norm_saturation,photometric_norm_geometry,photometric_norm_half
     V=$V,photometric_norm_source,photometric_norm_black,photometric_norm_robust
+    V=$V,photometric_norm_geometry_source,photometric_norm_geometry_e14,photometric_norm_geometry_e20
+    V=$V,photometric_norm_geometry75_e14,photometric_norm_geometry100_e14,photometric_norm_geometry75_noise_e14
     P=photometric_norm_robust:photometric_norm_saturation,chroma_norm:photometric_norm_saturation
     P=$P,photometric_norm_geometry:photometric_norm_saturation,photometric_norm_geometry:legacy_saturation_geometry
+    P=$P,photometric_norm_geometry_e14:photometric_norm_geometry,photometric_norm_geometry75_e14:photometric_norm_geometry_e14
+    P=$P,photometric_norm_geometry75_noise_e14:photometric_norm_geometry75_e14
+    P=$P,photometric_norm_geometry75_noise_e14:photometric_norm_saturation
     # (the epoch costs the JSON carries are the cache's, from an earlier --time-epoch report)
     python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 \
       --hpo-trials 8 --hpo-epochs 3 --variants $V \
@@ -250,8 +267,9 @@ def _log(msg: str) -> None:
 
 
 # "Today's recipe" is the one before this ablation's changes: the profiles now default to what
-# it found (the chroma step, the photometric normalization) or may (the validator geometry in
-# the batch step, source_side), so the baseline (and every single change on top of it) pins them off.
+# it found (the chroma step, the photometric normalization, the validator geometry and noise in
+# the batch step, the demo's 14 epochs) or may (source_side), so the baseline (and every single
+# change on top of it) pins them off.
 TODAY = [
     "train.augmentation.saturation_prob=0.0",
     "train.augmentation.geometry_prob=0.0",
@@ -259,6 +277,8 @@ TODAY = [
     "train.augmentation.source_side=0",
     "train.augmentation.noise_prob=0.0",
 ]
+# the demo's schedule before the fourth pass (the cached runs' schedule)
+TODAY_SCHEDULE = {"demo": ["train.epochs=10", "train.early_stopping_patience=4"]}
 EXTRA: list[str] = []  # --set: overrides under every variant (smoke runs: train.epochs=1)
 
 
@@ -266,7 +286,8 @@ def load(profile_name: str, overrides: list[str], threads: int):
     from roadwork_ml.config import load_profile
 
     base = [f"train.num_threads={threads}", "data.loader.num_workers=0", "data.loader.persistent_workers=false"]
-    return load_profile(profile_name, [*base, *TODAY, *EXTRA, *overrides])
+    today = [*TODAY, *TODAY_SCHEDULE.get(profile_name, [])]
+    return load_profile(profile_name, [*base, *today, *EXTRA, *overrides])
 
 
 class DirectoryStore:

@@ -138,7 +138,12 @@ def test_warmup_cosine_shape():
 def test_the_profiles_saturation_knobs_reach_the_training_batches(saturation_prob, grey):
     mcfg, tcfg = _cfgs(epochs=1, augment=True)
     aug = tcfg.augmentation.model_copy(
-        update={"policy": "legacy", "saturation_prob": saturation_prob, "saturation_range": (0.0, 0.0)}
+        update={
+            "policy": "legacy",
+            "saturation_prob": saturation_prob,
+            "saturation_range": (0.0, 0.0),
+            "noise_prob": 0.0,  # the noise step adds colour back
+        }
     )
     tcfg = tcfg.model_copy(update={"augmentation": aug})
     model = build_classifier(mcfg)
