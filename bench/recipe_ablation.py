@@ -28,9 +28,10 @@ the validator policy on half the samples), _source (a 128-px zoom source), _blac
 (_saturation plus the validator geometry on half the batch). Fourth pass: _geometry_source
 (its crop from the 128-px photo), _geometry_e14 / _e20 (14 / 20 epochs), _geometry75_e14 /
 _geometry100_e14 (the geometry on 3/4 / all of the batch), _geometry75_noise_e14 (plus the
-validator's colour noise on half the batch: the profiles' default since). "Today's recipe"
-pins all of these off (TODAY below, epochs excepted: today's demo trains 10), whatever the
-profile's default.
+validator's colour noise on half the batch: the profiles' default since), _geometry100_noise_e14
+(the geometry on every sample with the noise: the next default). "Today's recipe"
+pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
+whatever the profile's default.
 
 Each model is scored on VAL_SELECT (never VAL_TEST) through the served view path (global view
 plus the profile's flip TTA, P(roadwork) > 0.5): MCC on the stored images, and the StreetVision
@@ -90,6 +91,7 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants photometric_norm_geometry75_e14 --seeds 42   # then 43-45
     python bench/recipe_ablation.py $H --variants photometric_norm_geometry100_e14 --seeds 42
     python bench/recipe_ablation.py $H --variants photometric_norm_geometry75_noise_e14 --seeds 42   # then 43-45
+    python bench/recipe_ablation.py $H --variants photometric_norm_geometry100_noise_e14 --seeds 42   # then 43-45
     V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
     V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
     V=$V,legacy_colour,legacy_saturation_geometry,baseline_e20,legacy_saturation_e20
@@ -97,11 +99,13 @@ the split into invocations safe):
     V=$V,photometric_norm_source,photometric_norm_black,photometric_norm_robust
     V=$V,photometric_norm_geometry_source,photometric_norm_geometry_e14,photometric_norm_geometry_e20
     V=$V,photometric_norm_geometry75_e14,photometric_norm_geometry100_e14,photometric_norm_geometry75_noise_e14
+    V=$V,photometric_norm_geometry100_noise_e14
     P=photometric_norm_robust:photometric_norm_saturation,chroma_norm:photometric_norm_saturation
     P=$P,photometric_norm_geometry:photometric_norm_saturation,photometric_norm_geometry:legacy_saturation_geometry
     P=$P,photometric_norm_geometry_e14:photometric_norm_geometry,photometric_norm_geometry75_e14:photometric_norm_geometry_e14
     P=$P,photometric_norm_geometry75_noise_e14:photometric_norm_geometry75_e14
     P=$P,photometric_norm_geometry75_noise_e14:photometric_norm_saturation
+    P=$P,photometric_norm_geometry100_noise_e14:photometric_norm_geometry75_noise_e14
     # (the epoch costs the JSON carries are the cache's, from an earlier --time-epoch report)
     python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 \
       --hpo-trials 8 --hpo-epochs 3 --variants $V \
@@ -225,6 +229,14 @@ FOLLOW_UPS = {
         "model.input_norm=chroma_luma",
         "train.augmentation.saturation_prob=0.5",
         "train.augmentation.geometry_prob=0.75",
+        "train.augmentation.noise_prob=0.5",
+        "train.epochs=14",
+        "train.early_stopping_patience=6",
+    ],
+    "photometric_norm_geometry100_noise_e14": [
+        "model.input_norm=chroma_luma",
+        "train.augmentation.saturation_prob=0.5",
+        "train.augmentation.geometry_prob=1.0",
         "train.augmentation.noise_prob=0.5",
         "train.epochs=14",
         "train.early_stopping_patience=6",
