@@ -65,6 +65,21 @@ def test_median_pruner_stops_a_trial_below_the_median(tmp_path):
     assert isinstance(hb.pruner, optuna.pruners.HyperbandPruner)
 
 
+def test_study_plots_skip_importance_when_every_trial_scored_the_same(tmp_path):
+    """Two trials with the same VAL_SELECT MCC (a tiny model that learned nothing yet): fANOVA
+    has no variance to apportion and raises, which failed the hpo_study asset; the history
+    is still drawn and the importance plot is left out."""
+    from roadwork_ml.training.hpo import study_plots
+
+    cfg = HpoConfig(n_trials=2, search_space=[HpoParam(key="lr", kind="float", low=1e-4, high=1e-2, log=True)])
+    study = build_study(f"sqlite:///{tmp_path / 's.db'}", cfg, max_epochs=1)
+    run_study(study, phase1_objective(lambda tcfg, report: 0.0, load_profile("tiny").train, cfg.search_space), cfg)
+    assert [t.value for t in study.trials] == [0.0, 0.0]
+    with pytest.raises(RuntimeError, match="zero total variance"):
+        optuna.importance.get_param_importances(study)  # what the importance plot calls
+    assert set(study_plots(study, tmp_path / "plots")) == {"history"}
+
+
 def _counts(url):
     study = optuna.load_study(study_name="phase1", storage=url)
     states = [t.state for t in study.get_trials(deepcopy=False)]

@@ -121,8 +121,9 @@ def phase1_objective(
 
 
 def study_plots(study: optuna.Study, out_dir) -> dict[str, str]:
-    """Optuna's optimisation history and (with >= 2 finished trials) parameter importance
-    (fANOVA) as PNGs in ``out_dir``; returns ``{name: path}`` for asset metadata."""
+    """Optuna's optimisation history and parameter importance (fANOVA) as PNGs in ``out_dir``;
+    returns ``{name: path}`` for asset metadata. Importance needs two finished trials whose
+    values differ: fANOVA apportions the objective's variance, and with none it raises."""
     from pathlib import Path
 
     import matplotlib
@@ -135,7 +136,8 @@ def study_plots(study: optuna.Study, out_dir) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
     plots = {"history": ovm.plot_optimization_history}
-    if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
+    values = {t.value for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE}
+    if len(values) >= 2:
         plots["importance"] = ovm.plot_param_importances
     for name, fn in plots.items():
         ax = fn(study)
