@@ -142,6 +142,10 @@ SINGLE_CHANGES = {
 }
 _HALF = ["train.augmentation.policy=validator", "train.augmentation.source_prob=0.5"]
 _LONG = ["train.epochs=20", "train.early_stopping_patience=6"]
+_E14 = ["train.epochs=14", "train.early_stopping_patience=6"]
+# the photometric normalization with the chroma step: the default the fourth pass builds on
+_PNS = ["model.input_norm=chroma_luma", "train.augmentation.saturation_prob=0.5"]
+_NOISE = "train.augmentation.noise_prob=0.5"
 # Not in the default list: follow-ups a first pass suggested (run with --variants).
 FOLLOW_UPS = {
     # the validator levels on half the samples, the stored photo as is on the other half
@@ -190,76 +194,21 @@ FOLLOW_UPS = {
         "model.input_norm_chroma_floor=0.02",
     ],
     # the default plus the validator's rotation and crop on half the batch: level 1 with the colour gone
-    "photometric_norm_geometry": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
-        "train.augmentation.geometry_prob=0.5",
-    ],
+    "photometric_norm_geometry": [*_PNS, "train.augmentation.geometry_prob=0.5"],
     # _geometry with a longer schedule: whether level 0 comes back
-    "photometric_norm_geometry_e14": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
-        "train.augmentation.geometry_prob=0.5",
-        "train.epochs=14",
-        "train.early_stopping_patience=6",
-    ],
-    "photometric_norm_geometry_e20": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
-        "train.augmentation.geometry_prob=0.5",
-        *_LONG,
-    ],
-    "photometric_norm_geometry75_e14": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
-        "train.augmentation.geometry_prob=0.75",
-        "train.epochs=14",
-        "train.early_stopping_patience=6",
-    ],
-    "photometric_norm_geometry100_e14": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
-        "train.augmentation.geometry_prob=1.0",
-        "train.epochs=14",
-        "train.early_stopping_patience=6",
-    ],
-    # _geometry75_e14 with the validator's Gaussian colour noise on half the batch (level 3's
-    # costliest step for it once the colour gains are gone: bench/streetvision_distortions.py)
-    "photometric_norm_geometry75_noise_e14": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
-        "train.augmentation.geometry_prob=0.75",
-        "train.augmentation.noise_prob=0.5",
-        "train.epochs=14",
-        "train.early_stopping_patience=6",
-    ],
-    "photometric_norm_geometry100_noise_e14": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
-        "train.augmentation.geometry_prob=1.0",
-        "train.augmentation.noise_prob=0.5",
-        "train.epochs=14",
-        "train.early_stopping_patience=6",
-    ],
-    "photometric_norm_geometry_noise_e14": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
-        "train.augmentation.geometry_prob=0.5",
-        "train.augmentation.noise_prob=0.5",
-        "train.epochs=14",
-        "train.early_stopping_patience=6",
-    ],
-    # the validator's rotation and crop on three quarters of the batch
-    "photometric_norm_geometry75": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
-        "train.augmentation.geometry_prob=0.75",
-    ],
+    "photometric_norm_geometry_e14": [*_PNS, "train.augmentation.geometry_prob=0.5", *_E14],
+    "photometric_norm_geometry_e20": [*_PNS, "train.augmentation.geometry_prob=0.5", *_LONG],
+    # the geometry on three quarters / all of the batch
+    "photometric_norm_geometry75_e14": [*_PNS, "train.augmentation.geometry_prob=0.75", *_E14],
+    "photometric_norm_geometry100_e14": [*_PNS, "train.augmentation.geometry_prob=1.0", *_E14],
+    # with the validator's Gaussian colour noise on half the batch (level 3's costliest step once
+    # the colour gains are gone: bench/streetvision_distortions.py)
+    "photometric_norm_geometry75_noise_e14": [*_PNS, "train.augmentation.geometry_prob=0.75", _NOISE, *_E14],
+    "photometric_norm_geometry100_noise_e14": [*_PNS, "train.augmentation.geometry_prob=1.0", _NOISE, *_E14],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input
     "photometric_norm_geometry_source": [
-        "model.input_norm=chroma_luma",
-        "train.augmentation.saturation_prob=0.5",
+        *_PNS,
         "train.augmentation.geometry_prob=0.5",
         "train.augmentation.source_side=128",
     ],

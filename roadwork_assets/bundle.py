@@ -252,16 +252,16 @@ def bundle_predicts(store: ArtifactStore, settings: ProfileResource) -> dg.Asset
     out = predictor.predict_tensor(images, batch_size=profile.inference.batch_size)
     preds = load_val_calib_predictions(store)
     n = len(images)
+    tol = profile.export.parity_tolerance
     parity = decision_path_parity(
         ModelOutputs(out.logits, out.features, out.embeddings, out.view_logits),
         out.decisions,
         predictor.policy,
         ModelOutputs(preds.logits[:n], preds.features[:n], preds.embeddings[:n], preds.view_logits[:n]),
         load_decision_policy(store, profile),
-        tolerance=profile.export.parity_tolerance,
+        tolerance=tol,
         images=images,
     )
-    tol = profile.export.parity_tolerance
     failures = parity.failures(tol)
     return dg.AssetCheckResult(
         passed=not failures,

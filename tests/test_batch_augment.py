@@ -174,16 +174,7 @@ def test_validator_noise_has_the_validators_amplitude_and_colour_at_the_model_in
 
 def test_noise_step_hits_the_requested_share_and_keeps_the_stream_when_off():
     x = torch.full((400, 3, 16, 16), 0.5)
-    noisy = augment_batch(
-        x,
-        torch.Generator().manual_seed(3),
-        jitter=0.0,
-        flip_prob=0.0,
-        max_shift=0.0,
-        scale=(1.0, 1.0),
-        noise_prob=0.5,
-        noise_size=32,
-    )
+    noisy = augment_batch(x, torch.Generator().manual_seed(3), **_plain(noise_prob=0.5, noise_size=32))
     changed = (noisy - 0.5).abs().amax(dim=(1, 2, 3)) > 1e-3
     assert 0.42 < changed.float().mean() < 0.58
     off = augment_batch(x, torch.Generator().manual_seed(3), noise_prob=0.0)
