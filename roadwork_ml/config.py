@@ -297,6 +297,17 @@ class LossConfig(_Strict):
     )
 
 
+class ConsistencyConfig(_Strict):
+    """Repeated augmentation with a consistency loss (AugMix's Jensen-Shannon term, Hendrycks et
+    al. 2020): each batch holds ``batch_size / views`` images, each augmented ``views`` times
+    independently, so a step and an epoch cost what they did with one view."""
+
+    views: int = Field(default=1, ge=1, le=8, description="augmented views of each image in a batch; 1 = off")
+    weight: float = Field(
+        default=0.0, ge=0, description="weight of the Jensen-Shannon divergence between the views' class probabilities"
+    )
+
+
 class SamplerConfig(_Strict):
     kind: Literal["shuffle", "class_source"] = Field(
         default="shuffle", description="class_source: WeightedRandomSampler by class x source"
@@ -335,10 +346,28 @@ class TrainConfig(_Strict):
     ema: EmaConfig = Field(default_factory=EmaConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     finetune: Literal["full", "linear_probe", "lora", "dora"] = Field(
         description="full = every weight; linear_probe = head only; lora / dora = peft adapters on the backbone + the head in full"
     )
     lora: LoraSettings
+
+    @model_validator(mode="after")
+    def _views_divide_batch(self) -> TrainConfig:
+        if self.batch_size % self.consistency.views:
+            raise ValueError(
+                f"train.batch_size {self.batch_size} is not a multiple of train.consistency.views {self.consistency.views}"
+            )
+        if (
+            self.consistency.views > 1
+            and self.augmentation.policy == "validator"
+            and not self.augmentation.legacy_on_top
+        ):
+            raise ValueError(
+                "train.consistency.views > 1 needs the batch augmentation (augmentation.policy legacy, or "
+                "legacy_on_top): the validator policy draws one augmentation per image and epoch, so its views would be copies"
+            )
+        return self
 
 
 class HpoParam(_Strict):

@@ -115,3 +115,25 @@ def test_hard_negative_mining_out_of_fold():
     assert false_positive_rate(oof, y, hard) > false_positive_rate(oof, y, ~hard)
     tags = ['{"hard_negative":true}', '{"hard_negative":false}', "{}", "not json"]
     assert hard_negative_slice(tags).tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize("views", [2, 3])
+def test_js_consistency_matches_scipy_entropy(views):
+    """JS(p_1..p_k) = H(mean p) - mean H(p_i), nats, per image, then the mean over images."""
+    from roadwork_ml.training.losses import js_consistency
+
+    g = torch.Generator().manual_seed(views)
+    logits = torch.randn(views * 7, 2, generator=g) * 3
+    p = torch.softmax(logits.double(), 1).view(views, 7, 2).numpy()
+    expected = np.mean(
+        [stats.entropy(p[:, j].mean(0)) - np.mean([stats.entropy(p[i, j]) for i in range(views)]) for j in range(7)]
+    )
+    assert float(js_consistency(logits, views)) == pytest.approx(expected, rel=1e-5)
+    if views == 2:
+        from scipy.spatial.distance import jensenshannon
+
+        js2 = np.mean([jensenshannon(p[0, j], p[1, j]) ** 2 for j in range(7)])
+        assert float(js_consistency(logits, 2)) == pytest.approx(js2, rel=1e-5)
+    assert float(js_consistency(logits[:7].repeat(views, 1), views)) == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="not 2 views"):
+        js_consistency(logits[:5], 2)

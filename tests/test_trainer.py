@@ -183,3 +183,63 @@ def test_source_side_feeds_the_model_its_input_size_from_larger_images():
     train_classifier(model, train, _data(32, 5, "val_select"), tcfg, progress=False, log=lambda s: None)
     assert {s for t, s in shapes if t} == {(SIZE, SIZE)} and {s for t, s in shapes if not t} == {(SIZE, SIZE)}
     assert train.size == SIZE  # the caller's dataset is untouched
+
+
+def _views_cfg(views: int, weight: float, augment: bool):
+    mcfg, tcfg = _cfgs(epochs=2, augment=augment)
+    aug = tcfg.augmentation.model_copy(update={"policy": "legacy"})
+    cons = tcfg.consistency.model_copy(update={"views": views, "weight": weight})
+    return mcfg, tcfg.model_copy(update={"augmentation": aug, "consistency": cons})
+
+
+def _train_recording(mcfg, tcfg, n=64):
+    torch.manual_seed(0)
+    model = build_classifier(mcfg)
+    batches = []
+    model.register_forward_pre_hook(lambda m, args: batches.append(args[0].detach().clone()) if m.training else None)
+    result = train_classifier(
+        model, _data(n, 4, "train"), _data(32, 5, "val_select"), tcfg, progress=False, log=lambda s: None
+    )
+    return batches, result
+
+
+def test_consistency_views_hold_each_image_twice_at_the_cost_of_one_view():
+    """train.consistency.views=2 with batch 32: each step sees 16 images twice (row i*16+j is view
+    i of image j), an epoch takes as many steps as one view does and draws half the TRAIN images."""
+    mcfg, tcfg = _views_cfg(2, 0.0, augment=False)
+    batches, result = _train_recording(mcfg, tcfg)
+    assert len(batches) == 4 and len(result.step_losses) == 4  # 2 epochs x (64 images / 32), as with one view
+    for x in batches:
+        assert x.shape[0] == 32
+        assert torch.equal(x[:16], x[16:])  # no augmentation: the views are the same image
+    first_epoch = torch.cat([b[:16] for b in batches[:2]]).flatten(1)
+    assert torch.unique(first_epoch, dim=0).shape[0] == 32  # 32 distinct images of 64 per epoch
+
+    _, tcfg_aug = _views_cfg(2, 0.0, augment=True)
+    augmented, _ = _train_recording(mcfg, tcfg_aug)
+    assert all((x[:16] - x[16:]).abs().amax(dim=(1, 2, 3)).min() > 0 for x in augmented)  # drawn apart
+
+
+def test_consistency_weight_adds_the_views_divergence_to_the_loss():
+    mcfg, same = _views_cfg(2, 0.0, augment=False)
+    _, same_js = _views_cfg(2, 12.0, augment=False)
+    # identical views: the Jensen-Shannon term is 0 and training is unchanged
+    assert _train_recording(mcfg, same)[1].step_losses == pytest.approx(_train_recording(mcfg, same_js)[1].step_losses)
+    _, aug = _views_cfg(2, 0.0, augment=True)
+    _, aug_js = _views_cfg(2, 12.0, augment=True)
+    plain, with_js = _train_recording(mcfg, aug)[1].step_losses, _train_recording(mcfg, aug_js)[1].step_losses
+    assert with_js[0] > plain[0]  # same first batch and weights: the divergence of its augmented views is added
+
+
+def test_consistency_views_must_divide_the_batch_and_need_the_batch_augmentation():
+    from roadwork_ml.config import ProfileError
+
+    with pytest.raises(ProfileError, match="not a multiple"):
+        load_profile("tiny", ["train.batch_size=33", "train.consistency.views=2"])
+    with pytest.raises(ProfileError, match="its views would be copies"):
+        load_profile("tiny", ["train.augmentation.policy=validator", "train.consistency.views=2"])
+    cfg = load_profile(
+        "tiny",
+        ["train.augmentation.policy=validator", "train.augmentation.legacy_on_top=true", "train.consistency.views=2"],
+    )
+    assert cfg.train.consistency.views == 2

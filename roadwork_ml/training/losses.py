@@ -9,6 +9,7 @@ which for plain or class-weighted cross-entropy equals ``torch.nn.functional.cro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from roadwork_ml.config import LossConfig
 
-__all__ = ["balanced_class_weights", "build_loss", "focal_loss", "weighted_mean"]
+__all__ = ["balanced_class_weights", "build_loss", "focal_loss", "js_consistency", "weighted_mean"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -77,3 +78,17 @@ def build_loss(
         return weighted_mean(num, den, sample_weight)
 
     return loss
+
+
+def js_consistency(logits: torch.Tensor, views: int) -> torch.Tensor:
+    """Jensen-Shannon divergence between ``views`` predictions of the same images (AugMix's
+    consistency term): ``mean_i KL(p_i || m)``, ``m`` the views' mean distribution, averaged over
+    images; in nats, 0 when every view agrees.
+
+    ``logits [views * B, C]`` holds view ``i`` of image ``j`` at row ``i * B + j``.
+    """
+    if logits.shape[0] % views:
+        raise ValueError(f"{logits.shape[0]} rows are not {views} views of the same images")
+    logp = F.log_softmax(logits.float(), dim=1).view(views, -1, logits.shape[1])
+    log_m = torch.logsumexp(logp, dim=0) - math.log(views)
+    return (logp.exp() * (logp - log_m)).sum(2).mean()

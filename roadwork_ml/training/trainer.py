@@ -21,7 +21,7 @@ from roadwork_ml.data.transforms import augment_batch, to_float
 from roadwork_ml.evaluation.metrics import auroc, mcc
 from roadwork_ml.models.classifier import RoadworkClassifier
 from roadwork_ml.training.dataset import ImageDataset, TensorImageDataset, build_loader, iterate_batches
-from roadwork_ml.training.losses import build_loss
+from roadwork_ml.training.losses import build_loss, js_consistency
 from roadwork_ml.training.optim import SAM, build_ema, build_optimizer, clip_gradients
 from roadwork_ml.training.samplers import build_sampler
 from roadwork_ml.training.schedule import warmup_cosine
@@ -151,6 +151,23 @@ class _EpochPermutation(torch.utils.data.Sampler[int]):
         return iter(torch.randperm(self.n, generator=self.generator).tolist())
 
 
+class _FirstOf(torch.utils.data.Sampler[int]):
+    """The first ``k`` indices of each pass over ``sampler``: with ``views`` augmented copies of
+    each image an epoch draws ``n / views`` images, so it costs what one view of ``n`` did."""
+
+    def __init__(self, sampler: torch.utils.data.Sampler[int], k: int):
+        self.sampler, self.k = sampler, k
+
+    def __len__(self) -> int:
+        return self.k
+
+    def __iter__(self):
+        for i, index in enumerate(self.sampler):
+            if i >= self.k:
+                return
+            yield index
+
+
 def _train_transform(cfg: TrainConfig, size: int, styles: Sequence = ()):
     if not cfg.augment or cfg.augmentation.policy != "validator":
         return None
@@ -199,9 +216,14 @@ def legacy_augment(
     )
 
 
-def _forward_backward(model, loss_fn, x, y, w, amp: bool, accum: int) -> torch.Tensor:
+def _forward_backward(
+    model, loss_fn, x, y, w, amp: bool, accum: int, views: int = 1, consistency: float = 0.0
+) -> torch.Tensor:
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss = loss_fn(model(x).float(), y, w)
+        logits = model(x).float()
+    loss = loss_fn(logits, y, w)
+    if views > 1 and consistency > 0:
+        loss = loss + consistency * js_consistency(logits, views)
     (loss / accum).backward()
     return loss
 
@@ -257,7 +279,10 @@ def train_classifier(
     # Plain shuffling draws each epoch's permutation from ``gen`` (as the in-memory loop always did,
     # before the legacy augmentation's draws), so a profile without new knobs trains as before.
     sampler = build_sampler(cfg.sampler, train_ds.labels, train_ds.sources, cfg.seed) or _EpochPermutation(n, gen)
-    train_loader = build_loader(train_ds, loader, cfg.batch_size, sampler=sampler, seed=cfg.seed)
+    views, consistency = cfg.consistency.views, cfg.consistency.weight
+    if views > 1:
+        sampler = _FirstOf(sampler, math.ceil(n / views))
+    train_loader = build_loader(train_ds, loader, cfg.batch_size // views, sampler=sampler, seed=cfg.seed)
     loss_fn = build_loss(cfg.loss, cfg.label_smoothing, train_ds.labels)
 
     optimizer = build_optimizer(model, cfg)
@@ -265,7 +290,7 @@ def train_classifier(
     if sam is not None and cfg.grad_accum_steps != 1:
         raise ValueError("SAM takes two passes per step; set train.grad_accum_steps to 1")
     base_opt = sam.base if sam is not None else optimizer
-    batches_per_epoch = math.ceil(n / cfg.batch_size)
+    batches_per_epoch = len(train_loader)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = warmup_cosine(base_opt, total_steps, int(cfg.warmup_fraction * total_steps), cfg.optimizer.min_lr_ratio)
@@ -293,16 +318,19 @@ def train_classifier(
             x = to_float(batch.images.to(device, non_blocking=True))
             y = batch.labels.to(device, non_blocking=True)
             w = weights[batch.indices].to(device) if weights is not None else None
+            if views > 1:  # row i * B + j is view i of image j; the augmentation draws each row apart
+                x, y = x.repeat(views, 1, 1, 1), y.repeat(views)
+                w = w.repeat(views) if w is not None else None
             if legacy_aug:
                 x = legacy_augment(x, gen, cfg, out_size=input_size)
 
-            loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps)
+            loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps, views, consistency)
             last = b == batches_per_epoch - 1
             if (b + 1) % cfg.grad_accum_steps == 0 or last:
                 if sam is not None:
                     sam.first_step()
                     sam.zero_grad(set_to_none=True)
-                    _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps)
+                    _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps, views, consistency)
                     clip_gradients(model, cfg.optimizer.grad_clip_norm)
                     sam.second_step()
                 else:
