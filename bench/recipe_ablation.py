@@ -29,7 +29,11 @@ the validator policy on half the samples), _source (a 128-px zoom source), _blac
 (its crop from the 128-px photo), _geometry_e14 / _e20 (14 / 20 epochs), _geometry75_e14 /
 _geometry100_e14 (the geometry on 3/4 / all of the batch), _geometry75_noise_e14 (plus the
 validator's colour noise on half the batch: the profiles' default since), _geometry100_noise_e14
-(the geometry on every sample with the noise: the next default). "Today's recipe"
+(the geometry on every sample with the noise: the default since). Fifth pass, on top of
+that default: default_views2 / _views2_js (two augmented views of each image per batch at the
+same cost, without / with AugMix's Jensen-Shannon term), default_e16 / _e18 (16 / 18 epochs),
+default_ls10 (label smoothing 0.1), default_ema99 (EMA at decay 0.99), default_noise100 (the
+validator's noise on every sample). "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
 
@@ -92,6 +96,12 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants photometric_norm_geometry100_e14 --seeds 42
     python bench/recipe_ablation.py $H --variants photometric_norm_geometry75_noise_e14 --seeds 42   # then 43-45
     python bench/recipe_ablation.py $H --variants photometric_norm_geometry100_noise_e14 --seeds 42   # then 43-45
+    # fifth pass (2026-11-30): two views per image at the same cost (train.consistency), longer
+    # schedules, label smoothing, EMA at decay 0.99, each on top of the default
+    python bench/recipe_ablation.py $H --variants default_views2,default_views2_js --seeds 42
+    python bench/recipe_ablation.py $H --variants default_e16,default_e18 --seeds 42   # then 43-45
+    python bench/recipe_ablation.py $H --variants default_ls10,default_ema99 --seeds 42   # then 43
+    python bench/recipe_ablation.py $H --variants default_noise100 --seeds 42   # then 43-45
     V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
     V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
     V=$V,legacy_colour,legacy_saturation_geometry,baseline_e20,legacy_saturation_e20
@@ -99,18 +109,21 @@ the split into invocations safe):
     V=$V,photometric_norm_source,photometric_norm_black,photometric_norm_robust
     V=$V,photometric_norm_geometry_source,photometric_norm_geometry_e14,photometric_norm_geometry_e20
     V=$V,photometric_norm_geometry75_e14,photometric_norm_geometry100_e14,photometric_norm_geometry75_noise_e14
-    V=$V,photometric_norm_geometry100_noise_e14
+    V=$V,photometric_norm_geometry100_noise_e14,default_views2,default_views2_js,default_e16,default_e18
+    V=$V,default_ls10,default_ema99,default_noise100
     P=photometric_norm_robust:photometric_norm_saturation,chroma_norm:photometric_norm_saturation
     P=$P,photometric_norm_geometry:photometric_norm_saturation,photometric_norm_geometry:legacy_saturation_geometry
     P=$P,photometric_norm_geometry_e14:photometric_norm_geometry,photometric_norm_geometry75_e14:photometric_norm_geometry_e14
     P=$P,photometric_norm_geometry75_noise_e14:photometric_norm_geometry75_e14
     P=$P,photometric_norm_geometry75_noise_e14:photometric_norm_saturation
     P=$P,photometric_norm_geometry100_noise_e14:photometric_norm_geometry75_noise_e14
+    D=photometric_norm_geometry100_noise_e14
+    P=$P,default_e16:$D,default_e18:$D,default_ls10:$D,default_ema99:$D,default_noise100:$D
     # (the epoch costs the JSON carries are the cache's, from an earlier --time-epoch report)
     python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 \
       --hpo-trials 8 --hpo-epochs 3 --variants $V \
       --pairs photometric_norm_saturation:legacy_saturation,photometric_norm:legacy_saturation,$P \
-      --out bench/results/recipe_ablation_demo.json
+      --slices-of $D --out bench/results/recipe_ablation_demo.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
@@ -146,6 +159,8 @@ _E14 = ["train.epochs=14", "train.early_stopping_patience=6"]
 # the photometric normalization with the chroma step: the default the fourth pass builds on
 _PNS = ["model.input_norm=chroma_luma", "train.augmentation.saturation_prob=0.5"]
 _NOISE = "train.augmentation.noise_prob=0.5"
+# the profiles' default since the fourth pass (photometric_norm_geometry100_noise_e14)
+_DEFAULT = [*_PNS, "train.augmentation.geometry_prob=1.0", _NOISE, *_E14]
 # Not in the default list: follow-ups a first pass suggested (run with --variants).
 FOLLOW_UPS = {
     # the validator levels on half the samples, the stored photo as is on the other half
@@ -205,6 +220,19 @@ FOLLOW_UPS = {
     # the colour gains are gone: bench/streetvision_distortions.py)
     "photometric_norm_geometry75_noise_e14": [*_PNS, "train.augmentation.geometry_prob=0.75", _NOISE, *_E14],
     "photometric_norm_geometry100_noise_e14": [*_PNS, "train.augmentation.geometry_prob=1.0", _NOISE, *_E14],
+    # fifth pass: the default (_geometry100_noise_e14) with two augmented views of each image per
+    # batch at the same cost (train.consistency), alone and with AugMix's Jensen-Shannon term (12)
+    "default_views2": [*_DEFAULT, "train.consistency.views=2"],
+    "default_views2_js": [*_DEFAULT, "train.consistency.views=2", "train.consistency.weight=12"],
+    # the default's best epoch was the last or next to last at every seed: 16 / 18 epochs
+    "default_e16": [*_DEFAULT, "train.epochs=16"],
+    "default_e18": [*_DEFAULT, "train.epochs=18"],
+    # the default's level-1 loss is false positives on plain negatives (dusk, night, rain) under the
+    # crop: smoothing the targets / averaging the weights (timm ModelEmaV3 at a decay its ~460 steps can use)
+    "default_ls10": [*_DEFAULT, "train.label_smoothing=0.1"],
+    "default_ema99": [*_DEFAULT, "train.ema.enabled=true", "train.ema.decay=0.99"],
+    # level 3's loss is missed positives under the noise (level-3 TPR 0.81 vs 0.86): the noise on every sample
+    "default_noise100": [*_DEFAULT, "train.augmentation.noise_prob=1.0"],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input
     "photometric_norm_geometry_source": [
@@ -314,6 +342,7 @@ class Bench:
             self.train = d.dataset(self.train_rows, Split.TRAIN, p.model.img_size, p, side)
             self.val = d.dataset(self.val_rows, Split.VAL_SELECT, p.model.img_size, p)
             self.native = d.tensors(self.val_rows, Split.VAL_SELECT, native_size)
+            self.native_rows = self.val_rows
         else:
             from roadwork_assets.data import load_split_rows, load_split_tensors
             from roadwork_assets.recipe import phase1_datasets
@@ -323,6 +352,7 @@ class Bench:
             self.train_rows, self.train, self.val_rows, self.val = phase1_datasets(self.store, p)
             rows = load_split_rows(self.store, Split.VAL_SELECT)
             self.native = load_split_tensors(self.store, rows, Split.VAL_SELECT, native_size)
+            self.native_rows = rows  # the rows of self.y, in its order
         self.y = self.native.labels.numpy()
         _log(f"TRAIN {len(self.train)}, VAL_SELECT {len(self.y)} images ({self.y.mean():.1%} positive)")
 
@@ -664,7 +694,41 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
                 **{m: {"diff": sv[m]["diff"].to_dict()} for m in sv},
             }
     out["seed_mean"] = seed_mean_comparisons(cache, y, variants, seeds, n_resamples)
+    out["class_rates"] = {
+        v: class_rates(y, [np.load(cache / f"{v}_s{s}.npz") for s in seeds if (cache / f"{v}_s{s}.npz").exists()])
+        for v in variants
+    }
     return out
+
+
+def slice_false_positive_rates(y: np.ndarray, column: np.ndarray, runs: list) -> dict:
+    """Per value of ``column``: its negatives' count and their seed-averaged false-positive rate
+    at 0.5 at each emulated level (the level-1 loss of the default is false positives)."""
+    levels = sorted(int(k.split("_")[1]) for k in runs[0].files if k.startswith("level_")) if runs else []
+    out = {}
+    for value in sorted({str(c) for c in column}):
+        neg = (y == 0) & (column.astype(str) == value)
+        out[value] = {
+            "n_negatives": int(neg.sum()),
+            **{
+                f"level_{lv}": float(np.mean([r[f"level_{lv}"][neg] > 0.5 for r in runs])) for lv in levels if neg.any()
+            },
+        }
+    return out
+
+
+def class_rates(y: np.ndarray, runs: list) -> dict:
+    """Per emulated level, the seed-averaged true-positive and false-positive rates at the
+    validator's 0.5 cut: which class a level's MCC loss comes from."""
+    if not runs:
+        return {}
+    levels = sorted(int(k.split("_")[1]) for k in runs[0].files if k.startswith("level_"))
+    pos, neg = y == 1, y == 0
+    out = {}
+    for lv in levels:
+        hit = np.mean([r[f"level_{lv}"] > 0.5 for r in runs], axis=0)
+        out[f"level_{lv}"] = {"tpr": float(hit[pos].mean()), "fpr": float(hit[neg].mean())}
+    return {"n_seeds": len(runs), **out}
 
 
 def seed_mean_comparisons(
@@ -756,6 +820,26 @@ def table(res: dict, variants: list[str], seeds: list[int]) -> str:
                 + " | ".join(_fmt(c[k]["diff"]) for k in keys)
                 + " |"
             )
+    rates = {v: r for v, r in (res.get("class_rates") or {}).items() if r}
+    if rates:
+        levels = sorted(k for k in next(iter(rates.values())) if k.startswith("level_"))
+        lines += [
+            "",
+            "Where each level's MCC goes: true-positive / false-positive rate at 0.5, averaged over the seeds run:",
+            "",
+            "| variant | seeds | " + " | ".join(f"L{k.split('_')[1]} TPR / FPR" for k in levels) + " |",
+            "|---|---|" + "---|" * len(levels),
+        ]
+        for v, r in rates.items():
+            cells = " | ".join(f"{r[k]['tpr']:.3f} / {r[k]['fpr']:.3f}" for k in levels)
+            lines.append(f"| {v} | {r['n_seeds']} | {cells} |")
+    for v, cols in (res.get("slice_fpr") or {}).items():
+        lines += ["", f"{v}: false-positive rate per level by slice (negatives only, seed-averaged):", ""]
+        lines += ["| slice | negatives | L0 | L1 | L2 | L3 |", "|---|---|---|---|---|---|"]
+        for col, values in cols.items():
+            for value, r in values.items():
+                rates = " | ".join(f"{r[k]:.3f}" for k in sorted(r) if k.startswith("level_"))
+                lines.append(f"| {col}={value} | {r['n_negatives']} | {rates} |")
     for pair, c in (res.get("pairs") or {}).items():
         if c is None:
             continue
@@ -801,6 +885,10 @@ def main() -> None:
     ap.add_argument("--time-epoch", action="store_true", help="also measure one epoch's CPU cost per part")
     ap.add_argument("--report-only", action="store_true", help="no training: the table from the cache")
     ap.add_argument("--pairs", default="", help="extra seed-mean comparisons NEW:REF, e.g. a new default vs the old")
+    ap.add_argument(
+        "--slices-of", default="", help="variants whose false-positive rate per level is broken down by --slice-columns"
+    )
+    ap.add_argument("--slice-columns", default="time_of_day,weather,source", help="VAL_SELECT row columns")
     ap.add_argument("--budget-s", type=float, default=0, help="start no new run after this many seconds (0: no limit)")
     ap.add_argument("--out", default="bench/results/recipe_ablation.json")
     args = ap.parse_args()
@@ -853,6 +941,12 @@ def main() -> None:
         res.setdefault("pairs", {})[pair] = seed_mean_comparisons(
             bench.cache, bench.y, [new], seeds, args.n_resamples, ref
         ).get(new)
+    for v in [v for v in args.slices_of.split(",") if v]:
+        runs = [np.load(bench.cache / f"{v}_s{s}.npz") for s in seeds if (bench.cache / f"{v}_s{s}.npz").exists()]
+        res.setdefault("slice_fpr", {})[v] = {
+            col: slice_false_positive_rates(bench.y, bench.native_rows[col].to_numpy(), runs)
+            for col in args.slice_columns.split(",")
+        }
     md = table(res, variants, seeds)
     res["table_markdown"] = md
     print(md)
