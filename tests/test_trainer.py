@@ -243,3 +243,23 @@ def test_consistency_views_must_divide_the_batch_and_need_the_batch_augmentation
         ["train.augmentation.policy=validator", "train.augmentation.legacy_on_top=true", "train.consistency.views=2"],
     )
     assert cfg.train.consistency.views == 2
+
+
+def test_channels_last_training_returns_a_model_in_the_default_layout(tmp_path):
+    """train.channels_last: the batches reach the model channels-last, and the returned model
+    (and its checkpoint, safetensors needs contiguous tensors) is in the default layout again."""
+    mcfg, tcfg = _cfgs(epochs=1)
+    assert tcfg.channels_last
+    model = build_classifier(mcfg)
+    layouts = []
+    model.register_forward_pre_hook(
+        lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)) if m.training else None
+    )
+    train_classifier(model, _data(64, 4, "train"), _data(32, 5, "val_select"), tcfg, progress=False, log=lambda s: None)
+    assert layouts and all(layouts)
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert any(p.ndim == 4 for p in model.parameters())  # the patch embedding's convolution was converted
+    save_checkpoint(model, mcfg, tmp_path / "ckpt")
+    reloaded, _ = load_checkpoint(tmp_path / "ckpt")
+    x = _data(8, 6, "val_select").images
+    assert torch.equal(predict_logits(model, x, 8), predict_logits(reloaded, x, 8))

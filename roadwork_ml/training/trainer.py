@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -258,6 +259,8 @@ def train_classifier(
     gen = torch.Generator().manual_seed(cfg.seed)
     device = _device()
     model.to(device)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)  # 4-D (conv) weights only; a ViT's linear layers are untouched
     amp = cfg.amp and device.type == "cuda"
     loader = loader or LoaderConfig()
 
@@ -297,7 +300,7 @@ def train_classifier(
     ema = build_ema(model, cfg)
 
     result = TrainResult()
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = _contiguous_state(model.state_dict())
     stale = 0
     step = 0
     eval_bs = max(64, cfg.batch_size)
@@ -323,6 +326,7 @@ def train_classifier(
                 w = w.repeat(views) if w is not None else None
             if legacy_aug:
                 x = legacy_augment(x, gen, cfg, out_size=input_size)
+            x = x.contiguous(memory_format=layout)
 
             loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps, views, consistency)
             last = b == batches_per_epoch - 1
@@ -369,7 +373,7 @@ def train_classifier(
         epoch_mcc = ema_mcc if use_ema else stats.val_mcc
         if epoch_mcc > result.best_mcc:
             result.best_mcc, result.best_epoch, result.best_is_ema, stale = epoch_mcc, epoch, use_ema, 0
-            best_state = copy.deepcopy((ema.module if use_ema else model).state_dict())
+            best_state = _contiguous_state((ema.module if use_ema else model).state_dict())
         else:
             stale += 1
             if stale >= cfg.early_stopping_patience:
@@ -377,7 +381,20 @@ def train_classifier(
                 log(f"early stop after epoch {epoch}: no VAL_SELECT MCC gain for {stale} epochs")
                 break
     if ema is not None:
-        result.ema_state = {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()}
+        result.ema_state = {k: v.detach().cpu().contiguous().clone() for k, v in ema.module.state_dict().items()}
+    model.to(memory_format=torch.contiguous_format)
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _contiguous_state(state: dict) -> dict:
+    """A detached copy of a state dict in the default memory layout (safetensors and ONNX export
+    expect it; channels-last weights are not contiguous), its ``_metadata`` kept."""
+    out = OrderedDict(
+        (k, v.detach().contiguous().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v))
+        for k, v in state.items()
+    )
+    if hasattr(state, "_metadata"):
+        out._metadata = copy.deepcopy(state._metadata)
+    return out
