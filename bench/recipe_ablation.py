@@ -666,7 +666,7 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
         if not (cache / f"{ref_key}.npz").exists():
             continue
         ref = np.load(cache / f"{ref_key}.npz")
-        levels = sorted(int(k.split("_")[1]) for k in ref.files if k.startswith("level_"))
+        levels = _levels(ref)
         for variant in variants:
             key = f"{variant}_s{seed}"
             if not (cache / f"{key}.npz").exists():
@@ -694,20 +694,28 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
                 **{m: {"diff": sv[m]["diff"].to_dict()} for m in sv},
             }
     out["seed_mean"] = seed_mean_comparisons(cache, y, variants, seeds, n_resamples)
-    out["class_rates"] = {
-        v: class_rates(y, [np.load(cache / f"{v}_s{s}.npz") for s in seeds if (cache / f"{v}_s{s}.npz").exists()])
-        for v in variants
-    }
+    out["class_rates"] = {v: class_rates(y, _runs(cache, v, seeds)) for v in variants}
     return out
+
+
+def _levels(run) -> list[int]:
+    """The emulated levels a cached run's outputs hold (its ``level_<k>`` arrays)."""
+    return sorted(int(k.split("_")[1]) for k in run.files if k.startswith("level_"))
+
+
+def _runs(cache: Path, variant: str, seeds: list[int]) -> list:
+    """The cached outputs of ``variant`` at each of ``seeds`` that ran."""
+    return [np.load(cache / f"{variant}_s{s}.npz") for s in seeds if (cache / f"{variant}_s{s}.npz").exists()]
 
 
 def slice_false_positive_rates(y: np.ndarray, column: np.ndarray, runs: list) -> dict:
     """Per value of ``column``: its negatives' count and their seed-averaged false-positive rate
     at 0.5 at each emulated level (the level-1 loss of the default is false positives)."""
-    levels = sorted(int(k.split("_")[1]) for k in runs[0].files if k.startswith("level_")) if runs else []
+    levels = _levels(runs[0]) if runs else []
+    column = column.astype(str)
     out = {}
-    for value in sorted({str(c) for c in column}):
-        neg = (y == 0) & (column.astype(str) == value)
+    for value in sorted(set(column)):
+        neg = (y == 0) & (column == value)
         out[value] = {
             "n_negatives": int(neg.sum()),
             **{
@@ -722,7 +730,7 @@ def class_rates(y: np.ndarray, runs: list) -> dict:
     validator's 0.5 cut: which class a level's MCC loss comes from."""
     if not runs:
         return {}
-    levels = sorted(int(k.split("_")[1]) for k in runs[0].files if k.startswith("level_"))
+    levels = _levels(runs[0])
     pos, neg = y == 1, y == 0
     out = {}
     for lv in levels:
@@ -750,7 +758,7 @@ def seed_mean_comparisons(
             continue
         new = [np.load(cache / f"{variant}_s{s}.npz") for s in both]
         ref = [np.load(cache / f"{reference}_s{s}.npz") for s in both]
-        levels = sorted(int(k.split("_")[1]) for k in ref[0].files if k.startswith("level_"))
+        levels = _levels(ref[0])
         sv = paired_streetvision(
             y,
             [{lv: r[f"level_{lv}"] for lv in levels} for r in new],
@@ -838,8 +846,8 @@ def table(res: dict, variants: list[str], seeds: list[int]) -> str:
         lines += ["| slice | negatives | L0 | L1 | L2 | L3 |", "|---|---|---|---|---|---|"]
         for col, values in cols.items():
             for value, r in values.items():
-                rates = " | ".join(f"{r[k]:.3f}" for k in sorted(r) if k.startswith("level_"))
-                lines.append(f"| {col}={value} | {r['n_negatives']} | {rates} |")
+                cells = " | ".join(f"{r[k]:.3f}" for k in sorted(r) if k.startswith("level_"))
+                lines.append(f"| {col}={value} | {r['n_negatives']} | {cells} |")
     for pair, c in (res.get("pairs") or {}).items():
         if c is None:
             continue
@@ -942,7 +950,7 @@ def main() -> None:
             bench.cache, bench.y, [new], seeds, args.n_resamples, ref
         ).get(new)
     for v in [v for v in args.slices_of.split(",") if v]:
-        runs = [np.load(bench.cache / f"{v}_s{s}.npz") for s in seeds if (bench.cache / f"{v}_s{s}.npz").exists()]
+        runs = _runs(bench.cache, v, seeds)
         res.setdefault("slice_fpr", {})[v] = {
             col: slice_false_positive_rates(bench.y, bench.native_rows[col].to_numpy(), runs)
             for col in args.slice_columns.split(",")

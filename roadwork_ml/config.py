@@ -358,7 +358,7 @@ class TrainConfig(_Strict):
     lora: LoraSettings
 
     @model_validator(mode="after")
-    def _views_divide_batch(self) -> TrainConfig:
+    def _consistency_views(self) -> TrainConfig:
         if self.batch_size % self.consistency.views:
             raise ValueError(
                 f"train.batch_size {self.batch_size} is not a multiple of train.consistency.views {self.consistency.views}"

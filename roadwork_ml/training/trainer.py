@@ -6,6 +6,7 @@ progress bar, and a per-epoch callback. Every knob is in ``TrainConfig``."""
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -163,10 +164,7 @@ class _FirstOf(torch.utils.data.Sampler[int]):
         return self.k
 
     def __iter__(self):
-        for i, index in enumerate(self.sampler):
-            if i >= self.k:
-                return
-            yield index
+        return itertools.islice(iter(self.sampler), self.k)
 
 
 def _train_transform(cfg: TrainConfig, size: int, styles: Sequence = ()):
@@ -381,7 +379,9 @@ def train_classifier(
                 log(f"early stop after epoch {epoch}: no VAL_SELECT MCC gain for {stale} epochs")
                 break
     if ema is not None:
-        result.ema_state = {k: v.detach().cpu().contiguous().clone() for k, v in ema.module.state_dict().items()}
+        result.ema_state = {
+            k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in ema.module.state_dict().items()
+        }
     model.to(memory_format=torch.contiguous_format)
     model.load_state_dict(best_state)
     model.eval()
@@ -392,7 +392,12 @@ def _contiguous_state(state: dict) -> dict:
     """A detached copy of a state dict in the default memory layout (safetensors and ONNX export
     expect it; channels-last weights are not contiguous), its ``_metadata`` kept."""
     out = OrderedDict(
-        (k, v.detach().contiguous().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v))
+        (
+            k,
+            v.detach().clone(memory_format=torch.contiguous_format)
+            if isinstance(v, torch.Tensor)
+            else copy.deepcopy(v),
+        )
         for k, v in state.items()
     )
     if hasattr(state, "_metadata"):
