@@ -33,7 +33,11 @@ validator's colour noise on half the batch: the profiles' default since), _geome
 that default: default_views2 / _views2_js (two augmented views of each image per batch at the
 same cost, without / with AugMix's Jensen-Shannon term), default_e16 / _e18 (16 / 18 epochs),
 default_ls10 (label smoothing 0.1), default_ema99 (EMA at decay 0.99), default_noise100 (the
-validator's noise on every sample). "Today's recipe"
+validator's noise on every sample). Sixth pass, on top of the default: default_dp10 (stochastic
+depth 0.1), default_lost0 (a positive whose roadwork boxes the crop left out weighs 0),
+default_served / _source_served (the batch's and the noise's resizes as the served path's,
+/ and the batch sampled from the 128-px photo), default_black (the normalization's statistics
+without black pixels). "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
 
@@ -102,6 +106,13 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants default_e16,default_e18 --seeds 42   # then 43-45
     python bench/recipe_ablation.py $H --variants default_ls10,default_ema99 --seeds 42   # then 43
     python bench/recipe_ablation.py $H --variants default_noise100 --seeds 42   # then 43-45
+    # sixth pass (2026-11-30): stochastic depth, lost-object weights (train.augmentation.
+    # lost_object_weight), the served path's resizes (served_side), the normalization without
+    # black pixels, each on top of the default
+    python bench/recipe_ablation.py $H --variants default_dp10 --seeds 42   # then 43
+    python bench/recipe_ablation.py $H --variants default_lost0 --seeds 42   # then 43-45
+    python bench/recipe_ablation.py $H --variants default_served --seeds 42   # then 43-45
+    python bench/recipe_ablation.py $H --variants default_source_served,default_black --seeds 42
     V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
     V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
     V=$V,legacy_colour,legacy_saturation_geometry,baseline_e20,legacy_saturation_e20
@@ -110,7 +121,8 @@ the split into invocations safe):
     V=$V,photometric_norm_geometry_source,photometric_norm_geometry_e14,photometric_norm_geometry_e20
     V=$V,photometric_norm_geometry75_e14,photometric_norm_geometry100_e14,photometric_norm_geometry75_noise_e14
     V=$V,photometric_norm_geometry100_noise_e14,default_views2,default_views2_js,default_e16,default_e18
-    V=$V,default_ls10,default_ema99,default_noise100
+    V=$V,default_ls10,default_ema99,default_noise100,default_dp10,default_lost0,default_served
+    V=$V,default_source_served,default_black
     P=photometric_norm_robust:photometric_norm_saturation,chroma_norm:photometric_norm_saturation
     P=$P,photometric_norm_geometry:photometric_norm_saturation,photometric_norm_geometry:legacy_saturation_geometry
     P=$P,photometric_norm_geometry_e14:photometric_norm_geometry,photometric_norm_geometry75_e14:photometric_norm_geometry_e14
@@ -119,6 +131,7 @@ the split into invocations safe):
     P=$P,photometric_norm_geometry100_noise_e14:photometric_norm_geometry75_noise_e14
     D=photometric_norm_geometry100_noise_e14
     P=$P,default_e16:$D,default_e18:$D,default_ls10:$D,default_ema99:$D,default_noise100:$D
+    P=$P,default_dp10:$D,default_lost0:$D,default_served:$D
     # (the epoch costs the JSON carries are the cache's, from an earlier --time-epoch report)
     python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 \
       --hpo-trials 8 --hpo-epochs 3 --variants $V \
@@ -233,6 +246,21 @@ FOLLOW_UPS = {
     "default_ema99": [*_DEFAULT, "train.ema.enabled=true", "train.ema.decay=0.99"],
     # level 3's loss is missed positives under the noise (level-3 TPR 0.81 vs 0.86): the noise on every sample
     "default_noise100": [*_DEFAULT, "train.augmentation.noise_prob=1.0"],
+    # sixth pass: stochastic depth (timm's drop_path_rate) on the resnet's residual blocks, a
+    # regularizer against the crop's unlearnable positives
+    "default_dp10": [*_DEFAULT, "model.drop_path_rate=0.1"],
+    # a positive whose every roadwork box the crop left out of the frame keeps its label but can
+    # teach only "plain street = roadwork" (level 1's false positives): its loss weight 0 / 0.25
+    # level 1's false positives are dark negatives: the normalization's statistics without the
+    # rotation's black corners (an angle-dependent share of black lowers the luma mean it undoes)
+    "default_black": [*_DEFAULT, "model.input_norm_min_luma=0.02"],
+    # the served path resizes 224 -> 128 (antialiased) -> 64 (bilinear, a 2 x 2 box): the noise it
+    # serves is 1.25x what one antialiased 224 -> 64 resize leaves; train through the same steps
+    "default_served": [*_DEFAULT, "train.augmentation.served_side=128"],
+    # ... and sample the batch from the stored 128-px photo, brought to 64 px as a served image is
+    "default_source_served": [*_DEFAULT, "train.augmentation.served_side=128", "train.augmentation.source_side=128"],
+    "default_lost0": [*_DEFAULT, "train.augmentation.lost_object_weight=0.0"],
+    "default_lost25": [*_DEFAULT, "train.augmentation.lost_object_weight=0.25"],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input
     "photometric_norm_geometry_source": [
@@ -357,11 +385,25 @@ class Bench:
         _log(f"TRAIN {len(self.train)}, VAL_SELECT {len(self.y)} images ({self.y.mean():.1%} positive)")
 
     # ------------------------------------------------------------------ training
+    def object_boxes(self):
+        """TRAIN rows' roadwork boxes: from their tags (records written since the tag exists), else
+        regenerated from the synthetic scenes (a store made before it, as the oracle bench does)."""
+        from roadwork_ml.training.object_boxes import boxes_from_tags, boxes_tensor
+
+        boxes, _bad = boxes_from_tags(list(self.train_rows["tags"]))
+        if boxes is None:
+            from streetvision_geometry_oracle import scene_boxes
+
+            per_row, _truth = scene_boxes(self.train_rows, self.profile)
+            boxes = boxes_tensor(per_row)
+        return boxes
+
     def _train(self, profile, train_cfg, weights=None, on_epoch=None):
         from roadwork_ml.augment.policy import photo_styles
         from roadwork_ml.training.phase1 import train_phase1
 
         torch.set_num_threads(self.args.threads)
+        lost = train_cfg.augmentation.lost_object_weight < 1
         return train_phase1(
             profile.model,
             train_cfg,
@@ -370,6 +412,7 @@ class Bench:
             loader=profile.data.loader,
             sample_weights=weights,
             styles=photo_styles(profile),
+            object_boxes=self.object_boxes() if lost else None,
             on_epoch=on_epoch,
             log=_log,
             progress=False,

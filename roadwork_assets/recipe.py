@@ -26,6 +26,7 @@ from roadwork_ml.training.hard_negatives import (
     mine_hard_negatives,
     out_of_fold_scores,
 )
+from roadwork_ml.training.object_boxes import boxes_from_tags
 from roadwork_ml.training.phase1 import train_phase1
 from roadwork_ml.training.trainer import predict_dataset, train_cache_side
 
@@ -48,6 +49,27 @@ def phase1_datasets(store: ArtifactStore, profile):
         val_rows,
         load_split_dataset(store, val_rows, Split.VAL_SELECT, size, profile),
     )
+
+
+def train_object_boxes(train_rows: pd.DataFrame, train_cfg, log, extra_rows: int = 0) -> torch.Tensor | None:
+    """TRAIN rows' roadwork boxes ``[N + extra_rows, K, 4]`` (from the records' tags; appended rows
+    unknown) when ``train.augmentation.lost_object_weight`` < 1, else None. Malformed rows count as
+    unknown and are logged, never fatal."""
+    if train_cfg.augmentation.lost_object_weight >= 1:
+        return None
+    boxes, bad = boxes_from_tags(train_rows["tags"].tolist())
+    if boxes is None:
+        log(
+            "train.augmentation.lost_object_weight is set but no TRAIN record carries roadwork boxes: weights unchanged"
+        )
+        return None
+    if bad:
+        log(f"{len(bad)} TRAIN rows have malformed roadwork boxes and count as unknown, e.g. row {bad[0]}")
+    if extra_rows:
+        boxes = torch.cat([boxes, torch.full((extra_rows, *boxes.shape[1:]), float("nan"))])
+    known = int((~torch.isnan(boxes).any(-1)).any(-1).sum())
+    log(f"lost-object weighting: {known} of {len(boxes)} TRAIN rows carry roadwork boxes")
+    return boxes
 
 
 def explora_init(store: ArtifactStore, profile):
@@ -75,6 +97,7 @@ def hard_negatives(context: dg.AssetExecutionContext, settings: ProfileResource,
     rows, train, _, val = phase1_datasets(store, profile)
     fold_cfg = profile.train.model_copy(update={"epochs": hn.epochs or profile.train.epochs})
     explora_dir = explora_init(store, profile)
+    boxes = train_object_boxes(rows, fold_cfg, context.log.info)
 
     def fit_predict(fit_idx: np.ndarray, score_idx: np.ndarray) -> np.ndarray:
         context.log.info(f"fold model: {len(fit_idx)} TRAIN rows fit, {len(score_idx)} scored")
@@ -85,6 +108,7 @@ def hard_negatives(context: dg.AssetExecutionContext, settings: ProfileResource,
             val,
             loader=profile.data.loader,
             styles=photo_styles(profile),
+            object_boxes=boxes[fit_idx] if boxes is not None else None,
             explora_dir=explora_dir,
             log=context.log.info,
             progress=False,
@@ -206,7 +230,7 @@ def hpo_study(
     resolved = settings.resolved()
     profile = resolved.profile
     hpo = profile.hpo
-    _, train, _, val = phase1_datasets(store, profile)
+    rows, train, _, val = phase1_datasets(store, profile)
     explora_dir = explora_init(store, profile)
     url = hpo_storage_url(profile)
     study = build_study(url, hpo, profile.train.epochs)
@@ -234,6 +258,7 @@ def hpo_study(
                         val,
                         loader=profile.data.loader,
                         styles=photo_styles(profile),
+                        object_boxes=train_object_boxes(rows, cfg, context.log.info),
                         explora_dir=explora_dir,
                         on_epoch=on_epoch,
                         log=context.log.info,

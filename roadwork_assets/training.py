@@ -17,6 +17,7 @@ from roadwork_assets.recipe import (
     load_hard_negative_weights,
     load_hpo_best,
     phase1_datasets,
+    train_object_boxes,
 )
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_assets.run_tags import GPU_OP_TAGS
@@ -152,6 +153,7 @@ def phase1_checkpoint(
             loader=profile.data.loader,
             sample_weights=weights,
             styles=photo_styles(profile),
+            object_boxes=train_object_boxes(train_rows, train_cfg, context.log.info, extra_rows=n_production),
             init_state=init_state,
             explora_dir=explora_dir,
             measure_steps=3,

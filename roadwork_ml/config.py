@@ -221,6 +221,20 @@ class AugmentConfig(_Strict):
         description="legacy: the noise variances drawn with equal probability, YCbCr/255 units (the validator's "
         "severities 1 and 2)",
     )
+    served_side: int | None = Field(
+        default=None,
+        gt=0,
+        description="legacy: the served path's inference.input_size; when set, the batch's resize to the model's "
+        "input and the noise's resize from validator_size go through it as a served image does (antialiased to "
+        "it, then bilinear without antialias), None = one antialiased resize",
+    )
+    lost_object_weight: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="legacy: loss weight of a positive whose every roadwork box the zoom or the validator's crop "
+        "left out of the frame (rows whose records carry boxes: tags.roadwork_boxes); 1 = no change",
+    )
     level_probs: list[float] = Field(
         default_factory=lambda: [0.25, 0.25, 0.25, 0.25],
         min_length=4,
@@ -371,6 +385,11 @@ class TrainConfig(_Strict):
             raise ValueError(
                 "train.consistency.views > 1 needs the batch augmentation (augmentation.policy legacy, or "
                 "legacy_on_top): the validator policy draws one augmentation per image and epoch, so its views would be copies"
+            )
+        if self.augmentation.lost_object_weight < 1 and self.augmentation.policy != "legacy":
+            raise ValueError(
+                "train.augmentation.lost_object_weight < 1 needs augmentation.policy legacy: the validator policy "
+                "crops per sample in the loader, where the batch step cannot see which boxes it kept"
             )
         return self
 

@@ -32,7 +32,7 @@ from roadwork_ml.data.readers import (
     read_roadwork_coco,
 )
 from roadwork_ml.data.readers.natix import consistency_violation, map_daytime, map_weather, parse_gps, parse_tag_list
-from roadwork_ml.data.readers.roadwork_coco import sequence_from_name
+from roadwork_ml.data.readers.roadwork_coco import object_boxes, sequence_from_name
 from roadwork_ml.data.records import ImageRecord, Quarantined, time_of_day
 from roadwork_ml.data.sources import SourceResult, read_source
 
@@ -277,6 +277,22 @@ def test_sequence_from_name():
     assert sequence_from_name("whatever.jpg") is None
 
 
+def test_roadwork_object_boxes_leave_out_scene_classes_and_clip():
+    coco = {
+        "categories": [{"id": 1, "name": "Cone"}, {"id": 2, "name": "Road"}, {"id": 3, "name": "Bike Lane"}],
+        "images": [{"id": 7, "width": 200, "height": 100}, {"id": 8}, {"id": 9, "width": 50, "height": 50}],
+        "annotations": [
+            {"image_id": 7, "category_id": 1, "bbox": [150, 50, 100, 20]},  # runs off the right edge
+            {"image_id": 7, "category_id": 2, "bbox": [0, 60, 200, 40]},  # the road: not roadwork
+            {"image_id": 7, "category_id": 3, "bbox": [0, 60, 20, 40]},
+            {"image_id": 7, "category_id": 1, "bbox": "bad"},
+            {"image_id": 8, "category_id": 1, "bbox": [1, 1, 5, 5]},  # no size: unknown
+            {"image_id": 9, "category_id": 1, "bbox": [10, 10, 0, 5]},  # empty
+        ],
+    }
+    assert object_boxes(coco) == {7: [[0.75, 0.5, 1.0, 0.7]], 9: []}
+
+
 def test_roadwork_coco_reader(tmp_path):
     fx = make_roadwork(tmp_path)
     stats: dict = {}
@@ -295,6 +311,8 @@ def test_roadwork_coco_reader(tmp_path):
     assert by_name["pgh01_0001.jpg"].group_id == by_name["pgh01_0002.jpg"].group_id == "roadwork:pgh01"
     assert by_name["boston_3_7_0042.jpg"].group_id == "roadwork:boston_3"
     assert json.loads(by_name["pgh01_0001.jpg"].tags)["scene_description"] == "work zone 1"
+    # each image's work-zone boxes, in fractions of its 80 x 60 frame (the trainer's lost-object weighting)
+    assert json.loads(by_name["pgh01_0001.jpg"].tags)["roadwork_boxes"] == [[0.0125, 0.0333, 0.05, 0.1]]
     # the scene dir itself is accepted; a missing annotation file is a clear error
     assert len(list(read_roadwork_coco(fx.root / "scene", "roadwork"))) == fx.n_records + fx.n_missing
     with pytest.raises(FileNotFoundError, match="instances_nope.json"):

@@ -239,6 +239,38 @@ def test_positives_show_a_clearly_visible_roadwork_object_and_negatives_none(nat
     assert {"cone", "barrier", "drum", "work_sign", "worker"} <= set(kinds), kinds
 
 
+def test_roadwork_boxes_tag_where_the_roadwork_is(natix):
+    """``roadwork_boxes``: image fractions, none on negatives, at least one on nearly every positive
+    (fog may hide them all), never more than the visible roadwork objects; inside the boxes the
+    pixels are far more often orange than outside (cones, barriers, drums and signs are)."""
+    inside, outside, with_boxes, positives = [], [], 0, 0
+    for r in natix:
+        tags = json.loads(r.tags)
+        boxes = np.asarray(tags["roadwork_boxes"], dtype=float).reshape(-1, 4)
+        if not r.true_label:
+            assert len(boxes) == 0, r.record_id
+            continue
+        positives += 1
+        with_boxes += len(boxes) > 0
+        assert len(boxes) <= sum(tags["roadwork_objects"].values())
+        assert (
+            ((boxes >= 0) & (boxes <= 1)).all()
+            and (boxes[:, 2] > boxes[:, 0]).all()
+            and (boxes[:, 3] > boxes[:, 1]).all()
+        )
+        rgb = np.asarray(Image.open(io.BytesIO(r.image_bytes)).convert("RGB"), dtype=float)
+        h, w, _ = rgb.shape
+        orange = (rgb[..., 0] > 150) & (rgb[..., 0] - rgb[..., 2] > 70)
+        mask = np.zeros((h, w), dtype=bool)
+        for u0, v0, u1, v1 in boxes:
+            mask[int(v0 * h) : math.ceil(v1 * h), int(u0 * w) : math.ceil(u1 * w)] = True
+        if mask.any() and (~mask).any():
+            inside.append(orange[mask].mean())
+            outside.append(orange[~mask].mean())
+    assert with_boxes >= 0.9 * positives
+    assert np.mean(inside) > 5 * np.mean(outside), (np.mean(inside), np.mean(outside))
+
+
 def test_hard_negatives_hold_orange_non_roadwork_things(natix):
     rows = [(json.loads(r.tags), r) for r in natix if r.true_label == 0]
     hard = [(t, r) for t, r in rows if t["hard_negative"]]

@@ -263,3 +263,68 @@ def test_channels_last_training_returns_a_model_in_the_default_layout(tmp_path):
     reloaded, _ = load_checkpoint(tmp_path / "ckpt")
     x = _data(8, 6, "val_select").images
     assert torch.equal(predict_logits(model, x, 8), predict_logits(reloaded, x, 8))
+
+
+def _lost_cfg(weight: float, epochs: int = 6):
+    mcfg, tcfg = _cfgs(epochs=epochs, augment=True)
+    aug = tcfg.augmentation.model_copy(
+        update={"policy": "legacy", "geometry_prob": 1.0, "lost_object_weight": weight, "saturation_prob": 0.0}
+    )
+    return mcfg, tcfg.model_copy(update={"augmentation": aug})
+
+
+def _boxes_of(split: TensorSplit, side: float | None) -> torch.Tensor:
+    """[N, 1, 4]: each positive's bright square (``side`` None) or a speck of ``side`` at its corner."""
+    boxes = torch.full((len(split.labels), 1, 4), float("nan"))
+    for i in torch.nonzero(split.labels).flatten().tolist():
+        rows, cols = torch.nonzero(split.images[i, 0] == 250, as_tuple=True)
+        v0, u0 = rows.min().item() / SIZE, cols.min().item() / SIZE
+        u1, v1 = (cols.max().item() + 1) / SIZE, (rows.max().item() + 1) / SIZE
+        boxes[i, 0] = torch.tensor([u0, v0, u1, v1] if side is None else [u0, v0, u0 + side, v0 + side])
+    return boxes
+
+
+def test_lost_object_weight_takes_the_positives_out_of_the_loss_when_their_boxes_leave_the_frame():
+    """Boxes too small to stay visible under any zoom or rotation: with weight 0 no positive reaches the loss and
+    the model learns to call nothing roadwork; with weight 1 (off) the same run learns the squares.
+    With the squares' own boxes, weight 0 drops only the crops that cut them out and still learns."""
+    train, val = _data(512, 0, "train"), _data(256, 1, "val_select")
+
+    def fit(weight, boxes):
+        mcfg, tcfg = _lost_cfg(weight)
+        torch.manual_seed(0)
+        model = build_classifier(mcfg)
+        return train_classifier(model, train, val, tcfg, progress=False, log=lambda s: None, object_boxes=boxes)
+
+    negatives = 1 - val.labels.float().mean().item()
+    specks = _boxes_of(train, side=0.001)
+    off = fit(1.0, specks)
+    assert off.best_mcc > 0.6
+    lost = fit(0.0, specks)
+    # no positive ever weighed in: after the first epoch every VAL_SELECT image is "no roadwork"
+    for epoch in lost.history[1:]:
+        assert abs(epoch.val_mcc) < 0.05 and epoch.val_accuracy == pytest.approx(negatives, abs=0.01)
+    assert fit(0.0, _boxes_of(train, side=None)).best_mcc > 0.6
+
+
+def test_lost_object_weights_touch_only_positives_with_known_boxes_out_of_the_frame():
+    from roadwork_ml.training.trainer import _lost_object_weights
+
+    _, tcfg = _lost_cfg(0.25, epochs=1)
+    quarter = torch.tensor([[0.5, 0.0, -0.5], [0.0, 0.5, -0.5]])  # the top-left quarter of the image
+    frames = quarter.expand(5, 2, 3)
+    nan = [float("nan")] * 4
+    boxes = torch.tensor([[[0.6, 0.6, 0.9, 0.9]], [[0.1, 0.1, 0.3, 0.3]], [[0.6, 0.6, 0.9, 0.9]], [nan], [nan]])
+    known = torch.tensor([True, True, True, False, False])
+    y = torch.tensor([1, 1, 0, 1, 0])  # lost positive, kept positive, negative, unknown positive, unknown negative
+    w = _lost_object_weights(frames, y, torch.arange(5), boxes, known, None, tcfg)
+    assert w.tolist() == [0.25, 1.0, 1.0, 1.0, 1.0]
+    hard = torch.tensor([2.0, 3.0, 4.0, 5.0, 6.0])  # hard-negative weights are multiplied, not replaced
+    assert _lost_object_weights(frames, y, torch.arange(5), boxes, known, hard, tcfg).tolist() == [0.5, 3, 4, 5, 6]
+
+
+def test_lost_object_weight_needs_the_batch_step():
+    from roadwork_ml.config import ProfileError
+
+    with pytest.raises(ProfileError, match="lost_object_weight < 1 needs augmentation.policy legacy"):
+        load_profile("tiny", ["train.augmentation.policy=validator", "train.augmentation.lost_object_weight=0"])

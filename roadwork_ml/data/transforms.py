@@ -59,7 +59,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
-def augment_batch(
+def augment_batch_frames(
     images: torch.Tensor,
     generator: torch.Generator,
     scale: tuple[float, float] = (0.7, 1.0),
@@ -75,7 +75,8 @@ def augment_batch(
     noise_variances: Sequence[float] = (0.001, 0.002),
     noise_size: int = 224,
     out_size: int | None = None,
-) -> torch.Tensor:
+    served_side: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random resized crop (affine zoom + shift), horizontal flip, brightness/contrast jitter,
     and with probability ``saturation_prob`` a chroma factor drawn from U(``saturation``).
 
@@ -88,8 +89,13 @@ def augment_batch(
     as in the validator's level 3.
 
     ``images``: float ``[B, 3, H, W]`` in [0, 1]; returns ``[B, 3, out_size, out_size]`` (default:
-    the input's shape), clamped to [0, 1]. A larger input than ``out_size`` makes the zoom and
+    the input's shape), clamped to [0, 1], and each sample's frame: the affine ``theta`` ``[B, 2, 3]``
+    that maps an output position (``[-1, 1]`` coordinates) to where it was taken from in the
+    input (:func:`boxes_in_frame` reads it). A larger input than ``out_size`` makes the zoom and
     crop sample real pixels, then an antialiased resize brings the batch to ``out_size``.
+    ``served_side`` (the served path's ``inference.input_size``): both resizes, the batch's to
+    ``out_size`` and the noise's from ``noise_size``, go the way a served image goes instead
+    (:func:`served_resize`), so training sees the sharpness and noise the model is served.
     One affine grid for the whole batch keeps this a handful of tensor ops per step. With
     ``saturation_prob`` and ``geometry_prob`` 0 no extra random numbers are drawn, so the
     stream is as before (likewise ``noise_prob``).
@@ -109,9 +115,9 @@ def augment_batch(
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if geometry_prob > 0:
-        out = _validator_geometry(images, out, flip, rand, geometry_prob, rotation, geometry_scale)
+        out, theta = _validator_geometry(images, out, theta, flip, rand, geometry_prob, rotation, geometry_scale)
     if out_size is not None and tuple(out.shape[-2:]) != (out_size, out_size):
-        out = F.interpolate(out, size=(out_size, out_size), mode="bilinear", antialias=True, align_corners=False)
+        out = served_resize(out, out_size, served_side)
     brightness = 1 + (rand(b, 1, 1, 1) * 2 - 1) * jitter
     contrast = 1 + (rand(b, 1, 1, 1) * 2 - 1) * jitter
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
@@ -123,11 +129,16 @@ def augment_batch(
         factor = torch.where(rand(b, 1, 1, 1) < saturation_prob, factor, torch.ones_like(factor))
         out = desaturate(out, factor)
     if noise_prob > 0:
-        out = validator_noise(out, generator, noise_prob, noise_variances, noise_size)
-    return out.clamp_(0, 1)
+        out = validator_noise(out, generator, noise_prob, noise_variances, noise_size, served_side)
+    return out.clamp_(0, 1), theta
 
 
-def _validator_geometry(images, out, flip, rand, prob, rotation, scale) -> torch.Tensor:
+def augment_batch(images: torch.Tensor, generator: torch.Generator, **kwargs) -> torch.Tensor:
+    """:func:`augment_batch_frames` without the frames: the augmented ``[B, 3, S, S]`` batch."""
+    return augment_batch_frames(images, generator, **kwargs)[0]
+
+
+def _validator_geometry(images, out, frame, flip, rand, prob, rotation, scale) -> tuple[torch.Tensor, torch.Tensor]:
     b = images.shape[0]
     chosen = rand(b) < prob
     angle = torch.deg2rad((rand(b) * 2 - 1) * rotation)
@@ -145,7 +156,51 @@ def _validator_geometry(images, out, flip, rand, prob, rotation, scale) -> torch
     theta[:, 1, 2] = -sin * cx + cos * cy
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     geo = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return torch.where(chosen.view(b, 1, 1, 1), geo, out)
+    return torch.where(chosen.view(b, 1, 1, 1), geo, out), torch.where(chosen.view(b, 1, 1), theta, frame)
+
+
+def boxes_in_frame(theta: torch.Tensor, boxes: torch.Tensor, grid: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much of each box an augmented sample still shows.
+
+    ``theta``: ``[B, 2, 3]`` frames from :func:`augment_batch_frames`; ``boxes``: ``[B, K, 4]``
+    ``(u0, v0, u1, v1)`` in fractions of the input image's width and height, NaN rows for
+    padding. Each box is sampled on a ``grid`` x ``grid`` lattice; a point is kept when the
+    frame shows it. Returns ``(share, height)``, each ``[B, K]``: the share of the box's area
+    kept, and the vertical extent of the kept points as a share of the frame's height (one
+    lattice step of margin, as :func:`roadwork_ml.evaluation.geometry_oracle.kept_fraction`);
+    0 for padding and for boxes that leave the frame.
+    """
+    b, k, _ = boxes.shape
+    theta = theta.to(torch.float64)
+    t = (torch.arange(grid, dtype=torch.float64) + 0.5) / grid
+    box = torch.nan_to_num(boxes.to(torch.float64), nan=0.0)
+    u0, v0, u1, v1 = box.unbind(-1)  # [B, K]
+    xs = (u0[..., None] + (u1 - u0)[..., None] * t)[..., None, :].expand(b, k, grid, grid)
+    ys = (v0[..., None] + (v1 - v0)[..., None] * t)[..., :, None].expand(b, k, grid, grid)
+    src = torch.stack([xs * 2 - 1, ys * 2 - 1], dim=-1)  # input positions, [-1, 1] coordinates
+    inv = torch.linalg.inv(theta[:, :, :2])  # [B, 2, 2]: input offset -> output offset
+    rel = src - theta[:, None, None, None, :, 2]
+    out = torch.einsum("bij,bkgmj->bkgmi", inv, rel)  # [B, K, grid, grid, 2]
+    kept = (out.abs() <= 1).all(dim=-1)
+    valid = ~torch.isnan(boxes).any(dim=-1) & (u1 > u0) & (v1 > v0)
+    share = kept.flatten(2).double().mean(dim=-1) * valid
+    oy = out[..., 1]
+    top = torch.where(kept, oy, torch.full_like(oy, torch.inf)).flatten(2).amin(dim=-1)
+    bottom = torch.where(kept, oy, torch.full_like(oy, -torch.inf)).flatten(2).amax(dim=-1)
+    step = (v1 - v0) * 2 / grid * inv[:, None, 1, 1].abs()  # one lattice step in output units
+    height = torch.where(share > 0, ((bottom - top + step) / 2).clamp(max=1.0), torch.zeros_like(share))
+    return share.float(), height.float()
+
+
+def objects_visible(
+    theta: torch.Tensor, boxes: torch.Tensor, min_share: float = 0.5, min_height: float = 0.015
+) -> torch.Tensor:
+    """bool ``[B]``: whether any box keeps at least ``min_share`` of its area in the sample's frame
+    at a visible height of at least ``min_height`` of the frame (the synthetic generator's own
+    visibility rule, as :func:`roadwork_ml.evaluation.geometry_oracle.object_visible` applies it
+    to the validator's frame). ``theta``, ``boxes``: as :func:`boxes_in_frame`."""
+    share, height = boxes_in_frame(theta, boxes)
+    return ((share >= min_share) & (height >= min_height)).any(dim=-1)
 
 
 # Unit Gaussian noise on the validator's Y, Cb, Cr → RGB in [0, 1] units: its DeeperForensics
@@ -159,12 +214,32 @@ _NOISE_TO_RGB = (
 )
 
 
+def served_resize(images: torch.Tensor, side: int, served_side: int | None = None) -> torch.Tensor:
+    """Float ``[B, 3, H, W]`` → ``[B, 3, side, side]``. Without ``served_side``: one antialiased
+    bilinear resize. With it, the served path's two steps: antialiased to ``served_side`` (the
+    bundle's ``inference.input_size``, :func:`roadwork_ml.evaluation.report.resize_images`),
+    then bilinear without antialias to the model's input (the global view,
+    :mod:`roadwork_ml.models.multiview`); at 2x that second step is a 2 x 2 box, sharper than
+    one antialiased resize and less kind to noise (1.25x its standard deviation, 224 → 128 → 64
+    against 224 → 64)."""
+    if served_side is None:
+        return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    if tuple(images.shape[-2:]) != (served_side, served_side):
+        images = F.interpolate(
+            images, size=(served_side, served_side), mode="bilinear", antialias=True, align_corners=False
+        )
+    if served_side != side:
+        images = F.interpolate(images, size=(side, side), mode="bilinear", antialias=False, align_corners=False)
+    return images
+
+
 def validator_noise(
     images: torch.Tensor,
     generator: torch.Generator,
     prob: float,
     variances: Sequence[float] = (0.001, 0.002),
     size: int = 224,
+    served_side: int | None = None,
 ) -> torch.Tensor:
     """The StreetVision validator's Gaussian colour noise on a share ``prob`` of float
     ``[B, 3, H, W]`` RGB in [0, 1] (returns a new tensor, unclamped).
@@ -172,8 +247,9 @@ def validator_noise(
     The validator adds independent N(0, variance) to Y, Cb and Cr (YCbCr/255 units) of its
     ``size``-px image; a model that takes ``H`` < ``size`` px sees that noise through the
     resize. So the noise is drawn at ``size`` px, mixed into RGB (``_NOISE_TO_RGB``) and brought
-    to ``H`` x ``W`` by the same antialiased bilinear resize the served path uses: the noise the
-    model sees has the validator's amplitude and spectrum at the model's input (its 9-13 grey
+    to ``H`` x ``W`` by one antialiased bilinear resize, or (``served_side``) by the served path's
+    two steps (:func:`served_resize`): the noise the model sees has the validator's amplitude
+    and spectrum at the model's input (its 9-13 grey
     levels of luma at 224 px are ~2-3 at 64 px)."""
     b, _, h, w = images.shape
     chosen = torch.rand(b, generator=generator) < prob
@@ -185,7 +261,10 @@ def validator_noise(
     ycc = torch.randn(k, 3, size, size, generator=generator) * sigma
     rgb = torch.einsum("ij,bjhw->bihw", torch.tensor(_NOISE_TO_RGB, dtype=torch.float32), ycc)
     if (h, w) != (size, size):
-        rgb = F.interpolate(rgb, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        if h != w:
+            rgb = F.interpolate(rgb, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        else:
+            rgb = served_resize(rgb, h, served_side)
     out = images.clone()
     out[chosen.to(images.device)] += rgb.to(images.device, images.dtype)
     return out

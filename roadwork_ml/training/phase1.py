@@ -58,6 +58,7 @@ def train_phase1(
     loader: LoaderConfig | None = None,
     sample_weights: np.ndarray | None = None,
     styles: Sequence = (),
+    object_boxes: torch.Tensor | None = None,
     init_state: dict[str, torch.Tensor] | None = None,
     explora_dir: str | Path | None = None,
     measure_steps: int = 0,
@@ -106,6 +107,7 @@ def train_phase1(
         loader=loader,
         sample_weights=sample_weights,
         styles=styles,
+        object_boxes=object_boxes,
     )
     merged = merge_adapters(model).eval()
     return Phase1Run(merged, result, params, step)

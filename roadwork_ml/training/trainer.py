@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from roadwork_ml.config import LoaderConfig, TrainConfig
 from roadwork_ml.contracts import Purpose, Split, require_split
-from roadwork_ml.data.transforms import augment_batch, to_float
+from roadwork_ml.data.transforms import augment_batch_frames, objects_visible, to_float
 from roadwork_ml.evaluation.metrics import auroc, mcc
 from roadwork_ml.models.classifier import RoadworkClassifier
 from roadwork_ml.training.dataset import ImageDataset, TensorImageDataset, build_loader, iterate_batches
@@ -193,11 +193,12 @@ def train_cache_side(model_cfg, cfg: TrainConfig) -> int | None:
 
 def legacy_augment(
     x: torch.Tensor, gen: torch.Generator, cfg: TrainConfig, out_size: int | None = None
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The profile's batch-wise augmentation (``train.augmentation``'s legacy knobs) on float
-    ``[B, 3, H, W]``; returns ``[B, 3, out_size, out_size]`` (default: the input's size)."""
+    ``[B, 3, H, W]``; returns ``[B, 3, out_size, out_size]`` (default: the input's size) and each
+    sample's frame ``[B, 2, 3]`` (:func:`~roadwork_ml.data.transforms.augment_batch_frames`)."""
     a = cfg.augmentation
-    return augment_batch(
+    return augment_batch_frames(
         x,
         gen,
         scale=(cfg.crop_scale_min, 1.0),
@@ -212,6 +213,7 @@ def legacy_augment(
         noise_variances=tuple(a.noise_variances),
         noise_size=a.validator_size,
         out_size=out_size,
+        served_side=a.served_side,
     )
 
 
@@ -238,6 +240,7 @@ def train_classifier(
     loader: LoaderConfig | None = None,
     sample_weights: np.ndarray | None = None,
     styles: Sequence = (),
+    object_boxes: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train in place; on return the model holds the weights of the best VAL_SELECT MCC epoch
     (the EMA weights when ``cfg.ema.select`` and they scored higher).
@@ -247,6 +250,11 @@ def train_classifier(
         loader: DataLoader workers (the profile's ``data.loader``); default: main process.
         sample_weights: per-TRAIN-row loss weights ``[N]`` (hard negatives), 1 when None.
         styles: :class:`~roadwork_ml.augment.policy.PhotoStyle` per source for the validator policy.
+        object_boxes: float ``[N, K, 4]`` roadwork boxes of each TRAIN row (image fractions, NaN
+            rows pad; :func:`~roadwork_ml.training.object_boxes.boxes_from_tags`). With
+            ``train.augmentation.lost_object_weight`` < 1, a positive whose every box the batch
+            step's zoom or crop left out of the frame gets that loss weight: its label is one
+            no model can learn from the pixels it sees. Rows without boxes keep weight 1.
         on_epoch: called after each epoch; raising there (e.g. an Optuna prune) stops training.
     """
     require_split(Purpose.FIT_MODEL, train.split)
@@ -280,6 +288,7 @@ def train_classifier(
     # Plain shuffling draws each epoch's permutation from ``gen`` (as the in-memory loop always did,
     # before the legacy augmentation's draws), so a profile without new knobs trains as before.
     sampler = build_sampler(cfg.sampler, train_ds.labels, train_ds.sources, cfg.seed) or _EpochPermutation(n, gen)
+    boxes, known = _object_boxes(object_boxes, n, cfg, legacy_aug)
     views, consistency = cfg.consistency.views, cfg.consistency.weight
     if views > 1:
         sampler = _FirstOf(sampler, math.ceil(n / views))
@@ -323,7 +332,9 @@ def train_classifier(
                 x, y = x.repeat(views, 1, 1, 1), y.repeat(views)
                 w = w.repeat(views) if w is not None else None
             if legacy_aug:
-                x = legacy_augment(x, gen, cfg, out_size=input_size)
+                x, frames = legacy_augment(x, gen, cfg, out_size=input_size)
+                if boxes is not None:
+                    w = _lost_object_weights(frames, y, batch.indices.repeat(views), boxes, known, w, cfg)
             x = x.contiguous(memory_format=layout)
 
             loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps, views, consistency)
@@ -386,6 +397,28 @@ def train_classifier(
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def _object_boxes(
+    object_boxes: torch.Tensor | None, n: int, cfg: TrainConfig, legacy_aug: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(boxes ``[N, K, 4]``, rows with a box ``[N]``) when lost-object weighting applies, else (None, None)."""
+    if object_boxes is None or cfg.augmentation.lost_object_weight >= 1 or not legacy_aug:
+        return None, None
+    boxes = torch.as_tensor(object_boxes, dtype=torch.float32)
+    if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4:
+        raise ValueError(f"object_boxes has shape {tuple(boxes.shape)}, expected [{n}, K, 4]")
+    return boxes, (~torch.isnan(boxes).any(dim=-1)).any(dim=-1)
+
+
+def _lost_object_weights(frames, y, indices, boxes, known, w, cfg: TrainConfig) -> torch.Tensor:
+    """Loss weights ``[B]``: ``w`` (1 when None) times ``lost_object_weight`` where a positive with
+    known boxes shows none of them."""
+    idx = indices.cpu()
+    lost = (y.cpu() == 1) & known[idx] & ~objects_visible(frames.cpu(), boxes[idx])
+    base = w if w is not None else torch.ones(len(y), device=y.device)
+    factor = torch.where(lost, cfg.augmentation.lost_object_weight, 1.0).to(base.device, base.dtype)
+    return base * factor
 
 
 def _contiguous_state(state: dict) -> dict:

@@ -64,6 +64,40 @@ def _resolve_image(scene: Path, file_name: str) -> Path:
     return candidates[0]
 
 
+# ROADWork's scene classes: annotated in every image, they are not evidence of a work zone
+SCENE_CATEGORIES = frozenset({"sidewalk", "road", "bike lane"})
+
+
+def object_boxes(coco: dict) -> dict[object, list[list[float]]]:
+    """``image id -> [[u0, v0, u1, v1], ...]``: the COCO ``bbox`` of each work-zone object
+    (every category but :data:`SCENE_CATEGORIES`) in fractions of its image's width and height,
+    clipped to the image, rounded to 1e-4. Images without ``width``/``height`` and malformed
+    annotations are left out (their boxes are unknown, not empty)."""
+    names = {
+        c.get("id"): str(c.get("name", "")).strip().lower() for c in coco.get("categories") or [] if isinstance(c, dict)
+    }
+    sizes = {}
+    for entry in coco.get("images") or []:
+        dims = (entry.get("width"), entry.get("height")) if isinstance(entry, dict) else (None, None)
+        if all(isinstance(d, int | float) and d > 0 for d in dims):
+            sizes[entry.get("id")] = (float(dims[0]), float(dims[1]))
+    out: dict[object, list[list[float]]] = {k: [] for k in sizes}
+    for ann in coco.get("annotations") or []:
+        if not isinstance(ann, dict) or ann.get("image_id") not in sizes:
+            continue
+        if names.get(ann.get("category_id"), "") in SCENE_CATEGORIES:
+            continue
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
+            continue
+        w, h = sizes[ann["image_id"]]
+        x, y, bw, bh = bbox
+        box = [round(min(max(v, 0.0), 1.0), 4) for v in (x / w, y / h, (x + bw) / w, (y + bh) / h)]
+        if box[2] > box[0] and box[3] > box[1]:
+            out[ann["image_id"]].append(box)
+    return out
+
+
 def _iter_roadwork(
     scene: Path, files: list[Path], source: str, stats: MutableMapping[str, int], gps_cell_deg: float
 ) -> Iterator[ImageRecord | Quarantined]:
@@ -77,6 +111,7 @@ def _iter_roadwork(
         if not isinstance(images, list):
             raise ValueError(f"ROADWork annotation file {ann_path} has no 'images' list")
         stats["annotation_files"] = stats.get("annotation_files", 0) + 1
+        boxes = object_boxes(coco)
         for entry in images:
             stats["entries"] = stats.get("entries", 0) + 1
             file_name = entry.get("file_name") if isinstance(entry, dict) else None
@@ -111,6 +146,8 @@ def _iter_roadwork(
             meta["tags"]["annotation_file"] = ann_path.name
             if "id" in entry:
                 meta["tags"]["coco_id"] = entry["id"]
+                if entry["id"] in boxes:
+                    meta["tags"]["roadwork_boxes"] = boxes[entry["id"]]
             yield ImageRecord(
                 record_id=f"{source}:{key}",
                 source=source,

@@ -9,7 +9,7 @@ from roadwork_ml.config import SyntheticStyle
 from roadwork_ml.data.records import ImageRecord
 from roadwork_ml.data.synthetic.camera import encode_jpeg, render_scene
 from roadwork_ml.data.synthetic.randomness import _rng
-from roadwork_ml.data.synthetic.scene import _check_style, _max_height, make_sequence, visible_objects
+from roadwork_ml.data.synthetic.scene import _check_style, _max_height, make_sequence, roadwork_boxes, visible_objects
 from roadwork_ml.data.synthetic.spec import _TAG_FRAME, SceneSpec
 
 
@@ -26,6 +26,10 @@ def _tags(spec: SceneSpec, flipped: bool, image_size: int) -> str:
         "distractors": counts["distractor"],
         "scenery": counts["scenery"],
         "roadwork_max_height": round(_max_height([(o, h) for o, h in visible if o.role == "roadwork"]), 4),
+        # where the roadwork is (image fractions): the trainer's lost-object weighting reads it
+        "roadwork_boxes": [
+            b for b in ([round(v, 4) for v in box] for box in roadwork_boxes(spec)) if b[0] < b[2] and b[1] < b[3]
+        ],
         "layout": spec.layout,
         "time_of_day": spec.time_of_day,
         "frame": spec.frame,
