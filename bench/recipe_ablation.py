@@ -113,6 +113,7 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants default_lost0 --seeds 42   # then 43-45
     python bench/recipe_ablation.py $H --variants default_served --seeds 42   # then 43-45
     python bench/recipe_ablation.py $H --variants default_source_served,default_black --seeds 42
+    python bench/recipe_ablation.py $H --variants photometric_norm_geometry100_noise_e14,default_served --seeds 46   # and 47
     V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
     V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
     V=$V,legacy_colour,legacy_saturation_geometry,baseline_e20,legacy_saturation_e20
@@ -137,6 +138,9 @@ the split into invocations safe):
       --hpo-trials 8 --hpo-epochs 3 --variants $V \
       --pairs photometric_norm_saturation:legacy_saturation,photometric_norm:legacy_saturation,$P \
       --slices-of $D --out bench/results/recipe_ablation_demo.json
+    # the served resizes over six seeds (the default at 46 and 47 has no today's-recipe twin)
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 --variants $D,default_served \
+      --pairs default_served:$D --out bench/results/recipe_ablation_demo_served_6seeds.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).

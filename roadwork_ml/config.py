@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from roadwork_ml.strict_model import StrictModel as _Strict
 
@@ -221,13 +221,20 @@ class AugmentConfig(_Strict):
         description="legacy: the noise variances drawn with equal probability, YCbCr/255 units (the validator's "
         "severities 1 and 2)",
     )
-    served_side: int | None = Field(
+    served_side: int | Literal["input_size"] | None = Field(
         default=None,
-        gt=0,
-        description="legacy: the served path's inference.input_size; when set, the batch's resize to the model's "
-        "input and the noise's resize from validator_size go through it as a served image does (antialiased to "
-        "it, then bilinear without antialias), None = one antialiased resize",
+        description="legacy: resize the batch to the model's input, and the noise from validator_size, as a served "
+        "image is resized (antialiased to this side, then bilinear without antialias to the input); input_size = "
+        "the profile's inference.input_size (resolved at load), None = one antialiased resize",
     )
+
+    @field_validator("served_side")
+    @classmethod
+    def _positive_side(cls, v):
+        if isinstance(v, int) and v <= 0:
+            raise ValueError(f"must be a positive side in px, 'input_size' or null, got {v}")
+        return v
+
     lost_object_weight: float = Field(
         default=1.0,
         ge=0,
@@ -735,6 +742,19 @@ class Profile(_Strict):
                 f"model.freeze_backbone is true but train.finetune is {self.train.finetune!r}: set train.finetune: linear_probe"
             )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _served_side_is_the_served_input(cls, data: Any) -> Any:
+        # "input_size": the batch step resizes through the side the served path resizes to
+        try:
+            aug = data["train"]["augmentation"]
+            if aug.get("served_side") == "input_size":
+                side = data["inference"]["input_size"]
+                data = {**data, "train": {**data["train"], "augmentation": {**aug, "served_side": side}}}
+        except (KeyError, TypeError, AttributeError):
+            pass  # a missing section is reported by the field validation
+        return data
 
 
 class ProfileError(ValueError):

@@ -218,3 +218,19 @@ def test_noise_through_the_served_steps_has_the_served_amplitude(severity):
     direct = (validator_noise(x, torch.Generator().manual_seed(1), 1.0, (variance,), 224) - x).std(dim=(0, 2, 3))
     assert torch.allclose(served, ref, rtol=0.08), (served * 255, ref * 255)
     assert (direct < 0.88 * ref).all(), (direct * 255, ref * 255)
+
+
+def test_served_side_input_size_resolves_to_the_profiles_inference_input_size():
+    from roadwork_ml.config import ProfileError, load_profile
+    from roadwork_ml.training.trainer import legacy_augment
+
+    assert load_profile("demo", ["train.augmentation.served_side=input_size"]).train.augmentation.served_side == 128
+    p = load_profile("demo", ["train.augmentation.served_side=input_size", "inference.input_size=96"])
+    assert p.train.augmentation.served_side == 96
+    with pytest.raises(ProfileError, match="served_side: must be a positive side"):
+        load_profile("demo", ["train.augmentation.served_side=0"])
+    # a TrainConfig made outside a profile cannot carry the unresolved name into training
+    aug = p.train.augmentation.model_copy(update={"served_side": "input_size"})
+    cfg = p.train.model_copy(update={"augmentation": aug})
+    with pytest.raises(ValueError, match="resolved to inference.input_size"):
+        legacy_augment(torch.rand(2, 3, 8, 8), torch.Generator().manual_seed(0), cfg)

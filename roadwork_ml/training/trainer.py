@@ -198,6 +198,11 @@ def legacy_augment(
     ``[B, 3, H, W]``; returns ``[B, 3, out_size, out_size]`` (default: the input's size) and each
     sample's frame ``[B, 2, 3]`` (:func:`~roadwork_ml.data.transforms.augment_batch_frames`)."""
     a = cfg.augmentation
+    if isinstance(a.served_side, str):
+        raise ValueError(
+            f"train.augmentation.served_side {a.served_side!r} is resolved to inference.input_size when the profile "
+            "loads; a TrainConfig built on its own needs a number of pixels (or null)"
+        )
     return augment_batch_frames(
         x,
         gen,
