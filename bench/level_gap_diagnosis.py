@@ -72,18 +72,14 @@ def false_positive_rates(y: np.ndarray, outputs: dict[int, np.ndarray], masks: d
 def train_lost_objects(store, profile, seed: int = 0) -> dict:
     """One epoch of the profile's batch-step frames over TRAIN: how many positives with known
     boxes (tags, else regenerated synthetic scenes) show none of them."""
+    from streetvision_geometry_oracle import train_boxes
+
     from roadwork_assets.recipe import load_train_rows
     from roadwork_ml.data.transforms import objects_visible
-    from roadwork_ml.training.object_boxes import boxes_from_tags, boxes_tensor
     from roadwork_ml.training.trainer import legacy_augment
 
     rows = load_train_rows(store, profile)
-    boxes, _bad = boxes_from_tags(list(rows["tags"]))
-    if boxes is None:  # a store written before the records carried their boxes
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from streetvision_geometry_oracle import scene_boxes
-
-        boxes = boxes_tensor(scene_boxes(rows, profile)[0])
+    boxes = train_boxes(rows, profile)
     y = torch.as_tensor(rows["label"].to_numpy())
     known = (~torch.isnan(boxes).any(-1)).any(-1)
     x = torch.zeros(len(y), 3, 8, 8)  # the frames do not depend on the pixels

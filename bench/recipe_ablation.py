@@ -150,6 +150,7 @@ Training runs on --threads CPU threads (default 1) with the DataLoader in-proces
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -389,18 +390,12 @@ class Bench:
         _log(f"TRAIN {len(self.train)}, VAL_SELECT {len(self.y)} images ({self.y.mean():.1%} positive)")
 
     # ------------------------------------------------------------------ training
+    @functools.cached_property
     def object_boxes(self):
-        """TRAIN rows' roadwork boxes: from their tags (records written since the tag exists), else
-        regenerated from the synthetic scenes (a store made before it, as the oracle bench does)."""
-        from roadwork_ml.training.object_boxes import boxes_from_tags, boxes_tensor
+        """TRAIN rows' roadwork boxes (tags, else the regenerated synthetic scenes), read once."""
+        from streetvision_geometry_oracle import train_boxes
 
-        boxes, _bad = boxes_from_tags(list(self.train_rows["tags"]))
-        if boxes is None:
-            from streetvision_geometry_oracle import scene_boxes
-
-            per_row, _truth = scene_boxes(self.train_rows, self.profile)
-            boxes = boxes_tensor(per_row)
-        return boxes
+        return train_boxes(self.train_rows, self.profile)
 
     def _train(self, profile, train_cfg, weights=None, on_epoch=None):
         from roadwork_ml.augment.policy import photo_styles
@@ -416,7 +411,7 @@ class Bench:
             loader=profile.data.loader,
             sample_weights=weights,
             styles=photo_styles(profile),
-            object_boxes=self.object_boxes() if lost else None,
+            object_boxes=self.object_boxes if lost else None,
             on_epoch=on_epoch,
             log=_log,
             progress=False,

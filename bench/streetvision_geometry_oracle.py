@@ -51,6 +51,15 @@ def scene_boxes(rows, profile) -> tuple[list[list[tuple[float, float, float, flo
     return boxes, np.asarray(truth)
 
 
+def train_boxes(rows, profile):
+    """Roadwork boxes ``[N, K, 4]`` of ``rows``: from their tags (records written since the tag
+    exists), else regenerated from the synthetic scenes (a store made before it)."""
+    from roadwork_ml.training.object_boxes import boxes_from_tags, boxes_tensor
+
+    boxes, _bad = boxes_from_tags(list(rows["tags"]))
+    return boxes if boxes is not None else boxes_tensor(scene_boxes(rows, profile)[0])
+
+
 def main() -> None:
     from recipe_ablation import DirectoryStore
 

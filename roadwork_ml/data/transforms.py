@@ -214,22 +214,23 @@ _NOISE_TO_RGB = (
 )
 
 
-def served_resize(images: torch.Tensor, side: int, served_side: int | None = None) -> torch.Tensor:
-    """Float ``[B, 3, H, W]`` → ``[B, 3, side, side]``. Without ``served_side``: one antialiased
-    bilinear resize. With it, the served path's two steps: antialiased to ``served_side`` (the
-    bundle's ``inference.input_size``, :func:`roadwork_ml.evaluation.report.resize_images`),
-    then bilinear without antialias to the model's input (the global view,
-    :mod:`roadwork_ml.models.multiview`); at 2x that second step is a 2 x 2 box, sharper than
-    one antialiased resize and less kind to noise (1.25x its standard deviation, 224 → 128 → 64
-    against 224 → 64)."""
+def served_resize(images: torch.Tensor, size: int | tuple[int, int], served_side: int | None = None) -> torch.Tensor:
+    """Float ``[B, 3, H, W]`` → ``[B, 3, *size]`` (an int: square). Without ``served_side``: one
+    antialiased bilinear resize. With it, the served path's two steps: antialiased to
+    ``served_side`` (the bundle's ``inference.input_size``,
+    :func:`roadwork_ml.evaluation.report.resize_images`), then bilinear without antialias to the
+    model's input (the global view, :mod:`roadwork_ml.models.multiview`); at 2x that second step
+    is a 2 x 2 box, sharper than one antialiased resize and less kind to noise (1.25x its
+    standard deviation, 224 → 128 → 64 against 224 → 64)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
     if served_side is None:
-        return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
     if tuple(images.shape[-2:]) != (served_side, served_side):
         images = F.interpolate(
             images, size=(served_side, served_side), mode="bilinear", antialias=True, align_corners=False
         )
-    if served_side != side:
-        images = F.interpolate(images, size=(side, side), mode="bilinear", antialias=False, align_corners=False)
+    if (served_side, served_side) != size:
+        images = F.interpolate(images, size=size, mode="bilinear", antialias=False, align_corners=False)
     return images
 
 
@@ -261,10 +262,7 @@ def validator_noise(
     ycc = torch.randn(k, 3, size, size, generator=generator) * sigma
     rgb = torch.einsum("ij,bjhw->bihw", torch.tensor(_NOISE_TO_RGB, dtype=torch.float32), ycc)
     if (h, w) != (size, size):
-        if h != w:
-            rgb = F.interpolate(rgb, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        else:
-            rgb = served_resize(rgb, h, served_side)
+        rgb = served_resize(rgb, (h, w), served_side)
     out = images.clone()
     out[chosen.to(images.device)] += rgb.to(images.device, images.dtype)
     return out

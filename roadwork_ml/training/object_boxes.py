@@ -19,21 +19,33 @@ TAG = "roadwork_boxes"
 __all__ = ["TAG", "boxes_from_tags", "boxes_tensor"]
 
 
+def _checked(row: Sequence[Sequence[float]] | None, i: int) -> list[np.ndarray]:
+    """The row's boxes as float64 ``[4]`` arrays; ValueError naming row ``i`` for a bad box."""
+    out = []
+    for box in row or ():
+        b = np.asarray(box, dtype=np.float64)
+        if b.shape != (4,) or not np.isfinite(b).all() or (b < 0).any() or (b > 1).any():
+            raise ValueError(f"row {i}: roadwork box {box!r} is not four fractions in [0, 1]")
+        if not (b[0] < b[2] and b[1] < b[3]):
+            raise ValueError(f"row {i}: roadwork box {box!r} is empty (needs u0 < u1 and v0 < v1)")
+        out.append(b)
+    return out
+
+
+def _padded(rows: list[list[np.ndarray]]) -> torch.Tensor:
+    k = max([len(r) for r in rows] + [1])
+    out = np.full((len(rows), k, 4), np.nan, dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, b in enumerate(row):
+            out[i, j] = b
+    return torch.from_numpy(out)
+
+
 def boxes_tensor(boxes_per_row: Sequence[Sequence[Sequence[float]] | None]) -> torch.Tensor:
     """float32 ``[N, K, 4]`` (K = the most boxes of any row, at least 1), NaN rows as padding;
     a row with ``None`` (boxes unknown) or no boxes is all NaN. A box that is not four numbers
     with ``u0 < u1`` and ``v0 < v1`` in [0, 1] raises ValueError naming its row."""
-    k = max([len(b) for b in boxes_per_row if b] or [1])
-    out = np.full((len(boxes_per_row), k, 4), np.nan, dtype=np.float32)
-    for i, row in enumerate(boxes_per_row):
-        for j, box in enumerate(row or ()):
-            b = np.asarray(box, dtype=np.float64)
-            if b.shape != (4,) or not np.isfinite(b).all() or (b < 0).any() or (b > 1).any():
-                raise ValueError(f"row {i}: roadwork box {box!r} is not four fractions in [0, 1]")
-            if not (b[0] < b[2] and b[1] < b[3]):
-                raise ValueError(f"row {i}: roadwork box {box!r} is empty (needs u0 < u1 and v0 < v1)")
-            out[i, j] = b
-    return torch.from_numpy(out)
+    return _padded([_checked(row, i) for i, row in enumerate(boxes_per_row)])
 
 
 def boxes_from_tags(tags: Sequence[str]) -> tuple[torch.Tensor | None, list[int]]:
@@ -44,11 +56,11 @@ def boxes_from_tags(tags: Sequence[str]) -> tuple[torch.Tensor | None, list[int]
     per_row: list = [json.loads(t or "{}").get(TAG) for t in tags]
     if all(b is None for b in per_row):
         return None, []
-    bad = []
+    rows, bad = [], []
     for i, row in enumerate(per_row):
         try:
-            boxes_tensor([row])
+            rows.append(_checked(row, i))
         except (TypeError, ValueError):
             bad.append(i)
-            per_row[i] = None
-    return boxes_tensor(per_row), bad
+            rows.append([])
+    return _padded(rows), bad
