@@ -117,7 +117,7 @@ the split into invocations safe):
     # seventh pass (2026-11-30): the noise on 3/4, and smaller batches (more optimizer steps for
     # the same images and epochs), each on top of the sixth pass's default
     python bench/recipe_ablation.py $H --variants default_noise75 --seeds 42   # then 43-45
-    python bench/recipe_ablation.py $H --variants default_bs32 --seeds 42   # then 43-45
+    python bench/recipe_ablation.py $H --variants default_bs32 --seeds 42   # then 43-47
     python bench/recipe_ablation.py $H --variants default_bs32_noise100,default_bs16 --seeds 42   # and 43
     python bench/recipe_ablation.py $H --variants default_bs16 --seeds 44   # then 45-47
     python bench/recipe_ablation.py $H --variants default_bs16_e12 --seeds 42   # and 43
@@ -151,9 +151,9 @@ the split into invocations safe):
     # the served resizes over six seeds (the default at 46 and 47 has no today's-recipe twin)
     python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 --variants $D,default_served \
       --pairs default_served:$D --out bench/results/recipe_ablation_demo_served_6seeds.json
-    # batch 16 over six seeds
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 --variants $D,default_bs16 \
-      --pairs default_bs16:$D --out bench/results/recipe_ablation_demo_bs16_6seeds.json
+    # batches 32 and 16 over six seeds
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 --variants $D,default_bs32,default_bs16 \
+      --pairs default_bs16:$D,default_bs32:$D --out bench/results/recipe_ablation_demo_bs16_6seeds.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
