@@ -14,6 +14,7 @@ from roadwork_ml.artifacts import verify_dir, write_manifest
 from roadwork_ml.config import ModelConfig
 from roadwork_ml.contracts import Split
 from roadwork_ml.models.aggregator import load_choice, save_choice
+from roadwork_ml.models.device import memory_layout
 from roadwork_ml.models.inference import predict_views, view_spec
 from roadwork_ml.models.multiview import MultiViewClassifier
 from roadwork_ml.models.view_selection import remeasure_choice, select_aggregator
@@ -29,13 +30,15 @@ def view_aggregator(
 ) -> dg.MaterializeResult:
     """One batched multi-view pass over VAL_SELECT and a TRAIN sample; the attention aggregator
     trained on the TRAIN view outputs (backbone frozen); single-view vs multi-view and mean /
-    global / top-K / attention compared by VAL_SELECT MCC; the profile's choice kept."""
+    global / top-K / attention compared by VAL_SELECT MCC; the profile's choice kept. A
+    single-view profile with ``inference.compare_multi_view`` false runs the single view alone."""
     from safetensors.numpy import save_file
 
     resolved = settings.resolved()
     inf = resolved.profile.inference
     _, model, meta = load_phase1(store)
-    spec = view_spec(ModelConfig.model_validate(meta["model"]), inf, multi_view=True)
+    multi = inf.multi_view or inf.compare_multi_view
+    spec = view_spec(ModelConfig.model_validate(meta["model"]), inf, multi_view=multi)
     full = MultiViewClassifier(model, spec, "mean").eval()
     train_rows = load_split_rows(store, Split.TRAIN)
     if len(train_rows) > inf.aggregator_train_images:
@@ -48,8 +51,9 @@ def view_aggregator(
     )
     train = load_split_tensors(store, train_rows, Split.TRAIN, inf.input_size)
     val = load_split_tensors(store, val_rows, Split.VAL_SELECT, inf.input_size)
-    out_tr = predict_views(full, train.images, inf.batch_size, keep_view_embeddings=True)
-    out_val = predict_views(full, val.images, inf.batch_size, keep_view_embeddings=True)
+    with memory_layout(full, inf.channels_last):
+        out_tr = predict_views(full, train.images, inf.batch_size, keep_view_embeddings=True)
+        out_val = predict_views(full, val.images, inf.batch_size, keep_view_embeddings=True)
     probs_val = softmax(out_val.view_logits)
     y_val = val.labels.numpy()
     sel = select_aggregator(
@@ -80,9 +84,11 @@ def view_aggregator(
                 "chosen": sel.chosen.name,
                 "chosen_val_select_mcc": sel.chosen.mcc,
                 "single_view_best": f"{sel.best[False].name}: MCC {sel.best[False].mcc:.3f}",
-                "multi_view_best": f"{sel.best[True].name}: MCC {sel.best[True].mcc:.3f}",
+                "multi_view_best": f"{sel.best[True].name}: MCC {sel.best[True].mcc:.3f}"
+                if True in sel.best
+                else "not scored (inference.compare_multi_view: false)",
                 "single_view_mcc": sel.best[False].mcc,
-                "multi_view_mcc": sel.best[True].mcc,
+                "multi_view_mcc": sel.best[True].mcc if True in sel.best else None,
                 "views_served": sel.choice["n_views"],
                 "candidates": table(rows),
                 "n_train_images": len(train_rows),

@@ -19,6 +19,7 @@ from roadwork_ml.artifacts import verify_dir, write_manifest
 from roadwork_ml.contracts import ContractError, Split
 from roadwork_ml.evaluation.report import resize_images
 from roadwork_ml.evaluation.streetvision import emulated_outputs
+from roadwork_ml.models.device import memory_layout
 from roadwork_ml.models.inference import predict_views
 from roadwork_ml.models.predictions import Predictions, read_predictions, softmax, write_predictions
 
@@ -38,7 +39,7 @@ def val_calib_logits(
     context.log.info(f"{mv.spec.n_views} views per image ({choice['candidate']})")
     rows = load_split_rows(store, Split.VAL_CALIB)
     data = load_split_tensors(store, rows, Split.VAL_CALIB, inf.input_size)
-    outputs = predict_views(mv, data.images, inf.batch_size)
+    outputs = predict_views(mv, data.images, inf.batch_size, channels_last=inf.channels_last)
     emulated = None
     if resolved.profile.thresholds.decision_cut == "validator_reward":
         emulated = val_calib_streetvision(mv, store, rows, resolved.profile)
@@ -86,10 +87,11 @@ def val_calib_streetvision(mv, store: ArtifactStore, rows, profile) -> tuple[lis
     native = load_split_tensors(store, rows, Split.VAL_CALIB, max(inf.input_size, sv.size))
 
     def predict(batch: torch.Tensor) -> np.ndarray:
-        out = predict_views(mv, resize_images(batch, inf.input_size), inf.batch_size)
+        out = predict_views(mv, resize_images(batch, inf.input_size), inf.batch_size, channels_last=inf.channels_last)
         return softmax(out.logits)[:, 1]
 
-    outs = emulated_outputs(predict, native.images, sv.levels, sv.seed, inf.batch_size, sv.size)
+    with memory_layout(mv, inf.channels_last):  # once for every batch the emulation sends
+        outs = emulated_outputs(predict, native.images, sv.levels, sv.seed, inf.batch_size, sv.size)
     return list(outs), np.stack([outs[lv] for lv in outs])
 
 
@@ -150,9 +152,10 @@ def train_embeddings(store: ArtifactStore, inf, max_images: int, seed: int, chun
     if len(rows) > max_images:
         rows = rows.sample(n=max_images, random_state=seed).sort_values("record_id")
     parts = []
-    for start in range(0, len(rows), chunk):
-        data = load_split_tensors(store, rows.iloc[start : start + chunk], Split.TRAIN, inf.input_size)
-        parts.append(predict_views(mv, data.images, inf.batch_size).embeddings)
+    with memory_layout(mv, inf.channels_last):
+        for start in range(0, len(rows), chunk):
+            data = load_split_tensors(store, rows.iloc[start : start + chunk], Split.TRAIN, inf.input_size)
+            parts.append(predict_views(mv, data.images, inf.batch_size, channels_last=inf.channels_last).embeddings)
     return np.concatenate(parts), rows["label"].to_numpy().astype(np.int64)
 
 

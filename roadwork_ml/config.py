@@ -295,6 +295,12 @@ class OptimizerConfig(_Strict):
     sam_rho: float = Field(default=0.05, gt=0, description="SAM neighbourhood radius")
     grad_clip_norm: float | None = Field(default=1.0, gt=0, description="max global gradient norm; None = no clipping")
     min_lr_ratio: float = Field(default=0.01, ge=0, le=1, description="cosine floor, fraction of the peak LR")
+    fused: bool = Field(
+        default=True,
+        description="torch's fused kernel for the optimizers that have one (torch.optim Adam, AdamW, SGD: "
+        "timm's adam, adamw, sgd, nesterov, momentum): one kernel per step instead of a loop over tensors; "
+        "the others ignore it",
+    )
 
 
 class EmaConfig(_Strict):
@@ -522,6 +528,16 @@ class InferenceConfig(_Strict):
     attention: AttentionConfig
     aggregator_train_images: int = Field(
         ge=1, description="TRAIN images whose cached view outputs train the attention aggregator"
+    )
+    compare_multi_view: bool = Field(
+        default=True,
+        description="view_aggregator also scores the multi-view candidates when multi_view is false "
+        "(the tiles' outputs: 10x the views of a single-view pass); false = the single-view candidates only",
+    )
+    channels_last: bool = Field(
+        default=True,
+        description="run convolution weights in channels-last memory layout during batch inference "
+        "(faster on CPU oneDNN and CUDA; the model is in the default layout again afterwards)",
     )
 
 

@@ -47,6 +47,31 @@ def test_timm_factory_names(name, cls):
     assert type(opt).__name__.lower().startswith(name) if cls is None else isinstance(opt, cls)
 
 
+@pytest.mark.parametrize("name", ["adamw", "sgd", "nesterov", "lamb"])
+def test_fused_kernel_where_torch_has_one_and_its_steps_match_the_loop(name):
+    """``optimizer.fused`` picks torch's fused kernel for AdamW / SGD (nesterov is timm's
+    partial of SGD) and leaves the rest alone; three fused steps land on the for-loop's weights."""
+    t = _vit()[1]
+    weights = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = _vit()[0]
+        oc = t.optimizer.model_copy(update={"name": name, "fused": fused})
+        opt = build_optimizer(model, t.model_copy(update={"optimizer": oc}))
+        assert bool(opt.defaults.get("fused")) is (fused and name != "lamb")
+        start = torch.cat([p.detach().flatten() for p in model.parameters()])
+        x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 1, 0])).backward()
+            opt.step()
+        weights[fused] = torch.cat([p.detach().flatten() for p in model.parameters()])
+        assert (weights[fused] - start).abs().max() > 1e-4  # the steps moved the weights
+    # Adam normalises each update, so a weight whose gradient is ~0 amplifies rounding: allow 5 %
+    # of one step (lr); a different update rule would be off by whole steps
+    torch.testing.assert_close(weights[True], weights[False], rtol=1e-4, atol=0.05 * t.lr)
+
+
 def test_layer_decay_scales_vit_blocks_geometrically():
     model, t = _vit()
     t = t.model_copy(update={"backbone_lr_mult": 0.5, "optimizer": t.optimizer.model_copy(update={"layer_decay": 0.5})})

@@ -3,6 +3,7 @@ picks the best MCC (scikit-learn's matthews_corrcoef as the oracle) and the save
 re-measures exactly; a tampered record does not."""
 
 import numpy as np
+import pytest
 from sklearn.metrics import matthews_corrcoef
 
 from roadwork_ml.config import load_profile
@@ -57,3 +58,30 @@ def test_single_view_profile_keeps_single_view():
     sel = select_aggregator(e_tr, p_tr, y_tr, p_va, e_va, y_va, spec, inf)
     assert not sel.chosen.multi_view and sel.chosen.aggregator == "mean" and sel.choice["n_views"] == 1
     assert sel.chosen.mcc == matthews_corrcoef(y_va, (p_va[:, 0, 1] > 0.5).astype(int))
+
+
+def test_single_view_spec_scores_single_view_candidates_and_the_choice_reproduces():
+    """``inference.compare_multi_view: false``: the view outputs are the global view and its flip
+    alone; only single-view candidates are scored, the choice re-measures on those two views, and
+    a multi-view profile refuses such outputs."""
+    inf = load_profile("tiny").inference.model_copy(update={"aggregator": "auto", "multi_view": False})
+    full = ViewSpec(size=16, grid=3, flip=True)
+    single = ViewSpec(size=16, grid=3, flip=True, multi=False)
+    p_tr, e_tr, y_tr = _views(300, full, 4)
+    p_va, e_va, y_va = _views(200, full, 5)
+    keep = [0, full.n_views // 2]  # the global view and its flip
+    args = (e_tr[:, keep], p_tr[:, keep], y_tr, p_va[:, keep], e_va[:, keep], y_va)
+    sel = select_aggregator(*args, single, inf)
+    assert {c.multi_view for c in sel.candidates} == {False} and set(sel.best) == {False}
+    assert {c.aggregator for c in sel.candidates} == {"mean", "attention"}
+    mean = next(c for c in sel.candidates if c.aggregator == "mean")
+    assert abs(mean.mcc - matthews_corrcoef(y_va, (p_va[:, keep, 1].mean(1) > 0.5).astype(int))) < 1e-12
+    # the same choice as from the 20-view outputs' single-view subset
+    both = select_aggregator(e_tr, p_tr, y_tr, p_va, e_va, y_va, full, inf)
+    assert sel.choice["candidate"] == both.choice["candidate"] and sel.choice["n_views"] == both.choice["n_views"] == 2
+    assert sel.choice["multi_view_scored"] is False and both.choice["multi_view_scored"] is True
+    rows = [c.to_dict() for c in sel.candidates]
+    r = remeasure_choice(sel.choice, rows, p_va[:, keep], y_va, sel.val_weights, flip=True)
+    assert r["reproduces"]
+    with pytest.raises(ValueError, match="multi-view outputs"):
+        select_aggregator(*args, single, inf.model_copy(update={"multi_view": True}))

@@ -138,7 +138,8 @@ def aggregate(
 
 
 def single_view_indices(spec: ViewSpec) -> np.ndarray:
-    """Indices, within ``spec``'s views, of the single-view spec's views (global [+ its flip])."""
+    """Indices, within ``spec``'s views, of the single-view spec's views (global [+ its flip]);
+    every view of a single-view ``spec``."""
     if not spec.flip:
         return np.array([0])
     return np.array([0, spec.n_views // 2])
@@ -172,16 +173,15 @@ def compare_aggregators(
     k_candidates: list[int],
     attention_weights: dict[bool, np.ndarray],
 ) -> list[Candidate]:
-    """MCC / accuracy at 0.5 of every aggregator on VAL_SELECT view outputs of the *multi-view*
-    ``spec`` (single-view candidates use the global view [+ flip] subset).
+    """MCC / accuracy at 0.5 of every aggregator on VAL_SELECT view outputs of ``spec``: with a
+    multi-view ``spec`` both view sets (single-view candidates use the global view [+ flip]
+    subset), with a single-view one the single-view candidates only.
 
     ``attention_weights`` maps multi_view → attention weights [N, V'] for that view set."""
     require_split(Purpose.MODEL_SELECTION, split)
-    if not spec.multi:
-        raise ValueError("compare_aggregators needs the multi-view outputs (single-view is a subset of them)")
     out: list[Candidate] = []
     single = single_view_indices(spec)
-    for multi in (False, True):
+    for multi in (False, True) if spec.multi else (False,):
         views = None if multi else single
         label = "multi-view" if multi else "single-view"
         kinds: list[tuple[str, int]] = [("mean", 0)]

@@ -8,7 +8,8 @@ providers when the installed onnxruntime build has them (the ``gpu`` extra insta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -21,6 +22,24 @@ def torch_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextmanager
+def memory_layout(module: torch.nn.Module, channels_last: bool) -> Iterator[torch.nn.Module]:
+    """``module`` with its 4-D (convolution) weights in channels-last layout inside the block when
+    ``channels_last`` (oneDNN's and cuDNN's fast path for convnets; a ViT has only its patch
+    embedding to convert), in the default layout again afterwards, so state dicts and ONNX export
+    see the usual tensors. The values are the same; only their order in memory changes. Nested
+    blocks leave the layout to the outermost one."""
+    conv = next((p for p in module.parameters() if p.dim() == 4 and p.shape[2] * p.shape[3] > 1), None)
+    if not channels_last or conv is None or conv.is_contiguous(memory_format=torch.channels_last):
+        yield module
+        return
+    module.to(memory_format=torch.channels_last)
+    try:
+        yield module
+    finally:
+        module.to(memory_format=torch.contiguous_format)
 
 
 def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:

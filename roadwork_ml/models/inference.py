@@ -10,7 +10,7 @@ import torch
 from roadwork_ml.config import InferenceConfig, ModelConfig
 from roadwork_ml.data.transforms import to_float
 from roadwork_ml.models.classifier import RoadworkClassifier
-from roadwork_ml.models.device import autocast_dtype
+from roadwork_ml.models.device import autocast_dtype, memory_layout
 from roadwork_ml.models.multiview import MultiViewClassifier, ViewSpec
 from roadwork_ml.policy.uncertainty import uncertainty_features
 
@@ -106,12 +106,14 @@ def predict_views(
     keep_view_embeddings: bool = False,
     loader=None,
     amp: bool | None = None,
+    channels_last: bool = True,
 ) -> ViewOutputs:
     """Run ``mv`` over uint8 or float images ``[N, 3, H, W]``, or over a streaming
     :class:`~roadwork_ml.training.dataset.ImageDataset` (decoded by ``loader``: a LoaderConfig,
     so a split is never held in memory), in batches of ``batch_size`` images, in order, on
-    ``mv``'s device; ``amp`` (default: on when that device is CUDA) runs it in bf16 autocast.
-    Outputs are float32 on the CPU either way."""
+    ``mv``'s device; ``amp`` (default: on when that device is CUDA) runs it in bf16 autocast;
+    ``channels_last`` (the profile's ``inference.channels_last``) runs the convolutions in that
+    layout (:func:`~roadwork_ml.models.device.memory_layout`). Outputs are float32 on the CPU either way."""
     device = next(mv.parameters()).device
     dtype = autocast_dtype(device, device.type == "cuda" if amp is None else amp)
     mv.eval()
@@ -121,11 +123,12 @@ def predict_views(
         from tqdm import tqdm
 
         batches = tqdm(batches, total=-(-len(images) // batch_size), desc="inference", leave=False)
-    for chunk in batches:
-        x = to_float(chunk.to(device, non_blocking=True))
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits, view_logits, view_emb = mv(x)
-        parts.append((logits.float().cpu(), view_logits.float().cpu(), view_emb.float().cpu()))
+    with memory_layout(mv, channels_last):
+        for chunk in batches:
+            x = to_float(chunk.to(device, non_blocking=True))
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits, view_logits, view_emb = mv(x)
+            parts.append((logits.float().cpu(), view_logits.float().cpu(), view_emb.float().cpu()))
     if not parts:
         raise ValueError("predict_views got no images")
     logits = torch.cat([p[0] for p in parts]).numpy()

@@ -56,13 +56,16 @@ def select_aggregator(
     """Fit attention on TRAIN, compare every aggregator on VAL_SELECT, apply the profile's rule.
 
     ``*_probs`` are per-view class probabilities ``[N, n_views, 2]``; ``*_embeddings`` the
-    per-view pooled embeddings ``[N, n_views, D]``.
+    per-view pooled embeddings ``[N, n_views, D]``. A single-view ``spec`` (a single-view
+    profile with ``inference.compare_multi_view`` false) scores the single-view candidates only.
     """
     require_split(Purpose.MODEL_SELECTION, Split.VAL_SELECT)
+    if inference.multi_view and not spec.multi:
+        raise ValueError("a multi-view profile needs the multi-view outputs to choose from")
     a = inference.attention
     single = single_view_indices(spec)
     modules, weights, losses = {}, {}, {}
-    for multi in (True, False):
+    for multi in (True, False) if spec.multi else (False,):
         views = slice(None) if multi else single
         if not multi and len(single) < 2:
             continue
@@ -83,7 +86,8 @@ def select_aggregator(
             weights[multi] = fit.module(torch.from_numpy(val_embeddings[:, views])).double().numpy()
     candidates = compare_aggregators(val_probs, y_val, Split.VAL_SELECT, spec, inference.top_k_candidates, weights)
     chosen = choose(candidates, inference.multi_view, inference.aggregator)
-    best = {m: max((c for c in candidates if c.multi_view == m), key=lambda c: c.mcc) for m in (False, True)}
+    scored = sorted({c.multi_view for c in candidates})
+    best = {m: max((c for c in candidates if c.multi_view == m), key=lambda c: c.mcc) for m in scored}
     choice = {
         "multi_view": chosen.multi_view,
         "aggregator": chosen.aggregator,
@@ -93,6 +97,7 @@ def select_aggregator(
         "profile_aggregator": inference.aggregator,
         "profile_multi_view": inference.multi_view,
         "n_views": spec.n_views if chosen.multi_view else len(single),
+        "multi_view_scored": spec.multi,
     }
     attention = modules.get(chosen.multi_view) if chosen.aggregator == "attention" else None
     val_weights = np.ascontiguousarray(weights.get(chosen.multi_view, np.zeros((len(y_val), 1))))
@@ -107,13 +112,16 @@ def remeasure_choice(
     attention_weights: np.ndarray,
     flip: bool,
 ) -> dict:
-    """Re-measure a saved choice on the saved VAL_SELECT view outputs.
+    """Re-measure a saved choice on the saved VAL_SELECT view outputs (every view scored: the
+    multi-view set, or the single view's when ``choice["multi_view_scored"]`` is false).
 
     Returns ``measured_mcc`` (the chosen aggregation thresholded at 0.5), ``best_allowed``
     (what the profile's rule picks from the saved candidate table) and ``reproduces`` (the
     measured MCC equals the recorded one and the choice is the rule's pick).
     """
-    views = None if choice["multi_view"] else single_view_indices(ViewSpec(size=1, flip=flip))
+    # the saved outputs are the single view's alone when the multi-view set was not scored
+    scored_multi = choice.get("multi_view_scored", True)
+    views = None if choice["multi_view"] or not scored_multi else single_view_indices(ViewSpec(size=1, flip=flip))
     agg = aggregate(choice["aggregator"], view_probs, k=choice["top_k"], weights=attention_weights, views=views)
     measured = mcc(labels, (agg[:, 1] > 0.5).astype(int))
     cands = [

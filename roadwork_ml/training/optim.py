@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
+from timm.optim import create_optimizer_v2, get_optimizer_class, param_groups_layer_decay, param_groups_weight_decay
 from timm.utils import ModelEmaV3
 
 from roadwork_ml.config import OptimizerConfig, TrainConfig
@@ -65,8 +65,17 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     kwargs: dict[str, Any] = {}
     if oc.name.lower() in ("sgd", "nesterov", "momentum", "rmsprop", "rmsproptf", "lars", "nlars"):
         kwargs["momentum"] = oc.momentum
+    if oc.fused and _has_fused_kernel(oc.name):
+        kwargs["fused"] = True
     opt = create_optimizer_v2(groups, opt=oc.name, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
     return SAM(opt, oc.sam_rho) if oc.sam else opt
+
+
+def _has_fused_kernel(name: str) -> bool:
+    """Whether timm's optimizer ``name`` is one of torch's with a ``fused`` implementation."""
+    cls = get_optimizer_class(name, bind_defaults=False)
+    cls = getattr(cls, "func", cls)  # timm binds nesterov / momentum as functools.partial(SGD, ...)
+    return cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 
 
 class SAM:
