@@ -13,12 +13,6 @@ from roadwork_assets.training import PHASE1, load_phase1
 from roadwork_ml.artifacts import verify_dir, write_manifest
 from roadwork_ml.config import ModelConfig
 from roadwork_ml.contracts import Split
-from roadwork_ml.models.aggregator import load_choice, save_choice
-from roadwork_ml.models.device import memory_layout
-from roadwork_ml.models.inference import predict_views, view_spec
-from roadwork_ml.models.multiview import MultiViewClassifier
-from roadwork_ml.models.view_selection import remeasure_choice, select_aggregator
-from roadwork_ml.policy.uncertainty import softmax
 
 VIEW_AGGREGATOR = "view_aggregator"
 VAL_FILE = "val_select_views.safetensors"
@@ -33,6 +27,13 @@ def view_aggregator(
     global / top-K / attention compared by VAL_SELECT MCC; the profile's choice kept. A
     single-view profile with ``inference.compare_multi_view`` false runs the single view alone."""
     from safetensors.numpy import save_file
+
+    from roadwork_ml.models.aggregator import save_choice
+    from roadwork_ml.models.device import memory_layout
+    from roadwork_ml.models.inference import predict_views, view_spec
+    from roadwork_ml.models.multiview import MultiViewClassifier
+    from roadwork_ml.models.view_selection import select_aggregator
+    from roadwork_ml.policy.uncertainty import softmax
 
     resolved = settings.resolved()
     inf = resolved.profile.inference
@@ -101,6 +102,8 @@ def view_aggregator(
 
 def load_aggregator(store: ArtifactStore):
     """(version directory, choice record, attention module or None), hash-verified."""
+    from roadwork_ml.models.aggregator import load_choice
+
     directory = store.read(VIEW_AGGREGATOR)
     verify_dir(directory)
     choice, attention = load_choice(directory)
@@ -114,6 +117,8 @@ def load_aggregator(store: ArtifactStore):
 )
 def aggregator_choice_reproduces(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
     from safetensors.numpy import load_file
+
+    from roadwork_ml.models.view_selection import remeasure_choice
 
     directory, choice, _ = load_aggregator(store)
     arrays = load_file(str(directory / VAL_FILE))

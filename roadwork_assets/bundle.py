@@ -2,9 +2,9 @@
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import torch
 
 from roadwork_assets.aggregation import VIEW_AGGREGATOR, load_aggregator, load_served_model
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
@@ -17,8 +17,11 @@ from roadwork_assets.training import PHASE1
 from roadwork_ml.artifacts import IntegrityError, sha256_file, verify_dir
 from roadwork_ml.config import Profile
 from roadwork_ml.contracts import Split
-from roadwork_ml.policy.decision import DecisionPolicy
-from roadwork_ml.policy.gate.feature_gate import describe_gate
+
+if TYPE_CHECKING:
+    import torch
+
+    from roadwork_ml.policy.decision import DecisionPolicy
 
 BUNDLE = "bundle"
 ENGINE = "tensorrt_engine"
@@ -34,7 +37,7 @@ def load_bundle_dir(store: ArtifactStore) -> "Path":
     return directory
 
 
-def _headline(store: ArtifactStore, policy: DecisionPolicy, size: int) -> dict:
+def _headline(store: ArtifactStore, policy: "DecisionPolicy", size: int) -> dict:
     """VAL_SELECT MCC of the served views and VAL_CALIB figures of the decision path."""
     from roadwork_ml.evaluation.metrics import ece, mcc
 
@@ -53,7 +56,7 @@ def _headline(store: ArtifactStore, policy: DecisionPolicy, size: int) -> dict:
     }
 
 
-def gate_inputs(store: ArtifactStore, policy: DecisionPolicy, preds, size: int) -> dict:
+def gate_inputs(store: ArtifactStore, policy: "DecisionPolicy", preds, size: int) -> dict:
     """The extra inputs the policy's gate reads for the predictions ``preds`` (VAL_CALIB rows):
     embeddings and view logits from the predictions, image quality (decoded in chunks) when it reads it."""
     from roadwork_assets.predictions import val_calib_image_quality
@@ -62,7 +65,7 @@ def gate_inputs(store: ArtifactStore, policy: DecisionPolicy, preds, size: int) 
     return {"embeddings": preds.embeddings, "view_logits": preds.view_logits, "image_quality": quality}
 
 
-def _parity_images(store: ArtifactStore, profile: Profile) -> torch.Tensor:
+def _parity_images(store: ArtifactStore, profile: Profile) -> "torch.Tensor":
     rows = load_split_rows(store, Split.VAL_CALIB).head(profile.export.parity_images)
     return load_split_tensors(store, rows, Split.VAL_CALIB, profile.inference.input_size).images
 
@@ -80,6 +83,7 @@ def bundle(
     calibrator, the one active policy, the StreetVision fold, prediction sets, config."""
     from roadwork_ml.export.bundle import write_bundle
     from roadwork_ml.export.onnx_export import export_onnx, onnx_parity
+    from roadwork_ml.policy.gate.feature_gate import describe_gate
 
     resolved = settings.resolved()
     profile = resolved.profile

@@ -1,13 +1,13 @@
 """Data assets: ``source_images`` (one partition per source) and the leakage-proof ``splits``."""
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from roadwork_assets.metadata import humane, image_md, profile_md, table
 from roadwork_assets.resources import ArtifactStore, ProfileResource
@@ -23,9 +23,9 @@ from roadwork_ml.contracts import Split
 from roadwork_ml.data.decode import manifest_row, store_relpath
 from roadwork_ml.data.records import MANIFEST_SCHEMA, SPLITS_SCHEMA, Quarantined, quarantine_table, validate_table
 from roadwork_ml.data.sources import iter_source
-from roadwork_ml.data.transforms import load_image_batch, load_verified_batch
-from roadwork_ml.evaluation.plots import thumbnail_grid
-from roadwork_ml.training.trainer import TensorSplit
+
+if TYPE_CHECKING:
+    from roadwork_ml.training.trainer import TensorSplit
 
 source_partitions = dg.StaticPartitionsDefinition(list(SOURCE_NAMES))
 SOURCE_IMAGES = "source_images"
@@ -52,6 +52,8 @@ def source_images(
 
     Images stream to disk as they are decoded, so memory stays flat on the 10 GB NATIX set.
     """
+    from roadwork_ml.evaluation.plots import thumbnail_grid
+
     resolved = settings.resolved()
     profile = resolved.profile
     name = context.partition_key
@@ -325,9 +327,14 @@ def load_split_rows(store: ArtifactStore, split: Split) -> pd.DataFrame:
 
 def load_split_tensors(
     store: ArtifactStore, rows: pd.DataFrame, split: Split, size: int, verify: bool = True, progress: bool = False
-) -> TensorSplit:
+) -> "TensorSplit":
     """Decode the images of ``rows`` (from their source_images partitions) to ``[N, 3, size, size]``
     uint8, checking each file's sha256 first."""
+    import torch
+
+    from roadwork_ml.data.transforms import load_image_batch, load_verified_batch
+    from roadwork_ml.training.trainer import TensorSplit
+
     paths = split_image_paths(store, rows, split)
     if verify:
         images = load_verified_batch(paths, list(rows["sha256"]), size, progress=progress)

@@ -28,16 +28,8 @@ from roadwork_assets.policies import CALIBRATOR
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, ResolvedProfile
 from roadwork_ml.artifacts import atomic_write_json, sha256_file, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
-from roadwork_ml.evaluation.champion import (
-    TAG_CONTENT,
-    TAG_PREVIOUS,
-    TAG_ROLLED_BACK,
-    plan_promotion,
-    plan_rollback,
-)
 from roadwork_ml.evaluation.display import format_float
 from roadwork_ml.export.content_identity import PromotionEvent, content_id, promotion_verdict
-from roadwork_ml.policy.gate.feature_gate import describe_gate
 
 DEPLOYED_MODEL = "deployed_model"
 TAG_MANIFEST = "roadwork.bundle_manifest_sha256"
@@ -74,6 +66,8 @@ def _register(
     eval_summary: dict,
     content: str,
 ) -> str:
+    from roadwork_ml.evaluation.champion import TAG_CONTENT
+
     profile = resolved.profile
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     tags = {
@@ -116,6 +110,8 @@ def _register(
 def version_content(mlflow: MlflowTracking, name: str, version: str, tags: dict[str, str] | None = None) -> str:
     """The content id of a registered version: its tag, or (versions registered before the tag
     existed) computed from its downloaded bundle and then tagged."""
+    from roadwork_ml.evaluation.champion import TAG_CONTENT
+
     tags = mlflow.version_tags(name, version) if tags is None else tags
     if TAG_CONTENT in tags:
         return tags[TAG_CONTENT]
@@ -128,6 +124,8 @@ def version_content(mlflow: MlflowTracking, name: str, version: str, tags: dict[
 def champion_history(mlflow: MlflowTracking, name: str) -> list[PromotionEvent]:
     """The registry as a champion history for :func:`promotion_verdict`: one rollback event per
     version whose content is blocked (tagged rolled back), then the current champion."""
+    from roadwork_ml.evaluation.champion import TAG_ROLLED_BACK
+
     versions = mlflow.versions(name)
     champion = mlflow.alias_version(name, "champion")
     champ_cid = version_content(mlflow, name, champion, versions.get(champion)) if champion else ""
@@ -275,6 +273,9 @@ def deployed_model(
 ) -> dg.MaterializeResult:
     """Register the bundle in MLflow and promote it to ``champion`` unless it is significantly
     worse than the current champion on VAL_TEST; the champion's bundle is deployed locally."""
+    from roadwork_ml.evaluation.champion import plan_promotion
+    from roadwork_ml.policy.gate.feature_gate import describe_gate
+
     resolved = settings.resolved()
     profile = resolved.profile
     name = profile.deploy.registered_model
@@ -428,6 +429,8 @@ def deployed_is_champion(
 
 def rollback_champion(store: ArtifactStore, mlflow: MlflowTracking, name: str, reason: str, run_id: str) -> dict:
     """Apply :func:`~roadwork_ml.evaluation.champion.plan_rollback` to the registry and audit it."""
+    from roadwork_ml.evaluation.champion import TAG_PREVIOUS, plan_rollback
+
     current = mlflow.alias_version(name, "champion")
     previous = mlflow.alias_version(name, "previous_champion")
     older = mlflow.version_tags(name, previous).get(TAG_PREVIOUS) if previous is not None else None

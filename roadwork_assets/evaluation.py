@@ -13,7 +13,6 @@ from roadwork_assets.metadata import humane, identity_md, image_md, profile_md, 
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_ml.artifacts import atomic_write_json, sha256_file, verify_dir, write_manifest
 from roadwork_ml.contracts import Split
-from roadwork_ml.evaluation.report import build_report, intervals_contain_estimates, resize_images, write_report_plots
 
 EVALUATION_REPORT = "evaluation_report"
 EVAL_ARRAYS = "val_test_outputs.safetensors"
@@ -24,6 +23,8 @@ def load_val_test_inputs(store: ArtifactStore, profile, rows):
     ``inference.input_size``): the report and the champion comparison score the same pixels.
     Decoding straight to the input size resamples differently, and a model whose outputs sit
     near the cut would then be compared with itself on other images."""
+    from roadwork_ml.evaluation.report import resize_images
+
     size = profile.inference.input_size
     native = load_split_tensors(store, rows, Split.VAL_TEST, max(size, profile.evaluation.streetvision.size))
     return native, resize_images(native.images, size)
@@ -38,6 +39,7 @@ def evaluation_report(
     plots, and the StreetVision emulation (4 validator augmentation levels at 224 px)."""
     from safetensors.numpy import save_file
 
+    from roadwork_ml.evaluation.report import build_report, resize_images, write_report_plots
     from roadwork_ml.serving.predictor import BundlePredictor
 
     resolved = settings.resolved()
@@ -131,6 +133,8 @@ def load_evaluation(store: ArtifactStore) -> tuple[dict, dict]:
     description="the report belongs to the current bundle, covers every VAL_TEST image, and every interval is finite and contains its estimate",
 )
 def report_complete(store: ArtifactStore) -> dg.AssetCheckResult:
+    from roadwork_ml.evaluation.report import intervals_contain_estimates
+
     report, _ = load_evaluation(store)
     bundle_sha = sha256_file(load_bundle_dir(store) / "manifest.json")
     n_rows = len(load_split_rows(store, Split.VAL_TEST))

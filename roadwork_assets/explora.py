@@ -4,10 +4,10 @@ backbone when ``model.init_from: explora_checkpoint``. Not part of ``make demo``
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
-import torch
 
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, split_image_paths
 from roadwork_assets.metadata import profile_md, table
@@ -16,17 +16,9 @@ from roadwork_assets.run_tags import GPU_OP_TAGS
 from roadwork_ml.artifacts import sha256_file, write_manifest
 from roadwork_ml.config import ModelConfig
 from roadwork_ml.contracts import PRODUCTION_TRAFFIC, Split
-from roadwork_ml.models.classifier import build_classifier
-from roadwork_ml.models.device import require_initialisation
-from roadwork_ml.training.dataset import open_split_dataset
-from roadwork_ml.training.explora import (
-    CONFIG,
-    explora_checks,
-    init_from_explora,
-    load_explora_backbone,
-    run_explora,
-    save_explora_backbone,
-)
+
+if TYPE_CHECKING:
+    import torch
 
 EXPLORA = "explora_checkpoint"
 DIGEST = "state_digest.json"
@@ -34,8 +26,10 @@ CHECKS_FILE = "checks.json"
 EXPLORA_CHECKS = ("teacher_not_collapsed", "only_intended_params_changed", "reloads_bit_identically")
 
 
-def state_digest(state: dict[str, torch.Tensor]) -> str:
+def state_digest(state: "dict[str, torch.Tensor]") -> str:
     """sha256 over every tensor's key, dtype, shape and raw bytes, in key order."""
+    import torch
+
     h = hashlib.sha256()
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()
@@ -71,6 +65,10 @@ def explora_checkpoint(
     traffic images when ``explora.include_production_traffic``; never a validation split):
     DINO student/teacher on multi-crops, last ``explora.unfrozen_blocks`` blocks in full, Q/V
     LoRA on the others, merged into ``backbone.safetensors``."""
+    from roadwork_ml.models.device import require_initialisation
+    from roadwork_ml.training.dataset import open_split_dataset
+    from roadwork_ml.training.explora import explora_checks, run_explora, save_explora_backbone
+
     resolved = settings.resolved()
     profile = resolved.profile
     cfg = profile.explora
@@ -133,6 +131,9 @@ def load_explora_dir(store: ArtifactStore):
     description="ExPLoRA's blocking checks, re-judged from the written artifact under the run's profile",
 )
 def explora_checkpoint_checks(store: ArtifactStore, settings: ProfileResource):
+    from roadwork_ml.models.classifier import build_classifier
+    from roadwork_ml.training.explora import CONFIG, init_from_explora, load_explora_backbone
+
     profile = settings.load()
     directory = load_explora_dir(store)
     meta = json.loads((directory / CONFIG).read_text())

@@ -16,7 +16,6 @@ from datetime import UTC, date, timedelta
 
 import dagster as dg
 import numpy as np
-import torch
 
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
 from roadwork_assets.deployment import (
@@ -201,6 +200,8 @@ def production_traffic(
     the day's street traffic and the deployed champion predicts it. Labels arrive for a fixed
     share of images; their images are kept so a retrain can add them to TRAIN. Re-running a day
     replaces it whole (no row is lost or counted twice)."""
+    import torch
+
     from roadwork_ml.monitoring.inference_log import validate_log, write_log
     from roadwork_ml.monitoring.scenario import generate_day, label_arrives, record_timestamp
 
@@ -328,6 +329,8 @@ def drift_report(
     """PSI, KS (Bonferroni across columns), MMD on embeddings, embedding shift, the label-free
     accuracy estimate and, where labels arrived, accuracy and ECE — overall and per slice —
     and the decision: ok / alert / retrain / rollback. An evidently HTML report is saved."""
+    import torch
+
     from roadwork_ml.monitoring.decisions import drift_report as compute
     from roadwork_ml.monitoring.decisions import evidently_html, reference_frame
     from roadwork_ml.monitoring.inference_log import read_log
@@ -497,6 +500,8 @@ def reference_matches_served_model(context: dg.AssetCheckExecutionContext, store
 def load_labelled_production(store: ArtifactStore, size: int):
     """Labelled production images kept by production_traffic, every day hash-verified: (uint8
     images ``[N, 3, size, size]``, labels ``[N]``, days used). A retrain's feedback read."""
+    import torch
+
     from roadwork_ml.data.transforms import load_image_batch
     from roadwork_ml.monitoring.inference_log import read_log
 

@@ -3,6 +3,7 @@ gate and the conformal suite (SCRC among them); and the loader that assembles th
 policy the bundle ships from their artifacts."""
 
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -21,9 +22,10 @@ from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_assets.training import PHASE1
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
 from roadwork_ml.config import Profile
-from roadwork_ml.evaluation.plots import threshold_sweep
-from roadwork_ml.policy.decision import DecisionPolicy
 from roadwork_ml.policy.thresholds import ExitThresholds, exit_sweep, fit_thresholds
+
+if TYPE_CHECKING:
+    from roadwork_ml.policy.decision import DecisionPolicy
 
 THRESHOLDS = "thresholds"
 CALIBRATOR = "calibrator"
@@ -36,6 +38,8 @@ def thresholds(
     context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore
 ) -> dg.MaterializeResult:
     """Exit threshold τ (highest coverage with FNR among exited ≤ target, coverage ≥ minimum) and the MCC-optimal cut folded onto 0.5."""
+    from roadwork_ml.evaluation.plots import threshold_sweep
+
     resolved = settings.resolved()
     profile = resolved.profile
     preds = load_val_calib_predictions(store)
@@ -474,12 +478,12 @@ def conformal_within_guarantee(store: ArtifactStore) -> dg.AssetCheckResult:
     )
 
 
-def load_decision_policy(store: ArtifactStore, profile: Profile) -> DecisionPolicy:
+def load_decision_policy(store: ArtifactStore, profile: Profile) -> "DecisionPolicy":
     """Calibrator, the profile's one active policy, the StreetVision fold and the LAC set
     predictor, read (hash-verified) from the policy assets' artifacts."""
     from roadwork_ml.policy.calibration import calibrator_from_dict
     from roadwork_ml.policy.conformal import conformal_from_dict
-    from roadwork_ml.policy.decision import load_gate
+    from roadwork_ml.policy.decision import DecisionPolicy, load_gate
 
     cal = load_json(store, CALIBRATOR, "calibrator.json")
     cal.pop("slice_key", None)

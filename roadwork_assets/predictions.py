@@ -5,10 +5,10 @@ Only VAL_CALIB gets an asset: VAL_SELECT outputs are computed (and saved) where 
 happens, in view_aggregator, and VAL_TEST is read by evaluation_report alone.
 """
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from roadwork_assets.aggregation import VIEW_AGGREGATOR, load_served_model
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_rows, load_split_tensors
@@ -17,11 +17,9 @@ from roadwork_assets.resources import ArtifactStore, ProfileResource
 from roadwork_assets.training import PHASE1
 from roadwork_ml.artifacts import verify_dir, write_manifest
 from roadwork_ml.contracts import ContractError, Split
-from roadwork_ml.evaluation.report import resize_images
-from roadwork_ml.evaluation.streetvision import emulated_outputs
-from roadwork_ml.models.device import memory_layout
-from roadwork_ml.models.inference import predict_views
-from roadwork_ml.models.predictions import Predictions, read_predictions, softmax, write_predictions
+
+if TYPE_CHECKING:
+    from roadwork_ml.models.predictions import Predictions
 
 VAL_CALIB_LOGITS = "val_calib_logits"
 STREETVISION_FILE = "streetvision_p1.safetensors"
@@ -33,6 +31,12 @@ def val_calib_logits(
 ) -> dg.MaterializeResult:
     """The served multi-view model over VAL_CALIB, in the split manifest's row order, in one
     validated Parquet file."""
+    import torch
+    from safetensors.torch import save_file
+
+    from roadwork_ml.models.inference import predict_views
+    from roadwork_ml.models.predictions import softmax, write_predictions
+
     resolved = settings.resolved()
     inf = resolved.profile.inference
     mv, choice, _ = load_served_model(store, inf)
@@ -83,6 +87,14 @@ def val_calib_logits(
 def val_calib_streetvision(mv, store: ArtifactStore, rows, profile) -> tuple[list[int], np.ndarray]:
     """P(roadwork) of the served model on VAL_CALIB as the validator would send it:
     (levels, float64 ``[L, N]``), the evaluation's emulation settings, one batch in memory at a time."""
+    import torch
+
+    from roadwork_ml.evaluation.report import resize_images
+    from roadwork_ml.evaluation.streetvision import emulated_outputs
+    from roadwork_ml.models.device import memory_layout
+    from roadwork_ml.models.inference import predict_views
+    from roadwork_ml.models.predictions import softmax
+
     inf, sv = profile.inference, profile.evaluation.streetvision
     native = load_split_tensors(store, rows, Split.VAL_CALIB, max(inf.input_size, sv.size))
 
@@ -98,6 +110,8 @@ def val_calib_streetvision(mv, store: ArtifactStore, rows, profile) -> tuple[lis
 def load_val_calib_streetvision(store: ArtifactStore) -> tuple[list[int], np.ndarray] | None:
     """(levels, P(roadwork) ``[L, N]``) of VAL_CALIB through the StreetVision emulation, hash-verified;
     None when the artifact was built without it (``thresholds.decision_cut: clean_mcc``)."""
+    from safetensors.torch import load_file
+
     directory = store.read(VAL_CALIB_LOGITS)
     verify_dir(directory)
     if not (directory / STREETVISION_FILE).exists():
@@ -106,8 +120,10 @@ def load_val_calib_streetvision(store: ArtifactStore) -> tuple[list[int], np.nda
     return [int(v) for v in t["levels"].tolist()], t["p1"].double().numpy()
 
 
-def load_val_calib_predictions(store: ArtifactStore, expected_ids: np.ndarray | None = None) -> Predictions:
+def load_val_calib_predictions(store: ArtifactStore, expected_ids: np.ndarray | None = None) -> "Predictions":
     """The VAL_CALIB predictions, hash-verified and contract-checked (split tag, row order)."""
+    from roadwork_ml.models.predictions import read_predictions
+
     directory = store.read(VAL_CALIB_LOGITS)
     verify_dir(directory)
     return read_predictions(
@@ -147,6 +163,9 @@ def train_embeddings(store: ArtifactStore, inf, max_images: int, seed: int, chun
     """(embeddings [M, D], observed labels [M]) of the served model over a seeded sample of at
     most ``max_images`` TRAIN images (all of TRAIN when smaller), decoded ``chunk`` images at a
     time so TRAIN is never held in memory: what the gate's distance features are fitted on."""
+    from roadwork_ml.models.device import memory_layout
+    from roadwork_ml.models.inference import predict_views
+
     mv, _, _ = load_served_model(store, inf)
     rows = load_split_rows(store, Split.TRAIN)
     if len(rows) > max_images:
@@ -159,7 +178,7 @@ def train_embeddings(store: ArtifactStore, inf, max_images: int, seed: int, chun
     return np.concatenate(parts), rows["label"].to_numpy().astype(np.int64)
 
 
-def load_val_calib_images(store: ArtifactStore, preds: Predictions, size: int, rows=None):
+def load_val_calib_images(store: ArtifactStore, preds: "Predictions", size: int, rows=None):
     """The VAL_CALIB images uint8 [N, 3, size, size] in the predictions' row order (``rows``: a
     subset of the split rows, e.g. one chunk)."""
     split_rows = load_split_rows(store, Split.VAL_CALIB)
@@ -170,7 +189,7 @@ def load_val_calib_images(store: ArtifactStore, preds: Predictions, size: int, r
     ).images
 
 
-def val_calib_image_quality(store: ArtifactStore, preds: Predictions, size: int, chunk: int = 256) -> np.ndarray:
+def val_calib_image_quality(store: ArtifactStore, preds: "Predictions", size: int, chunk: int = 256) -> np.ndarray:
     """Image-quality features [N, 3] of the VAL_CALIB images as the served model sees them
     (decoded at ``size``), ``chunk`` images at a time so the split is never held in memory."""
     from roadwork_ml.policy.failure_features import image_quality

@@ -7,28 +7,21 @@ Only TRAIN and VAL_SELECT are read."""
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
 import pandas as pd
-import torch
 
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_dataset, load_split_rows, load_train_rows
 from roadwork_assets.explora import EXPLORA, load_explora_dir
 from roadwork_assets.metadata import image_md, profile_md, table
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource, dagster_home
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
-from roadwork_ml.augment.policy import photo_styles
 from roadwork_ml.contracts import Split
-from roadwork_ml.training.hard_negatives import (
-    false_positive_rate,
-    hard_negative_slice,
-    mine_hard_negatives,
-    out_of_fold_scores,
-)
-from roadwork_ml.training.object_boxes import boxes_from_tags
-from roadwork_ml.training.phase1 import train_phase1
-from roadwork_ml.training.trainer import predict_dataset, train_cache_side
+
+if TYPE_CHECKING:
+    import torch
 
 HARD_NEGATIVES = "hard_negatives"
 HPO_STUDY = "hpo_study"
@@ -38,6 +31,8 @@ BEST_FILE = "best_params.json"
 
 def phase1_datasets(store: ArtifactStore, profile):
     """(TRAIN rows, TRAIN dataset, VAL_SELECT rows, VAL_SELECT dataset), streamed at the model's input size."""
+    from roadwork_ml.training.trainer import train_cache_side
+
     size = profile.model.img_size
     train_rows = load_train_rows(store, profile)
     val_rows = load_split_rows(store, Split.VAL_SELECT)
@@ -51,10 +46,14 @@ def phase1_datasets(store: ArtifactStore, profile):
     )
 
 
-def train_object_boxes(train_rows: pd.DataFrame, train_cfg, log, extra_rows: int = 0) -> torch.Tensor | None:
+def train_object_boxes(train_rows: pd.DataFrame, train_cfg, log, extra_rows: int = 0) -> "torch.Tensor | None":
     """TRAIN rows' roadwork boxes ``[N + extra_rows, K, 4]`` (from the records' tags; appended rows
     unknown) when ``train.augmentation.lost_object_weight`` < 1, else None. Malformed rows count as
     unknown and are logged, never fatal."""
+    import torch
+
+    from roadwork_ml.training.object_boxes import boxes_from_tags
+
     if train_cfg.augmentation.lost_object_weight >= 1:
         return None
     boxes, bad = boxes_from_tags(train_rows["tags"].tolist())
@@ -78,6 +77,10 @@ def explora_init(store: ArtifactStore, profile):
 
 
 def _p_roadwork(model, data, profile) -> np.ndarray:
+    import torch
+
+    from roadwork_ml.training.trainer import predict_dataset
+
     logits = predict_dataset(model, data, profile.inference.batch_size, profile.data.loader)
     return torch.softmax(logits, dim=1)[:, 1].numpy()
 
@@ -91,6 +94,15 @@ def hard_negatives(context: dg.AssetExecutionContext, settings: ProfileResource,
     label-stratified), mine the negatives scored at or above ``hard_negatives.min_score`` and
     write per-row loss weights. Metadata: false-positive rate on the hard-negative slice (the
     scenes with orange non-roadwork objects) and on all TRAIN negatives, out of fold."""
+    from roadwork_ml.augment.policy import photo_styles
+    from roadwork_ml.training.hard_negatives import (
+        false_positive_rate,
+        hard_negative_slice,
+        mine_hard_negatives,
+        out_of_fold_scores,
+    )
+    from roadwork_ml.training.phase1 import train_phase1
+
     resolved = settings.resolved()
     profile = resolved.profile
     hn = profile.hard_negatives
@@ -225,7 +237,9 @@ def hpo_study(
     Writes the best parameters (``best_params.json``) and Optuna's history / importance plots."""
     import optuna
 
+    from roadwork_ml.augment.policy import photo_styles
     from roadwork_ml.training.hpo import build_study, phase1_objective, run_study, study_plots
+    from roadwork_ml.training.phase1 import train_phase1
 
     resolved = settings.resolved()
     profile = resolved.profile

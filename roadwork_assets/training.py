@@ -4,8 +4,6 @@ from typing import Literal
 
 import dagster as dg
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
 from roadwork_assets.data import SOURCE_IMAGES, SPLITS, load_split_dataset, load_split_rows, load_split_tensors
 from roadwork_assets.explora import EXPLORA
@@ -22,15 +20,7 @@ from roadwork_assets.recipe import (
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
 from roadwork_assets.run_tags import GPU_OP_TAGS
 from roadwork_ml.artifacts import atomic_write_json, verify_dir, write_manifest
-from roadwork_ml.augment.policy import photo_styles
 from roadwork_ml.contracts import Split
-from roadwork_ml.evaluation.plots import training_curves
-from roadwork_ml.training.checkpoint import load_checkpoint, save_checkpoint
-from roadwork_ml.training.dataset import TensorImageDataset
-from roadwork_ml.training.hard_negatives import false_positive_rate, hard_negative_slice
-from roadwork_ml.training.hpo import apply_params
-from roadwork_ml.training.phase1 import train_phase1
-from roadwork_ml.training.trainer import evaluate, predict_dataset, predict_logits
 
 PHASE1 = "phase1_checkpoint"
 PROBE_SIZE = 16
@@ -73,9 +63,20 @@ def phase1_checkpoint(
     ``hard_negatives.use_in_training``. Adapters are merged before saving, so the checkpoint is a
     plain classifier. Writes ``model.safetensors`` + ``config.json`` + training curves; tracked in MLflow.
     """
+    import torch
+    from safetensors.torch import save_file
+
     from roadwork_assets.audit import record_launch
     from roadwork_assets.deployment import load_deployed_classifier_state
     from roadwork_assets.monitoring import load_labelled_production
+    from roadwork_ml.augment.policy import photo_styles
+    from roadwork_ml.evaluation.plots import training_curves
+    from roadwork_ml.training.checkpoint import save_checkpoint
+    from roadwork_ml.training.dataset import TensorImageDataset
+    from roadwork_ml.training.hard_negatives import false_positive_rate, hard_negative_slice
+    from roadwork_ml.training.hpo import apply_params
+    from roadwork_ml.training.phase1 import train_phase1
+    from roadwork_ml.training.trainer import predict_dataset, predict_logits
 
     record_launch(context, store)  # a sensor-launched retrain: the audit record names this run
     resolved = settings.resolved()
@@ -258,6 +259,8 @@ def phase1_checkpoint(
 
 def load_phase1(store: ArtifactStore):
     """(version directory, model, meta) of the phase-1 checkpoint; every sha256 verified."""
+    from roadwork_ml.training.checkpoint import load_checkpoint
+
     directory = store.read(PHASE1)
     model, meta = load_checkpoint(directory)
     return directory, model, meta
@@ -270,6 +273,10 @@ def load_phase1(store: ArtifactStore):
     description="the checkpoint reloaded from disk gives bit-identical logits on the probe images recorded at training time",
 )
 def reloads_identically(store: ArtifactStore) -> dg.AssetCheckResult:
+    from safetensors.torch import load_file
+
+    from roadwork_ml.training.trainer import predict_logits
+
     directory, model, _ = load_phase1(store)
     probe = load_file(str(directory / "probe.safetensors"))
     again = predict_logits(model, probe["images"], batch_size=PROBE_SIZE)
@@ -281,6 +288,9 @@ def reloads_identically(store: ArtifactStore) -> dg.AssetCheckResult:
     asset=phase1_checkpoint, name=FINITE, blocking=True, description="every tensor in model.safetensors is finite"
 )
 def weights_finite(store: ArtifactStore) -> dg.AssetCheckResult:
+    import torch
+    from safetensors.torch import load_file
+
     directory = store.read(PHASE1)
     verify_dir(directory)
     state = load_file(str(directory / "model.safetensors"))
@@ -299,6 +309,8 @@ def weights_finite(store: ArtifactStore) -> dg.AssetCheckResult:
     description="VAL_SELECT MCC, recomputed from the saved checkpoint, is at least train.mcc_floor",
 )
 def val_select_mcc_at_floor(store: ArtifactStore, settings: ProfileResource) -> dg.AssetCheckResult:
+    from roadwork_ml.training.trainer import evaluate
+
     _, model, meta = load_phase1(store)
     profile = settings.load()
     rows = load_split_rows(store, Split.VAL_SELECT)
