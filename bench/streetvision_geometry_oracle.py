@@ -1,13 +1,14 @@
 """How much of the StreetVision level gap the validator's geometry alone forces (issue 11).
 
-For every VAL_SELECT image of a synthetic profile, the scene is regenerated from its record
+For every VAL_SELECT image (``--split VAL_TEST``: every VAL_TEST image) of a synthetic profile, the scene is regenerated from its record
 (origin seed, sequence, frame) and its roadwork boxes are carried through the emulation's own
 level-1 rotation and crop (the same draws as ``streetvision_eval``: levels 1-3 share them).
 An object-level oracle (P = 1 when a roadwork object is still visible in the frame the
 validator sends, else 0; :mod:`roadwork_ml.evaluation.geometry_oracle`) is scored at level 0
 and level 1 against the observed labels, with bootstrap intervals. Cached models of
 ``bench/recipe_ablation.py`` are then scored at level 1 on the images whose roadwork stays in
-the frame and on the positives whose roadwork leaves it.
+the frame and on the positives whose roadwork leaves it (on VAL_TEST: the cache of
+``bench/recipe_heldout.py``, whose outputs are VAL_TEST's in the same row order).
 
     python bench/streetvision_geometry_oracle.py --store-dir <dereferenced artifacts> \\
         --cache-dir /work/ablation_home/recipe_ablation \\
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--cache-dir", default=None, help="bench/recipe_ablation.py's cache (models scored at level 1)")
     ap.add_argument("--models", default="", help="comma list of cached runs, e.g. baseline_s42")
+    ap.add_argument("--split", default="VAL_SELECT", choices=["VAL_SELECT", "VAL_TEST"])
     ap.add_argument("--min-share", type=float, default=0.5, help="share of a box that must stay in the frame")
     ap.add_argument("--n-resamples", type=int, default=1000)
     ap.add_argument("--out", default="bench/results/streetvision_geometry_oracle.json")
@@ -84,7 +86,7 @@ def main() -> None:
     profile = load_profile(args.profile)
     sv = profile.evaluation.streetvision
     side = max(profile.inference.input_size, sv.size)  # the evaluation's native square images
-    rows = DirectoryStore(args.store_dir).rows(Split.VAL_SELECT)
+    rows = DirectoryStore(args.store_dir).rows(Split[args.split])
     y = rows["label"].to_numpy().astype(int)
     boxes, truth = scene_boxes(rows, profile)
     if not np.array_equal(truth, rows["true_label"].to_numpy().astype(int)):
@@ -97,7 +99,7 @@ def main() -> None:
     lost_pos = pos & ~kept & (oracle[0] > 0.5)
     res: dict = {
         "profile": args.profile,
-        "split": "VAL_SELECT",
+        "split": args.split,
         "n_images": len(y),
         "positives_observed": int(y.sum()),
         "positives_true": int(pos.sum()),
@@ -123,6 +125,8 @@ def main() -> None:
     for key in [m for m in args.models.split(",") if m]:
         npz = np.load(Path(args.cache_dir) / f"{key}.npz")
         p0, p1 = npz["level_0"], npz["level_1"]
+        if p0.shape[0] != len(y):
+            raise SystemExit(f"{key}: {p0.shape[0]} outputs for {len(y)} {args.split} rows: another split's cache")
         res["models"][key] = {
             "mcc_level_0": mcc(y, p0 > 0.5),
             "mcc_level_1": mcc(y, p1 > 0.5),
