@@ -41,7 +41,8 @@ without black pixels). "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
 
-Each model is scored on VAL_SELECT (never VAL_TEST) through the served view path (global view
+Each model is scored on VAL_SELECT (never VAL_TEST; ``bench/recipe_heldout.py`` scores the cached
+checkpoints once on VAL_TEST after the choice) through the served view path (global view
 plus the profile's flip TTA, P(roadwork) > 0.5): MCC on the stored images, and the StreetVision
 emulation (roadwork_ml.evaluation.streetvision: 224 px, levels 0-3, JPEG q75) per-level MCC,
 the level-0 minus level-3 MCC gap and the pooled reward. Every variant is compared with the
@@ -121,6 +122,11 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants default_bs32_noise100,default_bs16 --seeds 42   # and 43
     python bench/recipe_ablation.py $H --variants default_bs16 --seeds 44   # then 45-47
     python bench/recipe_ablation.py $H --variants default_bs16_e12 --seeds 42   # and 43
+    # eighth pass (2026-11-30): today's recipe re-trained with the current code into a second
+    # cache (its first runs predate the saved checkpoints), for bench/recipe_heldout.py's
+    # held-out VAL_TEST check of the cached checkpoints (that script's docstring)
+    python bench/recipe_ablation.py $H --variants baseline --seeds 42,43 \
+        --cache-dir /work/ablation_home/recipe_ablation_b --set train.optimizer.fused=false   # then 44, 45
     V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
     V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
     V=$V,legacy_colour,legacy_saturation_geometry,baseline_e20,legacy_saturation_e20
