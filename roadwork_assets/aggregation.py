@@ -29,7 +29,6 @@ def view_aggregator(
     from safetensors.numpy import save_file
 
     from roadwork_ml.models.aggregator import save_choice
-    from roadwork_ml.models.device import memory_layout
     from roadwork_ml.models.inference import predict_views, view_spec
     from roadwork_ml.models.multiview import MultiViewClassifier
     from roadwork_ml.models.view_selection import select_aggregator
@@ -52,9 +51,12 @@ def view_aggregator(
     )
     train = load_split_tensors(store, train_rows, Split.TRAIN, inf.input_size)
     val = load_split_tensors(store, val_rows, Split.VAL_SELECT, inf.input_size)
-    with memory_layout(full, inf.channels_last):
-        out_tr = predict_views(full, train.images, inf.batch_size, keep_view_embeddings=True)
-        out_val = predict_views(full, val.images, inf.batch_size, keep_view_embeddings=True)
+    out_tr = predict_views(
+        full, train.images, inf.batch_size, keep_view_embeddings=True, channels_last=inf.channels_last
+    )
+    out_val = predict_views(
+        full, val.images, inf.batch_size, keep_view_embeddings=True, channels_last=inf.channels_last
+    )
     probs_val = softmax(out_val.view_logits)
     y_val = val.labels.numpy()
     sel = select_aggregator(

@@ -163,7 +163,6 @@ def train_embeddings(store: ArtifactStore, inf, max_images: int, seed: int, chun
     """(embeddings [M, D], observed labels [M]) of the served model over a seeded sample of at
     most ``max_images`` TRAIN images (all of TRAIN when smaller), decoded ``chunk`` images at a
     time so TRAIN is never held in memory: what the gate's distance features are fitted on."""
-    from roadwork_ml.models.device import memory_layout
     from roadwork_ml.models.inference import predict_views
 
     mv, _, _ = load_served_model(store, inf)
@@ -171,10 +170,9 @@ def train_embeddings(store: ArtifactStore, inf, max_images: int, seed: int, chun
     if len(rows) > max_images:
         rows = rows.sample(n=max_images, random_state=seed).sort_values("record_id")
     parts = []
-    with memory_layout(mv, inf.channels_last):
-        for start in range(0, len(rows), chunk):
-            data = load_split_tensors(store, rows.iloc[start : start + chunk], Split.TRAIN, inf.input_size)
-            parts.append(predict_views(mv, data.images, inf.batch_size, channels_last=inf.channels_last).embeddings)
+    for start in range(0, len(rows), chunk):
+        data = load_split_tensors(store, rows.iloc[start : start + chunk], Split.TRAIN, inf.input_size)
+        parts.append(predict_views(mv, data.images, inf.batch_size, channels_last=inf.channels_last).embeddings)
     return np.concatenate(parts), rows["label"].to_numpy().astype(np.int64)
 
 
