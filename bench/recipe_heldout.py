@@ -14,6 +14,14 @@ VAL_TEST images. Nothing is trained or tuned here.
       --variants baseline,photometric_norm_geometry100_noise_e14,default_bs16 --seeds 42,43,44,45 \\
       --pairs default_bs16:photometric_norm_geometry100_noise_e14 \\
       --out bench/results/recipe_heldout_demo.json
+
+The ninth pass (a fresh home, batch 16 re-trained beside its two follow-ups):
+
+    python bench/recipe_heldout.py --home /work/ablation_home --profile demo \
+      --checkpoint-dirs /work/ablation_home/recipe_ablation \
+      --variants baseline,default_bs16,default_bs16_source,default_bs16_noise100 --seeds 42,43,44,45 \
+      --pairs default_bs16_source:default_bs16,default_bs16_noise100:default_bs16 \
+      --out bench/results/recipe_heldout_demo_ninth.json
 """
 
 from __future__ import annotations

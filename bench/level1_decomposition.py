@@ -1,0 +1,180 @@
+"""What level 1 of the StreetVision emulation costs, taken apart (issue 11): the recipe
+ablation's cached checkpoints scored on one split with each image's level-1 draw changed one
+part at a time, no training.
+
+Level 1 rotates the photo by U(-20, 20) degrees (black corners) and takes a square crop of
+20-100 % of its area. For each checkpoint the served global view (the profile's, with flip TTA)
+scores the same images four ways, each image keeping its own draw otherwise
+(``roadwork_ml.evaluation.streetvision.image_params``):
+
+* ``as_drawn``: level 1 as the validator sends it;
+* ``no_rotation``: the same crop, angle 0;
+* ``no_crop``: the same rotation, the whole (square) frame;
+* ``neither``: angle 0 and the whole frame (level 0 up to the resize filter).
+
+and ``as_drawn_64px_detail`` / ``neither_64px_detail``: the same two on photos first reduced to
+64 px of detail (antialiased) and brought back, as the trainer's batch step sees its 64-px TRAIN
+images when it zooms. If the model does better on those zoomed views than on the sharp ones,
+the crops it trained on were softer than the crops it is served.
+
+Each way reports MCC, the false- and true-positive rates at 0.5 and the false-positive rate of
+the night and dusk negatives, averaged over the seeds.
+
+    python bench/level1_decomposition.py --home /work/ablation_home --profile demo \\
+      --checkpoint-dirs /work/ablation_home/recipe_ablation --split VAL_SELECT \\
+      --variants default_bs16,default_bs16_source --seeds 42,43,44,45 \\
+      --out bench/results/level1_decomposition_demo.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recipe_ablation import _log, load  # noqa: E402
+from recipe_heldout import find_checkpoint  # noqa: E402
+
+WAYS = ("as_drawn", "no_rotation", "no_crop", "neither")
+DARK = ("night", "dusk")
+
+
+def square_frame(p, h: int, w: int):
+    s = min(h, w)
+    return dataclasses.replace(p, crop=((h - s) // 2, (w - s) // 2, s, s))
+
+
+def changed(way: str):
+    """``(params, h, w) -> params`` with the part ``way`` names removed from the level-1 draw."""
+    no_rot = way in ("no_rotation", "neither")
+    no_crop = way in ("no_crop", "neither")
+
+    def edit(p, h, w):
+        p = dataclasses.replace(p, angle=0.0) if no_rot else p
+        return square_frame(p, h, w) if no_crop else p
+
+    return edit
+
+
+def soften(images: torch.Tensor, side: int) -> torch.Tensor:
+    """uint8 ``[N, 3, H, W]`` reduced to ``side`` px (antialiased) and brought back (bilinear)."""
+    h, w = images.shape[-2:]
+    small = F.interpolate(images.float(), size=side, mode="bilinear", antialias=True)
+    return F.interpolate(small, size=(h, w), mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+
+
+def rates(y: np.ndarray, p: np.ndarray, dark: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import matthews_corrcoef
+
+    d = p > 0.5
+    return {
+        "mcc": float(matthews_corrcoef(y, d)),
+        "fpr": float(d[y == 0].mean()),
+        "tpr": float(d[y == 1].mean()),
+        "fpr_night_dusk": float(d[(y == 0) & dark].mean()),
+    }
+
+
+def main() -> None:
+    from roadwork_assets.data import load_split_rows, load_split_tensors
+    from roadwork_assets.resources import ArtifactStore
+    from roadwork_ml.config import ModelConfig
+    from roadwork_ml.contracts import Split
+    from roadwork_ml.evaluation.streetvision import image_params, predict_augmented
+    from roadwork_ml.models.inference import global_view_probability
+    from roadwork_ml.training.checkpoint import load_checkpoint
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--home", required=True, help="the ablation's Dagster home (its artifacts hold the splits)")
+    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--checkpoint-dirs", required=True, help="comma list of the ablation's cache directories")
+    ap.add_argument("--split", default="VAL_SELECT", choices=["VAL_SELECT", "VAL_TEST"])
+    ap.add_argument("--variants", required=True)
+    ap.add_argument("--seeds", default="42,43,44,45")
+    ap.add_argument("--detail-side", type=int, default=64, help="the softened photos' detail, px")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    profile = load(args.profile, [], args.threads)
+    store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
+    split = Split[args.split]
+    rows = load_split_rows(store, split)
+    native = load_split_tensors(
+        store, rows, split, max(profile.inference.input_size, profile.evaluation.streetvision.size)
+    )
+    photos = {"": native.images, "_64px_detail": soften(native.images, args.detail_side)}
+    y = native.labels.numpy()
+    dark = rows["time_of_day"].isin(DARK).to_numpy()
+    seed = profile.evaluation.streetvision.seed
+    dirs = [Path(d) for d in args.checkpoint_dirs.split(",") if d]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    ways = [*WAYS, "as_drawn_64px_detail", "neither_64px_detail"]
+    per_seed: dict = {}
+    for v in args.variants.split(","):
+        for s in seeds:
+            key = f"{v}_s{s}"
+            d = find_checkpoint(dirs, key)
+            if d is None:
+                raise SystemExit(f"no checkpoint {key}_checkpoint in {args.checkpoint_dirs}")
+            model, cfg = load_checkpoint(d / f"{key}_checkpoint", device="cpu")
+            fn = global_view_probability(model.eval(), ModelConfig.model_validate(cfg["model"]), profile.inference)
+            out = {}
+            for way in ways:
+                base, suffix = (
+                    (way[: -len("_64px_detail")], "_64px_detail") if way.endswith("_64px_detail") else (way, "")
+                )
+                edit = changed(base)
+                p = predict_augmented(
+                    fn, photos[suffix], lambda i, h, w, e=edit: e(image_params(seed, i, 1, h, w), h, w), 64
+                )
+                out[way] = rates(y, p, dark)
+            per_seed[key] = out
+            _log(f"{key}: " + ", ".join(f"{w} {out[w]['mcc']:.3f}" for w in ways))
+    means = {
+        v: {w: {m: float(np.mean([per_seed[f"{v}_s{s}"][w][m] for s in seeds])) for m in out[w]} for w in ways}
+        for v in args.variants.split(",")
+    }
+    lines = [
+        f"Level 1 taken apart on {args.split} ({len(y)} images, seeds {args.seeds}; seed means at 0.5):",
+        "",
+        "| variant | way | MCC | FPR | TPR | FPR night/dusk |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v, m in means.items():
+        for w in ways:
+            r = m[w]
+            lines.append(
+                f"| {v} | {w} | {r['mcc']:.3f} | {r['fpr']:.3f} | {r['tpr']:.3f} | {r['fpr_night_dusk']:.3f} |"
+            )
+    md = "\n".join(lines)
+    print(md)
+    res = {
+        "command": " ".join(sys.argv),
+        "split": args.split,
+        "n_images": int(len(y)),
+        "n_night_dusk_negatives": int(((y == 0) & dark).sum()),
+        "seeds": seeds,
+        "per_seed": per_seed,
+        "seed_means": means,
+        "table_markdown": md,
+        "seconds": time.perf_counter() - t0,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2))
+    _log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
