@@ -19,8 +19,9 @@ The ninth pass (a fresh home, batch 16 re-trained beside its two follow-ups):
 
     python bench/recipe_heldout.py --home /work/ablation_home --profile demo \
       --checkpoint-dirs /work/ablation_home/recipe_ablation \
-      --variants baseline,default_bs16,default_bs16_source,default_bs16_noise100 --seeds 42,43,44,45 \
-      --pairs default_bs16_source:default_bs16,default_bs16_noise100:default_bs16 \
+      --variants baseline,default_bs16,default_bs16_source,default_bs16_noise100,default_bs16_ema998 \
+      --seeds 42,43,44,45 \
+      --pairs default_bs16_source:default_bs16,default_bs16_noise100:default_bs16,default_bs16_ema998:default_bs16 \
       --out bench/results/recipe_heldout_demo_ninth.json
 """
 
