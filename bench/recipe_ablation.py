@@ -40,7 +40,7 @@ default_served / _source_served (the batch's and the noise's resizes as the serv
 without black pixels). Seventh pass: default_noise75, default_bs32 / _bs16 (batch 32 / 16),
 default_bs16_e12, default_bs32_noise100. Ninth pass, at batch 16: default_bs16_source /
 _source_served (zoom crops from the 128-px photo, / through the served resizes),
-default_bs16_noise100 (the noise on every sample), default_bs16_ema998 (EMA at decay 0.998). "Today's recipe"
+default_bs16_noise100 (the noise on every sample), default_bs16_ema998 (EMA at decay 0.998), default_bs16_lr5e4 (lr 5e-4). "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
 
@@ -170,9 +170,11 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants default_bs16_source --seeds 42,43,44,45
     python bench/recipe_ablation.py $H --variants default_bs16_noise100 --seeds 42,43   # and 44,45
     python bench/recipe_ablation.py $H --variants default_bs16_ema998 --seeds 42,43   # and 44,45
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 \
-      --variants default_bs16,default_bs16_source,default_bs16_noise100,default_bs16_ema998 \
-      --pairs default_bs16_source:default_bs16,default_bs16_noise100:default_bs16,default_bs16_ema998:default_bs16 \
+    python bench/recipe_ablation.py $H --variants default_bs16_lr5e4 --seeds 42,43   # and 44,45
+    V=default_bs16,default_bs16_source,default_bs16_noise100,default_bs16_ema998,default_bs16_lr5e4
+    P=default_bs16_source:default_bs16,default_bs16_noise100:default_bs16
+    P=$P,default_bs16_ema998:default_bs16,default_bs16_lr5e4:default_bs16
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V --pairs $P \
       --out bench/results/recipe_ablation_demo_ninth.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
@@ -325,6 +327,9 @@ FOLLOW_UPS = {
     # batch 16's VAL_SELECT MCC moves 0.03-0.05 between epochs and the checkpoint is the best of
     # them: EMA over ~4 epochs of its 133 steps (timm ModelEmaV3, kept when it scores higher)
     "default_bs16_ema998": [*_DEFAULT, "train.batch_size=16", "train.ema.enabled=true", "train.ema.decay=0.998"],
+    # batch 16 kept batch 64's lr (1e-3): four times the per-image step; half of it (the
+    # square-root scaling rule) for a steadier model
+    "default_bs16_lr5e4": [*_DEFAULT, "train.batch_size=16", "train.lr=5.0e-4"],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input
     "photometric_norm_geometry_source": [

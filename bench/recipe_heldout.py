@@ -15,13 +15,12 @@ VAL_TEST images. Nothing is trained or tuned here.
       --pairs default_bs16:photometric_norm_geometry100_noise_e14 \\
       --out bench/results/recipe_heldout_demo.json
 
-The ninth pass (a fresh home, batch 16 re-trained beside its two follow-ups):
+The ninth pass (a fresh home, batch 16 re-trained beside its follow-ups; V and P as in
+``bench/recipe_ablation.py``'s docstring):
 
     python bench/recipe_heldout.py --home /work/ablation_home --profile demo \
       --checkpoint-dirs /work/ablation_home/recipe_ablation \
-      --variants baseline,default_bs16,default_bs16_source,default_bs16_noise100,default_bs16_ema998 \
-      --seeds 42,43,44,45 \
-      --pairs default_bs16_source:default_bs16,default_bs16_noise100:default_bs16,default_bs16_ema998:default_bs16 \
+      --variants baseline,$V --seeds 42,43,44,45 --pairs $P \
       --out bench/results/recipe_heldout_demo_ninth.json
 """
 
