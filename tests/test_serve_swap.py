@@ -110,6 +110,11 @@ def test_champion_moves_under_load_with_zero_failures_and_one_version_change(reg
             "the new champion was not served"
         )
         set_champion(uri, MODEL, v3)  # a tampered bundle: refused, v2 keeps serving
+        # wait for the refusal itself: 30 requests alone can finish before the poller has even
+        # downloaded and verified the tampered copy on a loaded machine
+        assert wait_for(lambda: "refused, still serving" in server.output(), 60), (
+            "the tampered champion was not refused"
+        )
         n_before = [len(s) for s in seen]
         assert wait_for(lambda: all(len(s) >= n + 30 for s, n in zip(seen, n_before, strict=False)), 60)
         stop.set()
