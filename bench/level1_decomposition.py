@@ -45,7 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recipe_ablation import _log, load  # noqa: E402
 from recipe_heldout import find_checkpoint  # noqa: E402
 
-WAYS = ("as_drawn", "no_rotation", "no_crop", "neither")
+PARTS = ("as_drawn", "no_rotation", "no_crop", "neither")
+# (reported name, part of the draw taken out, photos scored: sharp or with 64 px of detail)
+WAYS = (*((part, part, "sharp") for part in PARTS), *((f"{p}_64px_detail", p, "soft") for p in ("as_drawn", "neither")))
 DARK = ("night", "dusk")
 
 
@@ -114,13 +116,12 @@ def main() -> None:
     native = load_split_tensors(
         store, rows, split, max(profile.inference.input_size, profile.evaluation.streetvision.size)
     )
-    photos = {"": native.images, "_64px_detail": soften(native.images, args.detail_side)}
+    photos = {"sharp": native.images, "soft": soften(native.images, args.detail_side)}
     y = native.labels.numpy()
     dark = rows["time_of_day"].isin(DARK).to_numpy()
     seed = profile.evaluation.streetvision.seed
     dirs = [Path(d) for d in args.checkpoint_dirs.split(",") if d]
     seeds = [int(s) for s in args.seeds.split(",")]
-    ways = [*WAYS, "as_drawn_64px_detail", "neither_64px_detail"]
     per_seed: dict = {}
     for v in args.variants.split(","):
         for s in seeds:
@@ -131,19 +132,19 @@ def main() -> None:
             model, cfg = load_checkpoint(d / f"{key}_checkpoint", device="cpu")
             fn = global_view_probability(model.eval(), ModelConfig.model_validate(cfg["model"]), profile.inference)
             out = {}
-            for way in ways:
-                base, suffix = (
-                    (way[: -len("_64px_detail")], "_64px_detail") if way.endswith("_64px_detail") else (way, "")
-                )
-                edit = changed(base)
+            for way, part, kind in WAYS:
+                edit = changed(part)
                 p = predict_augmented(
-                    fn, photos[suffix], lambda i, h, w, e=edit: e(image_params(seed, i, 1, h, w), h, w), 64
+                    fn,
+                    photos[kind],
+                    lambda i, h, w, e=edit: e(image_params(seed, i, 1, h, w), h, w),
+                    profile.inference.batch_size,
                 )
                 out[way] = rates(y, p, dark)
             per_seed[key] = out
-            _log(f"{key}: " + ", ".join(f"{w} {out[w]['mcc']:.3f}" for w in ways))
+            _log(f"{key}: " + ", ".join(f"{w} {out[w]['mcc']:.3f}" for w, _, _ in WAYS))
     means = {
-        v: {w: {m: float(np.mean([per_seed[f"{v}_s{s}"][w][m] for s in seeds])) for m in out[w]} for w in ways}
+        v: {w: {m: float(np.mean([per_seed[f"{v}_s{s}"][w][m] for s in seeds])) for m in out[w]} for w, _, _ in WAYS}
         for v in args.variants.split(",")
     }
     lines = [
@@ -153,7 +154,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for v, m in means.items():
-        for w in ways:
+        for w, _, _ in WAYS:
             r = m[w]
             lines.append(
                 f"| {v} | {w} | {r['mcc']:.3f} | {r['fpr']:.3f} | {r['tpr']:.3f} | {r['fpr_night_dusk']:.3f} |"
