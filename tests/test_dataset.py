@@ -83,6 +83,24 @@ def test_worker_crash_fails_the_run_naming_the_image(tmp_path):
     assert str(paths[7]) in str(err.value)
 
 
+def test_a_worker_dying_mid_hand_over_also_names_the_image(tmp_path):
+    # a worker killed while passing a batch's shared memory surfaces as EOFError in the main
+    # process, before torch's SIGCHLD check: it must be named like any other crash
+    paths, labels = _write(tmp_path)
+    ds = ManifestImageDataset(paths, labels, Split.TRAIN, 24, DECODE)
+
+    class _DiesMidHandOver:
+        dataset = ds
+
+        def __iter__(self):
+            ds._in_flight[0] = 5  # what the worker was decoding when it died
+            raise EOFError
+
+    with pytest.raises(StreamDecodeError, match="worker_crashed") as err:
+        list(iterate_batches(_DiesMidHandOver()))
+    assert str(paths[5]) in str(err.value)
+
+
 def test_transform_seeded_per_epoch_and_index_not_by_worker(tmp_path):
     paths, labels = _write(tmp_path)
 

@@ -388,8 +388,11 @@ def iterate_batches(loader: DataLoader) -> Iterator[Batch]:
     naming the image(s) it was decoding. Decode errors raised in a worker propagate unchanged."""
     dataset = loader.dataset
     try:
-        for images, labels, indices in loader:
-            yield Batch(images, labels, indices)
+        try:
+            for images, labels, indices in loader:
+                yield Batch(images, labels, indices)
+        except (EOFError, ConnectionError) as exc:  # the worker died while handing over a batch
+            raise RuntimeError(f"DataLoader worker died while sending a batch ({type(exc).__name__})") from exc
     except StreamDecodeError:
         raise
     except RuntimeError as exc:
