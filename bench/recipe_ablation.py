@@ -40,7 +40,9 @@ default_served / _source_served (the batch's and the noise's resizes as the serv
 without black pixels). Seventh pass: default_noise75, default_bs32 / _bs16 (batch 32 / 16),
 default_bs16_e12, default_bs32_noise100. Ninth pass, at batch 16: default_bs16_source /
 _source_served (zoom crops from the 128-px photo, / through the served resizes),
-default_bs16_noise100 (the noise on every sample), default_bs16_ema998 (EMA at decay 0.998), default_bs16_lr5e4 (lr 5e-4). "Today's recipe"
+default_bs16_noise100 (the noise on every sample), default_bs16_ema998 (EMA at decay 0.998), default_bs16_lr5e4 (lr 5e-4).
+Tenth pass: default_bs16_select_reward (the checkpoint kept on VAL_SELECT's StreetVision reward),
+default_bs16_maxpool (global max pooling), default_bs8 (batch 8). "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
 
@@ -176,6 +178,14 @@ the split into invocations safe):
     P=$P,default_bs16_ema998:default_bs16,default_bs16_lr5e4:default_bs16
     python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V --pairs $P \
       --out bench/results/recipe_ablation_demo_ninth.json
+    # tenth pass (2026-11-30, the ninth pass's home and cache, two processes of 1 thread each)
+    python bench/recipe_ablation.py $H --variants default_bs16_select_reward --seeds 42,43   # and 44,45
+    python bench/recipe_ablation.py $H --variants default_bs16_maxpool --seeds 42,43   # and 44,45
+    python bench/recipe_ablation.py $H --variants default_bs8 --seeds 42,43   # and 44,45
+    V10=default_bs16,default_bs16_select_reward,default_bs16_maxpool,default_bs8
+    P10=default_bs16_select_reward:default_bs16,default_bs16_maxpool:default_bs16,default_bs8:default_bs16
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V10 --pairs $P10 \
+      --out bench/results/recipe_ablation_demo_tenth.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
@@ -330,6 +340,16 @@ FOLLOW_UPS = {
     # batch 16 kept batch 64's lr (1e-3): four times the per-image step; half of it (the
     # square-root scaling rule) for a steadier model
     "default_bs16_lr5e4": [*_DEFAULT, "train.batch_size=16", "train.lr=5.0e-4"],
+    # the checkpoint kept (and early stopping) on what a miner is paid on: VAL_SELECT as the
+    # validator sends it, every level, pooled reward at 0.5, through the served global view,
+    # instead of VAL_SELECT MCC on the stored images (roadwork_ml.training.selection)
+    "default_bs16_select_reward": [*_DEFAULT, "train.batch_size=16", "train.selection.metric=streetvision_reward"],
+    # the level-1 false positives are zoomed lights: an average-pooled feature grows with the
+    # area a zoom gives a lamp, a max-pooled one answers to the local evidence alone (timm's
+    # global_pool, the same head and parameters)
+    "default_bs16_maxpool": [*_DEFAULT, "train.batch_size=16", "model.timm_kwargs.global_pool=max"],
+    # batch 64 -> 16 raised every level (the model was under-trained): twice batch 16's steps again
+    "default_bs8": [*_DEFAULT, "train.batch_size=8"],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input
     "photometric_norm_geometry_source": [
@@ -477,9 +497,27 @@ class Bench:
             styles=photo_styles(profile),
             object_boxes=self.object_boxes if lost else None,
             on_epoch=on_epoch,
+            select_score=self.select_score(profile, train_cfg),
             log=_log,
             progress=False,
         )
+
+    def select_score(self, profile, train_cfg):
+        """The trainer's ``select_score`` for ``train.selection`` (None for val_mcc), from VAL_SELECT at the StreetVision size."""
+        from roadwork_ml.training.selection import streetvision_views
+
+        sel = train_cfg.selection
+        if sel.metric == "val_mcc":
+            return None
+        n = min(len(self.y), sel.max_images or len(self.y))
+        bs = profile.inference.batch_size
+        batches = ((self.native.images[s : min(s + bs, n)], self.y[s : min(s + bs, n)]) for s in range(0, n, bs))
+        t0 = time.perf_counter()
+        views = streetvision_views(
+            batches, sel.levels, sel.seed, profile.inference.input_size, profile.evaluation.streetvision.size
+        )
+        _log(f"selection views: {tuple(views.views.shape)} in {time.perf_counter() - t0:.1f}s")
+        return views.scorer(profile.model, profile.inference)
 
     def hard_negative_weights(self) -> tuple[np.ndarray, dict]:
         """The hard_negatives asset's computation (out-of-fold TRAIN scores with the profile's

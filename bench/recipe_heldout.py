@@ -22,6 +22,13 @@ The ninth pass (a fresh home, batch 16 re-trained beside its follow-ups; V and P
       --checkpoint-dirs /work/ablation_home/recipe_ablation \
       --variants baseline,$V --seeds 42,43,44,45 --pairs $P \
       --out bench/results/recipe_heldout_demo_ninth.json
+
+The tenth pass (the same home; V10 and P10 as in ``bench/recipe_ablation.py``'s docstring):
+
+    python bench/recipe_heldout.py --home /work/ablation_home --profile demo \
+      --checkpoint-dirs /work/ablation_home/recipe_ablation \
+      --variants baseline,$V10 --seeds 42,43,44,45 --pairs $P10,default_bs16:baseline \
+      --out bench/results/recipe_heldout_demo_tenth.json
 """
 
 from __future__ import annotations

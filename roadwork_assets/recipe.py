@@ -46,6 +46,33 @@ def phase1_datasets(store: ArtifactStore, profile):
     )
 
 
+def selection_scorer(store: ArtifactStore, profile, train_cfg, val_rows: pd.DataFrame, log):
+    """The trainer's ``select_score`` for ``train.selection`` (None for ``val_mcc``): VAL_SELECT
+    streamed at the StreetVision size, each image drawn at every selection level once and kept at
+    the served input side (:mod:`roadwork_ml.training.selection`)."""
+    import time
+
+    from roadwork_ml.training.dataset import build_loader, iterate_batches
+    from roadwork_ml.training.selection import streetvision_views
+
+    sel = train_cfg.selection
+    if sel.metric == "val_mcc":
+        return None
+    rows = val_rows.iloc[: sel.max_images] if sel.max_images else val_rows
+    sv, inf = profile.evaluation.streetvision, profile.inference
+    data = load_split_dataset(store, rows, Split.VAL_SELECT, max(inf.input_size, sv.size), profile)
+    loader = build_loader(data, profile.data.loader, inf.batch_size, shuffle=False)
+    t0 = time.perf_counter()
+    views = streetvision_views(
+        ((b.images, b.labels.numpy()) for b in iterate_batches(loader)), sel.levels, sel.seed, inf.input_size, sv.size
+    )
+    log(
+        f"checkpoint selection on the StreetVision reward: {len(rows)} VAL_SELECT images x levels {sel.levels} "
+        f"({views.views.numel() / 1e6:.0f} MB at {inf.input_size} px, {time.perf_counter() - t0:.1f}s)"
+    )
+    return views.scorer(profile.model, inf)
+
+
 def train_object_boxes(train_rows: pd.DataFrame, train_cfg, log, extra_rows: int = 0) -> "torch.Tensor | None":
     """TRAIN rows' roadwork boxes ``[N + extra_rows, K, 4]`` (from the records' tags; appended rows
     unknown) when ``train.augmentation.lost_object_weight`` < 1, else None. Malformed rows count as
@@ -106,10 +133,11 @@ def hard_negatives(context: dg.AssetExecutionContext, settings: ProfileResource,
     resolved = settings.resolved()
     profile = resolved.profile
     hn = profile.hard_negatives
-    rows, train, _, val = phase1_datasets(store, profile)
+    rows, train, val_rows, val = phase1_datasets(store, profile)
     fold_cfg = profile.train.model_copy(update={"epochs": hn.epochs or profile.train.epochs})
     explora_dir = explora_init(store, profile)
     boxes = train_object_boxes(rows, fold_cfg, context.log.info)
+    select_score = selection_scorer(store, profile, fold_cfg, val_rows, context.log.info)
 
     def fit_predict(fit_idx: np.ndarray, score_idx: np.ndarray) -> np.ndarray:
         context.log.info(f"fold model: {len(fit_idx)} TRAIN rows fit, {len(score_idx)} scored")
@@ -122,6 +150,7 @@ def hard_negatives(context: dg.AssetExecutionContext, settings: ProfileResource,
             styles=photo_styles(profile),
             object_boxes=boxes[fit_idx] if boxes is not None else None,
             explora_dir=explora_dir,
+            select_score=select_score,
             log=context.log.info,
             progress=False,
         )
@@ -244,8 +273,9 @@ def hpo_study(
     resolved = settings.resolved()
     profile = resolved.profile
     hpo = profile.hpo
-    rows, train, _, val = phase1_datasets(store, profile)
+    rows, train, val_rows, val = phase1_datasets(store, profile)
     explora_dir = explora_init(store, profile)
+    select_score = selection_scorer(store, profile, profile.train, val_rows, context.log.info)
     url = hpo_storage_url(profile)
     study = build_study(url, hpo, profile.train.epochs)
     tags = {"dagster.run_id": context.run_id, "roadwork.asset": HPO_STUDY, "roadwork.profile_sha256": resolved.sha256}
@@ -261,8 +291,11 @@ def hpo_study(
                 child.log_params({p.key: _dotted(cfg, p.key) for p in hpo.search_space})
 
                 def on_epoch(s) -> None:
-                    child.log_metrics({"val_select_mcc": s.val_mcc, "train_loss": s.train_loss}, step=s.epoch)
-                    report(s.epoch, s.val_mcc)
+                    metrics = {"val_select_mcc": s.val_mcc, "train_loss": s.train_loss}
+                    if s.select_score is not None:
+                        metrics["val_select_streetvision_reward"] = s.select_score
+                    child.log_metrics(metrics, step=s.epoch)
+                    report(s.epoch, s.select_score if s.select_score is not None else s.val_mcc)
 
                 try:
                     run = train_phase1(
@@ -275,6 +308,7 @@ def hpo_study(
                         object_boxes=train_object_boxes(rows, cfg, context.log.info),
                         explora_dir=explora_dir,
                         on_epoch=on_epoch,
+                        select_score=select_score,
                         log=context.log.info,
                         progress=False,
                     )
@@ -283,10 +317,10 @@ def hpo_study(
                     pruned = exc
                 else:
                     child.client.set_tag(child.run_id, "optuna.state", "COMPLETE")
-                    child.log_metrics({"best_val_select_mcc": run.result.best_mcc})
+                    child.log_metrics({"best_val_select_mcc": run.result.best_mcc, "best_score": run.result.best_score})
             if pruned is not None:
                 raise pruned
-            return run.result.best_mcc
+            return run.result.best_score  # the selection score: VAL_SELECT MCC unless train.selection says otherwise
 
         run_study(study, phase1_objective(train_fn, profile.train, hpo.search_space), hpo)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -15,6 +15,7 @@ from roadwork_assets.recipe import (
     load_hard_negative_weights,
     load_hpo_best,
     phase1_datasets,
+    selection_scorer,
     train_object_boxes,
 )
 from roadwork_assets.resources import ArtifactStore, MlflowTracking, ProfileResource
@@ -144,6 +145,8 @@ def phase1_checkpoint(
             }
             if s.val_mcc_ema is not None:
                 metrics["val_select_mcc_ema"] = s.val_mcc_ema
+            if s.select_score is not None:
+                metrics["val_select_streetvision_reward"] = s.select_score
             tracked.log_metrics(metrics, step=s.epoch)
 
         run = train_phase1(
@@ -159,6 +162,7 @@ def phase1_checkpoint(
             explora_dir=explora_dir,
             measure_steps=3,
             on_epoch=on_epoch,
+            select_score=selection_scorer(store, profile, train_cfg, val_rows, context.log.info),
             log=context.log.info,
         )
         model, result = run.model.cpu(), run.result
@@ -181,6 +185,7 @@ def phase1_checkpoint(
                 info={
                     "profile": profile.name,
                     "best_epoch": result.best_epoch,
+                    "selection": {"metric": train_cfg.selection.metric, "best_score": result.best_score},
                     "val_select": {"accuracy": best.val_accuracy, "mcc": best.val_mcc, "auroc": best.val_auroc},
                     "mcc_floor": train_cfg.mcc_floor,
                     "finetune": train_cfg.finetune,
@@ -237,6 +242,8 @@ def phase1_checkpoint(
             "peak_memory_kind": step["peak_memory_kind"],
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch,
+            "selection_metric": train_cfg.selection.metric,
+            "best_selection_score": float(result.best_score),
             "stopped_early": result.stopped_early,
             "production_images_added": n_production,
             "init_from": config.init_from if init_state is not None else profile.model.init_from,

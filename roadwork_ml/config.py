@@ -347,6 +347,25 @@ class SamplerConfig(_Strict):
     )
 
 
+class SelectionConfig(_Strict):
+    """What the trainer keeps and early-stops on (:mod:`roadwork_ml.training.selection`)."""
+
+    metric: Literal["val_mcc", "streetvision_reward"] = Field(
+        default="val_mcc",
+        description="val_mcc: VAL_SELECT MCC as stored; streetvision_reward: the pooled reward of VAL_SELECT "
+        "as the validator sends it (every level, the 0.5 cut, the served global view)",
+    )
+    levels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1)
+    seed: int = Field(default=1, description="the views' draw; apart from evaluation.streetvision.seed")
+    max_images: int | None = Field(default=None, ge=1, description="VAL_SELECT images drawn (memory: 3 L N S^2 bytes)")
+
+    @model_validator(mode="after")
+    def _levels(self) -> SelectionConfig:
+        if any(v not in (0, 1, 2, 3) for v in self.levels):
+            raise ValueError(f"train.selection.levels must be among 0..3, got {self.levels}")
+        return self
+
+
 class TrainConfig(_Strict):
     seed: int
     epochs: int = Field(ge=1)
@@ -374,6 +393,7 @@ class TrainConfig(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     channels_last: bool = Field(
         default=True,
         description="train convolutions in channels-last memory layout (faster on CPU oneDNN and CUDA; "

@@ -346,3 +346,43 @@ def _train_rows(root):
     from roadwork_assets.data import load_train_rows
 
     return load_train_rows(ArtifactStore(root=str(root / "artifacts")), resolve_profile("tiny", ()).profile)
+
+
+def test_phase1_keeps_the_epoch_with_the_best_streetvision_reward(home):
+    """train.selection.metric: streetvision_reward through the asset: the kept epoch is the one
+    whose VAL_SELECT reward (every selection level, 0.5 cut, the served global view) was best, and
+    that reward is what the saved checkpoint scores on the evaluation's own emulation path with
+    scikit-learn's MCC and accuracy."""
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+    from roadwork_assets.data import load_split_rows, load_split_tensors
+    from roadwork_ml.config import ModelConfig
+    from roadwork_ml.contracts import Split
+    from roadwork_ml.evaluation.streetvision import emulated_outputs
+    from roadwork_ml.models.inference import global_view_probability
+    from roadwork_ml.training.checkpoint import load_checkpoint
+
+    overrides = ["train.selection.metric=streetvision_reward", "train.epochs=3"]
+    meta = _phase1(home, "phase1-select", overrides)
+    root = home[0] / "artifacts"
+    scores = [
+        h["select_score"] for h in json.loads((root / "phase1_checkpoint" / "history.json").read_text())["epochs"]
+    ]
+    assert meta["selection_metric"] == "streetvision_reward" and len(scores) == meta["epochs_run"]
+    assert meta["best_selection_score"] == max(scores) and meta["best_epoch"] == 1 + int(np.argmax(scores))
+
+    profile = resolve_profile("tiny", overrides).profile
+    sel, inf = profile.train.selection, profile.inference
+    store = ArtifactStore(root=str(root))
+    rows = load_split_rows(store, Split.VAL_SELECT)
+    native = load_split_tensors(
+        store, rows, Split.VAL_SELECT, max(inf.input_size, profile.evaluation.streetvision.size)
+    )
+    model, cfg = load_checkpoint(root / "phase1_checkpoint", device="cpu")
+    fn = global_view_probability(model.eval(), ModelConfig.model_validate(cfg["model"]), inf)
+    out = emulated_outputs(fn, native.images, sel.levels, seed=sel.seed, batch_size=inf.batch_size)
+    p = np.concatenate([out[lv] for lv in sel.levels])
+    y, d = np.tile(native.labels.numpy(), len(sel.levels)), (p > 0.5).astype(int)
+    mcc, acc = matthews_corrcoef(y, d), accuracy_score(y, d)
+    if not np.any(np.abs(p - 0.5) < 1e-5):  # a probability at the cut could round either way
+        assert meta["best_selection_score"] == pytest.approx((0.5 * mcc + 0.5 * acc) ** 3, abs=1e-9)

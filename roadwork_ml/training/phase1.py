@@ -63,6 +63,7 @@ def train_phase1(
     explora_dir: str | Path | None = None,
     measure_steps: int = 0,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    select_score: Callable[[torch.nn.Module], float] | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> Phase1Run:
@@ -74,6 +75,8 @@ def train_phase1(
             ``model_cfg.init_from == "explora_checkpoint"`` and ignored otherwise.
         measure_steps: > 1 runs that many optimizer steps on a copy of the set-up model and
             one TRAIN batch first, for step time and peak memory (0 = skip).
+        select_score: the checkpoint's selection score when ``train.selection.metric`` is not
+            ``val_mcc`` (:meth:`~roadwork_ml.training.selection.StreetVisionViews.scorer`).
     Random initialisation is refused unless the profile allows it
     (:func:`~roadwork_ml.models.device.require_initialisation`).
     """
@@ -108,6 +111,7 @@ def train_phase1(
         sample_weights=sample_weights,
         styles=styles,
         object_boxes=object_boxes,
+        select_score=select_score,
     )
     merged = merge_adapters(model).eval()
     return Phase1Run(merged, result, params, step)

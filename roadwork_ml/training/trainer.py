@@ -52,6 +52,8 @@ class EpochStats:
     lr: float
     seconds: float
     val_mcc_ema: float | None = None  # the EMA weights' VAL_SELECT MCC, when EMA is on
+    select_score: float | None = None  # train.selection's score, when it is not val_mcc
+    select_score_ema: float | None = None  # the same for the EMA weights
 
 
 @dataclass
@@ -59,7 +61,8 @@ class TrainResult:
     history: list[EpochStats] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     best_epoch: int = -1
-    best_mcc: float = -1.0
+    best_mcc: float = -1.0  # VAL_SELECT MCC of the kept epoch (of its EMA weights when best_is_ema)
+    best_score: float = -1.0  # the selection score it was kept on (= best_mcc for val_mcc)
     best_is_ema: bool = False
     stopped_early: bool = False
     ema_state: dict | None = None  # the EMA weights after the last epoch (CPU), when EMA is on
@@ -246,9 +249,11 @@ def train_classifier(
     sample_weights: np.ndarray | None = None,
     styles: Sequence = (),
     object_boxes: torch.Tensor | None = None,
+    select_score: Callable[[torch.nn.Module], float] | None = None,
 ) -> TrainResult:
-    """Train in place; on return the model holds the weights of the best VAL_SELECT MCC epoch
-    (the EMA weights when ``cfg.ema.select`` and they scored higher).
+    """Train in place; on return the model holds the weights of the epoch with the best
+    selection score (the EMA weights when ``cfg.ema.select`` and they scored higher): VAL_SELECT
+    MCC, or ``select_score(model)`` when ``cfg.selection.metric`` is not ``val_mcc``.
 
     Args:
         train, val: in-memory TensorSplits or streaming datasets (:mod:`roadwork_ml.training.dataset`).
@@ -260,8 +265,18 @@ def train_classifier(
             ``train.augmentation.lost_object_weight`` < 1, a positive whose every box the batch
             step's zoom or crop left out of the frame gets that loss weight: its label is one
             no model can learn from the pixels it sees. Rows without boxes keep weight 1.
+        select_score: ``model -> float``, higher is better, e.g.
+            :meth:`~roadwork_ml.training.selection.StreetVisionViews.scorer`; required unless
+            ``cfg.selection.metric`` is ``val_mcc``.
         on_epoch: called after each epoch; raising there (e.g. an Optuna prune) stops training.
     """
+    if cfg.selection.metric != "val_mcc" and select_score is None:
+        raise ValueError(
+            f"train.selection.metric is {cfg.selection.metric!r}: pass its select_score "
+            "(roadwork_ml.training.selection.streetvision_views(...).scorer(...))"
+        )
+    if cfg.selection.metric == "val_mcc":
+        select_score = None
     require_split(Purpose.FIT_MODEL, train.split)
     require_split(Purpose.MODEL_SELECTION, val.split)
     if cfg.num_threads:
@@ -366,6 +381,8 @@ def train_classifier(
         ema_mcc = (
             evaluate(ema.module, val, batch_size=eval_bs, amp=amp, loader=loader)["mcc"] if ema is not None else None
         )
+        score = select_score(model) if select_score is not None else None
+        ema_score = select_score(ema.module) if select_score is not None and ema is not None else None
         stats = EpochStats(
             epoch,
             float(np.mean(losses)),
@@ -375,24 +392,33 @@ def train_classifier(
             float(scheduler.get_last_lr()[0]),
             time.perf_counter() - t0,
             ema_mcc,
+            score,
+            ema_score,
         )
         result.history.append(stats)
         ema_txt = f" ema mcc {ema_mcc:.4f}" if ema_mcc is not None else ""
+        if score is not None:
+            ema_txt += f"  {cfg.selection.metric} {score:.4f}" + (
+                f" ema {ema_score:.4f}" if ema_score is not None else ""
+            )
         log(
             f"epoch {epoch}: loss {stats.train_loss:.4f}  VAL_SELECT acc {stats.val_accuracy:.4f} mcc {stats.val_mcc:.4f} auroc {stats.val_auroc:.4f}{ema_txt}  ({stats.seconds:.1f}s)"
         )
         if on_epoch:
             on_epoch(stats)
-        use_ema = ema is not None and cfg.ema.select and ema_mcc is not None and ema_mcc > stats.val_mcc
-        epoch_mcc = ema_mcc if use_ema else stats.val_mcc
-        if epoch_mcc > result.best_mcc:
-            result.best_mcc, result.best_epoch, result.best_is_ema, stale = epoch_mcc, epoch, use_ema, 0
+        model_score = score if score is not None else stats.val_mcc
+        ema_sel = ema_score if score is not None else ema_mcc
+        use_ema = ema is not None and cfg.ema.select and ema_sel is not None and ema_sel > model_score
+        epoch_score = ema_sel if use_ema else model_score
+        if epoch_score > result.best_score:
+            result.best_score, result.best_epoch, result.best_is_ema, stale = epoch_score, epoch, use_ema, 0
+            result.best_mcc = ema_mcc if use_ema else stats.val_mcc
             best_state = _contiguous_state((ema.module if use_ema else model).state_dict())
         else:
             stale += 1
             if stale >= cfg.early_stopping_patience:
                 result.stopped_early = True
-                log(f"early stop after epoch {epoch}: no VAL_SELECT MCC gain for {stale} epochs")
+                log(f"early stop after epoch {epoch}: no VAL_SELECT {cfg.selection.metric} gain for {stale} epochs")
                 break
     if ema is not None:
         result.ema_state = {
