@@ -509,9 +509,11 @@ class Bench:
         sel = train_cfg.selection
         if sel.metric == "val_mcc":
             return None
-        n = min(len(self.y), sel.max_images or len(self.y))
+        from roadwork_assets.recipe import selection_rows
+
+        keep = np.flatnonzero(self.native_rows.index.isin(selection_rows(self.native_rows, sel).index))
         bs = profile.inference.batch_size
-        batches = ((self.native.images[s : min(s + bs, n)], self.y[s : min(s + bs, n)]) for s in range(0, n, bs))
+        batches = ((self.native.images[keep[s : s + bs]], self.y[keep[s : s + bs]]) for s in range(0, len(keep), bs))
         t0 = time.perf_counter()
         views = streetvision_views(
             batches, sel.levels, sel.seed, profile.inference.input_size, profile.evaluation.streetvision.size

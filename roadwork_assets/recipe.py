@@ -46,6 +46,14 @@ def phase1_datasets(store: ArtifactStore, profile):
     )
 
 
+def selection_rows(val_rows: pd.DataFrame, sel) -> pd.DataFrame:
+    """VAL_SELECT rows the selection views are drawn from: all, or ``sel.max_images`` drawn with
+    ``sel.seed`` (in split order), so a cap never keeps just the first source or sequence."""
+    if not sel.max_images or sel.max_images >= len(val_rows):
+        return val_rows
+    return val_rows.sample(n=sel.max_images, random_state=sel.seed).sort_index()
+
+
 def selection_scorer(store: ArtifactStore, profile, train_cfg, val_rows: pd.DataFrame, log):
     """The trainer's ``select_score`` for ``train.selection`` (None for ``val_mcc``): VAL_SELECT
     streamed at the StreetVision size, each image drawn at every selection level once and kept at
@@ -58,7 +66,7 @@ def selection_scorer(store: ArtifactStore, profile, train_cfg, val_rows: pd.Data
     sel = train_cfg.selection
     if sel.metric == "val_mcc":
         return None
-    rows = val_rows.iloc[: sel.max_images] if sel.max_images else val_rows
+    rows = selection_rows(val_rows, sel).reset_index(drop=True)
     sv, inf = profile.evaluation.streetvision, profile.inference
     data = load_split_dataset(store, rows, Split.VAL_SELECT, max(inf.input_size, sv.size), profile)
     loader = build_loader(data, profile.data.loader, inf.batch_size, shuffle=False)
@@ -68,7 +76,7 @@ def selection_scorer(store: ArtifactStore, profile, train_cfg, val_rows: pd.Data
     )
     log(
         f"checkpoint selection on the StreetVision reward: {len(rows)} VAL_SELECT images x levels {sel.levels} "
-        f"({views.views.numel() / 1e6:.0f} MB at {inf.input_size} px, {time.perf_counter() - t0:.1f}s)"
+        f"({views.views.numel() / 1e6:.0f} MB at {views.views.shape[-1]} px, {time.perf_counter() - t0:.1f}s)"
     )
     return views.scorer(profile.model, inf)
 

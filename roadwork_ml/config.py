@@ -357,7 +357,11 @@ class SelectionConfig(_Strict):
     )
     levels: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1)
     seed: int = Field(default=1, description="the views' draw; apart from evaluation.streetvision.seed")
-    max_images: int | None = Field(default=None, ge=1, description="VAL_SELECT images drawn (memory: 3 L N S^2 bytes)")
+    max_images: int | None = Field(
+        default=None,
+        ge=1,
+        description="VAL_SELECT images drawn, a seeded sample (memory: 3 x levels x N x min(input_size, 224)^2 bytes)",
+    )
 
     @model_validator(mode="after")
     def _levels(self) -> SelectionConfig:

@@ -52,6 +52,32 @@ def test_views_are_the_validators_draws_at_the_served_side_whatever_the_batching
     assert not torch.equal(other.views, views.views[7:])
 
 
+def test_a_served_input_larger_than_the_validators_keeps_the_draws_and_resizes_when_scoring():
+    p, inf = _profile(input_size=40)
+    torch.manual_seed(0)
+    model = build_classifier(p.model).eval()
+    images, labels = _images(5, 3)
+    views = streetvision_views(_batches(images, labels, 2), [0, 3], seed=4, input_size=40, size=32)
+    assert views.views.shape == (10, 3, 32, 32)  # 40-px copies would only be the 32-px draws upsampled
+    drawn = torch.cat([augment(images, lv, 4, size=32) for lv in (0, 3)])
+    served = global_view_probability(model, p.model, inf)  # resizes 32 -> 40 itself
+    np.testing.assert_allclose(views.outputs(model, p.model, inf), served(drawn), atol=1e-6)
+
+
+def test_a_capped_selection_draws_its_images_across_the_split_not_its_head():
+    import pandas as pd
+
+    from roadwork_assets.recipe import selection_rows
+
+    rows = pd.DataFrame({"record_id": [f"r{i:03d}" for i in range(200)]})
+    sel = load_profile("tiny").train.selection
+    capped = selection_rows(rows, sel.model_copy(update={"max_images": 50}))
+    assert len(capped) == 50 and capped.index.is_monotonic_increasing and capped.index.max() > 100
+    again = selection_rows(rows, sel.model_copy(update={"max_images": 50}))
+    assert capped.index.equals(again.index)
+    assert selection_rows(rows, sel) is rows
+
+
 def test_no_images_or_no_levels_is_a_clear_error():
     with pytest.raises(ValueError, match="no images"):
         streetvision_views(iter(()), [0], seed=0, input_size=24)

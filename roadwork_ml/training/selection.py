@@ -7,9 +7,10 @@ of VAL_SELECT as the validator would send it, scored through the served global v
 profile's resize and flip TTA), as :mod:`roadwork_ml.evaluation.streetvision` scores a bundle.
 
 The views are drawn once (image ``i`` at every level from ``(selection.seed, i)``, its own seed
-so the evaluation's draws of VAL_SELECT stay apart) and kept resized to the served input side:
-``len(levels) x N x 3 x S x S`` bytes (the demo: 4 x 529 x 3 x 128^2 = 104 MB);
-``selection.max_images`` caps N.
+so the evaluation's draws of VAL_SELECT stay apart) and kept as the served path first resizes
+them, at ``S = min(inference.input_size, 224)``: ``len(levels) x N x 3 x S x S`` bytes (the demo:
+4 x 529 x 3 x 128^2 = 104 MB; a 672-px production input keeps the 224-px draws, 0.6 MB an image,
+and resizes each batch when it scores). ``selection.max_images`` caps N.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ __all__ = ["StreetVisionViews", "streetvision_views"]
 @dataclass
 class StreetVisionViews:
     """``views``: uint8 ``[L * N, 3, S, S]``, level-major (rows ``l * N .. (l + 1) * N`` are
-    ``levels[l]``), at the served input side S; ``labels``: int64 ``[L * N]``."""
+    ``levels[l]``), at ``S = min(input_size, validator side)``; ``labels``: int64 ``[L * N]``;
+    ``input_size``: the served input side each batch is resized to when scored."""
 
     views: torch.Tensor
     labels: np.ndarray
     levels: tuple[int, ...]
+    input_size: int
 
     def __post_init__(self) -> None:
         if self.views.shape[0] != self.labels.shape[0]:
@@ -53,7 +56,7 @@ class StreetVisionViews:
         device = next(model.parameters()).device
         out = []
         for s in range(0, self.views.shape[0], inf.batch_size):
-            x = to_float(self.views[s : s + inf.batch_size].to(device))
+            x = to_float(resize_images(self.views[s : s + inf.batch_size], self.input_size).to(device))
             out.append(mv(x)[0].exp()[:, 1].float().cpu())
         model.train(was_training)
         return torch.cat(out).double().numpy()
@@ -90,7 +93,8 @@ def streetvision_views(
             so no more than one batch of source images is held.
         levels: validator augmentation levels (0..3). seed: image ``i`` (its position in the
             stream) at every level uses ``(seed, i)``.
-        input_size: the served model's input side (``inference.input_size``).
+        input_size: the served model's input side (``inference.input_size``); the views are
+            kept at ``min(input_size, size)``, as the served path's first resize leaves them.
         size: the validator's image side. n_threads: images augmented at once.
     """
     lv = tuple(int(v) for v in levels)
@@ -101,10 +105,11 @@ def streetvision_views(
     for images, y in batches:
         for v in lv:
             drawn = augment(images, v, seed, size=size, start_index=start, n_threads=n_threads)
-            per_level[v].append(resize_images(drawn, input_size))
+            per_level[v].append(resize_images(drawn, min(int(input_size), int(size))))
         labels.append(np.asarray(y, dtype=np.int64).reshape(-1))
         start += images.shape[0]
     if not start:
         raise ValueError("no images to draw the selection views from")
     y_all = np.concatenate(labels)
-    return StreetVisionViews(torch.cat([torch.cat(per_level[v]) for v in lv]), np.tile(y_all, len(lv)), lv)
+    views = torch.cat([torch.cat(per_level[v]) for v in lv])
+    return StreetVisionViews(views, np.tile(y_all, len(lv)), lv, int(input_size))
