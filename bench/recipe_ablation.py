@@ -42,7 +42,8 @@ default_bs16_e12, default_bs32_noise100. Ninth pass, at batch 16: default_bs16_s
 _source_served (zoom crops from the 128-px photo, / through the served resizes),
 default_bs16_noise100 (the noise on every sample), default_bs16_ema998 (EMA at decay 0.998), default_bs16_lr5e4 (lr 5e-4).
 Tenth pass: default_bs16_select_reward (the checkpoint kept on VAL_SELECT's StreetVision reward),
-default_bs16_maxpool (global max pooling), default_bs8 (batch 8). "Today's recipe"
+default_bs16_maxpool (global max pooling), default_bs8 (batch 8), default_bs16_lost0 (lost-object
+weight 0 at batch 16). "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
 
@@ -186,6 +187,12 @@ the split into invocations safe):
     P10=default_bs16_select_reward:default_bs16,default_bs16_maxpool:default_bs16,default_bs8:default_bs16
     python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V10 --pairs $P10 \
       --out bench/results/recipe_ablation_demo_tenth.json
+    # lost positives at weight 0, seeds 42-45 as above, then 46 and 47 beside batch 16's
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0 --seeds 42,43   # and 44,45
+    python bench/recipe_ablation.py $H --variants default_bs16,default_bs16_lost0 --seeds 46   # and 47
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 \
+      --variants default_bs16,default_bs16_lost0 --pairs default_bs16_lost0:default_bs16 \
+      --out bench/results/recipe_ablation_demo_lost0_6seeds.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
@@ -350,6 +357,9 @@ FOLLOW_UPS = {
     "default_bs16_maxpool": [*_DEFAULT, "train.batch_size=16", "model.timm_kwargs.global_pool=max"],
     # batch 64 -> 16 raised every level (the model was under-trained): twice batch 16's steps again
     "default_bs8": [*_DEFAULT, "train.batch_size=8"],
+    # a positive whose roadwork the crop left out teaches "zoomed street = roadwork", the look of
+    # level 1's false positives; measured at batch 64 (sixth pass), re-measured on the better-trained model
+    "default_bs16_lost0": [*_DEFAULT, "train.batch_size=16", "train.augmentation.lost_object_weight=0.0"],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input
     "photometric_norm_geometry_source": [

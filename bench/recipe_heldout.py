@@ -29,6 +29,13 @@ The tenth pass (the same home; V10 and P10 as in ``bench/recipe_ablation.py``'s 
       --checkpoint-dirs /work/ablation_home/recipe_ablation \
       --variants baseline,$V10 --seeds 42,43,44,45 --pairs $P10,default_bs16:baseline \
       --out bench/results/recipe_heldout_demo_tenth.json
+
+and lost positives at weight 0 over six seeds:
+
+    python bench/recipe_heldout.py --home /work/ablation_home --profile demo \
+      --checkpoint-dirs /work/ablation_home/recipe_ablation \
+      --variants default_bs16,default_bs16_lost0 --seeds 42,43,44,45,46,47 \
+      --pairs default_bs16_lost0:default_bs16 --out bench/results/recipe_heldout_demo_lost0_6seeds.json
 """
 
 from __future__ import annotations
