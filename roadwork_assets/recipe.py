@@ -268,7 +268,8 @@ def _redact(url: str) -> str:
 def hpo_study(
     context: dg.AssetExecutionContext, settings: ProfileResource, store: ArtifactStore, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:
-    """Optuna (TPE, median / Hyperband pruner on each epoch's VAL_SELECT MCC) over
+    """Optuna (TPE, median / Hyperband pruner on each epoch's VAL_SELECT MCC, or on
+    ``train.selection``'s StreetVision reward when the profile selects on it) over
     ``hpo.search_space``; the study lives in an RDB (SQLite under DAGSTER_HOME or Postgres) and a
     re-run resumes it, running only the trials still missing. Each trial is an MLflow child run.
     Writes the best parameters (``best_params.json``) and Optuna's history / importance plots."""

@@ -103,7 +103,9 @@ def phase1_objective(
 
     ``train_fn(train_cfg, report)`` trains with ``train_cfg`` and calls ``report(epoch, val_select_mcc)``
     after each epoch (e.g. from ``train_classifier``'s ``on_epoch``); it returns the best
-    VAL_SELECT MCC. ``report`` raises ``optuna.TrialPruned`` when the pruner says so.
+    VAL_SELECT MCC (or the trainer's selection score, ``TrainResult.best_score``, when
+    ``train.selection`` is not ``val_mcc``; the same number is then reported each epoch).
+    ``report`` raises ``optuna.TrialPruned`` when the pruner says so.
     """
 
     def objective(trial: optuna.Trial) -> float:

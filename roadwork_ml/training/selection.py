@@ -86,7 +86,8 @@ def streetvision_views(
     size: int = IMAGE_SIZE,
     n_threads: int = 1,
 ) -> StreetVisionViews:
-    """Draw every image's view at every level once and keep them at the served input side.
+    """Draw every image's view at every level once and keep them as the served path's first
+    resize leaves them (at ``min(input_size, size)``).
 
     Args:
         batches: ``(uint8 [B, 3, H, W], labels int [B])`` in a fixed order (a streamed split),
