@@ -42,8 +42,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cached_checkpoints import add_checkpoint_args, load_native_split, served_checkpoint  # noqa: E402
 from recipe_ablation import _log, load  # noqa: E402
-from recipe_heldout import find_checkpoint  # noqa: E402
 
 PARTS = ("as_drawn", "no_rotation", "no_crop", "neither")
 # (reported name, part of the draw taken out, photos scored: sharp or with 64 px of detail)
@@ -88,34 +88,17 @@ def rates(y: np.ndarray, p: np.ndarray, dark: np.ndarray) -> dict[str, float]:
 
 
 def main() -> None:
-    from roadwork_assets.data import load_split_rows, load_split_tensors
-    from roadwork_assets.resources import ArtifactStore
-    from roadwork_ml.config import ModelConfig
     from roadwork_ml.contracts import Split
     from roadwork_ml.evaluation.streetvision import image_params, predict_augmented
-    from roadwork_ml.models.inference import global_view_probability
-    from roadwork_ml.training.checkpoint import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", required=True, help="the ablation's Dagster home (its artifacts hold the splits)")
-    ap.add_argument("--profile", default="demo")
-    ap.add_argument("--checkpoint-dirs", required=True, help="comma list of the ablation's cache directories")
-    ap.add_argument("--split", default="VAL_SELECT", choices=["VAL_SELECT", "VAL_TEST"])
-    ap.add_argument("--variants", required=True)
-    ap.add_argument("--seeds", default="42,43,44,45")
+    add_checkpoint_args(ap, split_default="VAL_SELECT")
     ap.add_argument("--detail-side", type=int, default=64, help="the softened photos' detail, px")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     profile = load(args.profile, [], args.threads)
-    store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
-    split = Split[args.split]
-    rows = load_split_rows(store, split)
-    native = load_split_tensors(
-        store, rows, split, max(profile.inference.input_size, profile.evaluation.streetvision.size)
-    )
+    rows, native = load_native_split(args.home, profile, Split[args.split])
     photos = {"sharp": native.images, "soft": soften(native.images, args.detail_side)}
     y = native.labels.numpy()
     dark = rows["time_of_day"].isin(DARK).to_numpy()
@@ -126,11 +109,7 @@ def main() -> None:
     for v in args.variants.split(","):
         for s in seeds:
             key = f"{v}_s{s}"
-            d = find_checkpoint(dirs, key)
-            if d is None:
-                raise SystemExit(f"no checkpoint {key}_checkpoint in {args.checkpoint_dirs}")
-            model, cfg = load_checkpoint(d / f"{key}_checkpoint", device="cpu")
-            fn = global_view_probability(model.eval(), ModelConfig.model_validate(cfg["model"]), profile.inference)
+            fn = served_checkpoint(dirs, key, profile)
             out = {}
             for way, part, kind in WAYS:
                 edit = changed(part)

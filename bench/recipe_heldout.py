@@ -52,27 +52,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cached_checkpoints import find_checkpoint, load_native_split, served_checkpoint  # noqa: E402
 from recipe_ablation import _log, compare, load, seed_mean_comparisons, table  # noqa: E402
-
-
-def find_checkpoint(dirs: list[Path], key: str) -> Path | None:
-    for d in dirs:
-        if (d / f"{key}_checkpoint").is_dir():
-            return d
-    return None
 
 
 def score(cache: Path, source: Path, key: str, native, y: np.ndarray, profile, n_resamples: int) -> None:
     """VAL_TEST outputs of one cached checkpoint in the ablation's cache format (``p_val`` is the
     clean VAL_TEST probability here), with its training record from the ablation."""
-    from roadwork_ml.config import ModelConfig
     from roadwork_ml.evaluation.streetvision import streetvision_eval
-    from roadwork_ml.models.inference import global_view_probability
-    from roadwork_ml.training.checkpoint import load_checkpoint
 
-    model, cfg = load_checkpoint(source / f"{key}_checkpoint", device="cpu")
-    model_cfg = ModelConfig.model_validate(cfg["model"])
-    fn = global_view_probability(model.eval(), model_cfg, profile.inference)
+    fn = served_checkpoint([source], key, profile)
     t0 = time.perf_counter()
     p_test = fn(native.images)
     sv = streetvision_eval(
@@ -102,8 +91,6 @@ def score(cache: Path, source: Path, key: str, native, y: np.ndarray, profile, n
 
 
 def main() -> None:
-    from roadwork_assets.data import load_split_rows, load_split_tensors
-    from roadwork_assets.resources import ArtifactStore
     from roadwork_ml.contracts import Split
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -128,11 +115,7 @@ def main() -> None:
         variants.insert(0, "baseline")
     seeds = [int(s) for s in args.seeds.split(",")]
     profile = load(args.profile, [], args.threads)
-    store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
-    rows = load_split_rows(store, Split.VAL_TEST)
-    native = load_split_tensors(
-        store, rows, Split.VAL_TEST, max(profile.inference.input_size, profile.evaluation.streetvision.size)
-    )
+    _, native = load_native_split(args.home, profile, Split.VAL_TEST)
     y = native.labels.numpy()
     _log(f"VAL_TEST {len(y)} images ({y.mean():.1%} positive)")
     missing = []

@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cached_checkpoints import add_checkpoint_args, load_native_split, served_checkpoint  # noqa: E402
 from recipe_ablation import _log, load  # noqa: E402
-from recipe_heldout import find_checkpoint  # noqa: E402
 
 LEVELS = (0, 1, 2, 3)
 
@@ -50,35 +50,18 @@ def mcc_rows(y: np.ndarray, d: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def main() -> None:
     from sklearn.metrics import matthews_corrcoef
 
-    from roadwork_assets.data import load_split_rows, load_split_tensors
-    from roadwork_assets.resources import ArtifactStore
-    from roadwork_ml.config import ModelConfig
     from roadwork_ml.contracts import Split
     from roadwork_ml.evaluation.streetvision import emulated_outputs
-    from roadwork_ml.models.inference import global_view_probability
-    from roadwork_ml.training.checkpoint import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", required=True, help="the ablation's Dagster home (its artifacts hold the splits)")
-    ap.add_argument("--profile", default="demo")
-    ap.add_argument("--checkpoint-dirs", required=True, help="comma list of the ablation's cache directories")
-    ap.add_argument("--split", default="VAL_TEST", choices=["VAL_SELECT", "VAL_TEST"])
-    ap.add_argument("--variants", required=True)
-    ap.add_argument("--seeds", default="42,43,44,45")
+    add_checkpoint_args(ap, split_default="VAL_TEST")
     ap.add_argument("--draw-seeds", default="0,1,2,3,4")
     ap.add_argument("--n-resamples", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     profile = load(args.profile, [], args.threads)
-    store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
-    split = Split[args.split]
-    rows = load_split_rows(store, split)
-    native = load_split_tensors(
-        store, rows, split, max(profile.inference.input_size, profile.evaluation.streetvision.size)
-    )
+    _, native = load_native_split(args.home, profile, Split[args.split])
     y = native.labels.numpy()
     dirs = [Path(d) for d in args.checkpoint_dirs.split(",") if d]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -91,11 +74,7 @@ def main() -> None:
         per_run = {}
         for s in seeds:
             key = f"{v}_s{s}"
-            d = find_checkpoint(dirs, key)
-            if d is None:
-                raise SystemExit(f"no checkpoint {key}_checkpoint in {args.checkpoint_dirs}")
-            model, cfg = load_checkpoint(d / f"{key}_checkpoint", device="cpu")
-            fn = global_view_probability(model.eval(), ModelConfig.model_validate(cfg["model"]), profile.inference)
+            fn = served_checkpoint(dirs, key, profile)
             for ds in draws:
                 out = emulated_outputs(fn, native.images, LEVELS, seed=ds, batch_size=profile.inference.batch_size)
                 per_run[f"s{s}_draw{ds}"] = {f"level_{lv}": float(matthews_corrcoef(y, out[lv] > 0.5)) for lv in LEVELS}

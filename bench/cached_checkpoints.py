@@ -1,0 +1,56 @@
+"""The recipe ablation's cached checkpoints, read back by the benches that re-score them without
+training (``recipe_heldout``, ``level1_decomposition``, ``streetvision_draws``): where a run's
+checkpoint is, the served prediction of one, a split at the emulation's native side, and the
+command-line arguments those benches share."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def find_checkpoint(dirs: list[Path], key: str) -> Path | None:
+    """The first cache directory holding ``<key>_checkpoint``, or None."""
+    for d in dirs:
+        if (d / f"{key}_checkpoint").is_dir():
+            return d
+    return None
+
+
+def served_checkpoint(dirs: list[Path], key: str, profile):
+    """``predict(uint8 [B, 3, H, W]) -> P(roadwork) [B]`` of the cached run ``key`` as the
+    evaluation serves it (global view, the profile's flip TTA); exits naming the directories
+    when no cache holds it."""
+    from roadwork_ml.config import ModelConfig
+    from roadwork_ml.models.inference import global_view_probability
+    from roadwork_ml.training.checkpoint import load_checkpoint
+
+    d = find_checkpoint(dirs, key)
+    if d is None:
+        raise SystemExit(f"no checkpoint {key}_checkpoint in {','.join(str(x) for x in dirs)}")
+    model, cfg = load_checkpoint(d / f"{key}_checkpoint", device="cpu")
+    return global_view_probability(model.eval(), ModelConfig.model_validate(cfg["model"]), profile.inference)
+
+
+def load_native_split(home: str | Path, profile, split):
+    """(rows, TensorSplit) of ``split`` from a make-demo home's store, at the side the StreetVision
+    emulation draws from: ``max(inference.input_size, evaluation.streetvision.size)``."""
+    from roadwork_assets.data import load_split_rows, load_split_tensors
+    from roadwork_assets.resources import ArtifactStore
+
+    store = ArtifactStore(root=str(Path(home) / "artifacts"))
+    rows = load_split_rows(store, split)
+    side = max(profile.inference.input_size, profile.evaluation.streetvision.size)
+    return rows, load_split_tensors(store, rows, split, side)
+
+
+def add_checkpoint_args(ap: argparse.ArgumentParser, split_default: str) -> None:
+    """--home, --profile, --checkpoint-dirs, --split, --variants, --seeds, --threads, --out."""
+    ap.add_argument("--home", required=True, help="the ablation's Dagster home (its artifacts hold the splits)")
+    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--checkpoint-dirs", required=True, help="comma list of the ablation's cache directories")
+    ap.add_argument("--split", default=split_default, choices=["VAL_SELECT", "VAL_TEST"])
+    ap.add_argument("--variants", required=True)
+    ap.add_argument("--seeds", default="42,43,44,45")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True)
