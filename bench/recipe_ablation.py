@@ -481,6 +481,7 @@ class Bench:
             self.native = load_split_tensors(self.store, rows, Split.VAL_SELECT, native_size)
             self.native_rows = rows  # the rows of self.y, in its order
         self.y = self.native.labels.numpy()
+        self._selection_views: dict = {}  # train.selection's views, drawn once per setting
         _log(f"TRAIN {len(self.train)}, VAL_SELECT {len(self.y)} images ({self.y.mean():.1%} positive)")
 
     # ------------------------------------------------------------------ training
@@ -513,23 +514,26 @@ class Bench:
         )
 
     def select_score(self, profile, train_cfg):
-        """The trainer's ``select_score`` for ``train.selection`` (None for val_mcc), from VAL_SELECT at the StreetVision size."""
-        from roadwork_ml.training.selection import streetvision_views
+        """The trainer's ``select_score`` for ``train.selection`` (None for val_mcc), from VAL_SELECT
+        at the StreetVision size; the views are drawn once per selection setting and served size."""
+        from roadwork_ml.training.selection import selection_rows, streetvision_views
 
         sel = train_cfg.selection
         if sel.metric == "val_mcc":
             return None
-        from roadwork_assets.recipe import selection_rows
-
-        keep = np.flatnonzero(self.native_rows.index.isin(selection_rows(self.native_rows, sel).index))
-        bs = profile.inference.batch_size
-        batches = ((self.native.images[keep[s : s + bs]], self.y[keep[s : s + bs]]) for s in range(0, len(keep), bs))
-        t0 = time.perf_counter()
-        views = streetvision_views(
-            batches, sel.levels, sel.seed, profile.inference.input_size, profile.evaluation.streetvision.size
-        )
-        _log(f"selection views: {tuple(views.views.shape)} in {time.perf_counter() - t0:.1f}s")
-        return views.scorer(profile.model, profile.inference)
+        inf, size = profile.inference, profile.evaluation.streetvision.size
+        key = (tuple(sel.levels), sel.seed, sel.max_images, inf.input_size, size)
+        views = self._selection_views.get(key)
+        if views is None:
+            keep = np.flatnonzero(self.native_rows.index.isin(selection_rows(self.native_rows, sel).index))
+            bs = inf.batch_size
+            batches = (
+                (self.native.images[keep[s : s + bs]], self.y[keep[s : s + bs]]) for s in range(0, len(keep), bs)
+            )
+            t0 = time.perf_counter()
+            views = self._selection_views[key] = streetvision_views(batches, sel.levels, sel.seed, inf.input_size, size)
+            _log(f"selection views: {tuple(views.views.shape)} in {time.perf_counter() - t0:.1f}s")
+        return views.scorer(profile.model, inf)
 
     def hard_negative_weights(self) -> tuple[np.ndarray, dict]:
         """The hard_negatives asset's computation (out-of-fold TRAIN scores with the profile's

@@ -46,14 +46,6 @@ def phase1_datasets(store: ArtifactStore, profile):
     )
 
 
-def selection_rows(val_rows: pd.DataFrame, sel) -> pd.DataFrame:
-    """VAL_SELECT rows the selection views are drawn from: all, or ``sel.max_images`` drawn with
-    ``sel.seed`` (in split order), so a cap never keeps just the first source or sequence."""
-    if not sel.max_images or sel.max_images >= len(val_rows):
-        return val_rows
-    return val_rows.sample(n=sel.max_images, random_state=sel.seed).sort_index()
-
-
 def selection_scorer(store: ArtifactStore, profile, train_cfg, val_rows: pd.DataFrame, log):
     """The trainer's ``select_score`` for ``train.selection`` (None for ``val_mcc``): VAL_SELECT
     streamed at the StreetVision size, each image drawn at every selection level once and kept at
@@ -61,7 +53,7 @@ def selection_scorer(store: ArtifactStore, profile, train_cfg, val_rows: pd.Data
     import time
 
     from roadwork_ml.training.dataset import build_loader, iterate_batches
-    from roadwork_ml.training.selection import streetvision_views
+    from roadwork_ml.training.selection import selection_rows, streetvision_views
 
     sel = train_cfg.selection
     if sel.metric == "val_mcc":

@@ -13,7 +13,7 @@ from roadwork_ml.evaluation.report import resize_images
 from roadwork_ml.evaluation.streetvision import augment
 from roadwork_ml.models import build_classifier
 from roadwork_ml.models.inference import global_view_probability
-from roadwork_ml.training.selection import streetvision_views
+from roadwork_ml.training.selection import selection_rows, streetvision_views
 from roadwork_ml.training.trainer import TensorSplit, train_classifier
 
 SIZE = 16
@@ -66,8 +66,6 @@ def test_a_served_input_larger_than_the_validators_keeps_the_draws_and_resizes_w
 
 def test_a_capped_selection_draws_its_images_across_the_split_not_its_head():
     import pandas as pd
-
-    from roadwork_assets.recipe import selection_rows
 
     rows = pd.DataFrame({"record_id": [f"r{i:03d}" for i in range(200)]})
     sel = load_profile("tiny").train.selection

@@ -19,16 +19,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from roadwork_ml.augment.streetvision import IMAGE_SIZE
-from roadwork_ml.config import InferenceConfig, ModelConfig
+from roadwork_ml.config import InferenceConfig, ModelConfig, SelectionConfig
 from roadwork_ml.data.transforms import to_float
 from roadwork_ml.evaluation import metrics as M
 from roadwork_ml.evaluation.report import resize_images
 from roadwork_ml.evaluation.streetvision import augment, reward
 
-__all__ = ["StreetVisionViews", "streetvision_views"]
+__all__ = ["StreetVisionViews", "selection_rows", "streetvision_views"]
 
 
 @dataclass
@@ -114,3 +115,11 @@ def streetvision_views(
     y_all = np.concatenate(labels)
     views = torch.cat([torch.cat(per_level[v]) for v in lv])
     return StreetVisionViews(views, np.tile(y_all, len(lv)), lv, int(input_size))
+
+
+def selection_rows(val_rows: pd.DataFrame, sel: SelectionConfig) -> pd.DataFrame:
+    """VAL_SELECT rows the views are drawn from: all, or ``sel.max_images`` drawn with ``sel.seed``
+    (kept in split order), so a cap never keeps just the first source or sequence."""
+    if not sel.max_images or sel.max_images >= len(val_rows):
+        return val_rows
+    return val_rows.sample(n=sel.max_images, random_state=sel.seed).sort_index()
