@@ -268,12 +268,13 @@ def hpo_study(
     import optuna
 
     from roadwork_ml.augment.policy import photo_styles
-    from roadwork_ml.training.hpo import build_study, phase1_objective, run_study, study_plots
+    from roadwork_ml.training.hpo import build_study, check_search_space, phase1_objective, run_study, study_plots
     from roadwork_ml.training.phase1 import train_phase1
 
     resolved = settings.resolved()
     profile = resolved.profile
     hpo = profile.hpo
+    check_search_space(profile.train, hpo.search_space)  # before the splits are read
     rows, train, val_rows, val = phase1_datasets(store, profile)
     explora_dir = explora_init(store, profile)
     select_score = selection_scorer(store, profile, profile.train, val_rows, context.log.info)

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from roadwork_ml.config import HpoConfig, HpoParam, load_profile
-from roadwork_ml.training.hpo import apply_params, build_study, phase1_objective, run_study
+from roadwork_ml.training.hpo import apply_params, build_study, check_search_space, phase1_objective, run_study
 
 WORKER = Path(__file__).parent / "hpo_worker.py"
 
@@ -28,6 +28,30 @@ def test_apply_params_and_profile_space():
         apply_params(p.train, {"lr": -1.0})  # validated again
     with pytest.raises(ValueError, match="choices"):
         HpoParam(key="x", kind="categorical")
+
+
+@pytest.mark.parametrize("profile", ["tiny", "demo", "production"])
+def test_the_shipped_search_spaces_fit_their_profiles(profile):
+    p = load_profile(profile)
+    check_search_space(p.train, p.hpo.search_space)
+
+
+def test_a_searched_value_the_profile_rules_out_is_refused_before_any_trial():
+    """Lost-object weights need the batch step, so a space that also tries the validator policy would fail
+    every such trial mid-study; the objective refuses it when it is built, and names key, value and rule."""
+    p = load_profile("tiny", ["train.augmentation.policy=legacy", "train.augmentation.lost_object_weight=0"])
+    space = [HpoParam(key="augmentation.policy", kind="categorical", choices=["legacy", "validator"])]
+    calls = []
+    with pytest.raises(
+        ValueError, match="augmentation.policy='validator' does not fit.*needs augmentation.policy legacy"
+    ):
+        phase1_objective(lambda cfg, report: calls.append(cfg) or 0.0, p.train, space)
+    assert calls == []
+    with pytest.raises(ValueError, match="lr=-1.0 does not fit"):
+        check_search_space(p.train, [HpoParam(key="lr", kind="float", low=-1.0, high=1e-3)])
+    with pytest.raises(ValueError, match="train has no key 'nope'"):
+        check_search_space(p.train, [HpoParam(key="optimizer.nope", kind="int", low=1, high=2)])
+    check_search_space(p.train, [HpoParam(key="augmentation.lost_object_weight", kind="float", low=0.0, high=1.0)])
 
 
 def test_median_pruner_stops_a_trial_below_the_median(tmp_path):

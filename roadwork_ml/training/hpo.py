@@ -20,10 +20,19 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
+from pydantic import ValidationError
 
-from roadwork_ml.config import HpoConfig, HpoParam, TrainConfig
+from roadwork_ml.config import HpoConfig, HpoParam, TrainConfig, apply_train_params
 
-__all__ = ["apply_params", "build_study", "phase1_objective", "run_study", "study_plots", "suggest"]
+__all__ = [
+    "apply_params",
+    "build_study",
+    "check_search_space",
+    "phase1_objective",
+    "run_study",
+    "study_plots",
+    "suggest",
+]
 
 
 def suggest(trial: optuna.Trial, space: list[HpoParam]) -> dict[str, Any]:
@@ -41,18 +50,7 @@ def suggest(trial: optuna.Trial, space: list[HpoParam]) -> dict[str, Any]:
 
 def apply_params(cfg: TrainConfig, params: dict[str, Any]) -> TrainConfig:
     """``cfg`` with dotted keys replaced (validated again: a bad search space fails here, loudly)."""
-    data = cfg.model_dump(mode="python")
-    for key, value in params.items():
-        cursor = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if part not in cursor or not isinstance(cursor[part], dict):
-                raise KeyError(f"hpo key {key!r}: train has no section {part!r}")
-            cursor = cursor[part]
-        if leaf not in cursor:
-            raise KeyError(f"hpo key {key!r}: train has no key {leaf!r}")
-        cursor[leaf] = value
-    return TrainConfig.model_validate(data)
+    return apply_train_params(cfg, params)
 
 
 def _pruner(cfg: HpoConfig, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -96,6 +94,25 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], c
     return study
 
 
+def check_search_space(base: TrainConfig, space: list[HpoParam]) -> None:
+    """Refuse, before any trial runs, a searched value the rest of ``base`` rules out (each
+    categorical choice and each range end, one key at a time): otherwise its trials would fail
+    one by one, mid-study. ValueError names the key, the value and the rule."""
+    for p in space:
+        values = p.choices if p.kind == "categorical" else [p.low, p.high]
+        for value in values:
+            value = int(value) if p.kind == "int" else value
+            try:
+                apply_params(base, {p.key: value})
+            except KeyError as err:
+                raise ValueError(f"hpo.search_space: {err.args[0]}") from None
+            except ValidationError as err:
+                why = "; ".join(e["msg"] for e in err.errors())
+                raise ValueError(
+                    f"hpo.search_space: {p.key}={value!r} does not fit the profile's train: {why}"
+                ) from None
+
+
 def phase1_objective(
     train_fn: Callable[[TrainConfig, Callable[[int, float], None]], float], base: TrainConfig, space: list[HpoParam]
 ) -> Callable[[optuna.Trial], float]:
@@ -107,6 +124,8 @@ def phase1_objective(
     ``train.selection`` is not ``val_mcc``; the same number is then reported each epoch).
     ``report`` raises ``optuna.TrialPruned`` when the pruner says so.
     """
+
+    check_search_space(base, space)
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, space)  # a re-queued trial gets its fixed parameters back here
