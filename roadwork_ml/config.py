@@ -335,6 +335,16 @@ class ConsistencyConfig(_Strict):
     )
 
 
+class MixupConfig(_Strict):
+    """Mixup (Zhang et al. 2018): a batch becomes ``lam * x + (1 - lam) * x[perm]`` with ``lam ~
+    Beta(alpha, alpha)`` and the loss ``lam * L(y) + (1 - lam) * L(y[perm])``, each term with its
+    rows' loss weights. CutMix is not offered: a pasted patch changes a presence label by whether
+    it holds the object, not by its area."""
+
+    alpha: float = Field(default=0.0, ge=0, description="Beta(alpha, alpha) of the mixing weight; 0 = off")
+    prob: float = Field(default=1.0, ge=0, le=1, description="probability that a batch is mixed")
+
+
 class SamplerConfig(_Strict):
     kind: Literal["shuffle", "class_source"] = Field(
         default="shuffle", description="class_source: WeightedRandomSampler by class x source"
@@ -397,6 +407,7 @@ class TrainConfig(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    mixup: MixupConfig = Field(default_factory=MixupConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     channels_last: bool = Field(
         default=True,
@@ -422,6 +433,11 @@ class TrainConfig(_Strict):
             raise ValueError(
                 "train.consistency.views > 1 needs the batch augmentation (augmentation.policy legacy, or "
                 "legacy_on_top): the validator policy draws one augmentation per image and epoch, so its views would be copies"
+            )
+        if self.mixup.alpha > 0 and self.consistency.views > 1:
+            raise ValueError(
+                "train.mixup needs train.consistency.views 1: mixing rows with a permutation breaks the "
+                "views of one image that the consistency term compares"
             )
         if self.augmentation.lost_object_weight < 1 and self.augmentation.policy != "legacy":
             raise ValueError(

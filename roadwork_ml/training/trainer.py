@@ -24,6 +24,7 @@ from roadwork_ml.evaluation.metrics import auroc, mcc
 from roadwork_ml.models.classifier import RoadworkClassifier
 from roadwork_ml.training.dataset import ImageDataset, TensorImageDataset, build_loader, iterate_batches
 from roadwork_ml.training.losses import build_loss, js_consistency
+from roadwork_ml.training.mixup import MixedBatch, mix_batch
 from roadwork_ml.training.optim import SAM, build_ema, build_optimizer, clip_gradients
 from roadwork_ml.training.samplers import build_sampler
 from roadwork_ml.training.schedule import warmup_cosine
@@ -226,11 +227,20 @@ def legacy_augment(
 
 
 def _forward_backward(
-    model, loss_fn, x, y, w, amp: bool, accum: int, views: int = 1, consistency: float = 0.0
+    model,
+    loss_fn,
+    x,
+    y,
+    w,
+    amp: bool,
+    accum: int,
+    views: int = 1,
+    consistency: float = 0.0,
+    mixed: MixedBatch | None = None,
 ) -> torch.Tensor:
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(x).float()
-    loss = loss_fn(logits, y, w)
+    loss = mixed.loss(loss_fn, logits, y, w) if mixed is not None else loss_fn(logits, y, w)
     if views > 1 and consistency > 0:
         loss = loss + consistency * js_consistency(logits, views)
     (loss / accum).backward()
@@ -355,15 +365,19 @@ def train_classifier(
                 x, frames = legacy_augment(x, gen, cfg, out_size=input_size)
                 if boxes is not None:
                     w = _lost_object_weights(frames, y, batch.indices.repeat(views), boxes, known, w, cfg)
+            mixed = None
+            if cfg.mixup.alpha > 0:
+                mixed = mix_batch(x, cfg.mixup, gen)
+                x = mixed.x
             x = x.contiguous(memory_format=layout)
 
-            loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps, views, consistency)
+            loss = _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps, views, consistency, mixed)
             last = b == batches_per_epoch - 1
             if (b + 1) % cfg.grad_accum_steps == 0 or last:
                 if sam is not None:
                     sam.first_step()
                     sam.zero_grad(set_to_none=True)
-                    _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps, views, consistency)
+                    _forward_backward(model, loss_fn, x, y, w, amp, cfg.grad_accum_steps, views, consistency, mixed)
                     clip_gradients(model, cfg.optimizer.grad_clip_norm)
                     sam.second_step()
                 else:
