@@ -43,7 +43,8 @@ _source_served (zoom crops from the 128-px photo, / through the served resizes),
 default_bs16_noise100 (the noise on every sample), default_bs16_ema998 (EMA at decay 0.998), default_bs16_lr5e4 (lr 5e-4).
 Tenth pass: default_bs16_select_reward (the checkpoint kept on VAL_SELECT's StreetVision reward),
 default_bs16_maxpool (global max pooling), default_bs8 (batch 8), default_bs16_lost0 (lost-object
-weight 0 at batch 16). "Today's recipe"
+weight 0 at batch 16). Eleventh pass: default_bs16_mixup (mixup at Beta(0.2, 0.2)); lost-object
+weight 0 becomes the profiles' default. "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
 
@@ -131,7 +132,7 @@ the split into invocations safe):
     # eighth pass (2026-11-30): today's recipe re-trained with the current code into a second
     # cache (its first runs predate the saved checkpoints), for bench/recipe_heldout.py's
     # held-out VAL_TEST check of the cached checkpoints (that script's docstring)
-    python bench/recipe_ablation.py $H --variants baseline --seeds 42,43 \
+    python bench/recipe_ablation.py $H --variants baseline --seeds 42,43 \\
         --cache-dir /work/ablation_home/recipe_ablation_b --set train.optimizer.fused=false   # then 44, 45
     V=baseline,seed_control,validator_aug,validator_half,balance,focal,hard_negatives,ema,hpo_best
     V=$V,validator_half_legacy,validator_half_e20,legacy_saturation,legacy_saturation_strong
@@ -156,15 +157,15 @@ the split into invocations safe):
     P=$P,default_bs16:$D,default_bs16:default_bs32,default_bs32_noise100:default_bs32
     P=$P,default_bs16_e12:default_bs16,default_bs16_e12:$D
     # (the epoch costs the JSON carries are the cache's, from an earlier --time-epoch report)
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 \
-      --hpo-trials 8 --hpo-epochs 3 --variants $V \
-      --pairs photometric_norm_saturation:legacy_saturation,photometric_norm:legacy_saturation,$P \
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 \\
+      --hpo-trials 8 --hpo-epochs 3 --variants $V \\
+      --pairs photometric_norm_saturation:legacy_saturation,photometric_norm:legacy_saturation,$P \\
       --slices-of $D --out bench/results/recipe_ablation_demo.json
     # the served resizes over six seeds (the default at 46 and 47 has no today's-recipe twin)
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 --variants $D,default_served \
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 --variants $D,default_served \\
       --pairs default_served:$D --out bench/results/recipe_ablation_demo_served_6seeds.json
     # batches 32 and 16 over six seeds
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 --variants $D,default_bs32,default_bs16 \
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 --variants $D,default_bs32,default_bs16 \\
       --pairs default_bs16:$D,default_bs32:$D --out bench/results/recipe_ablation_demo_bs16_6seeds.json
     # ninth pass (2026-11-30, a fresh make-demo home, its own cache: two processes of 1 thread):
     # today's recipe and batch 16 re-trained, then sharper zoom crops and the noise on every sample
@@ -177,7 +178,7 @@ the split into invocations safe):
     V=default_bs16,default_bs16_source,default_bs16_noise100,default_bs16_ema998,default_bs16_lr5e4
     P=default_bs16_source:default_bs16,default_bs16_noise100:default_bs16
     P=$P,default_bs16_ema998:default_bs16,default_bs16_lr5e4:default_bs16
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V --pairs $P \
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V --pairs $P \\
       --out bench/results/recipe_ablation_demo_ninth.json
     # tenth pass (2026-11-30, the ninth pass's home and cache, two processes of 1 thread each)
     python bench/recipe_ablation.py $H --variants default_bs16_select_reward --seeds 42,43   # and 44,45
@@ -185,14 +186,25 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants default_bs8 --seeds 42,43   # and 44,45
     V10=default_bs16,default_bs16_select_reward,default_bs16_maxpool,default_bs8
     P10=default_bs16_select_reward:default_bs16,default_bs16_maxpool:default_bs16,default_bs8:default_bs16
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V10 --pairs $P10 \
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V10 --pairs $P10 \\
       --out bench/results/recipe_ablation_demo_tenth.json
     # lost positives at weight 0, seeds 42-45 as above, then 46 and 47 beside batch 16's
     python bench/recipe_ablation.py $H --variants default_bs16_lost0 --seeds 42,43   # and 44,45
     python bench/recipe_ablation.py $H --variants default_bs16,default_bs16_lost0 --seeds 46   # and 47
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 \
-      --variants default_bs16,default_bs16_lost0 --pairs default_bs16_lost0:default_bs16 \
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45,46,47 \\
+      --variants default_bs16,default_bs16_lost0 --pairs default_bs16_lost0:default_bs16 \\
       --out bench/results/recipe_ablation_demo_lost0_6seeds.json
+    # eleventh pass (2026-11-30, the same home and cache): lost-weight 0 confirmed on fresh seeds, then mixup
+    python bench/recipe_ablation.py $H --variants default_bs16,default_bs16_lost0 --seeds 48,49   # and 50,51
+    python bench/recipe_ablation.py $H --variants default_bs16_mixup --seeds 42,43   # and 44,45
+    python bench/recipe_ablation.py $H --report-only --seeds 48,49,50,51 \\
+      --variants default_bs16,default_bs16_lost0 --pairs default_bs16_lost0:default_bs16 \\
+      --out bench/results/recipe_ablation_demo_lost0_fresh.json   # and --seeds 42,...,51: _lost0_10seeds.json
+    V11=baseline,default_bs16,default_bs16_lost0,default_bs16_mixup
+    P11=default_bs16_lost0:baseline,default_bs16:baseline,default_bs16_lost0:default_bs16
+    P11=$P11,default_bs16_mixup:default_bs16
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V11 --pairs $P11 \\
+      --out bench/results/recipe_ablation_demo_eleventh.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
@@ -360,6 +372,10 @@ FOLLOW_UPS = {
     # a positive whose roadwork the crop left out teaches "zoomed street = roadwork", the look of
     # level 1's false positives; measured at batch 64 (sixth pass), re-measured on the better-trained model
     "default_bs16_lost0": [*_DEFAULT, "train.batch_size=16", "train.augmentation.lost_object_weight=0.0"],
+    # eleventh pass: mixup (train.mixup) at Beta(0.2, 0.2) on every batch: an image that holds only part
+    # of the evidence (a faded lamp, a half-seen cone) is taught an intermediate score, against the
+    # confident zoomed night false positives at level 1
+    "default_bs16_mixup": [*_DEFAULT, "train.batch_size=16", "train.mixup.alpha=0.2"],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input
     "photometric_norm_geometry_source": [
@@ -384,14 +400,15 @@ def _log(msg: str) -> None:
 
 # "Today's recipe" is the one before this ablation's changes: the profiles now default to what
 # it found (the chroma step, the photometric normalization, the validator geometry and noise in
-# the batch step, the demo's 14 epochs) or may (source_side), so the baseline (and every single
-# change on top of it) pins them off.
+# the batch step, lost-object weight 0, the demo's 14 epochs) or may (source_side), so the
+# baseline (and every single change on top of it) pins them off.
 TODAY = [
     "train.augmentation.saturation_prob=0.0",
     "train.augmentation.geometry_prob=0.0",
     "model.input_norm=none",
     "train.augmentation.source_side=0",
     "train.augmentation.noise_prob=0.0",
+    "train.augmentation.lost_object_weight=1.0",
 ]
 # the demo's schedule before the fourth pass and its batch before the seventh (the cached runs')
 TODAY_SCHEDULE = {"demo": ["train.epochs=10", "train.early_stopping_patience=4", "train.batch_size=64"]}

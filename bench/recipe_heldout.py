@@ -36,6 +36,19 @@ and lost positives at weight 0 over six seeds:
       --checkpoint-dirs /work/ablation_home/recipe_ablation \
       --variants default_bs16,default_bs16_lost0 --seeds 42,43,44,45,46,47 \
       --pairs default_bs16_lost0:default_bs16 --out bench/results/recipe_heldout_demo_lost0_6seeds.json
+
+The eleventh pass (the same home; V11 and P11 as in ``bench/recipe_ablation.py``'s docstring),
+lost-weight 0 on four fresh seeds (the rule to adopt it set before they were trained) and on
+all ten:
+
+    python bench/recipe_heldout.py --home /work/ablation_home --profile demo \\
+      --checkpoint-dirs /work/ablation_home/recipe_ablation \\
+      --variants default_bs16,default_bs16_lost0 --seeds 48,49,50,51 \\
+      --pairs default_bs16_lost0:default_bs16 --out bench/results/recipe_heldout_demo_lost0_fresh.json
+    # the same with --seeds 42,43,44,45,46,47,48,49,50,51: recipe_heldout_demo_lost0_10seeds.json
+    python bench/recipe_heldout.py --home /work/ablation_home --profile demo \\
+      --checkpoint-dirs /work/ablation_home/recipe_ablation --variants $V11 --seeds 42,43,44,45 \\
+      --pairs $P11 --out bench/results/recipe_heldout_demo_eleventh.json
 """
 
 from __future__ import annotations

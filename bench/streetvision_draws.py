@@ -12,6 +12,11 @@ over images (every draw and training seed of a resampled image together). No tra
       --checkpoint-dirs /work/ablation_home/recipe_ablation --split VAL_TEST \\
       --variants default_bs16 --seeds 42,43,44,45 --draw-seeds 0,1,2,3,4 \\
       --out bench/results/streetvision_draws_demo_val_test.json
+
+The eleventh pass scored lost-object weight 0 beside batch 16 (``--variants
+default_bs16,default_bs16_lost0``) at seeds 42-45 on both splits
+(``streetvision_draws_demo_val_test_lost0.json``, ``..._val_select_lost0.json``) and at the
+fresh seeds 48-51 on VAL_TEST (``..._val_test_lost0_fresh.json``), ``--threads 1`` each.
 """
 
 from __future__ import annotations

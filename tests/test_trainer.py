@@ -240,7 +240,12 @@ def test_consistency_views_must_divide_the_batch_and_need_the_batch_augmentation
         load_profile("tiny", ["train.augmentation.policy=validator", "train.consistency.views=2"])
     cfg = load_profile(
         "tiny",
-        ["train.augmentation.policy=validator", "train.augmentation.legacy_on_top=true", "train.consistency.views=2"],
+        [
+            "train.augmentation.policy=validator",
+            "train.augmentation.legacy_on_top=true",
+            "train.augmentation.lost_object_weight=1",
+            "train.consistency.views=2",
+        ],
     )
     assert cfg.train.consistency.views == 2
 
