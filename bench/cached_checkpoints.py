@@ -1,11 +1,14 @@
 """The recipe ablation's cached checkpoints, read back by the benches that re-score them without
 training (``recipe_heldout``, ``level1_decomposition``, ``streetvision_draws``): where a run's
 checkpoint is, the served prediction of one, a split at the emulation's native side, and the
-command-line arguments those benches share."""
+command-line arguments those benches share, and how they write their result."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
 from pathlib import Path
 
 
@@ -54,3 +57,13 @@ def add_checkpoint_args(ap: argparse.ArgumentParser, split_default: str) -> None
     ap.add_argument("--seeds", default="42,43,44,45")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
+
+
+def write_result(out: str | Path, fields: dict, md: str, t0: float) -> None:
+    """Print the bench's table ``md`` and write ``{"command", **fields, "table_markdown",
+    "seconds"}`` to ``out`` as JSON (``seconds`` since ``t0``, a ``time.perf_counter()``)."""
+    print(md)
+    res = {"command": " ".join(sys.argv), **fields, "table_markdown": md, "seconds": time.perf_counter() - t0}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(res, indent=2))
+    print(f"[{time.strftime('%H:%M:%S')}] wrote {out}", flush=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cached_checkpoints import add_checkpoint_args, load_native_split, served_checkpoint  # noqa: E402
+from cached_checkpoints import add_checkpoint_args, load_native_split, served_checkpoint, write_result  # noqa: E402
 from recipe_ablation import _log, load  # noqa: E402
 
 PARTS = ("as_drawn", "no_rotation", "no_crop", "neither")
@@ -138,22 +137,15 @@ def main() -> None:
             lines.append(
                 f"| {v} | {w} | {r['mcc']:.3f} | {r['fpr']:.3f} | {r['tpr']:.3f} | {r['fpr_night_dusk']:.3f} |"
             )
-    md = "\n".join(lines)
-    print(md)
-    res = {
-        "command": " ".join(sys.argv),
+    fields = {
         "split": args.split,
         "n_images": int(len(y)),
         "n_night_dusk_negatives": int(((y == 0) & dark).sum()),
         "seeds": seeds,
         "per_seed": per_seed,
         "seed_means": means,
-        "table_markdown": md,
-        "seconds": time.perf_counter() - t0,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    _log(f"wrote {args.out}")
+    write_result(args.out, fields, "\n".join(lines), t0)
 
 
 if __name__ == "__main__":

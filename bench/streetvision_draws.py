@@ -22,7 +22,6 @@ fresh seeds 48-51 on VAL_TEST (``..._val_test_lost0_fresh.json``), ``--threads 1
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cached_checkpoints import add_checkpoint_args, load_native_split, served_checkpoint  # noqa: E402
+from cached_checkpoints import add_checkpoint_args, load_native_split, served_checkpoint, write_result  # noqa: E402
 from recipe_ablation import _log, load  # noqa: E402
 
 LEVELS = (0, 1, 2, 3)
@@ -136,22 +135,15 @@ def main() -> None:
             + " | ".join(f"{a[f'level_{lv}']['estimate']:.3f}" for lv in LEVELS)
             + f" | {a['gap']['estimate']:.3f} [{a['gap']['low']:.3f}, {a['gap']['high']:.3f}] |"
         )
-    md = "\n".join(lines)
-    print(md)
-    out = {
-        "command": " ".join(sys.argv),
+    fields = {
         "split": args.split,
         "n_images": int(len(y)),
         "seeds": seeds,
         "draw_seeds": draws,
         "n_resamples": args.n_resamples,
         "variants": res,
-        "table_markdown": md,
-        "seconds": time.perf_counter() - t0,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    _log(f"wrote {args.out}")
+    write_result(args.out, fields, "\n".join(lines), t0)
 
 
 if __name__ == "__main__":

@@ -813,23 +813,6 @@ class Profile(_Strict):
         return data
 
 
-def apply_train_params(cfg: TrainConfig, params: dict[str, Any]) -> TrainConfig:
-    """``cfg`` with dotted keys under ``train`` replaced (``{"lr": 3e-4, "loss.name": "focal"}``),
-    validated again. Raises KeyError for a key ``train`` does not have."""
-    data = cfg.model_dump(mode="python")
-    for key, value in params.items():
-        cursor = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if part not in cursor or not isinstance(cursor[part], dict):
-                raise KeyError(f"hpo key {key!r}: train has no section {part!r}")
-            cursor = cursor[part]
-        if leaf not in cursor:
-            raise KeyError(f"hpo key {key!r}: train has no key {leaf!r}")
-        cursor[leaf] = value
-    return TrainConfig.model_validate(data)
-
-
 class ProfileError(ValueError):
     """A profile that does not load or validate. The message starts with the profile and then
     gives one line per problem: the dotted key, what is wrong, what is allowed and, for a typo,

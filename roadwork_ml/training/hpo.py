@@ -22,7 +22,7 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 from pydantic import ValidationError
 
-from roadwork_ml.config import HpoConfig, HpoParam, TrainConfig, apply_train_params
+from roadwork_ml.config import HpoConfig, HpoParam, TrainConfig
 
 __all__ = [
     "apply_params",
@@ -50,7 +50,18 @@ def suggest(trial: optuna.Trial, space: list[HpoParam]) -> dict[str, Any]:
 
 def apply_params(cfg: TrainConfig, params: dict[str, Any]) -> TrainConfig:
     """``cfg`` with dotted keys replaced (validated again: a bad search space fails here, loudly)."""
-    return apply_train_params(cfg, params)
+    data = cfg.model_dump(mode="python")
+    for key, value in params.items():
+        cursor = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if part not in cursor or not isinstance(cursor[part], dict):
+                raise KeyError(f"hpo key {key!r}: train has no section {part!r}")
+            cursor = cursor[part]
+        if leaf not in cursor:
+            raise KeyError(f"hpo key {key!r}: train has no key {leaf!r}")
+        cursor[leaf] = value
+    return TrainConfig.model_validate(data)
 
 
 def _pruner(cfg: HpoConfig, max_epochs: int) -> optuna.pruners.BasePruner:
