@@ -215,6 +215,13 @@ class AugmentConfig(_Strict):
         description="legacy: P(the validator's Gaussian colour noise, drawn at validator_size and resized with the "
         "batch as the validator's images are)",
     )
+    jpeg_prob: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="legacy: P(the validator's closing step on a sample: 8 bits and a Pillow JPEG at quality 75 at "
+        "validator_size, then back to the input as a served image is)",
+    )
     noise_variances: list[float] = Field(
         default_factory=lambda: [0.001, 0.002],
         min_length=1,

@@ -234,3 +234,79 @@ def test_served_side_input_size_resolves_to_the_profiles_inference_input_size():
     cfg = p.train.model_copy(update={"augmentation": aug})
     with pytest.raises(ValueError, match="resolved to inference.input_size"):
         legacy_augment(torch.rand(2, 3, 8, 8), torch.Generator().manual_seed(0), cfg)
+
+
+def _road_scene(n: int = 6, side: int = 64, seed: int = 0) -> torch.Tensor:
+    """Float ``[n, 3, side, side]``: a grey road with a few small orange blobs, smooth enough to
+    be a photo the codec treats as one (random pixels are not)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((n, 3, side, side), 0.45) + 0.05 * torch.linspace(-1, 1, side).view(1, 1, side, 1)
+    orange = torch.tensor([0.95, 0.5, 0.1]).view(3, 1, 1)
+    for i in range(n):
+        for _ in range(3):
+            r, c = torch.randint(4, side - 12, (2,), generator=g).tolist()
+            x[i, :, r : r + 8, c : c + 6] = orange
+    return x
+
+
+def test_jpeg_step_is_pillows_quality_75_round_trip_of_the_truncated_image():
+    import io
+
+    from PIL import Image
+
+    from roadwork_ml.data.transforms import validator_jpeg
+
+    x = _road_scene(side=32)
+    out = validator_jpeg(x, torch.Generator().manual_seed(0), 1.0, size=32)
+    for i in range(len(x)):  # at the validator's own side: truncate to 8 bits, encode at 75, decode
+        hwc = (x[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(hwc).save(buf, format="JPEG", quality=75)
+        ref = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.float32) / 255
+        assert np.allclose(out[i].permute(1, 2, 0).numpy(), ref, atol=1e-6)
+    assert (out - x).abs().amax() > 5 / 255  # the codec changed something: a lossy round trip
+
+
+def test_jpeg_step_adds_the_codecs_error_without_the_resampling_blur():
+    """At the model's 32 px the codec works at 224 px; resizing the sample there and back would
+    blur it, so only the codec's error comes back. A flat 8-bit grey survives unchanged, and a
+    sharp edge keeps its step where the naive round trip softens it."""
+    import torch.nn.functional as F
+
+    from roadwork_ml.data.transforms import served_resize, validator_jpeg
+
+    g = lambda: torch.Generator().manual_seed(0)
+    flat = torch.full((2, 3, 32, 32), 128 / 255)
+    assert torch.allclose(validator_jpeg(flat, g(), 1.0, size=224), flat, atol=1e-6)
+    edge = torch.full((1, 3, 32, 32), 64 / 255)
+    edge[..., 16:] = 192 / 255
+    ours = validator_jpeg(edge, g(), 1.0, size=224)
+    up = F.interpolate(edge, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+    naive = served_resize(up, 32)
+    step = lambda t: float((t[0, :, :, 16] - t[0, :, :, 15]).mean())
+    assert step(edge) - step(ours) < 0.02  # the codec rings a little at the edge
+    assert step(edge) - step(naive) > 0.1  # the resampling blurs it
+
+
+def test_jpeg_step_hits_its_share_and_keeps_the_stream_when_off():
+    x = _road_scene(n=200, side=32)
+    out = augment_batch(x, torch.Generator().manual_seed(4), **_plain(jpeg_prob=0.5, noise_size=32))
+    changed = (out - x).abs().amax(dim=(1, 2, 3)) > 1e-3
+    assert 0.40 < changed.float().mean() < 0.60
+    off = augment_batch(x, torch.Generator().manual_seed(4), **_plain(jpeg_prob=0.0))
+    assert torch.equal(off, augment_batch(x, torch.Generator().manual_seed(4), **_plain()))
+
+
+def test_the_profiles_jpeg_prob_reaches_the_batch_step():
+    from roadwork_ml.config import load_profile
+    from roadwork_ml.training.trainer import legacy_augment
+
+    x = _road_scene(n=4, side=32)
+    out = {}
+    for prob in (0.0, 1.0):
+        cfg = load_profile("demo", [f"train.augmentation.jpeg_prob={prob}"]).train
+        out[prob], _ = legacy_augment(x, torch.Generator().manual_seed(0), cfg)
+    # with the codec every sample also ends on a JPEG decode: different from the same draw without it
+    assert ((out[1.0] - out[0.0]).abs().amax(dim=(1, 2, 3)) > 1e-3).all()
+    with pytest.raises(Exception, match="less than or equal to 1"):
+        load_profile("demo", ["train.augmentation.jpeg_prob=1.5"])

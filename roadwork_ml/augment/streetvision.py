@@ -51,6 +51,7 @@ __all__ = [
     "ValidatorParams",
     "apply_distortion",
     "draw_params",
+    "jpeg_roundtrip",
     "validator_augment",
 ]
 
@@ -212,7 +213,8 @@ def _resize_pil_bilinear(hwc: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(hwc).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def _jpeg_roundtrip(hwc: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
+def jpeg_roundtrip(hwc: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` RGB through a Pillow JPEG at ``quality`` (the validator's closing step) and back."""
     buf = io.BytesIO()
     Image.fromarray(hwc).save(buf, format="JPEG", quality=quality)
     buf.seek(0)
@@ -252,7 +254,7 @@ def validator_augment(
         x = augment_float(img, prm, size)
     hwc = _to_8bit(x)
     if jpeg:
-        hwc = _jpeg_roundtrip(hwc)
+        hwc = jpeg_roundtrip(hwc)
     return torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1).contiguous()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,7 @@ def augment_batch_frames(
     noise_size: int = 224,
     out_size: int | None = None,
     served_side: int | None = None,
+    jpeg_prob: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random resized crop (affine zoom + shift), horizontal flip, brightness/contrast jitter,
     and with probability ``saturation_prob`` a chroma factor drawn from U(``saturation``).
@@ -88,6 +90,9 @@ def augment_batch_frames(
     (:func:`validator_noise`), a variance drawn from ``noise_variances``, after the colour steps
     as in the validator's level 3.
 
+    With probability ``jpeg_prob`` a sample ends as every validator image does
+    (:func:`validator_jpeg`): 8 bits and a Pillow JPEG at quality 75 at ``noise_size`` px.
+
     ``images``: float ``[B, 3, H, W]`` in [0, 1]; returns ``[B, 3, out_size, out_size]`` (default:
     the input's shape), clamped to [0, 1], and each sample's frame: the affine ``theta`` ``[B, 2, 3]``
     that maps an output position (``[-1, 1]`` coordinates) to where it was taken from in the
@@ -98,7 +103,7 @@ def augment_batch_frames(
     (:func:`served_resize`), so training sees the sharpness and noise the model is served.
     One affine grid for the whole batch keeps this a handful of tensor ops per step. With
     ``saturation_prob`` and ``geometry_prob`` 0 no extra random numbers are drawn, so the
-    stream is as before (likewise ``noise_prob``).
+    stream is as before (likewise ``noise_prob`` and ``jpeg_prob``).
     """
     b = images.shape[0]
     dev = images.device
@@ -130,6 +135,8 @@ def augment_batch_frames(
         out = desaturate(out, factor)
     if noise_prob > 0:
         out = validator_noise(out, generator, noise_prob, noise_variances, noise_size, served_side)
+    if jpeg_prob > 0:
+        out = validator_jpeg(out, generator, jpeg_prob, noise_size, served_side)
     return out.clamp_(0, 1), theta
 
 
@@ -265,6 +272,49 @@ def validator_noise(
         rgb = served_resize(rgb, (h, w), served_side)
     out = images.clone()
     out[chosen.to(images.device)] += rgb.to(images.device, images.dtype)
+    return out
+
+
+def validator_jpeg(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    prob: float,
+    size: int = 224,
+    served_side: int | None = None,
+) -> torch.Tensor:
+    """The validator's closing step on a share ``prob`` of float ``[B, 3, H, W]`` RGB in [0, 1]
+    (returns a new tensor): every image it sends is truncated to 8 bits and JPEG-encoded by Pillow
+    at quality 75 at ``size`` px (:func:`roadwork_ml.augment.streetvision.jpeg_roundtrip`).
+
+    A chosen sample is resized to ``size`` (bilinear, antialiased), truncated (floor of x * 255)
+    and sent through the JPEG round trip; what that changed is brought back to ``H`` x ``W`` as a
+    served image is (:func:`served_resize`) and added to the sample. Only the codec's error is
+    added: resizing the sample itself up and back would blur it, a change the validator does not
+    make. The codec quantizes chroma coarsely, so after the validator's colour-saturation step
+    (chroma x 0.4 or 0.3) much of what is left of an orange object's colour is block error, which
+    a chroma-normalizing model (``model.input_norm``) scales back up; the float chroma step alone
+    never shows the model that."""
+    from roadwork_ml.augment.streetvision import jpeg_roundtrip
+
+    b, _, h, w = images.shape
+    chosen = (torch.rand(b, generator=generator) < prob).nonzero().flatten()
+    out = images.clone()
+    if len(chosen) == 0:
+        return out
+    x = images[chosen.to(images.device)].detach().float().clamp(0, 1).cpu()
+    if (h, w) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    u8 = np.ascontiguousarray((x * 255).floor().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    threads = min(torch.get_num_threads(), len(u8))
+    if threads > 1:  # Pillow's codec releases the GIL
+        with ThreadPoolExecutor(threads) as pool:
+            back = np.stack(list(pool.map(jpeg_roundtrip, u8)))
+    else:
+        back = np.stack([jpeg_roundtrip(img) for img in u8])
+    error = torch.from_numpy(back).permute(0, 3, 1, 2).float().div_(255) - x
+    if (h, w) != (size, size):
+        error = served_resize(error, (h, w), served_side)
+    out[chosen.to(images.device)] += error.to(images.device, images.dtype)
     return out
 
 

@@ -223,6 +223,7 @@ def legacy_augment(
         noise_size=a.validator_size,
         out_size=out_size,
         served_side=a.served_side,
+        jpeg_prob=a.jpeg_prob,
     )
 
 
