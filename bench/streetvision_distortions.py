@@ -1,5 +1,5 @@
 """Which StreetVision validator step costs each model (roadwork_ml.evaluation.distortions):
-VAL_SELECT through the served global view, level 0, the level-1 geometry alone, then the
+VAL_SELECT (``--split VAL_TEST``: the held-out split) through the served global view, level 0, the level-1 geometry alone, then the
 geometry plus one level-3 distortion at a time (severities 1 and 2, the ones the validator draws).
 
     python bench/streetvision_distortions.py --home /work/ablation_home --profile demo \\
@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--home", required=True)
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--checkpoint", action="append", required=True, help="NAME=DIR (repeatable)")
+    ap.add_argument("--split", default="VAL_SELECT", choices=["VAL_SELECT", "VAL_TEST"])
+    ap.add_argument("--no-jpeg", action="store_true", help="leave out the closing JPEG q75 (a diagnosis)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results/streetvision_distortions.json")
     args = ap.parse_args()
@@ -46,16 +48,23 @@ def main() -> None:
     profile = load_profile(args.profile)
     sv = profile.evaluation.streetvision
     store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
-    rows = load_split_rows(store, Split.VAL_SELECT)
-    native = load_split_tensors(store, rows, Split.VAL_SELECT, max(profile.inference.input_size, sv.size))
+    split = Split[args.split]
+    rows = load_split_rows(store, split)
+    native = load_split_tensors(store, rows, split, max(profile.inference.input_size, sv.size))
     y = native.labels.numpy()
-    result: dict = {"profile": args.profile, "split": "VAL_SELECT", "n_images": int(len(y)), "models": {}}
+    result: dict = {
+        "profile": args.profile,
+        "split": args.split,
+        "closing_jpeg": not args.no_jpeg,
+        "n_images": int(len(y)),
+        "models": {},
+    }
     for spec in args.checkpoint:
         name, _, directory = spec.partition("=")
         model, _ = load_checkpoint(directory, "cpu")
         t0 = time.perf_counter()
         predict = global_view_probability(model, profile.model, profile.inference)
-        breakdown = distortion_breakdown(predict, native.images, y, seed=sv.seed, size=sv.size)
+        breakdown = distortion_breakdown(predict, native.images, y, seed=sv.seed, size=sv.size, jpeg=not args.no_jpeg)
         result["models"][name] = {"checkpoint": directory, "rows": breakdown, "seconds": time.perf_counter() - t0}
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
     names = list(result["models"])

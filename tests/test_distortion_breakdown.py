@@ -54,3 +54,25 @@ def test_labels_must_match_images():
     imgs, y = _scenes(4)
     with pytest.raises(ValueError, match="4 images but 3 labels"):
         distortion_breakdown(_colour_detector, imgs, y[:3])
+
+
+def test_without_the_closing_jpeg_each_row_sees_the_validators_image_before_the_codec():
+    from roadwork_ml.augment.streetvision import validator_augment
+    from roadwork_ml.evaluation.distortions import _params
+
+    imgs, y = _scenes(4)
+    seen: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    for jpeg in (True, False):
+
+        def record(batch: torch.Tensor, jpeg=jpeg) -> np.ndarray:
+            seen[jpeg].append(batch.clone())
+            return _colour_detector(batch)
+
+        distortion_breakdown(record, imgs, y, seed=1, severities=(2,), batch_size=8, jpeg=jpeg)
+    names = [name for name, *_ in distortion_rows((2,))]
+    cs2 = names.index("CS2")
+    for i, img in enumerate(imgs):
+        prm = _params(1, 3, {"CS": 2}, i, 64, 64)
+        assert torch.equal(seen[False][cs2][i], validator_augment(img, prm, jpeg=False))
+        assert torch.equal(seen[True][cs2][i], validator_augment(img, prm, jpeg=True))
+    assert not torch.equal(seen[False][cs2], seen[True][cs2])

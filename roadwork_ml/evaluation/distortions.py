@@ -48,6 +48,7 @@ def distortion_breakdown(
     severities: Sequence[int] = (1, 2),
     batch_size: int = 64,
     size: int = IMAGE_SIZE,
+    jpeg: bool = True,
 ) -> list[dict[str, Any]]:
     """Score ``predict`` (uint8 ``[B, 3, size, size]`` → P(roadwork) ``[B]``) on each row of
     :func:`distortion_rows` of ``images`` (uint8 ``[3, H, W]`` each) with 0/1 ``labels`` ``[N]``.
@@ -55,7 +56,8 @@ def distortion_breakdown(
     Returns one dict per row: ``name``, ``mcc`` and ``accuracy`` at the validator's 0.5 cut,
     ``auroc`` (ranking, unaffected by a shift of the scores), ``positive_rate`` (share above
     0.5), ``mean_p_positive`` (mean P(roadwork) of the true positives) and ``mcc_drop`` (the
-    ``geometry`` row's MCC minus this row's; 0 for the first two rows).
+    ``geometry`` row's MCC minus this row's; 0 for the first two rows). ``jpeg=False`` leaves
+    out the validator's closing JPEG q75 on every row, to see what a step costs through the codec.
     """
     imgs = list(images)
     y = np.asarray(labels).astype(np.int64).reshape(-1)
@@ -63,7 +65,7 @@ def distortion_breakdown(
         raise ValueError(f"{len(imgs)} images but {y.shape[0]} labels")
     out: list[dict[str, Any]] = []
     for name, level, sev in distortion_rows(severities):
-        p = predict_augmented(predict, imgs, partial(_params, seed, level, sev), batch_size, size)
+        p = predict_augmented(predict, imgs, partial(_params, seed, level, sev), batch_size, size, jpeg=jpeg)
         pred = (p > 0.5).astype(np.int64)
         out.append(
             {

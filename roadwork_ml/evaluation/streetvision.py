@@ -115,16 +115,20 @@ def augment_with(
     size: int = IMAGE_SIZE,
     start_index: int = 0,
     n_threads: int = 1,
+    jpeg: bool = True,
 ) -> torch.Tensor:
     """:func:`augment` with each image's parameters from ``params_of(start_index + i, H, W)``
-    (e.g. one distortion at a time, :mod:`roadwork_ml.evaluation.distortions`)."""
+    (e.g. one distortion at a time, :mod:`roadwork_ml.evaluation.distortions`); ``jpeg=False``
+    leaves out the closing JPEG q75 (a diagnosis of what the codec costs, not the validator)."""
     imgs = _image_list(images)
     if not imgs:
         return torch.empty((0, 3, size, size), dtype=torch.uint8)
 
     def one(i: int) -> torch.Tensor:
         im = imgs[i]
-        return validator_augment(im, params_of(start_index + i, int(im.shape[-2]), int(im.shape[-1])), int(size))
+        return validator_augment(
+            im, params_of(start_index + i, int(im.shape[-2]), int(im.shape[-1])), int(size), jpeg=jpeg
+        )
 
     if int(n_threads) > 1 and len(imgs) > 1:
         with ThreadPoolExecutor(min(int(n_threads), len(imgs))) as pool:
@@ -215,18 +219,21 @@ def predict_augmented(
     batch_size: int = 64,
     size: int = IMAGE_SIZE,
     n_threads: int | None = None,
+    jpeg: bool = True,
 ) -> np.ndarray:
     """``predict_fn``'s outputs (float64 ``[N]``) on ``images`` augmented as
-    :func:`augment_with` does, in batches of ``batch_size`` so only one batch of augmented
-    images is in memory; ``n_threads`` (default: the CPU count, at most 8) augments a batch's
-    images at once."""
+    :func:`augment_with` does (``jpeg`` as there), in batches of ``batch_size`` so only one
+    batch of augmented images is in memory; ``n_threads`` (default: the CPU count, at most 8)
+    augments a batch's images at once."""
     threads = _default_threads() if n_threads is None else int(n_threads)
     imgs = _image_list(images)
     if int(batch_size) < 1:
         raise ValueError("batch_size must be >= 1")
     parts = [np.empty(0, dtype=np.float64)]
     for s in range(0, len(imgs), int(batch_size)):
-        batch = augment_with(imgs[s : s + int(batch_size)], params_of, size, start_index=s, n_threads=threads)
+        batch = augment_with(
+            imgs[s : s + int(batch_size)], params_of, size, start_index=s, n_threads=threads, jpeg=jpeg
+        )
         raw = predict_fn(batch)
         if isinstance(raw, torch.Tensor):
             raw = raw.detach().float().cpu().numpy()
