@@ -220,7 +220,7 @@ class AugmentConfig(_Strict):
         ge=0,
         le=1,
         description="legacy: P(the validator's closing step on a sample: 8 bits and a Pillow JPEG at quality 75 at "
-        "validator_size, then back to the input as a served image is)",
+        "validator_size; the codec's error, resized as a served image is, is added at the input)",
     )
     noise_variances: list[float] = Field(
         default_factory=lambda: [0.001, 0.002],

@@ -290,10 +290,10 @@ def validator_jpeg(
     and sent through the JPEG round trip; what that changed is brought back to ``H`` x ``W`` as a
     served image is (:func:`served_resize`) and added to the sample. Only the codec's error is
     added: resizing the sample itself up and back would blur it, a change the validator does not
-    make. The codec quantizes chroma coarsely, so after the validator's colour-saturation step
-    (chroma x 0.4 or 0.3) much of what is left of an orange object's colour is block error, which
-    a chroma-normalizing model (``model.input_norm``) scales back up; the float chroma step alone
-    never shows the model that."""
+    make. The codec quantizes chroma coarsely: after the validator's colour-saturation step
+    (chroma x 0.4 or 0.3) a chroma-normalizing model (``model.input_norm``) scales its error back
+    up with the colour, which the float chroma step alone never shows the model
+    (docs/training_recipe.md, twelfth pass)."""
     from roadwork_ml.augment.streetvision import jpeg_roundtrip
 
     b, _, h, w = images.shape
