@@ -1,4 +1,4 @@
-"""Why the default recipe's level-0 minus level-3 MCC gap stays at ~0.05 (issue 11): four
+"""Why the default recipe's level-0 minus level-3 MCC gap stays at ~0.05 (issue 11): six
 diagnoses read from the recipe ablation's cache (bench/recipe_ablation.py), no training.
 
 1. ``per_level``: each level's AUROC, MCC at the validator's 0.5 cut and MCC at the best cut
@@ -17,10 +17,22 @@ diagnoses read from the recipe ablation's cache (bench/recipe_ablation.py), no t
    served global view with the 128 -> 64 px resize antialiased (the served path uses plain
    bilinear, a 2 x 2 box at 2x), paired with the cached outputs by a bootstrap over images.
    The plain path is recomputed first and must reproduce the cache (a self-check).
+6. ``errors_per_level``: false positives and false negatives per seed at each level, and the
+   colour-saturation severity each level-3 draw gave the positives that level 3 loses and
+   level 0 keeps (lost by at least half of the seeds at level 3, by fewer than half at level 0).
+   Levels 1-3 share one rotation and crop per image, so what level 3 adds to level 1 is its
+   distortions.
+
+``--split VAL_TEST`` reads the held-out outputs of ``bench/recipe_heldout.py`` (default cache
+``<home>/recipe_heldout``) instead of the ablation's VAL_SELECT outputs (a diagnosis after the
+choice; ``--antialias`` and ``train_lost_objects`` stay on VAL_SELECT and TRAIN).
 
     python bench/level_gap_diagnosis.py --home /work/ablation_home --profile demo \\
       --variant photometric_norm_geometry100_noise_e14 --seeds 42,43,44,45 --antialias \\
       --out bench/results/level_gap_diagnosis_demo.json
+    python bench/level_gap_diagnosis.py --home /work/ablation_home --profile demo --split VAL_TEST \\
+      --variant default_bs16_lost0 --seeds 42,43,44,45,46,47,48,49,50,51 \\
+      --out bench/results/level_gap_diagnosis_demo_val_test_lost0.json
 """
 
 from __future__ import annotations
@@ -69,6 +81,33 @@ def false_positive_rates(y: np.ndarray, outputs: dict[int, np.ndarray], masks: d
     }
 
 
+def errors_per_level(y: np.ndarray, outputs: dict[int, dict[int, np.ndarray]], severities: list[dict]) -> dict:
+    """Mean false positives / negatives per seed at each level (cut 0.5), and the colour-saturation
+    (``CS``) severities of the level-3 draws of the positives level 3 loses and level 0 keeps
+    (``outputs``: seed -> level -> P(roadwork) ``[N]``; ``severities``: each image's level-3 draw)."""
+    seeds = list(outputs)
+    levels = sorted(outputs[seeds[0]])
+    pos = y == 1
+    miss = {lv: np.mean([outputs[s][lv] <= 0.5 for s in seeds], axis=0) for lv in levels}
+    out: dict = {
+        str(lv): {
+            "false_positives": float(np.mean([((outputs[s][lv] > 0.5) & ~pos).sum() for s in seeds])),
+            "false_negatives": float(np.mean([((outputs[s][lv] <= 0.5) & pos).sum() for s in seeds])),
+        }
+        for lv in levels
+    }
+    if 0 in miss and 3 in miss:
+        lost = np.flatnonzero(pos & (miss[3] >= 0.5) & (miss[0] < 0.5))
+        cs = [int(severities[i].get("CS", 0)) for i in lost]
+        out["level_3_losses"] = {
+            "positives": len(lost),
+            "with_saturation_severity_1_or_2": sum(c > 0 for c in cs),
+            "saturation_severity_counts": {str(k): cs.count(k) for k in (0, 1, 2)},
+            "rows": [int(i) for i in lost],
+        }
+    return out
+
+
 def train_lost_objects(store, profile, seed: int = 0) -> dict:
     """One epoch of the profile's batch-step frames over TRAIN: how many positives with known
     boxes (tags, else regenerated synthetic scenes) show none of them."""
@@ -115,7 +154,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--home", required=True, help="the ablation's Dagster home (its artifacts hold the splits)")
     ap.add_argument("--profile", default="demo")
-    ap.add_argument("--cache-dir", help="default: <home>/recipe_ablation")
+    ap.add_argument("--cache-dir", help="default: <home>/recipe_ablation (VAL_TEST: <home>/recipe_heldout)")
+    ap.add_argument("--split", default="VAL_SELECT", choices=["VAL_SELECT", "VAL_TEST"])
     ap.add_argument("--variant", default="photometric_norm_geometry100_noise_e14")
     ap.add_argument("--seeds", default="42,43,44,45")
     ap.add_argument("--antialias", action="store_true", help="also rescore the checkpoints (~90 s each on 1 thread)")
@@ -131,10 +171,11 @@ def main() -> None:
     from roadwork_ml.contracts import Split
 
     profile = load_profile(args.profile, [])
-    cache = Path(args.cache_dir or Path(args.home) / "recipe_ablation")
+    default_cache = "recipe_heldout" if args.split == "VAL_TEST" else "recipe_ablation"
+    cache = Path(args.cache_dir or Path(args.home) / default_cache)
     seeds = [int(s) for s in args.seeds.split(",")]
     store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
-    rows = load_split_rows(store, Split.VAL_SELECT)
+    rows = load_split_rows(store, Split[args.split])
     y = rows["label"].to_numpy()
     runs = {s: np.load(cache / f"{args.variant}_s{s}.npz") for s in seeds}
     levels = sorted(int(k.split("_")[1]) for k in runs[seeds[0]].files if k.startswith("level_"))
@@ -146,6 +187,7 @@ def main() -> None:
     result: dict = {
         "command": " ".join(sys.argv),
         "variant": args.variant,
+        "split": args.split,
         "seeds": seeds,
         "n_images": len(y),
         "per_level": {str(s): per_level(y, outputs[s]) for s in seeds},
@@ -157,6 +199,11 @@ def main() -> None:
         ),
     }
 
+    from roadwork_ml.evaluation.streetvision import image_params
+
+    side = max(profile.inference.input_size, profile.evaluation.streetvision.size)  # the emulation's native side
+    draws = [image_params(profile.evaluation.streetvision.seed, i, 3, side, side).severities for i in range(len(y))]
+    result["errors_per_level"] = errors_per_level(y, outputs, draws)
     result["train_lost_objects"] = train_lost_objects(store, profile)
 
     if args.antialias:
@@ -164,6 +211,8 @@ def main() -> None:
         from roadwork_ml.training.checkpoint import load_checkpoint
 
         sv_cfg = profile.evaluation.streetvision
+        if args.split != "VAL_SELECT":
+            raise SystemExit("--antialias re-scores the ablation's VAL_SELECT checkpoints: run it without --split")
         native = load_split_tensors(store, rows, Split.VAL_SELECT, max(profile.inference.input_size, sv_cfg.size))
         rescored = {}
         for s in seeds:
@@ -210,6 +259,8 @@ def main() -> None:
     e = result["seed_ensemble"]
     print(f"seed ensemble: gap at 0.5 {e['gap_at_0_5']:.3f}, at best cuts {e['gap_at_best_cuts']:.3f}")
     print("false-positive rates (seed-averaged P):", json.dumps(result["level1_false_positives"]))
+    print("errors per seed:", {k: v for k, v in result["errors_per_level"].items() if k != "level_3_losses"})
+    print("positives level 3 loses and level 0 keeps:", result["errors_per_level"].get("level_3_losses"))
     print("TRAIN positives whose boxes the batch step leaves out:", result["train_lost_objects"])
     if args.antialias:
         d = result["served_antialias"]["vs_plain_seed_mean"]
