@@ -408,6 +408,14 @@ FOLLOW_UPS = {
         "train.augmentation.lost_object_weight=0.0",
         "model.input_norm=chroma",
     ],
+    # level 1's false positives held out are zoomed night and dusk negatives: a negative whose frame
+    # shows at most half the image weighs twice (train.augmentation.zoomed_negative_weight)
+    "default_bs16_lost0_zoomneg2": [
+        *_DEFAULT,
+        "train.batch_size=16",
+        "train.augmentation.lost_object_weight=0.0",
+        "train.augmentation.zoomed_negative_weight=2.0",
+    ],
     # the normalization scales a desaturated image's chroma, and with it the validator's codec
     # error, back to the target: at chroma x 0.3 the median VAL_SELECT image (chroma RMS 0.058 at
     # 64 px, 0.017 after) is amplified 4.6x. A floor of 0.04 caps that at 2x for most of them and

@@ -249,6 +249,18 @@ class AugmentConfig(_Strict):
         description="legacy: loss weight of a positive whose every roadwork box the zoom or the validator's crop "
         "left out of the frame (rows whose records carry boxes: tags.roadwork_boxes); 1 = no change",
     )
+    zoomed_negative_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="legacy: loss weight of a negative whose frame (zoom or the validator's crop) shows at most "
+        "zoomed_area_max of the image; 1 = no change",
+    )
+    zoomed_area_max: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="legacy: the frame area, as a share of the image, up to which a negative counts as zoomed",
+    )
     level_probs: list[float] = Field(
         default_factory=lambda: [0.25, 0.25, 0.25, 0.25],
         min_length=4,
@@ -445,6 +457,11 @@ class TrainConfig(_Strict):
             raise ValueError(
                 "train.mixup needs train.consistency.views 1: mixing rows with a permutation breaks the "
                 "views of one image that the consistency term compares"
+            )
+        if self.augmentation.zoomed_negative_weight != 1 and self.augmentation.policy != "legacy":
+            raise ValueError(
+                "train.augmentation.zoomed_negative_weight needs augmentation.policy legacy: the validator policy "
+                "crops per sample in the loader, where the batch step cannot see the frame"
             )
         if self.augmentation.lost_object_weight < 1 and self.augmentation.policy != "legacy":
             raise ValueError(

@@ -366,6 +366,8 @@ def train_classifier(
                 x, frames = legacy_augment(x, gen, cfg, out_size=input_size)
                 if boxes is not None:
                     w = _lost_object_weights(frames, y, batch.indices.repeat(views), boxes, known, w, cfg)
+                if cfg.augmentation.zoomed_negative_weight != 1:
+                    w = _zoomed_negative_weights(frames, y, w, cfg)
             mixed = None
             if cfg.mixup.alpha > 0:
                 mixed = mix_batch(x, cfg.mixup, gen)
@@ -464,6 +466,18 @@ def _lost_object_weights(frames, y, indices, boxes, known, w, cfg: TrainConfig) 
     lost = (y.cpu() == 1) & known[idx] & ~objects_visible(frames.cpu(), boxes[idx])
     base = w if w is not None else torch.ones(len(y), device=y.device)
     factor = torch.where(lost, cfg.augmentation.lost_object_weight, 1.0).to(base.device, base.dtype)
+    return base * factor
+
+
+def _zoomed_negative_weights(frames, y, w, cfg: TrainConfig) -> torch.Tensor:
+    """Loss weights ``[B]``: ``w`` (1 when None) times ``zoomed_negative_weight`` for a negative whose
+    frame shows at most ``zoomed_area_max`` of the image. A frame ``[2, 3]`` maps the output square
+    into the input's, so the share of the image it shows is ``|det|`` of its 2 x 2 part."""
+    a = cfg.augmentation
+    area = torch.linalg.det(frames[:, :, :2].double()).abs().cpu()
+    zoomed = (y.cpu() == 0) & (area <= a.zoomed_area_max)
+    base = w if w is not None else torch.ones(len(y), device=y.device)
+    factor = torch.where(zoomed, a.zoomed_negative_weight, 1.0).to(base.device, base.dtype)
     return base * factor
 
 
