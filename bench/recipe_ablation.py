@@ -46,7 +46,8 @@ default_bs16_maxpool (global max pooling), default_bs8 (batch 8), default_bs16_l
 weight 0 at batch 16). Eleventh pass: default_bs16_mixup (mixup at Beta(0.2, 0.2)); lost-object
 weight 0 becomes the profiles' default. Twelfth pass, on the default: default_bs16_lost0_jpeg (the
 validator's JPEG q75 in the batch step), default_bs16_lost0_chroma (chroma-only normalization),
-default_bs16_lost0_floor04 (a chroma floor of 0.04).
+default_bs16_lost0_floor04 (a chroma floor of 0.04), default_bs16_lost0_zoomneg2 / _zoomneg15
+(negatives whose frame shows at most half the image weigh 2 / 1.5).
 "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
@@ -212,12 +213,20 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants default_bs16_lost0_jpeg --seeds 42,43   # and 44,45
     python bench/recipe_ablation.py $H --variants default_bs16_lost0_chroma --seeds 42,43   # and 44,45
     python bench/recipe_ablation.py $H --variants default_bs16_lost0_floor04 --seeds 42,43   # and 44,45
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0_zoomneg2 --seeds 42,43   # and 44,45
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0_zoomneg15 --seeds 42,43   # and 44,45
     V12=baseline,default_bs16,default_bs16_lost0,default_bs16_lost0_jpeg,default_bs16_lost0_chroma
-    V12=$V12,default_bs16_lost0_floor04
+    V12=$V12,default_bs16_lost0_floor04,default_bs16_lost0_zoomneg2,default_bs16_lost0_zoomneg15
     P12=default_bs16_lost0_jpeg:default_bs16_lost0,default_bs16_lost0_chroma:default_bs16_lost0
     P12=$P12,default_bs16_lost0_floor04:default_bs16_lost0,default_bs16_lost0:baseline
+    P12=$P12,default_bs16_lost0_zoomneg2:default_bs16_lost0,default_bs16_lost0_zoomneg15:default_bs16_lost0
     python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V12 --pairs $P12 \\
       --out bench/results/recipe_ablation_demo_twelfth.json
+    # held out, after the choice (a diagnosis of what the zoomed-negative weight does there)
+    python bench/recipe_heldout.py $H --checkpoint-dirs /work/ablation_home/recipe_ablation \\
+      --variants default_bs16_lost0,default_bs16_lost0_zoomneg2,default_bs16_lost0_zoomneg15 --threads 2 \\
+      --pairs default_bs16_lost0_zoomneg2:default_bs16_lost0,default_bs16_lost0_zoomneg15:default_bs16_lost0 \\
+      --out bench/results/recipe_heldout_demo_twelfth.json
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
@@ -415,6 +424,14 @@ FOLLOW_UPS = {
         "train.batch_size=16",
         "train.augmentation.lost_object_weight=0.0",
         "train.augmentation.zoomed_negative_weight=2.0",
+    ],
+    # held out, weight 2 took level 1's zoomed false positives to level 0's rate and lost zoomed
+    # positives instead: half the push
+    "default_bs16_lost0_zoomneg15": [
+        *_DEFAULT,
+        "train.batch_size=16",
+        "train.augmentation.lost_object_weight=0.0",
+        "train.augmentation.zoomed_negative_weight=1.5",
     ],
     # the normalization scales a desaturated image's chroma, and with it the validator's codec
     # error, back to the target: at chroma x 0.3 the median VAL_SELECT image (chroma RMS 0.058 at
