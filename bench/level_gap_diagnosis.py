@@ -163,6 +163,8 @@ def main() -> None:
     ap.add_argument("--n-resamples", type=int, default=2000)
     ap.add_argument("--out")
     args = ap.parse_args()
+    if args.antialias and args.split != "VAL_SELECT":
+        ap.error("--antialias re-scores the ablation's VAL_SELECT checkpoints: run it without --split")
     torch.set_num_threads(args.threads)
 
     from roadwork_assets.data import load_split_rows, load_split_tensors
@@ -211,8 +213,6 @@ def main() -> None:
         from roadwork_ml.training.checkpoint import load_checkpoint
 
         sv_cfg = profile.evaluation.streetvision
-        if args.split != "VAL_SELECT":
-            raise SystemExit("--antialias re-scores the ablation's VAL_SELECT checkpoints: run it without --split")
         native = load_split_tensors(store, rows, Split.VAL_SELECT, max(profile.inference.input_size, sv_cfg.size))
         rescored = {}
         for s in seeds:

@@ -266,6 +266,9 @@ _NOISE = "train.augmentation.noise_prob=0.5"
 # the profiles' default since the fourth pass (photometric_norm_geometry100_noise_e14)
 _DEFAULT = [*_PNS, "train.augmentation.geometry_prob=1.0", _NOISE, *_E14]
 # Not in the default list: follow-ups a first pass suggested (run with --variants).
+# the default since the eleventh pass: batch 16 with lost positives at weight 0
+_LOST0 = [*_DEFAULT, "train.batch_size=16", "train.augmentation.lost_object_weight=0.0"]
+
 FOLLOW_UPS = {
     # the validator levels on half the samples, the stored photo as is on the other half
     "validator_half": _HALF,
@@ -393,7 +396,7 @@ FOLLOW_UPS = {
     "default_bs8": [*_DEFAULT, "train.batch_size=8"],
     # a positive whose roadwork the crop left out teaches "zoomed street = roadwork", the look of
     # level 1's false positives; measured at batch 64 (sixth pass), re-measured on the better-trained model
-    "default_bs16_lost0": [*_DEFAULT, "train.batch_size=16", "train.augmentation.lost_object_weight=0.0"],
+    "default_bs16_lost0": _LOST0,
     # eleventh pass: mixup (train.mixup) at Beta(0.2, 0.2) on every batch: an image that holds only part
     # of the evidence (a faded lamp, a half-seen cone) is taught an intermediate score, against the
     # confident zoomed night false positives at level 1
@@ -403,34 +406,26 @@ FOLLOW_UPS = {
     # block error where an orange object's chroma was, and the chroma normalization scales it
     # back up: on VAL_TEST that step costs the default 0.02 of MCC with the JPEG, 0 without
     "default_bs16_lost0_jpeg": [
-        *_DEFAULT,
-        "train.batch_size=16",
-        "train.augmentation.lost_object_weight=0.0",
+        *_LOST0,
         "train.augmentation.jpeg_prob=1.0",
     ],
     # the luma gain of the normalization brightens a night scene 2.6x (VAL_TEST's median night
     # image has mean luma 0.175 against the target 0.45), a zoomed dark crop more: its lamps and
     # tail lights bloom, the look of level 1's false positives. Chroma only keeps night dark
     "default_bs16_lost0_chroma": [
-        *_DEFAULT,
-        "train.batch_size=16",
-        "train.augmentation.lost_object_weight=0.0",
+        *_LOST0,
         "model.input_norm=chroma",
     ],
     # level 1's false positives held out are zoomed night and dusk negatives: a negative whose frame
     # shows at most half the image weighs twice (train.augmentation.zoomed_negative_weight)
     "default_bs16_lost0_zoomneg2": [
-        *_DEFAULT,
-        "train.batch_size=16",
-        "train.augmentation.lost_object_weight=0.0",
+        *_LOST0,
         "train.augmentation.zoomed_negative_weight=2.0",
     ],
     # held out, weight 2 took level 1's zoomed false positives to level 0's rate and lost zoomed
     # positives instead: half the push
     "default_bs16_lost0_zoomneg15": [
-        *_DEFAULT,
-        "train.batch_size=16",
-        "train.augmentation.lost_object_weight=0.0",
+        *_LOST0,
         "train.augmentation.zoomed_negative_weight=1.5",
     ],
     # the normalization scales a desaturated image's chroma, and with it the validator's codec
@@ -438,9 +433,7 @@ FOLLOW_UPS = {
     # 64 px, 0.017 after) is amplified 4.6x. A floor of 0.04 caps that at 2x for most of them and
     # leaves images at full colour alone; the chroma step teaches what the floor lets through
     "default_bs16_lost0_floor04": [
-        *_DEFAULT,
-        "train.batch_size=16",
-        "train.augmentation.lost_object_weight=0.0",
+        *_LOST0,
         "model.input_norm_chroma_floor=0.04",
     ],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
@@ -37,8 +38,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from roadwork_assets.data import load_split_rows, load_split_tensors
-    from roadwork_assets.resources import ArtifactStore
+    from cached_checkpoints import load_native_split
+
     from roadwork_ml.config import load_profile
     from roadwork_ml.contracts import Split
     from roadwork_ml.evaluation.distortions import distortion_breakdown
@@ -47,10 +48,7 @@ def main() -> None:
 
     profile = load_profile(args.profile)
     sv = profile.evaluation.streetvision
-    store = ArtifactStore(root=str(Path(args.home) / "artifacts"))
-    split = Split[args.split]
-    rows = load_split_rows(store, split)
-    native = load_split_tensors(store, rows, split, max(profile.inference.input_size, sv.size))
+    _, native = load_native_split(args.home, profile, Split[args.split])
     y = native.labels.numpy()
     result: dict = {
         "profile": args.profile,

@@ -464,9 +464,7 @@ def _lost_object_weights(frames, y, indices, boxes, known, w, cfg: TrainConfig) 
     known boxes shows none of them."""
     idx = indices.cpu()
     lost = (y.cpu() == 1) & known[idx] & ~objects_visible(frames.cpu(), boxes[idx])
-    base = w if w is not None else torch.ones(len(y), device=y.device)
-    factor = torch.where(lost, cfg.augmentation.lost_object_weight, 1.0).to(base.device, base.dtype)
-    return base * factor
+    return _scaled_where(w, lost, cfg.augmentation.lost_object_weight, y)
 
 
 def _zoomed_negative_weights(frames, y, w, cfg: TrainConfig) -> torch.Tensor:
@@ -476,9 +474,14 @@ def _zoomed_negative_weights(frames, y, w, cfg: TrainConfig) -> torch.Tensor:
     a = cfg.augmentation
     area = torch.linalg.det(frames[:, :, :2].double()).abs().cpu()
     zoomed = (y.cpu() == 0) & (area <= a.zoomed_area_max)
+    return _scaled_where(w, zoomed, a.zoomed_negative_weight, y)
+
+
+def _scaled_where(w: torch.Tensor | None, mask: torch.Tensor, value: float, y: torch.Tensor) -> torch.Tensor:
+    """``w`` (1 when None) times ``value`` where ``mask`` (a CPU bool ``[B]``), on ``w``'s (else
+    ``y``'s) device: the batch step's per-sample weights multiply, none replaces another."""
     base = w if w is not None else torch.ones(len(y), device=y.device)
-    factor = torch.where(zoomed, a.zoomed_negative_weight, 1.0).to(base.device, base.dtype)
-    return base * factor
+    return base * torch.where(mask, value, 1.0).to(base.device, base.dtype)
 
 
 def _contiguous_state(state: dict) -> dict:
