@@ -255,11 +255,17 @@ class AugmentConfig(_Strict):
         description="legacy: loss weight of a negative whose frame (zoom or the validator's crop) shows at most "
         "zoomed_area_max of the image; 1 = no change",
     )
+    zoomed_positive_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="legacy: loss weight of a positive whose frame shows at most zoomed_area_max of the image "
+        "(multiplied into lost_object_weight, so a lost positive stays at its own weight); 1 = no change",
+    )
     zoomed_area_max: float = Field(
         default=0.5,
         gt=0,
         le=1,
-        description="legacy: the frame area, as a share of the image, up to which a negative counts as zoomed",
+        description="legacy: the frame area, as a share of the image, up to which a sample counts as zoomed",
     )
     level_probs: list[float] = Field(
         default_factory=lambda: [0.25, 0.25, 0.25, 0.25],
@@ -458,11 +464,16 @@ class TrainConfig(_Strict):
                 "train.mixup needs train.consistency.views 1: mixing rows with a permutation breaks the "
                 "views of one image that the consistency term compares"
             )
-        if self.augmentation.zoomed_negative_weight != 1 and self.augmentation.policy != "legacy":
-            raise ValueError(
-                "train.augmentation.zoomed_negative_weight needs augmentation.policy legacy: the validator policy "
-                "crops per sample in the loader, where the batch step cannot see the frame"
-            )
+        zoomed = {
+            "negative": self.augmentation.zoomed_negative_weight,
+            "positive": self.augmentation.zoomed_positive_weight,
+        }
+        for cls, weight in zoomed.items():
+            if weight != 1 and self.augmentation.policy != "legacy":
+                raise ValueError(
+                    f"train.augmentation.zoomed_{cls}_weight needs augmentation.policy legacy: the validator policy "
+                    "crops per sample in the loader, where the batch step cannot see the frame"
+                )
         if self.augmentation.lost_object_weight < 1 and self.augmentation.policy != "legacy":
             raise ValueError(
                 "train.augmentation.lost_object_weight < 1 needs augmentation.policy legacy: the validator policy "

@@ -335,12 +335,16 @@ def test_lost_object_weight_needs_the_batch_step():
         load_profile("tiny", ["train.augmentation.policy=validator", "train.augmentation.lost_object_weight=0"])
 
 
-def test_zoomed_negative_weights_touch_only_negatives_whose_frame_shows_little_of_the_image():
-    from roadwork_ml.training.trainer import _zoomed_negative_weights
+def test_zoomed_weights_touch_only_samples_whose_frame_shows_little_of_the_image():
+    from roadwork_ml.training.trainer import _zoomed_weights
 
     _, tcfg = _lost_cfg(1.0, epochs=1)
-    aug = tcfg.augmentation.model_copy(update={"zoomed_negative_weight": 3.0, "zoomed_area_max": 0.5})
-    tcfg = tcfg.model_copy(update={"augmentation": aug})
+
+    def weights(negative, positive, w=None):
+        update = {"zoomed_negative_weight": negative, "zoomed_positive_weight": positive, "zoomed_area_max": 0.5}
+        cfg = tcfg.model_copy(update={"augmentation": tcfg.augmentation.model_copy(update=update)})
+        return _zoomed_weights(frames, y, w, cfg).tolist()
+
     c, s = np.cos(0.3), np.sin(0.3)
     frames = torch.tensor(
         [
@@ -348,43 +352,50 @@ def test_zoomed_negative_weights_touch_only_negatives_whose_frame_shows_little_o
             [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],  # the whole image, flipped
             [[0.7 * c, 0.7 * s, 0.1], [-0.7 * s, 0.7 * c, 0.0]],  # rotated, side 0.7: 0.49 of the area
             [[0.72, 0.0, 0.0], [0.0, 0.72, 0.0]],  # 0.518 of the area: not zoomed
-            [[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]],  # zoomed, but a positive
+            [[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]],  # zoomed, a positive
+            [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],  # the whole image, a positive
         ]
     )
-    y = torch.tensor([0, 0, 0, 0, 1])
-    assert _zoomed_negative_weights(frames, y, None, tcfg).tolist() == [3.0, 1.0, 3.0, 1.0, 1.0]
-    w = torch.tensor([2.0, 2.0, 0.5, 1.0, 0.0])  # other weights (hard negatives, lost objects) are multiplied
-    assert _zoomed_negative_weights(frames, y, w, tcfg).tolist() == [6.0, 2.0, 1.5, 1.0, 0.0]
+    y = torch.tensor([0, 0, 0, 0, 1, 1])
+    assert weights(3.0, 1.0) == [3.0, 1.0, 3.0, 1.0, 1.0, 1.0]
+    assert weights(1.0, 2.5) == [1.0, 1.0, 1.0, 1.0, 2.5, 1.0]
+    assert weights(3.0, 2.5) == [3.0, 1.0, 3.0, 1.0, 2.5, 1.0]
+    w = torch.tensor([2.0, 2.0, 0.5, 1.0, 0.0, 4.0])  # other weights (hard negatives, lost objects) are multiplied
+    assert weights(3.0, 2.5, w) == [6.0, 2.0, 1.5, 1.0, 0.0, 4.0]
 
 
-def test_zoomed_negative_weight_reaches_the_loss():
-    """Every frame counts as zoomed (area max 1) at weight 0: no negative reaches the loss, so the
-    model learns to call every VAL_SELECT image roadwork; at weight 1 (off) the same run learns."""
+def test_zoomed_weights_reach_the_loss():
+    """Every frame counts as zoomed (area max 1). Negatives at weight 0: none reaches the loss, so
+    the model calls every VAL_SELECT image roadwork; positives at weight 0: it calls none. At
+    weight 1 (off) the same run learns."""
     train, val = _data(512, 0, "train"), _data(256, 1, "val_select")
 
-    def fit(weight):
+    def fit(negative, positive):
         mcfg, tcfg = _lost_cfg(1.0, epochs=3)
-        aug = tcfg.augmentation.model_copy(update={"zoomed_negative_weight": weight, "zoomed_area_max": 1.0})
+        update = {"zoomed_negative_weight": negative, "zoomed_positive_weight": positive, "zoomed_area_max": 1.0}
         torch.manual_seed(0)
         model = build_classifier(mcfg)
-        cfg = tcfg.model_copy(update={"augmentation": aug})
+        cfg = tcfg.model_copy(update={"augmentation": tcfg.augmentation.model_copy(update=update)})
         return train_classifier(model, train, val, cfg, progress=False, log=lambda s: None)
 
     positives = val.labels.float().mean().item()
-    assert fit(1.0).best_mcc > 0.6
-    for epoch in fit(0.0).history[1:]:
+    assert fit(1.0, 1.0).best_mcc > 0.6
+    for epoch in fit(0.0, 1.0).history[1:]:
         assert abs(epoch.val_mcc) < 0.05 and epoch.val_accuracy == pytest.approx(positives, abs=0.01)
+    for epoch in fit(1.0, 0.0).history[1:]:
+        assert abs(epoch.val_mcc) < 0.05 and epoch.val_accuracy == pytest.approx(1 - positives, abs=0.01)
 
 
-def test_zoomed_negative_weight_needs_the_batch_step():
+@pytest.mark.parametrize("cls", ["negative", "positive"])
+def test_zoomed_weights_need_the_batch_step(cls):
     from roadwork_ml.config import ProfileError
 
-    with pytest.raises(ProfileError, match="zoomed_negative_weight needs augmentation.policy legacy"):
+    with pytest.raises(ProfileError, match=f"zoomed_{cls}_weight needs augmentation.policy legacy"):
         load_profile(
             "tiny",
             [
                 "train.augmentation.policy=validator",
                 "train.augmentation.lost_object_weight=1",
-                "train.augmentation.zoomed_negative_weight=2",
+                f"train.augmentation.zoomed_{cls}_weight=2",
             ],
         )

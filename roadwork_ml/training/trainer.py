@@ -366,8 +366,8 @@ def train_classifier(
                 x, frames = legacy_augment(x, gen, cfg, out_size=input_size)
                 if boxes is not None:
                     w = _lost_object_weights(frames, y, batch.indices.repeat(views), boxes, known, w, cfg)
-                if cfg.augmentation.zoomed_negative_weight != 1:
-                    w = _zoomed_negative_weights(frames, y, w, cfg)
+                if cfg.augmentation.zoomed_negative_weight != 1 or cfg.augmentation.zoomed_positive_weight != 1:
+                    w = _zoomed_weights(frames, y, w, cfg)
             mixed = None
             if cfg.mixup.alpha > 0:
                 mixed = mix_batch(x, cfg.mixup, gen)
@@ -467,14 +467,16 @@ def _lost_object_weights(frames, y, indices, boxes, known, w, cfg: TrainConfig) 
     return _scaled_where(w, lost, cfg.augmentation.lost_object_weight, y)
 
 
-def _zoomed_negative_weights(frames, y, w, cfg: TrainConfig) -> torch.Tensor:
-    """Loss weights ``[B]``: ``w`` (1 when None) times ``zoomed_negative_weight`` for a negative whose
-    frame shows at most ``zoomed_area_max`` of the image. A frame ``[2, 3]`` maps the output square
-    into the input's, so the share of the image it shows is ``|det|`` of its 2 x 2 part."""
+def _zoomed_weights(frames, y, w, cfg: TrainConfig) -> torch.Tensor:
+    """Loss weights ``[B]``: ``w`` (1 when None) times ``zoomed_negative_weight`` for a negative, and
+    ``zoomed_positive_weight`` for a positive, whose frame shows at most ``zoomed_area_max`` of the
+    image. A frame ``[2, 3]`` maps the output square into the input's, so the share of the image it
+    shows is ``|det|`` of its 2 x 2 part."""
     a = cfg.augmentation
-    area = torch.linalg.det(frames[:, :, :2].double()).abs().cpu()
-    zoomed = (y.cpu() == 0) & (area <= a.zoomed_area_max)
-    return _scaled_where(w, zoomed, a.zoomed_negative_weight, y)
+    zoomed = torch.linalg.det(frames[:, :, :2].double()).abs().cpu() <= a.zoomed_area_max
+    positive = y.cpu() == 1
+    w = _scaled_where(w, zoomed & ~positive, a.zoomed_negative_weight, y)
+    return _scaled_where(w, zoomed & positive, a.zoomed_positive_weight, y)
 
 
 def _scaled_where(w: torch.Tensor | None, mask: torch.Tensor, value: float, y: torch.Tensor) -> torch.Tensor:
