@@ -631,10 +631,11 @@ class ThresholdConfig(_Strict):
     target_fnr_exit: float = Field(gt=0, lt=1)
     min_coverage: float = Field(gt=0, le=1)
     grid_size: int = Field(ge=10)
-    decision_cut: Literal["clean_mcc", "validator_reward"] = Field(
+    decision_cut: Literal["clean_mcc", "validator_reward", "half"] = Field(
         default="validator_reward",
-        description="the StreetVision cut: MCC-optimal on VAL_CALIB as stored, or reward-optimal on VAL_CALIB "
-        "through the validator emulation (levels pooled, classes weighted 50/50)",
+        description="the StreetVision cut: MCC-optimal on VAL_CALIB as stored, reward-optimal on VAL_CALIB "
+        "through the validator emulation (levels pooled, classes weighted 50/50), or half: the model's own 0.5, "
+        "untuned",
     )
 
 

@@ -126,3 +126,18 @@ def test_validator_cut_follows_the_shifted_scores_the_clean_cut_misses():
     assert again.cut_rule == "validator_reward" and again.decision_cut_ == val_fit.decision_cut_
     with pytest.raises(Exception, match="needs validator_p1"):
         fit_thresholds(clean, y, "val_calib", 0.05, 0.5, cut_rule="validator_reward")
+
+
+def test_half_rule_ships_the_models_own_cut_and_needs_no_emulation():
+    p, y = _scores(600, 3)
+    tuned_cut, _ = mcc_optimal_cut(p, y)
+    assert abs(tuned_cut - 0.5) > 0.05  # the biased scores' own best cut is elsewhere
+    fit = fit_thresholds(p, y, "val_calib", 0.05, 0.5, cut_rule="half")
+    assert fit.decision_cut_ == 0.5
+    np.testing.assert_allclose(fit.fold(p), p, atol=1e-12)  # nothing folded
+    assert fit.mcc_at_cut_ == pytest.approx(matthews_corrcoef(y, (p > 0.5).astype(int)), abs=1e-12)
+    assert np.isnan(fit.reward_at_cut_)
+    again = ExitThresholds.from_dict(fit.to_dict())
+    assert again.cut_rule == "half" and again.decision_cut_ == 0.5
+    with pytest.raises(ValueError, match="cut_rule must be one of"):
+        ExitThresholds(cut_rule="median")

@@ -9,7 +9,10 @@
   VAL_CALIB images as stored; ``"validator_reward"``, the cut that maximizes the StreetVision
   reward ``(0.5 MCC + 0.5 accuracy)^3`` on VAL_CALIB as the validator would send it (the
   emulation's levels 0-3 pooled, the classes weighted to ``positive_share``), the distribution a
-  miner is paid on. ``fold_probability`` maps p1 monotonically so that t* lands on 0.5 ("above
+  miner is paid on; ``"half"``, no tuning: the model's own 0.5 (for a recipe whose tuned cut
+  does not transfer: on the demo's current recipe the reward-optimal VAL_CALIB cut swung from 0.33
+  to 0.69 between training seeds and scored no better than 0.5 on VAL_SELECT or VAL_TEST,
+  docs/training_recipe.md). ``fold_probability`` maps p1 monotonically so that t* lands on 0.5 ("above
   0.5 means roadwork", the StreetVision contract) and every output is a finite value in [0, 1].
 """
 
@@ -22,6 +25,7 @@ from roadwork_ml.evaluation import metrics
 from roadwork_ml.policy.estimator import PolicyEstimator
 
 _EPS = 1e-6
+CUT_RULES = ("clean_mcc", "validator_reward", "half")
 
 
 class ExitThresholds(PolicyEstimator):
@@ -29,7 +33,7 @@ class ExitThresholds(PolicyEstimator):
 
     Hyper-parameters: ``target_fnr_exit`` (max FN / (TP + FN) among exited samples),
     ``min_coverage`` (min exited share), ``grid_size`` (τ grid on [0.5, 1]), ``cut_rule``
-    (``clean_mcc`` | ``validator_reward``, module docstring) and ``positive_share`` (the
+    (``clean_mcc`` | ``validator_reward`` | ``half``, module docstring) and ``positive_share`` (the
     validator's label prior for ``validator_reward``).
     Fitted: ``tau_``, ``coverage_``, ``fnr_exit_``, ``feasible_``, ``decision_cut_``,
     ``mcc_at_cut_`` (clean VAL_CALIB), ``reward_at_cut_`` (the emulated reward, NaN for
@@ -46,8 +50,8 @@ class ExitThresholds(PolicyEstimator):
         cut_rule: str = "clean_mcc",
         positive_share: float = 0.5,
     ) -> None:
-        if cut_rule not in ("clean_mcc", "validator_reward"):
-            raise ValueError(f"ExitThresholds: cut_rule must be 'clean_mcc' or 'validator_reward', got {cut_rule!r}")
+        if cut_rule not in CUT_RULES:
+            raise ValueError(f"ExitThresholds: cut_rule must be one of {CUT_RULES}, got {cut_rule!r}")
         if not 0.0 < positive_share < 1.0:
             raise ValueError(f"ExitThresholds: positive_share must lie in (0, 1), got {positive_share}")
         self.cut_rule = cut_rule
@@ -96,6 +100,9 @@ class ExitThresholds(PolicyEstimator):
                     f"ExitThresholds.fit: validator_p1 and validator_labels must be [M] with M > 0, got {list(vp.shape)}, {list(vy.shape)}"
                 )
             cut, reward = reward_optimal_cut(vp, vy, self.positive_share)
+            mcc = metrics.mcc(labels, (p1 > cut).astype(np.int64))
+        elif self.cut_rule == "half":
+            cut = 0.5
             mcc = metrics.mcc(labels, (p1 > cut).astype(np.int64))
         taus = np.linspace(0.5, 1.0, self.grid_size)
         coverage, fnr = exit_sweep(fold_probability(p1, cut), labels, taus)
