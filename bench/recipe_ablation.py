@@ -47,7 +47,8 @@ weight 0 at batch 16). Eleventh pass: default_bs16_mixup (mixup at Beta(0.2, 0.2
 weight 0 becomes the profiles' default. Twelfth pass, on the default: default_bs16_lost0_jpeg (the
 validator's JPEG q75 in the batch step), default_bs16_lost0_chroma (chroma-only normalization),
 default_bs16_lost0_floor04 (a chroma floor of 0.04), default_bs16_lost0_zoomneg2 / _zoomneg15
-(negatives whose frame shows at most half the image weigh 2 / 1.5).
+(negatives whose frame shows at most half the image weigh 2 / 1.5). Thirteenth pass:
+default_bs16_lost0_zoom2 (zoomed negatives and zoomed positives both at weight 2).
 "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
@@ -227,6 +228,30 @@ the split into invocations safe):
       --variants default_bs16_lost0,default_bs16_lost0_zoomneg2,default_bs16_lost0_zoomneg15 --threads 2 \\
       --pairs default_bs16_lost0_zoomneg2:default_bs16_lost0,default_bs16_lost0_zoomneg15:default_bs16_lost0 \\
       --out bench/results/recipe_heldout_demo_twelfth.json
+    # thirteenth pass (2026-12-01, a fresh home: source_images and splits materialized, cache lost
+    # with the previous machine). The default re-trained at 42-45 reproduces the twelfth pass's
+    # numbers; then both zoomed weights at 2, and the zoomed-negative weights on fresh seeds 48-51
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0 --seeds 42,43,44,45   # beside:
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0_zoom2 --seeds 42,43,44,45
+    Z=default_bs16_lost0_zoomneg2,default_bs16_lost0_zoomneg15
+    ZP=default_bs16_lost0_zoomneg2:default_bs16_lost0,default_bs16_lost0_zoomneg15:default_bs16_lost0
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0 --seeds 48,49,50,51   # beside:
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0_zoomneg2 --seeds 48,49,50,51
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0_zoomneg15 --seeds 48,49   # and 50,51
+    python bench/recipe_ablation.py $H --report-only --seeds 48,49,50,51 --variants default_bs16_lost0,$Z \\
+      --pairs $ZP --out bench/results/recipe_ablation_demo_zoomneg_fresh.json
+    python bench/recipe_heldout.py $H --checkpoint-dirs /work/ablation_home/recipe_ablation --threads 1 \\
+      --variants default_bs16_lost0,$Z --seeds 48,49,50,51 --pairs $ZP \\
+      --out bench/results/recipe_heldout_demo_zoomneg_fresh.json
+    # the twelfth pass's $Z re-trained at 42-45 too, for the shipped-cut bench (the same numbers)
+    python bench/recipe_ablation.py $H --variants $Z --seeds 42,43   # and 44,45
+    V13=default_bs16_lost0,$Z,default_bs16_lost0_zoom2
+    P13=$ZP,default_bs16_lost0_zoom2:default_bs16_lost0
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants $V13 --pairs $P13 \\
+      --out bench/results/recipe_ablation_demo_thirteenth.json
+    python bench/recipe_heldout.py $H --checkpoint-dirs /work/ablation_home/recipe_ablation --threads 2 \\
+      --variants $V13 --seeds 42,43,44,45 --pairs $P13 --out bench/results/recipe_heldout_demo_thirteenth.json
+    # each model at the cut its bundle would ship: bench/recipe_shipped_cut.py's docstring
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
@@ -427,6 +452,14 @@ FOLLOW_UPS = {
     "default_bs16_lost0_zoomneg15": [
         *_LOST0,
         "train.augmentation.zoomed_negative_weight=1.5",
+    ],
+    # thirteenth pass: weight 2 on zoomed negatives shifted the zoomed frames' prior toward "no
+    # roadwork" and lost zoomed positives at level 3. Zoomed positives at the same weight keep that
+    # prior where it was and still give the zoomed views twice the say
+    "default_bs16_lost0_zoom2": [
+        *_LOST0,
+        "train.augmentation.zoomed_negative_weight=2.0",
+        "train.augmentation.zoomed_positive_weight=2.0",
     ],
     # the normalization scales a desaturated image's chroma, and with it the validator's codec
     # error, back to the target: at chroma x 0.3 the median VAL_SELECT image (chroma RMS 0.058 at
@@ -900,15 +933,16 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
     out: dict = {"runs": {}, "comparisons": {}, "absolute": {}}
     for seed in seeds:
         ref_key = f"baseline_s{seed}"
-        if not (cache / f"{ref_key}.npz").exists():
-            continue
-        ref = np.load(cache / f"{ref_key}.npz")
-        levels = _levels(ref)
+        has_ref = (cache / f"{ref_key}.npz").exists()
         for variant in variants:
             key = f"{variant}_s{seed}"
             if not (cache / f"{key}.npz").exists():
                 continue
             new = np.load(cache / f"{key}.npz")
+            # without today's recipe at this seed the run still gets its absolute row (the paired
+            # bootstrap against itself gives the same resamples of its own metrics), no difference row
+            ref = np.load(cache / f"{ref_key}.npz") if has_ref else new
+            levels = _levels(ref)
             meta = json.loads((cache / f"{key}.json").read_text())
             out["runs"][key] = meta
             sv = paired_streetvision(
@@ -923,7 +957,7 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
                 "val_select_mcc": absolute["mcc"]["percentile"].to_dict(),
                 **{m: sv[m]["new"].to_dict() for m in sv},
             }
-            if variant == "baseline":
+            if variant == "baseline" or not has_ref:
                 continue
             vs = paired_bootstrap(y, new["p_val"], ref["p_val"], "mcc", n_resamples=n_resamples, seed=seed, n_jobs=1)
             out["comparisons"][key] = {
