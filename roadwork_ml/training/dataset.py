@@ -15,6 +15,7 @@ shared memory).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import zlib
@@ -387,15 +388,19 @@ def iterate_batches(loader: DataLoader) -> Iterator[Batch]:
     """Iterate ``loader``; a worker that dies (no Python exception) becomes a :class:`StreamDecodeError`
     naming the image(s) it was decoding. Decode errors raised in a worker propagate unchanged."""
     dataset = loader.dataset
+    batches = None
     try:
         try:
-            for images, labels, indices in loader:
+            batches = iter(loader)
+            for images, labels, indices in batches:
                 yield Batch(images, labels, indices)
         except (EOFError, ConnectionError) as exc:  # the worker died while handing over a batch
             raise RuntimeError(f"DataLoader worker died while sending a batch ({type(exc).__name__})") from exc
     except StreamDecodeError:
+        _stop_workers(batches)
         raise
     except RuntimeError as exc:
+        _stop_workers(batches)
         text = str(exc)
         if "DataLoader worker" not in text or not isinstance(dataset, ImageDataset):
             raise
@@ -403,6 +408,18 @@ def iterate_batches(loader: DataLoader) -> Iterator[Batch]:
         names = ", ".join(dataset.describe(i) for i in busy) or "unknown image"
         index = busy[0] if busy else -1
         raise StreamDecodeError(names, f"worker_crashed: {text}", index) from exc
+
+
+def _stop_workers(batches: Iterator | None) -> None:
+    """Shut a failed loader iterator's workers down now. Until then torch's SIGCHLD handler still
+    watches the dead worker's pid and raises its own RuntimeError wherever the main thread happens
+    to be (seen in CI while pytest formatted the named error), which would replace the error that
+    names the image."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # multi-process iterators only
+    if shutdown is None:
+        return
+    with contextlib.suppress(RuntimeError):  # that handler firing during the teardown: its finally drops the pids
+        shutdown()
 
 
 def content_checksum(images: torch.Tensor) -> int:
