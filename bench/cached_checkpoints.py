@@ -47,16 +47,23 @@ def load_native_split(home: str | Path, profile, split):
     return rows, load_split_tensors(store, rows, split, side)
 
 
-def add_checkpoint_args(ap: argparse.ArgumentParser, split_default: str) -> None:
-    """--home, --profile, --checkpoint-dirs, --split, --variants, --seeds, --threads, --out."""
+def add_checkpoint_args(
+    ap: argparse.ArgumentParser,
+    split_default: str | None,
+    out_default: str | None = None,
+    variants_help: str = "comma list of cached variants",
+) -> None:
+    """--home, --profile, --checkpoint-dirs, --split (unless ``split_default`` is None),
+    --variants, --seeds, --threads, --out (required unless ``out_default``)."""
     ap.add_argument("--home", required=True, help="the ablation's Dagster home (its artifacts hold the splits)")
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--checkpoint-dirs", required=True, help="comma list of the ablation's cache directories")
-    ap.add_argument("--split", default=split_default, choices=["VAL_SELECT", "VAL_TEST"])
-    ap.add_argument("--variants", required=True)
+    if split_default is not None:
+        ap.add_argument("--split", default=split_default, choices=["VAL_SELECT", "VAL_TEST"])
+    ap.add_argument("--variants", required=True, help=variants_help)
     ap.add_argument("--seeds", default="42,43,44,45")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", default=out_default, required=out_default is None)
 
 
 def write_result(out: str | Path, fields: dict, md: str, t0: float) -> None:

@@ -933,7 +933,7 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
     out: dict = {"runs": {}, "comparisons": {}, "absolute": {}}
     for seed in seeds:
         ref_key = f"baseline_s{seed}"
-        has_ref = (cache / f"{ref_key}.npz").exists()
+        ref_run = np.load(cache / f"{ref_key}.npz") if (cache / f"{ref_key}.npz").exists() else None
         for variant in variants:
             key = f"{variant}_s{seed}"
             if not (cache / f"{key}.npz").exists():
@@ -941,7 +941,7 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
             new = np.load(cache / f"{key}.npz")
             # without today's recipe at this seed the run still gets its absolute row (the paired
             # bootstrap against itself gives the same resamples of its own metrics), no difference row
-            ref = np.load(cache / f"{ref_key}.npz") if has_ref else new
+            ref = new if ref_run is None else ref_run
             levels = _levels(ref)
             meta = json.loads((cache / f"{key}.json").read_text())
             out["runs"][key] = meta
@@ -957,7 +957,7 @@ def compare(cache: Path, y: np.ndarray, variants: list[str], seeds: list[int], n
                 "val_select_mcc": absolute["mcc"]["percentile"].to_dict(),
                 **{m: sv[m]["new"].to_dict() for m in sv},
             }
-            if variant == "baseline" or not has_ref:
+            if variant == "baseline" or ref_run is None:
                 continue
             vs = paired_bootstrap(y, new["p_val"], ref["p_val"], "mcc", n_resamples=n_resamples, seed=seed, n_jobs=1)
             out["comparisons"][key] = {
@@ -1038,6 +1038,16 @@ def seed_mean_comparisons(
             seed=0,
         )
         out[variant] = {"seeds": both, **{m: {k: iv.to_dict() for k, iv in sv[m].items()} for m in sv}}
+    return out
+
+
+def pair_comparisons(cache: Path, y: np.ndarray, pairs: list[str], seeds: list[int], n_resamples: int) -> dict:
+    """``{"NEW:REF": seed_mean_comparisons(...)[NEW]}`` for each ``NEW:REF`` of ``pairs`` (None where
+    fewer than two seeds have both)."""
+    out = {}
+    for pair in pairs:
+        new, ref = pair.split(":")
+        out[pair] = seed_mean_comparisons(cache, y, [new], seeds, n_resamples, ref).get(new)
     return out
 
 
@@ -1215,11 +1225,8 @@ def main() -> None:
             "seconds_this_invocation": time.perf_counter() - t0,
         }
     )
-    for pair in [p for p in args.pairs.split(",") if p]:
-        new, ref = pair.split(":")
-        res.setdefault("pairs", {})[pair] = seed_mean_comparisons(
-            bench.cache, bench.y, [new], seeds, args.n_resamples, ref
-        ).get(new)
+    if pairs := [p for p in args.pairs.split(",") if p]:
+        res["pairs"] = pair_comparisons(bench.cache, bench.y, pairs, seeds, args.n_resamples)
     for v in [v for v in args.slices_of.split(",") if v]:
         runs = _runs(bench.cache, v, seeds)
         res.setdefault("slice_fpr", {})[v] = {

@@ -65,8 +65,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cached_checkpoints import find_checkpoint, load_native_split, served_checkpoint  # noqa: E402
-from recipe_ablation import _log, compare, load, seed_mean_comparisons, table  # noqa: E402
+from cached_checkpoints import add_checkpoint_args, find_checkpoint, load_native_split, served_checkpoint  # noqa: E402
+from recipe_ablation import _log, compare, load, pair_comparisons, table  # noqa: E402
 
 
 def score(cache: Path, source: Path, key: str, native, y: np.ndarray, profile, n_resamples: int) -> None:
@@ -107,16 +107,10 @@ def main() -> None:
     from roadwork_ml.contracts import Split
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", required=True, help="the ablation's Dagster home (its artifacts hold the splits)")
-    ap.add_argument("--profile", default="demo")
-    ap.add_argument("--checkpoint-dirs", required=True, help="comma list of the ablation's cache directories")
-    ap.add_argument("--variants", required=True, help="comma list; baseline is the reference")
-    ap.add_argument("--seeds", default="42,43,44,45")
+    add_checkpoint_args(ap, None, "bench/results/recipe_heldout.json", "comma list; baseline is the reference")
     ap.add_argument("--pairs", default="", help="extra seed-mean comparisons NEW:REF")
     ap.add_argument("--n-resamples", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", default=None, help="VAL_TEST outputs (default: <home>/recipe_heldout)")
-    ap.add_argument("--out", default="bench/results/recipe_heldout.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -143,11 +137,8 @@ def main() -> None:
                 continue
             score(cache, source, key, native, y, profile, args.n_resamples)
     res = compare(cache, y, variants, seeds, args.n_resamples)
-    for pair in [p for p in args.pairs.split(",") if p]:
-        new, ref = pair.split(":")
-        res.setdefault("pairs", {})[pair] = seed_mean_comparisons(cache, y, [new], seeds, args.n_resamples, ref).get(
-            new
-        )
+    if pairs := [p for p in args.pairs.split(",") if p]:
+        res["pairs"] = pair_comparisons(cache, y, pairs, seeds, args.n_resamples)
     res.update(
         {
             "profile": args.profile,

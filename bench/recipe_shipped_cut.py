@@ -50,8 +50,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cached_checkpoints import find_checkpoint, load_native_split, served_checkpoint  # noqa: E402
-from recipe_ablation import _log, compare, load, seed_mean_comparisons, table  # noqa: E402
+from cached_checkpoints import add_checkpoint_args, find_checkpoint, load_native_split, served_checkpoint  # noqa: E402
+from recipe_ablation import _log, compare, load, pair_comparisons, table  # noqa: E402
 
 SPLIT_CACHES = {"VAL_SELECT": "recipe_ablation", "VAL_TEST": "recipe_heldout"}
 AT_HALF = "_at05"  # a variant's outputs at P(roadwork) > 0.5, paired with its shipped cut
@@ -123,19 +123,13 @@ def main() -> None:
     from roadwork_ml.contracts import Split
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", required=True, help="the ablation's Dagster home (its artifacts hold the splits)")
-    ap.add_argument("--profile", default="demo")
-    ap.add_argument("--checkpoint-dirs", required=True, help="comma list of the ablation's cache directories")
-    ap.add_argument("--variants", required=True, help="comma list; baseline is the reference")
-    ap.add_argument("--seeds", default="42,43,44,45")
+    add_checkpoint_args(ap, None, "bench/results/recipe_shipped_cut.json", "comma list; baseline is the reference")
     ap.add_argument("--pairs", default="", help="extra seed-mean comparisons NEW:REF")
     ap.add_argument("--splits", default="VAL_SELECT,VAL_TEST")
     ap.add_argument("--n-resamples", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--bagged-resamples", type=int, default=0, help="also score each model at its bagged cut (0: off; e.g. 200)"
     )
-    ap.add_argument("--out", default="bench/results/recipe_shipped_cut.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -190,15 +184,12 @@ def main() -> None:
 
         y = load_split_rows(ArtifactStore(root=str(home / "artifacts")), Split[split])["label"].to_numpy()
         out = compare(dst, y, variants, seeds, args.n_resamples)
-        ran = [v for v in variants if any(k.startswith(f"{v}_s") for k in keys)]
+        ran = [v for v in variants if any(f"{v}_s{s}" in cuts for s in seeds)]
         at_half = [f"{v}:{v}{AT_HALF}" for v in ran]
         if bagged:
             at_half += [f"{v}{BAGGED}:{v}{AT_HALF}" for v in ran] + [f"{v}{BAGGED}:{v}" for v in ran]
-        for pair in [p for p in args.pairs.split(",") if p] + at_half:
-            new, ref = pair.split(":")
-            out.setdefault("pairs", {})[pair] = seed_mean_comparisons(dst, y, [new], seeds, args.n_resamples, ref).get(
-                new
-            )
+        pairs = [p for p in args.pairs.split(",") if p] + at_half
+        out["pairs"] = pair_comparisons(dst, y, pairs, seeds, args.n_resamples)
         md = table(out, variants, seeds).replace("VAL_SELECT", split)
         out["table_markdown"] = md
         res["splits"][split] = out
