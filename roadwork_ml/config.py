@@ -157,6 +157,12 @@ class ModelConfig(_Strict):
     input_norm_chroma_floor: float = Field(
         default=0.005, gt=0, description="input_norm: chroma RMS below this is amplified as if it were this"
     )
+    input_norm_luma_floor: float = Field(
+        default=0.02,
+        gt=0,
+        description="input_norm chroma_luma: a mean luma below this is brightened as if it were this "
+        "(the luma gain is at most 0.45 / floor)",
+    )
     input_norm_min_luma: float = Field(
         default=0.0,
         ge=0,

@@ -149,3 +149,19 @@ def test_black_rotation_corners_stay_out_of_the_statistics():
     err_plain = float((plain - ref)[inside].abs().mean())
     # what remains is the content the rotation cut off (the image's own corners)
     assert err_robust < 0.025 and err_plain > 3 * err_robust
+
+
+def test_luma_floor_caps_the_brightening_of_dark_images():
+    """A mean luma below the floor is brightened as if it were the floor (gain target / floor);
+    above it the gain is exact. The profile's model.input_norm_luma_floor reaches the model."""
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    day, night = tensor(scene(seed=1)), tensor(scene(seed=1)) * 0.3  # mean luma about 0.5 and 0.15
+    norm = PhotometricNorm("chroma_luma", luma_target=0.45, luma_floor=0.25)
+    for img, gain in ((day, 0.45 / float((day * w).sum(1).mean())), (night, 0.45 / 0.25)):
+        y_in, y_out = (img * w).sum(1), (norm(img) * w).sum(1)
+        assert float((y_out - gain * y_in).abs().max()) < 1e-5, gain
+    # the old fixed floor (0.02) brightens the night image to the target: 3.0x, not 1.8x
+    assert abs(float((PhotometricNorm("chroma_luma")(night) * w).sum(1).mean()) - 0.45) < 1e-4
+    model = build_classifier(load_profile("demo", ["model.input_norm_luma_floor=0.25"]).model)
+    assert model.input_norm.luma_floor == 0.25
+    assert build_classifier(load_profile("demo").model).input_norm.luma_floor == 0.02

@@ -81,7 +81,12 @@ def build_classifier(cfg: ModelConfig) -> RoadworkClassifier:
         head,
         mean,
         std,
-        PhotometricNorm(cfg.input_norm, chroma_floor=cfg.input_norm_chroma_floor, min_luma=cfg.input_norm_min_luma),
+        PhotometricNorm(
+            cfg.input_norm,
+            chroma_floor=cfg.input_norm_chroma_floor,
+            luma_floor=cfg.input_norm_luma_floor,
+            min_luma=cfg.input_norm_min_luma,
+        ),
     )
     if cfg.freeze_backbone:
         for p in model.backbone.parameters():

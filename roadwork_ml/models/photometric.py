@@ -16,7 +16,9 @@ takes away. Hue and every spatial pattern are kept.
 
 The floors keep an almost grey (or black) image from having its rounding noise amplified
 without bound: an image whose chroma RMS is below ``chroma_floor`` is amplified by at most
-``chroma_target / chroma_floor``. ``min_luma`` > 0 leaves pixels darker than it out of both
+``chroma_target / chroma_floor``, and an image whose mean luma is below ``luma_floor`` is
+brightened by at most ``luma_target / luma_floor`` (a night scene stays darker than a day one).
+``min_luma`` > 0 leaves pixels darker than it out of both
 statistics: the validator's rotation fills the corners with black, which would otherwise pull
 the mean luma down (and brighten the rest) by an amount that depends on the angle.
 
@@ -66,7 +68,7 @@ class PhotometricNorm(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"mode={self.mode!r}, chroma_target={self.chroma_target}, luma_target={self.luma_target}, "
-            f"chroma_floor={self.chroma_floor}, min_luma={self.min_luma}"
+            f"chroma_floor={self.chroma_floor}, luma_floor={self.luma_floor}, min_luma={self.min_luma}"
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
