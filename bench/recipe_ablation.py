@@ -48,7 +48,8 @@ weight 0 becomes the profiles' default. Twelfth pass, on the default: default_bs
 validator's JPEG q75 in the batch step), default_bs16_lost0_chroma (chroma-only normalization),
 default_bs16_lost0_floor04 (a chroma floor of 0.04), default_bs16_lost0_zoomneg2 / _zoomneg15
 (negatives whose frame shows at most half the image weigh 2 / 1.5). Thirteenth pass:
-default_bs16_lost0_zoom2 (zoomed negatives and zoomed positives both at weight 2).
+default_bs16_lost0_zoom2 (zoomed negatives and zoomed positives both at weight 2). Fourteenth
+pass: default_bs16_lost0_lumafloor25 (the normalization's luma gain capped at 1.8x).
 "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
@@ -252,6 +253,16 @@ the split into invocations safe):
     python bench/recipe_heldout.py $H --checkpoint-dirs /work/ablation_home/recipe_ablation --threads 2 \\
       --variants $V13 --seeds 42,43,44,45 --pairs $P13 --out bench/results/recipe_heldout_demo_thirteenth.json
     # each model at the cut its bundle would ship: bench/recipe_shipped_cut.py's docstring
+    # fourteenth pass (2026-12-01, the same home and cache): fresh seeds of the default for the
+    # shipped-cut question, then a luma floor of 0.25 at 42-45 and (exploratory) 48-51
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0 --seeds 46,52,54,56   # beside:
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0 --seeds 47,53,55,57
+    L=default_bs16_lost0_lumafloor25
+    python bench/recipe_ablation.py $H --variants $L --seeds 42,44   # beside 43,45; then 48,50 and 49,51
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants default_bs16_lost0,$L \
+      --pairs $L:default_bs16_lost0 --out bench/results/recipe_ablation_demo_lumafloor.json
+    # (and --seeds 48,49,50,51 --out ..._lumafloor_fresh.json; recipe_heldout.py with the same
+    # --variants/--pairs/--seeds, --threads 2: recipe_heldout_demo_lumafloor.json, ..._lumafloor_fresh.json)
 
 The store must hold ``splits`` and ``source_images`` of the profile (a finished ``make demo``
 home, copied: nothing is written into the store; the cache goes under --cache-dir).
@@ -468,6 +479,14 @@ FOLLOW_UPS = {
     "default_bs16_lost0_floor04": [
         *_LOST0,
         "model.input_norm_chroma_floor=0.04",
+    ],
+    # fourteenth pass: on VAL_TEST the darkest quarter of the negatives (mean luma < 0.24 at level 1)
+    # goes from 0.019 false positives at level 0 to 0.094 at level 1, where the normalization
+    # brightens them 1.8-4.3x; a luma floor of 0.25 caps that gain at 1.8x and leaves the rest
+    # (75 % of the images) invariant to the validator's contrast step as before
+    "default_bs16_lost0_lumafloor25": [
+        *_LOST0,
+        "model.input_norm_luma_floor=0.25",
     ],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input

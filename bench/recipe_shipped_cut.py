@@ -34,6 +34,14 @@ of ``bench/recipe_ablation.py``'s docstring, thirteenth pass; two threads):
       --bagged-resamples 200 --pairs $ZP,${D}_zoom2:$D --out bench/results/recipe_shipped_cut_demo.json
     python bench/recipe_shipped_cut.py $H --variants $D,$Z --seeds 48,49,50,51 \\
       --bagged-resamples 200 --pairs $ZP --out bench/results/recipe_shipped_cut_demo_zoomneg_fresh.json
+
+Fourteenth pass: the pre-registered confirmation on eight fresh seeds of the default (decided on
+``--splits VAL_SELECT`` first, VAL_TEST read after), and the luma floor at both seed blocks:
+
+    python bench/recipe_shipped_cut.py $H --variants $D --seeds 46,47,52,53,54,55,56,57 \
+      --bagged-resamples 200 --out bench/results/recipe_shipped_cut_demo_fresh8.json
+    python bench/recipe_shipped_cut.py $H --variants $D,${D}_lumafloor25 --seeds 42,43,44,45,48,49,50,51 \
+      --pairs ${D}_lumafloor25:$D --out bench/results/recipe_shipped_cut_demo_lumafloor.json
 """
 
 from __future__ import annotations
