@@ -49,7 +49,8 @@ validator's JPEG q75 in the batch step), default_bs16_lost0_chroma (chroma-only 
 default_bs16_lost0_floor04 (a chroma floor of 0.04), default_bs16_lost0_zoomneg2 / _zoomneg15
 (negatives whose frame shows at most half the image weigh 2 / 1.5). Thirteenth pass:
 default_bs16_lost0_zoom2 (zoomed negatives and zoomed positives both at weight 2). Fourteenth
-pass: default_bs16_lost0_lumafloor25 (the normalization's luma gain capped at 1.8x).
+pass: default_bs16_lost0_lumafloor25 (the normalization's luma gain capped at 1.8x) and _j3 (with
+brightness/contrast jitter 0.3).
 "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
@@ -259,8 +260,10 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --variants default_bs16_lost0 --seeds 47,53,55,57
     L=default_bs16_lost0_lumafloor25
     python bench/recipe_ablation.py $H --variants $L --seeds 42,44   # beside 43,45; then 48,50 and 49,51
-    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants default_bs16_lost0,$L \
-      --pairs $L:default_bs16_lost0 --out bench/results/recipe_ablation_demo_lumafloor.json
+    python bench/recipe_ablation.py $H --variants ${L}_j3 --seeds 42,44   # beside 43,45
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants default_bs16_lost0,$L,${L}_j3 \
+      --pairs $L:default_bs16_lost0,${L}_j3:default_bs16_lost0,${L}_j3:$L \
+      --out bench/results/recipe_ablation_demo_lumafloor.json
     # (and --seeds 48,49,50,51 --out ..._lumafloor_fresh.json; recipe_heldout.py with the same
     # --variants/--pairs/--seeds, --threads 2: recipe_heldout_demo_lumafloor.json, ..._lumafloor_fresh.json)
 
@@ -487,6 +490,14 @@ FOLLOW_UPS = {
     "default_bs16_lost0_lumafloor25": [
         *_LOST0,
         "model.input_norm_luma_floor=0.25",
+    ],
+    # with the floor a dark image the validator's contrast step darkens (x 0.725 at level 3) is no
+    # longer normalized back, and the batch step's brightness factor (1 +- jitter, 0.2) never goes
+    # that dark: jitter 0.3 shows the model a dark image at the validator's darkest
+    "default_bs16_lost0_lumafloor25_j3": [
+        *_LOST0,
+        "model.input_norm_luma_floor=0.25",
+        "train.augmentation.jitter=0.3",
     ],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input
