@@ -13,10 +13,16 @@ the rates, so the split's verdict and the rates that make it sit in one table; `
 VAL_CALIB`` reads the VAL_CALIB outputs ``bench/recipe_shipped_cut.py`` caches, a third split
 that selects nothing in these benches.
 
-    python bench/dark_image_rates.py --home /work/ablation_home --split VAL_TEST \\
-      --checkpoint-dirs /work/ablation_home/recipe_ablation \\
-      --variants default_bs16_lost0,default_bs16_lost0_lumafloor25 --seeds 42,43,44,45 \\
-      --out bench/results/dark_image_rates_demo_val_test.json
+How the fourteenth pass's files were made (after bench/recipe_shipped_cut.py filled VAL_CALIB's cache):
+
+    C="--home /work/ablation_home --checkpoint-dirs /work/ablation_home/recipe_ablation"
+    D=default_bs16_lost0
+    for S in VAL_SELECT VAL_TEST VAL_CALIB; do s=$(echo $S | tr A-Z a-z)
+      python bench/dark_image_rates.py $C --split $S --variants $D,${D}_lumafloor25 \\
+        --seeds 42,43,44,45,48,49,50,51 --out bench/results/dark_image_rates_demo_$s.json; done
+    for S in VAL_SELECT VAL_TEST; do s=$(echo $S | tr A-Z a-z)
+      python bench/dark_image_rates.py $C --split $S --variants $D,${D}_lumafloor25,${D}_lumafloor25_j3 \\
+        --seeds 42,43,44,45 --out bench/results/dark_image_rates_demo_${s}_s42_45.json; done
 """
 
 from __future__ import annotations
