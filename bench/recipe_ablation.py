@@ -499,6 +499,14 @@ FOLLOW_UPS = {
         "model.input_norm_luma_floor=0.25",
         "train.augmentation.jitter=0.3",
     ],
+    # the floor cost dark positives because below it the contrast step is no longer undone. A power
+    # mean of the luma (p = 4) is still a gain, so the contrast step stays undone for every image,
+    # and it weighs the bright pixels: at level 1 it is 1.4-1.5x the mean on dark negatives and
+    # 1.17x on the rest, so a night scene with lit lamps is brightened about a quarter less
+    "default_bs16_lost0_lumapow4": [
+        *_LOST0,
+        "model.input_norm_luma_power=4",
+    ],
     # _geometry with TRAIN kept at the stored 128 px: the crop samples real pixels as the
     # validator's does (from the full-size image), then shrinks to the input
     "photometric_norm_geometry_source": [

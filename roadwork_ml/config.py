@@ -163,6 +163,12 @@ class ModelConfig(_Strict):
         description="input_norm chroma_luma: a mean luma below this is brightened as if it were this "
         "(the luma gain is at most 0.45 / floor)",
     )
+    input_norm_luma_power: float = Field(
+        default=1.0,
+        ge=1,
+        description="input_norm chroma_luma: the luma statistic is the power mean mean(Y^p)^(1/p) "
+        "(1: the mean); p > 1 weights bright pixels, and stays a gain the contrast step cannot change",
+    )
     input_norm_min_luma: float = Field(
         default=0.0,
         ge=0,

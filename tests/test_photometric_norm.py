@@ -121,8 +121,9 @@ def test_classifier_logits_invariant_and_state_dict_unchanged():
     assert float((p[0] - p[1]).abs().max()) > 3 * float((p[2] - p[3]).abs().max())
 
 
-def test_onnx_export_matches_torch(tmp_path):
-    p = load_profile("demo", ["model.input_norm=chroma_luma"])
+@pytest.mark.parametrize("extra", [[], ["model.input_norm_luma_power=4", "model.input_norm_luma_floor=0.25"]])
+def test_onnx_export_matches_torch(tmp_path, extra):
+    p = load_profile("demo", ["model.input_norm=chroma_luma", *extra])
     torch.manual_seed(0)
     model = build_classifier(p.model)
     mv = MultiViewClassifier(model, view_spec(p.model, p.inference), "mean", top_k=1).eval()
@@ -165,3 +166,23 @@ def test_luma_floor_caps_the_brightening_of_dark_images():
     model = build_classifier(load_profile("demo", ["model.input_norm_luma_floor=0.25"]).model)
     assert model.input_norm.luma_floor == 0.25
     assert build_classifier(load_profile("demo").model).input_norm.luma_floor == 0.02
+
+
+def test_luma_power_mean_is_a_gain_weighted_to_bright_pixels():
+    """luma_power p: the statistic is mean(Y^p)^(1/p), so the validator's pixel gains are still
+    undone exactly, and a dim scene with one bright lamp is brightened less than by the mean."""
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    night = tensor(scene(seed=2)) * 0.3
+    night[..., 40:44, 40:44] = 1.0  # a lamp
+    norm = PhotometricNorm("chroma_luma", luma_power=4.0)
+    for cc in (0.85, 0.725):  # the validator's colour-contrast gains
+        assert float((norm(night * cc) - norm(night)).abs().max()) < 1e-5
+    y = (night * w).sum(1)
+    p4 = float(y.pow(4).mean() ** 0.25)
+    assert abs(float((norm(night) * w).sum(1).mean()) - 0.45 * float(y.mean()) / p4) < 1e-5
+    plain = float((PhotometricNorm("chroma_luma")(night) * w).sum(1).mean())
+    assert abs(plain - 0.45) < 1e-4 and plain > 1.3 * float((norm(night) * w).sum(1).mean())
+    with pytest.raises(ValueError, match="luma_power"):
+        PhotometricNorm("chroma_luma", luma_power=0.5)
+    model = build_classifier(load_profile("demo", ["model.input_norm_luma_power=4"]).model)
+    assert model.input_norm.luma_power == 4.0

@@ -86,6 +86,7 @@ def build_classifier(cfg: ModelConfig) -> RoadworkClassifier:
             chroma_floor=cfg.input_norm_chroma_floor,
             luma_floor=cfg.input_norm_luma_floor,
             min_luma=cfg.input_norm_min_luma,
+            luma_power=cfg.input_norm_luma_power,
         ),
     )
     if cfg.freeze_backbone:

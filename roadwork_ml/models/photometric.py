@@ -18,6 +18,9 @@ The floors keep an almost grey (or black) image from having its rounding noise a
 without bound: an image whose chroma RMS is below ``chroma_floor`` is amplified by at most
 ``chroma_target / chroma_floor``, and an image whose mean luma is below ``luma_floor`` is
 brightened by at most ``luma_target / luma_floor`` (a night scene stays darker than a day one).
+``luma_power`` p > 1 measures the luma as the power mean ``mean(Y^p)^(1/p)`` instead of the
+mean: still a gain (the validator's contrast step is undone exactly), but weighted toward the
+bright pixels, so a night scene with lit lamps is brightened less than a uniformly dim one.
 ``min_luma`` > 0 leaves pixels darker than it out of both
 statistics: the validator's rotation fills the corners with black, which would otherwise pull
 the mean luma down (and brighten the rest) by an amount that depends on the angle.
@@ -50,6 +53,7 @@ class PhotometricNorm(nn.Module):
         chroma_floor: float = 0.005,
         luma_floor: float = 0.02,
         min_luma: float = 0.0,
+        luma_power: float = 1.0,
     ):
         super().__init__()
         if mode not in INPUT_NORMS:
@@ -64,12 +68,19 @@ class PhotometricNorm(nn.Module):
         if not 0 <= min_luma < 1:
             raise ValueError(f"min_luma must be in [0, 1), got {min_luma}")
         self.min_luma = float(min_luma)
+        if luma_power < 1:
+            raise ValueError(f"luma_power must be >= 1, got {luma_power}")
+        self.luma_power = float(luma_power)
 
     def extra_repr(self) -> str:
         return (
             f"mode={self.mode!r}, chroma_target={self.chroma_target}, luma_target={self.luma_target}, "
-            f"chroma_floor={self.chroma_floor}, luma_floor={self.luma_floor}, min_luma={self.min_luma}"
+            f"chroma_floor={self.chroma_floor}, luma_floor={self.luma_floor}, min_luma={self.min_luma}, "
+            f"luma_power={self.luma_power}"
         )
+
+    def _luma_power(self, luma: torch.Tensor) -> torch.Tensor:
+        return luma if self.luma_power == 1 else luma.clamp_min(0).pow(self.luma_power)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.mode == "none":
@@ -83,10 +94,12 @@ class PhotometricNorm(nn.Module):
             keep = (luma > self.min_luma).to(images.dtype)
             n = keep.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
             rms = ((chroma.pow(2) * keep).sum(dim=(1, 2, 3), keepdim=True) / (3 * n)).sqrt()
-            mean = (luma * keep).sum(dim=(1, 2, 3), keepdim=True) / n
+            mean = (self._luma_power(luma) * keep).sum(dim=(1, 2, 3), keepdim=True) / n
         else:
             rms = chroma.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
-            mean = luma.mean(dim=(1, 2, 3), keepdim=True)
+            mean = self._luma_power(luma).mean(dim=(1, 2, 3), keepdim=True)
+        if self.luma_power != 1:
+            mean = mean.clamp_min(0).pow(1 / self.luma_power)
         chroma = chroma * (self.chroma_target / rms.clamp_min(self.chroma_floor))
         if self.mode == "chroma_luma":
             luma = luma * (self.luma_target / mean.clamp_min(self.luma_floor))
