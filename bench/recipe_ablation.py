@@ -50,7 +50,7 @@ default_bs16_lost0_floor04 (a chroma floor of 0.04), default_bs16_lost0_zoomneg2
 (negatives whose frame shows at most half the image weigh 2 / 1.5). Thirteenth pass:
 default_bs16_lost0_zoom2 (zoomed negatives and zoomed positives both at weight 2). Fourteenth
 pass: default_bs16_lost0_lumafloor25 (the normalization's luma gain capped at 1.8x) and _j3 (with
-brightness/contrast jitter 0.3).
+brightness/contrast jitter 0.3), default_bs16_lost0_lumapow4 (the luma as a power mean, p = 4).
 "Today's recipe"
 pins all of these off (TODAY below; on the demo also its 10-epoch schedule, TODAY_SCHEDULE),
 whatever the profile's default.
@@ -264,6 +264,10 @@ the split into invocations safe):
     python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 --variants default_bs16_lost0,$L,${L}_j3 \
       --pairs $L:default_bs16_lost0,${L}_j3:default_bs16_lost0,${L}_j3:$L \
       --out bench/results/recipe_ablation_demo_lumafloor.json
+    python bench/recipe_ablation.py $H --variants default_bs16_lost0_lumapow4 --seeds 42,44   # beside 43,45
+    python bench/recipe_ablation.py $H --report-only --seeds 42,43,44,45 \
+      --variants default_bs16_lost0,default_bs16_lost0_lumapow4 --pairs default_bs16_lost0_lumapow4:default_bs16_lost0 \
+      --out bench/results/recipe_ablation_demo_lumapow.json   # recipe_heldout.py likewise: ..._lumapow.json
     # (and --seeds 48,49,50,51 --out ..._lumafloor_fresh.json; recipe_heldout.py with the same
     # --variants/--pairs/--seeds, --threads 2: recipe_heldout_demo_lumafloor.json, ..._lumafloor_fresh.json)
 
