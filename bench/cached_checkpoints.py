@@ -1,7 +1,8 @@
 """The recipe ablation's cached checkpoints, read back by the benches that re-score them without
 training (``recipe_heldout``, ``level1_decomposition``, ``streetvision_draws``): where a run's
-checkpoint is, the served prediction of one, a split at the emulation's native side, and the
-command-line arguments those benches share, and how they write their result."""
+checkpoint is, the served prediction of one, a split at the emulation's native side, where each
+split's emulated outputs are cached and how one is read, the command-line arguments those benches
+share, and how they write their result."""
 
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ import json
 import sys
 import time
 from pathlib import Path
+
+# each split's emulated outputs under the ablation's home: VAL_SELECT from recipe_ablation,
+# VAL_TEST from recipe_heldout, VAL_CALIB from recipe_shipped_cut
+SPLIT_CACHES = {"VAL_SELECT": "recipe_ablation", "VAL_TEST": "recipe_heldout"}
+CALIB_CACHE = "recipe_calib"
+
+
+def level_outputs(path: str | Path) -> dict:
+    """``{level: P(roadwork) [N]}`` of one cached run (the ``level_<k>`` arrays of its ``.npz``)."""
+    import numpy as np
+
+    run = np.load(path)
+    return {int(k.split("_")[1]): run[k] for k in run.files if k.startswith("level_")}
 
 
 def find_checkpoint(dirs: list[Path], key: str) -> Path | None:

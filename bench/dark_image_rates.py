@@ -38,9 +38,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cached_checkpoints import add_checkpoint_args, load_native_split, write_result  # noqa: E402
+from cached_checkpoints import (  # noqa: E402
+    CALIB_CACHE,
+    SPLIT_CACHES,
+    add_checkpoint_args,
+    level_outputs,
+    load_native_split,
+    write_result,
+)
 
-SPLIT_CACHES = {"VAL_SELECT": "recipe_ablation", "VAL_TEST": "recipe_heldout", "VAL_CALIB": "recipe_calib"}
+CACHES = {**SPLIT_CACHES, "VAL_CALIB": CALIB_CACHE}
 BLACK_FILL = 0.02  # luma below this is the rotation's fill, left out of the mean
 
 
@@ -79,9 +86,7 @@ def level_mcc(by_seed: list[dict[int, np.ndarray]], y: np.ndarray) -> dict[str, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_checkpoint_args(ap, split_default=None)
-    ap.add_argument(
-        "--split", default="VAL_TEST", choices=sorted(SPLIT_CACHES), help="VAL_CALIB: recipe_shipped_cut's cache"
-    )
+    ap.add_argument("--split", default="VAL_TEST", choices=sorted(CACHES), help="VAL_CALIB: recipe_shipped_cut's cache")
     args = ap.parse_args()
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -98,7 +103,7 @@ def main() -> None:
     dark = luma < cut
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = [v for v in args.variants.split(",") if v]
-    cache = home / SPLIT_CACHES[args.split]
+    cache = home / CACHES[args.split]
     result: dict[str, dict] = {}
     lines = [
         f"{args.split}, dark = level-1 mean luma < {cut:.3f} ({int((dark & (y == 0)).sum())} negatives, "
@@ -112,10 +117,7 @@ def main() -> None:
         missing = [s for s in seeds if not (cache / f"{v}_s{s}.npz").exists()]
         if missing:
             raise SystemExit(f"{v}: no cached {args.split} outputs for seeds {missing} in {cache}")
-        by_seed = []
-        for s in seeds:
-            run = np.load(cache / f"{v}_s{s}.npz")
-            by_seed.append({int(k.split("_")[1]): run[k] for k in run.files if k.startswith("level_")})
+        by_seed = [level_outputs(cache / f"{v}_s{s}.npz") for s in seeds]
         result[v] = {"dark": rates(by_seed, y, dark), "rest": rates(by_seed, y, ~dark), "all": level_mcc(by_seed, y)}
         for part in ("dark", "rest"):
             r = result[v][part]

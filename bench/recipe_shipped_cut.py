@@ -58,10 +58,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cached_checkpoints import add_checkpoint_args, find_checkpoint, load_native_split, served_checkpoint  # noqa: E402
+from cached_checkpoints import (  # noqa: E402
+    CALIB_CACHE,
+    SPLIT_CACHES,
+    add_checkpoint_args,
+    find_checkpoint,
+    level_outputs,
+    load_native_split,
+    served_checkpoint,
+)
 from recipe_ablation import _log, compare, load, pair_comparisons, table  # noqa: E402
 
-SPLIT_CACHES = {"VAL_SELECT": "recipe_ablation", "VAL_TEST": "recipe_heldout"}
 AT_HALF = "_at05"  # a variant's outputs at P(roadwork) > 0.5, paired with its shipped cut
 BAGGED = "_bagged"  # the same outputs at the bagged cut (--bagged-resamples)
 
@@ -85,8 +92,7 @@ def calib_outputs(cache: Path, dirs: list[Path], key: str, native, profile) -> d
         )
         np.savez(path, **{f"level_{lv}": o for lv, o in outs.items()})
         _log(f"{key}: VAL_CALIB emulated in {time.perf_counter() - t0:.0f}s")
-    run = np.load(path)
-    return {int(k.split("_")[1]): run[k] for k in run.files if k.startswith("level_")}
+    return level_outputs(path)
 
 
 def shipped_cut(outputs: dict[int, np.ndarray], labels: np.ndarray) -> float:
@@ -155,7 +161,7 @@ def main() -> None:
     _, calib = load_native_split(home, profile, Split.VAL_CALIB)
     y_calib = calib.labels.numpy()
     _log(f"VAL_CALIB {len(y_calib)} images ({y_calib.mean():.1%} positive)")
-    calib_cache = home / "recipe_calib"
+    calib_cache = home / CALIB_CACHE
     calib_cache.mkdir(parents=True, exist_ok=True)
     # today's recipe was trained at some seeds only: its per-seed rows are built where it was
     keys = [f"{v}_s{s}" for s in seeds for v in variants if v != "baseline" or find_checkpoint(dirs, f"{v}_s{s}")]
